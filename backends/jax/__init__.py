@@ -1,0 +1,5 @@
+"""Placeholder for the jax engine (multirnn_jax).
+
+Not implemented yet: it registers no entry point, so multirnn never offers it. Its issue
+builds the layers here, with the same module names as every other engine.
+"""

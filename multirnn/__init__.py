@@ -1,0 +1,54 @@
+"""multirnn: the documented SimpleRNN, LSTM and GRU layers, with the same numbers on every engine.
+
+``multirnn.LSTM`` (and ``SimpleRNN``, ``GRU``, ``Recurrent``) resolve to the selected
+engine's class at attribute access; importing this package imports no framework.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from multirnn import activations, constraints, initializers, regularizers
+from multirnn._version import __version__
+from multirnn.engines import (
+    EngineUnavailableError,
+    UnknownEngineError,
+    backend,
+    engine,
+    set_backend,
+)
+from multirnn.serialization import from_config, load, save
+from multirnn.spec import LayerSpec
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "EngineUnavailableError",
+    "LayerSpec",
+    "Recurrent",
+    "SimpleRNN",
+    "UnknownEngineError",
+    "__version__",
+    "activations",
+    "backend",
+    "constraints",
+    "engine",
+    "from_config",
+    "initializers",
+    "load",
+    "regularizers",
+    "save",
+    "set_backend",
+]
+
+_LAYER_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Recurrent")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAYER_CLASSES:
+        return getattr(engine(), name)
+    raise AttributeError(f"module 'multirnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAYER_CLASSES))

@@ -1,0 +1,92 @@
+"""One resolver for initializers, regularizers and constraints: a name, a Keras-style
+``{"class_name": ..., "config": {...}}`` dict, an instance, or a plain callable."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from multirnn._checks import did_you_mean, show
+
+
+def _instantiate(cls: type, config: dict[str, Any], *, owner: str, arg: str) -> Any:
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self"]
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"{owner}: {arg} {cls.class_name} got unknown option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
+    return cls(**config)
+
+
+def resolve(
+    value: object,
+    *,
+    owner: str,
+    arg: str,
+    kind: str,
+    names: dict[str, str],
+    classes: dict[str, type],
+    base: type,
+    allow_none: bool,
+    name_defaults: dict[str, dict[str, Any]] | None = None,
+) -> Any:
+    accepted = f"a name ({', '.join(names)}), a {{'class_name', 'config'}} dict, an instance"
+    if allow_none:
+        accepted = "None, " + accepted
+    if value is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{owner}: {arg} cannot be None; give {accepted}")
+    if isinstance(value, base):
+        return value
+    if isinstance(value, str):
+        class_name = names.get(value) or (value if value in classes else None)
+        if class_name is None:
+            hint = did_you_mean(value, list(names) + list(classes))
+            raise ValueError(
+                f"{owner}: unknown {kind} {value!r} for {arg}.{hint} Accepted: {accepted}."
+            )
+        defaults = (name_defaults or {}).get(value, {})
+        return _instantiate(classes[class_name], dict(defaults), owner=owner, arg=arg)
+    if isinstance(value, dict):
+        if (
+            set(value) - {"class_name", "config", "module", "registered_name"}
+            or "class_name" not in value
+        ):
+            raise ValueError(
+                f"{owner}: {arg} as a dict must look like "
+                f"{{'class_name': ..., 'config': {{...}}}}, got {show(value)}"
+            )
+        class_name = value["class_name"]
+        class_name = names.get(class_name, class_name)
+        if class_name not in classes:
+            hint = did_you_mean(str(class_name), list(classes))
+            raise ValueError(
+                f"{owner}: unknown {kind} class {value['class_name']!r} for {arg}.{hint} "
+                f"Accepted: {', '.join(classes)}."
+            )
+        config = value.get("config") or {}
+        if not isinstance(config, dict):
+            raise TypeError(f"{owner}: {arg}['config'] must be a dict, got {show(config)}")
+        return _instantiate(classes[class_name], config, owner=owner, arg=arg)
+    if callable(value):
+        return value
+    raise TypeError(f"{owner}: {arg} must be {accepted} or a callable, got {show(value)}")
+
+
+def serialize(value: Any, *, arg: str, base: type) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, base):
+        return {"class_name": value.class_name, "config": value.get_config()}
+    raise TypeError(
+        f"{arg} is the Python callable {value!r}, which cannot be serialized. Use one of the "
+        "built-in names or classes to save or share the layer."
+    )
+
+
+Resolved = Callable[..., Any]

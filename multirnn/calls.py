@@ -1,0 +1,136 @@
+"""Validation of call arguments from their shapes and dtype names alone.
+
+Engines convert user values to their own arrays, then hand the shapes here, so a wrong
+rank, feature size, dtype, mask or initial state fails before any computation, with the
+same message on every engine (never as a shape error from inside a matrix product).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from multirnn.spec import LayerSpec
+
+
+@dataclass(frozen=True)
+class CallShape:
+    batch: int
+    time: int
+    input_dim: int
+
+
+def _shape(shape: Sequence[int | None]) -> tuple:
+    return tuple(None if s is None else int(s) for s in shape)
+
+
+def inputs(
+    spec: LayerSpec,
+    shape: Sequence[int | None],
+    dtype: str,
+    *,
+    expected_dtype: str,
+    input_dim: int | None,
+) -> CallShape:
+    """Check the ``(batch, time, features)`` input against the layer."""
+    shape = _shape(shape)
+    owner = spec.layer
+    if len(shape) != 3:
+        raise ValueError(
+            f"{owner}: inputs must be 3-D (batch, time, features), got shape {shape} "
+            f"({len(shape)}-D)"
+        )
+    batch, time, features = shape
+    if input_dim is not None and features != input_dim:
+        raise ValueError(
+            f"{owner}: inputs have {features} features (last axis) but the layer was built "
+            f"for input_dim={input_dim}; got input shape {shape}"
+        )
+    if features is not None and features < 1:
+        raise ValueError(f"{owner}: inputs need at least one feature, got shape {shape}")
+    if time is not None and time < 1:
+        raise ValueError(f"{owner}: inputs need at least one time step, got shape {shape}")
+    if dtype != expected_dtype:
+        raise TypeError(
+            f"{owner}: inputs have dtype {dtype} but the layer computes in {expected_dtype}; "
+            f"cast the inputs, or build the layer with dtype={dtype!r}"
+        )
+    return CallShape(batch, time, features)
+
+
+def mask(spec: LayerSpec, shape: Sequence[int | None], dtype: str, call: CallShape) -> None:
+    """A mask is a boolean ``(batch, time)`` array."""
+    shape = _shape(shape)
+    if dtype != "bool":
+        raise TypeError(
+            f"{spec.layer}: mask must be a boolean array of shape (batch, time) = "
+            f"{(call.batch, call.time)}, got dtype {dtype} (compare with 0 or cast to bool)"
+        )
+    if shape != (call.batch, call.time):
+        raise ValueError(
+            f"{spec.layer}: mask must have shape (batch, time) = {(call.batch, call.time)}, "
+            f"got {shape}"
+        )
+
+
+def state_count(spec: LayerSpec, count: int, *, arg: str = "initial_state") -> None:
+    if count != spec.num_states:
+        names = ", ".join(spec.state_names)
+        raise ValueError(
+            f"{spec.layer}: {arg} must be a list of {spec.num_states} array(s) [{names}], "
+            f"each of shape (batch, {spec.units}); got {count}"
+        )
+
+
+def states(
+    spec: LayerSpec,
+    shapes: Sequence[Sequence[int | None]],
+    dtypes: Sequence[str],
+    *,
+    batch: int | None,
+    expected_dtype: str,
+    arg: str = "initial_state",
+) -> None:
+    """Initial (or reset) states: one ``(batch, units)`` array per state, in order."""
+    state_count(spec, len(shapes), arg=arg)
+    for name, shape, dtype in zip(spec.state_names, shapes, dtypes):
+        shape = _shape(shape)
+        want = (batch, spec.units)
+        if len(shape) != 2 or (batch is not None and shape[0] != batch) or shape[1] != spec.units:
+            raise ValueError(
+                f"{spec.layer}: {arg} state {name!r} must have shape (batch, units) = {want}, "
+                f"got {shape}"
+            )
+        if dtype != expected_dtype:
+            raise TypeError(
+                f"{spec.layer}: {arg} state {name!r} has dtype {dtype}; the layer computes "
+                f"in {expected_dtype}"
+            )
+
+
+def dropout_mask(
+    spec: LayerSpec,
+    shape: Sequence[int | None],
+    *,
+    batch: int,
+    width: int,
+    arg: str,
+) -> None:
+    """Explicit dropout masks: ``(batch, width)`` shared by all gates, or
+    ``(gates, batch, width)`` with one mask per gate (gate order of the weights)."""
+    shape = _shape(shape)
+    shared, per_gate = (batch, width), (spec.gates, batch, width)
+    if shape not in (shared, per_gate):
+        raise ValueError(
+            f"{spec.layer}: {arg} must have shape {shared} (one mask for all gates) or "
+            f"{per_gate} (one per gate, order {', '.join(spec.gate_names)}), got {shape}"
+        )
+
+
+def stateful_batch(spec: LayerSpec, batch: int, fixed: int | None) -> None:
+    if fixed is not None and batch != fixed:
+        raise ValueError(
+            f"{spec.layer}: this stateful layer holds states for batch size {fixed}, but the "
+            f"inputs have batch size {batch}. Keep the batch size fixed, or start over with "
+            "new states for the new size: reset_states(states=[...])."
+        )

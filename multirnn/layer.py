@@ -1,0 +1,117 @@
+"""Behaviour every engine's layer shares, independent of the framework it is built on.
+
+Engines combine :class:`LayerCore` with their framework's base class (``nn.Module``, a Keras
+``Layer``, a pytree) and implement the computation; argument handling, configs, the
+canonical weight layout, seeding and dropout-mask bookkeeping live here once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+
+from multirnn import spec as specs
+from multirnn import weights as canonical
+from multirnn._checks import is_int, show
+
+
+class LayerCore:
+    """Mixin: the validated spec, its arguments as attributes, config and weight checks."""
+
+    layer_name: ClassVar[str]  # "SimpleRNN", "LSTM" or "GRU"
+    engine_name: ClassVar[str]
+    spec: specs.LayerSpec
+
+    def _init_core(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not hasattr(type(self), "layer_name"):
+            raise TypeError(
+                f"{type(self).__name__} is the abstract base of the recurrent layers; "
+                "instantiate SimpleRNN, LSTM or GRU"
+            )
+        self.spec = specs.parse(self.layer_name, args, kwargs)
+
+    # -- config ---------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The layer's arguments as a JSON-compatible dict (see ``multirnn.from_config``)."""
+        return self.spec.to_config()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        spec = specs.from_config(config)
+        if spec.layer != cls.layer_name:
+            raise ValueError(f"{cls.__name__}.from_config got a config for a {spec.layer} layer")
+        with warnings.catch_warnings():  # the unit_forget_bias notice was given at creation
+            warnings.simplefilter("ignore", UserWarning)
+            return cls(**spec.to_config(strict=False))
+
+    # -- weights --------------------------------------------------------------------------
+    def _layer_seed(self) -> int:
+        """The seed the initial weights are drawn from (the engine's RNG when none given)."""
+        if self.spec.seed is not None:
+            return self.spec.seed
+        return self._draw_seed()
+
+    def _draw_seed(self) -> int:
+        return int(np.random.randint(0, 2**31 - 1))
+
+    def _initial_weights(self, input_dim: int) -> list[np.ndarray]:
+        return canonical.initial(self.spec, input_dim, self._layer_seed())
+
+    def _check_weights(self, weights, input_dim: int | None) -> list[np.ndarray]:
+        return canonical.check(self.spec, weights, input_dim)
+
+    @staticmethod
+    def _input_dim_from_shape(owner: str, input_shape: Any) -> int:
+        try:
+            shape = tuple(input_shape)
+        except TypeError:
+            shape = None
+        if shape is None or len(shape) not in (2, 3):
+            raise ValueError(
+                f"{owner}.build: input_shape must be (batch, time, features) (or (time, "
+                f"features)), got {show(input_shape)}"
+            )
+        features = shape[-1]
+        if not is_int(features) or features < 1:
+            raise ValueError(
+                f"{owner}.build: the feature size (last entry of input_shape) must be a "
+                f"positive integer, got {show(features)} in {shape}"
+            )
+        return int(features)
+
+    # -- dropout --------------------------------------------------------------------------
+    def _dropout_mask_shapes(self, batch: int, input_dim: int):
+        """Shapes of the (input, recurrent) masks a training call samples, or None.
+
+        Implementations 0 and 1 use one mask per gate, implementation 2 one shared mask.
+        """
+        spec = self.spec
+        lead = () if spec.implementation == 2 else (spec.gates,)
+        input_shape = (*lead, batch, input_dim) if spec.dropout > 0 else None
+        rec_shape = (*lead, batch, spec.units) if spec.recurrent_dropout > 0 else None
+        return input_shape, rec_shape
+
+    def __repr__(self) -> str:
+        spec = self.spec
+        extras = []
+        for key in ("return_sequences", "return_state", "go_backwards", "stateful"):
+            if getattr(spec, key):
+                extras.append(f"{key}=True")
+        if spec.name:
+            extras.append(f"name={spec.name!r}")
+        tail = "".join(", " + e for e in extras)
+        return f"{type(self).__name__}(units={spec.units}{tail}) [{self.engine_name}]"
+
+
+def _spec_property(key: str) -> property:
+    return property(lambda self: getattr(self.spec, key), doc=f"The layer's ``{key}`` argument.")
+
+
+for _key in {k for layer in specs.LAYERS for k in specs.keywords(layer)} - {
+    "name",
+    "dtype",
+    "input_dim",
+}:
+    setattr(LayerCore, _key, _spec_property(_key))

@@ -1,0 +1,225 @@
+"""The NumPy engine's layers: plain Python objects holding NumPy weights.
+
+Good for framework-free inference and as the oracle the other engines are checked
+against; there is no autodiff here (the conformance suite differentiates it numerically).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from multirnn import calls, constraints, regularizers
+from multirnn.layer import LayerCore
+from multirnn.ops import NUMPY_OPS
+from multirnn.reference import kernels
+
+_names = itertools.count()
+
+
+def framework_version() -> str:
+    return np.__version__
+
+
+class Recurrent(LayerCore):
+    """Base class of the NumPy engine's layers (use SimpleRNN, LSTM or GRU)."""
+
+    engine_name = "numpy"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._init_core(args, kwargs)
+        spec = self.spec
+        self.dtype: str = spec.dtype or kernels.DEFAULT_DTYPE
+        self.name: str = spec.name or f"{self.layer_name.lower()}_{next(_names)}"
+        self._weights: list[np.ndarray] | None = None
+        self._states: list[np.ndarray] | None = None
+        self._activity_loss: float | None = None
+        seed = spec.seed if spec.seed is not None else int(np.random.randint(0, 2**31 - 1))
+        self._dropout_rng = np.random.default_rng([seed, 0xD50])
+        if spec.input_dim is not None:
+            self.build((None, None, spec.input_dim))
+
+    # -- building and weights -------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self._weights is not None
+
+    @property
+    def input_dim(self) -> int | None:
+        """The feature size the layer was built for (None before it is built)."""
+        return None if self._weights is None else self._weights[0].shape[0]
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Create the weights for inputs of shape ``(batch, time, features)``."""
+        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
+        if self.built:
+            if input_dim != self.input_dim:
+                raise ValueError(
+                    f"{self.name}: already built for input_dim={self.input_dim}, "
+                    f"cannot rebuild for {input_dim}"
+                )
+            return
+        self._weights = [w.astype(self.dtype) for w in self._initial_weights(input_dim)]
+
+    def _require_built(self, what: str) -> list[np.ndarray]:
+        if self._weights is None:
+            raise ValueError(
+                f"{self.name}: {what} needs the weights, which do not exist yet; call "
+                "build((batch, time, features)), call the layer once, or pass input_dim="
+            )
+        return self._weights
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """The live weight arrays in canonical order (modifying them modifies the layer)."""
+        return list(self._require_built("weights"))
+
+    @property
+    def kernel(self) -> np.ndarray:
+        return self._require_built("kernel")[0]
+
+    @property
+    def recurrent_kernel(self) -> np.ndarray:
+        return self._require_built("recurrent_kernel")[1]
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        weights = self._require_built("bias")
+        return weights[2] if self.spec.use_bias else None
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights in the canonical layout."""
+        return [w.copy() for w in self._require_built("get_weights")]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace the weights (canonical layout); builds an unbuilt layer from the kernel."""
+        arrays = self._check_weights(weights, self.input_dim)
+        self._weights = [np.array(a, dtype=self.dtype) for a in arrays]
+
+    # -- calling --------------------------------------------------------------------------
+    def __call__(
+        self,
+        inputs: Any,
+        mask: Any = None,
+        initial_state: Any = None,
+        training: bool | None = None,
+    ):
+        spec = self.spec
+        if training is not None and not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
+        x = kernels.as_array(inputs, "inputs")
+        call = calls.inputs(
+            spec, x.shape, x.dtype.name, expected_dtype=self.dtype, input_dim=self.input_dim
+        )
+        if mask is not None:
+            mask = kernels.as_array(mask, "mask")
+            calls.mask(spec, mask.shape, mask.dtype.name, call)
+        if initial_state is not None:
+            states = kernels.initial_states(spec, initial_state, call, self.dtype)
+        elif spec.stateful and self._states is not None:
+            calls.stateful_batch(spec, call.batch, self._states[0].shape[0])
+            states = self._states
+        else:
+            states = kernels.initial_states(spec, None, call, self.dtype)
+        self.build(x.shape)
+        in_shape, rec_shape = self._dropout_mask_shapes(call.batch, call.input_dim)
+        mi = mr = None
+        if training:
+            mi = self._sample_dropout(in_shape, spec.dropout)
+            mr = self._sample_dropout(rec_shape, spec.recurrent_dropout)
+        kernel, recurrent_kernel, *bias = self._weights
+        output, states = kernels.scan(
+            spec, kernel, recurrent_kernel, bias[0] if bias else None, x, mask, states, mi, mr
+        )
+        if spec.stateful:
+            self._states = [s.copy() for s in states]
+        if spec.activity_regularizer is not None:
+            penalty = regularizers.penalty(spec.activity_regularizer, output, NUMPY_OPS)
+            self._activity_loss = penalty / max(call.batch, 1)
+        if spec.return_state:
+            return [output, *states]
+        return output
+
+    def _sample_dropout(self, shape, rate: float) -> np.ndarray | None:
+        if shape is None:
+            return None
+        keep = self._dropout_rng.random(shape) >= rate
+        return keep.astype(self.dtype) / (1.0 - rate)
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def states(self) -> list[np.ndarray] | None:
+        """The carried states of a stateful layer (None before its first call)."""
+        return None if self._states is None else [s.copy() for s in self._states]
+
+    def reset_states(self, states: Sequence[Any] | None = None) -> None:
+        """Zero the carried states, or set them (which also sets the batch size)."""
+        spec = self.spec
+        if not spec.stateful:
+            raise ValueError(
+                f"{self.name}: reset_states() applies to stateful layers; this one was created "
+                "with stateful=False (its states start from zeros or initial_state every call)"
+            )
+        if states is None:
+            if self._states is not None:
+                self._states = [np.zeros_like(s) for s in self._states]
+            return
+        if isinstance(states, np.ndarray):
+            states = [states]
+        arrays = [kernels.as_array(s, "states") for s in states]
+        calls.state_count(spec, len(arrays), arg="reset_states(states)")
+        calls.states(
+            spec,
+            [a.shape for a in arrays],
+            [a.dtype.name for a in arrays],
+            batch=arrays[0].shape[0] if arrays[0].ndim == 2 else None,
+            expected_dtype=self.dtype,
+            arg="reset_states(states)",
+        )
+        self._states = [a.copy() for a in arrays]
+
+    # -- penalties and constraints ----------------------------------------------------------
+    @property
+    def losses(self) -> list[float]:
+        """Weight penalties (current weights) and the activity penalty of the last call."""
+        spec = self.spec
+        out = []
+        if self._weights is not None:
+            pairs = zip(
+                (spec.kernel_regularizer, spec.recurrent_regularizer, spec.bias_regularizer),
+                self._weights,
+            )
+            out += [float(regularizers.penalty(r, w, NUMPY_OPS)) for r, w in pairs if r is not None]
+        if self._activity_loss is not None:
+            out.append(float(self._activity_loss))
+        return out
+
+    def apply_constraints(self) -> None:
+        """Project the weights onto their constraints, in place (as after an update)."""
+        spec = self.spec
+        chosen = (spec.kernel_constraint, spec.recurrent_constraint, spec.bias_constraint)
+        weights = self._require_built("apply_constraints")
+        for constraint, w in zip(chosen, weights):
+            if constraint is not None:
+                w[...] = constraints.project(constraint, w, NUMPY_OPS)
+
+
+class SimpleRNN(Recurrent):
+    """Fully connected recurrent layer whose output is fed back as its state."""
+
+    layer_name = "SimpleRNN"
+
+
+class LSTM(Recurrent):
+    """Long short-term memory layer (states ``[h, c]``)."""
+
+    layer_name = "LSTM"
+
+
+class GRU(Recurrent):
+    """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
+
+    layer_name = "GRU"
