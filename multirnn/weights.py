@@ -55,21 +55,25 @@ def initial(spec: LayerSpec, input_dim: int, seed: int) -> list[np.ndarray]:
 
 
 def check(
-    spec: LayerSpec, weights: Sequence[object], input_dim: int | None = None
+    spec: LayerSpec,
+    weights: Sequence[object],
+    input_dim: int | None = None,
+    *,
+    what: str = "set_weights",
 ) -> list[np.ndarray]:
-    """Validate weights given to ``set_weights``; returns them as NumPy arrays.
+    """Validate canonical weights (for ``what``); returns them as NumPy arrays.
 
     With ``input_dim`` None (an unbuilt layer) the kernel's first dimension decides it.
     """
     names = spec.weight_names
     if not isinstance(weights, (list, tuple)):
         raise TypeError(
-            f"set_weights expects a list of {len(names)} arrays ({', '.join(names)}), "
+            f"{what} expects a list of {len(names)} arrays ({', '.join(names)}), "
             f"got {show(weights)}"
         )
     if len(weights) != len(names):
         raise ValueError(
-            f"set_weights: {_describe(spec)} has {len(names)} weights ({', '.join(names)}), "
+            f"{what}: {_describe(spec)} has {len(names)} weights ({', '.join(names)}), "
             f"got a list of {len(weights)}"
         )
     arrays = []
@@ -77,14 +81,13 @@ def check(
         array = np.asarray(value)
         if not np.issubdtype(array.dtype, np.floating):
             raise TypeError(
-                f"set_weights: weight {name!r} must be a floating-point array, "
-                f"got dtype {array.dtype}"
+                f"{what}: weight {name!r} must be a floating-point array, got dtype {array.dtype}"
             )
         arrays.append(array)
     if input_dim is None:
         if arrays[0].ndim != 2:
             raise ValueError(
-                f"set_weights: weight 'kernel' must be 2-D (input_dim, "
+                f"{what}: weight 'kernel' must be 2-D (input_dim, "
                 f"{spec.gates * spec.units}), got shape {arrays[0].shape}"
             )
         input_dim = arrays[0].shape[0]
@@ -92,7 +95,7 @@ def check(
     for name, array in zip(names, arrays):
         if array.shape != expected[name]:
             raise ValueError(
-                f"set_weights: weight {name!r} of {_describe(spec)} with input_dim={input_dim} "
+                f"{what}: weight {name!r} of {_describe(spec)} with input_dim={input_dim} "
                 f"must have shape {expected[name]}, got {array.shape}"
             )
     return arrays

@@ -132,10 +132,11 @@ def forward(
     ``spec.dtype`` (float64 when None); inputs and states must already have that dtype.
     """
     dtype = spec.dtype or DEFAULT_DTYPE
-    x = as_array(inputs, "inputs")
-    call = calls.inputs(spec, x.shape, x.dtype.name, expected_dtype=dtype, input_dim=None)
-    kernel, recurrent_kernel, *rest = canonical.check(spec, list(weights), call.input_dim)
+    kernel, recurrent_kernel, *rest = canonical.check(spec, list(weights), what="weights")
     bias = rest[0] if rest else None
+    x = as_array(inputs, "inputs")
+    input_dim = kernel.shape[0]
+    call = calls.inputs(spec, x.shape, x.dtype.name, expected_dtype=dtype, input_dim=input_dim)
     if mask is not None:
         mask = as_array(mask, "mask")
         calls.mask(spec, mask.shape, mask.dtype.name, call)
