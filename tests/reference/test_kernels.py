@@ -101,7 +101,7 @@ def test_gru_by_hand(reset_after):
     bias = np.array([GRU_BI, GRU_BR]) if reset_after else np.array(GRU_BI)
     weights = [np.array([GRU_W]), np.array([GRU_U]), bias]
     s = spec("GRU", reset_after=reset_after, return_sequences=True)
-    out, (h,) = forward(s, weights, X)
+    out, (_h,) = forward(s, weights, X)
     np.testing.assert_allclose(out[0, :, 0], gru_by_hand((1.0, 2.0, -0.5), reset_after), 1e-14)
 
 
@@ -129,7 +129,7 @@ def test_gru_recurrent_dropout_by_hand(implementation, reset_after):
 def test_lstm_recurrent_dropout_never_touches_c():
     s = spec("LSTM", return_sequences=True)
     zero = np.zeros((1, 1))  # the recurrent products vanish, c still carries
-    out, (h, c) = forward(s, lstm_weights(), X, recurrent_dropout=zero)
+    out, (_h, c) = forward(s, lstm_weights(), X, recurrent_dropout=zero)
     c_val, hs = 0.0, []
     for x in (1.0, 2.0, -0.5):
         z = [LSTM_W[k] * x + LSTM_B[k] for k in range(4)]

@@ -294,4 +294,4 @@ def test_attributes_mirror_the_arguments():
     layer = LSTM(5, go_backwards=True, dropout=0.25)
     assert (layer.units, layer.go_backwards, layer.dropout) == (5, True, 0.25)
     assert layer.recurrent_activation == "hard_sigmoid"
-    assert "LSTM(units=5, go_backwards=True) [numpy]" == repr(layer)
+    assert repr(layer) == "LSTM(units=5, go_backwards=True) [numpy]"

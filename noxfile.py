@@ -1,0 +1,44 @@
+"""Developer and CI sessions. ``nox`` alone runs lint, lite and tests (what CI runs).
+
+Exact versions of everything we test with live in ``constraints.txt`` (one place); the
+extras in pyproject.toml carry only lower bounds.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "lite", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PINS = ("-c", "constraints.txt")
+FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "flax")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite with every engine's framework installed (pinned)."""
+    session.install(*PINS, ".[test,all]")
+    session.run("pytest", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "1"})
+
+
+@nox.session
+def lite(session: nox.Session) -> None:
+    """The suite with no framework installed: proves the frameworks are optional."""
+    session.install(*PINS, ".[test]")
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u, sys; "
+        f"found = [m for m in {FRAMEWORKS!r} if u.find_spec(m)]; "
+        "sys.exit(f'lite session must not have {found}' if found else 0)",
+    )
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install(*PINS, "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
