@@ -60,9 +60,9 @@ def check_positive_int(owner: str, arg: str, value: object) -> int:
 
 
 def check_rate(owner: str, arg: str, value: object) -> float:
-    if not is_real(value) or not np.isfinite(value):
+    if not is_real(value):
         raise TypeError(f"{owner}: {arg} must be a float in [0, 1), got {show(value)}")
-    if not 0.0 <= value < 1.0:
+    if not 0.0 <= value < 1.0:  # also rejects NaN
         raise ValueError(f"{owner}: {arg} must be in [0, 1), got {value!r}")
     return float(value)
 

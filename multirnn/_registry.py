@@ -61,8 +61,8 @@ def resolve(
                 f"{owner}: {arg} as a dict must look like "
                 f"{{'class_name': ..., 'config': {{...}}}}, got {show(value)}"
             )
-        class_name = value["class_name"]
-        class_name = names.get(class_name, class_name)
+        alias = value["class_name"]
+        class_name = names.get(alias, alias)
         if class_name not in classes:
             hint = did_you_mean(str(class_name), list(classes))
             raise ValueError(
@@ -72,7 +72,8 @@ def resolve(
         config = value.get("config") or {}
         if not isinstance(config, dict):
             raise TypeError(f"{owner}: {arg}['config'] must be a dict, got {show(config)}")
-        return _instantiate(classes[class_name], config, owner=owner, arg=arg)
+        defaults = (name_defaults or {}).get(alias, {})
+        return _instantiate(classes[class_name], defaults | config, owner=owner, arg=arg)
     if callable(value):
         return value
     raise TypeError(f"{owner}: {arg} must be {accepted} or a callable, got {show(value)}")

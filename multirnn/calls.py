@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from multirnn.spec import LayerSpec
+from multirnn.spec import DTYPES, LayerSpec
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,11 @@ def inputs(
     if time is not None and time < 1:
         raise ValueError(f"{owner}: inputs need at least one time step, got shape {shape}")
     if dtype != expected_dtype:
+        fix = f"cast the inputs to {expected_dtype}"
+        if dtype in DTYPES:
+            fix += f", or create the layer with dtype={dtype!r}"
         raise TypeError(
-            f"{owner}: inputs have dtype {dtype} but the layer computes in {expected_dtype}; "
-            f"cast the inputs, or build the layer with dtype={dtype!r}"
+            f"{owner}: inputs have dtype {dtype} but the layer computes in {expected_dtype}; {fix}"
         )
     return CallShape(batch, time, features)
 

@@ -65,7 +65,7 @@ class NonNeg(Constraint):
     class_name = "NonNeg"
 
     def apply(self, w, ops):
-        return ops.where(w >= 0, w, w * 0.0)
+        return ops.maximum(w, 0.0)
 
 
 class UnitNorm(Constraint):

@@ -26,3 +26,14 @@ def test_penalty_values(reg, expected):
 
 def test_callable_regularizer():
     assert regularizers.penalty(lambda w: float(w.sum()), W, NUMPY_OPS) == -0.5
+
+
+def test_name_and_dict_alias_mean_the_same():
+    by_name = regularizers.resolve("l1_l2", owner="L", arg="a")
+    by_dict = regularizers.resolve({"class_name": "l1_l2", "config": {}}, owner="L", arg="a")
+    assert by_name == by_dict == regularizers.L1L2(0.01, 0.01)
+    partial = regularizers.resolve(
+        {"class_name": "l1_l2", "config": {"l2": 0.5}}, owner="L", arg="a"
+    )
+    assert partial == regularizers.L1L2(0.01, 0.5)
+    assert regularizers.resolve({"class_name": "L1L2"}, owner="L", arg="a") == regularizers.L1L2()

@@ -195,13 +195,13 @@ def test_dropout_valid(arg, value):
 
 
 @pytest.mark.parametrize("arg", ["dropout", "recurrent_dropout"])
-@pytest.mark.parametrize("value", [1.0, 1, -0.1, 2.0])
+@pytest.mark.parametrize("value", [1.0, 1, -0.1, 2.0, float("nan"), float("inf")])
 def test_dropout_out_of_range(arg, value):
     with pytest.raises(ValueError, match=rf"{arg} must be in \[0, 1\), got"):
         build("GRU", 2, **{arg: value})
 
 
-@pytest.mark.parametrize("value", ["0.5", None, True, float("nan")])
+@pytest.mark.parametrize("value", ["0.5", None, True])
 def test_dropout_wrong_type(value):
     with pytest.raises(TypeError, match=r"dropout must be a float in \[0, 1\)"):
         build("GRU", 2, dropout=value)

@@ -103,6 +103,7 @@ class Recurrent(LayerCore):
     def __call__(
         self,
         inputs: Any,
+        *,
         mask: Any = None,
         initial_state: Any = None,
         training: bool | None = None,
@@ -117,10 +118,11 @@ class Recurrent(LayerCore):
         if mask is not None:
             mask = kernels.as_array(mask, "mask")
             calls.mask(spec, mask.shape, mask.dtype.name, call)
+        if spec.stateful and self._states is not None:
+            calls.stateful_batch(spec, call.batch, self._states[0].shape[0])
         if initial_state is not None:
             states = kernels.initial_states(spec, initial_state, call, self.dtype)
         elif spec.stateful and self._states is not None:
-            calls.stateful_batch(spec, call.batch, self._states[0].shape[0])
             states = self._states
         else:
             states = kernels.initial_states(spec, None, call, self.dtype)

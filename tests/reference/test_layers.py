@@ -157,7 +157,7 @@ def test_dtype_default_and_mismatch():
     assert layer(inputs(dtype=np.float32)).dtype == np.float32
     with pytest.raises(TypeError, match="dtype float64 but the layer computes in float32"):
         layer(inputs())
-    with pytest.raises(TypeError, match="inputs have dtype int64"):
+    with pytest.raises(TypeError, match="inputs have dtype int64 .* cast the inputs to float64$"):
         LSTM(2)(np.ones((1, 2, 3), dtype=np.int64))
 
 
@@ -210,6 +210,18 @@ def test_reset_states_validation():
         layer.reset_states([np.zeros((1, 2)), np.zeros((2, 2))])
     with pytest.raises(TypeError, match="state 'h' has dtype float32"):
         layer.reset_states([np.zeros((1, 2), np.float32), np.zeros((1, 2))])
+
+
+def test_stateful_initial_state_must_keep_the_batch_size():
+    layer = GRU(3, stateful=True, seed=0)
+    layer(inputs(batch=2))
+    with pytest.raises(ValueError, match="holds states for batch size 2"):
+        layer(inputs(batch=3), initial_state=np.zeros((3, 3)))
+
+
+def test_call_options_are_keyword_only():
+    with pytest.raises(TypeError):
+        GRU(3)(inputs(), np.ones((2, 4), bool))
 
 
 def test_stateful_initial_state_overrides_the_carried_state():
