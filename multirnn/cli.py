@@ -1,13 +1,15 @@
-"""The ``multirnn`` command: ``info`` (engines and versions) and ``demo`` (every documented
-layer and option, run on one engine)."""
+"""The ``multirnn`` command: ``conformance`` (check engines against the reference),
+``info`` (engines and versions) and ``demo`` (every documented layer on one engine)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -72,9 +74,75 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def _default_engines() -> list[str]:
+    names = engines.available()
+    if importlib.util.find_spec("keras") is not None:
+        names.append("keras")
+    return names
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    if args.keras_backend:
+        os.environ["KERAS_BACKEND"] = args.keras_backend
+    from multirnn import conformance as conf
+    from multirnn.conformance import report as rep
+
+    names = _split(args.engines) or _default_engines()
+    dtypes = _split(args.dtype) or ["float32", "float64"]
+    bad = [d for d in dtypes if d not in ("float32", "float64")]
+    if bad:
+        print(f"multirnn conformance: --dtype accepts float32, float64; got {bad}", file=sys.stderr)
+        return 2
+    if args.case:
+        try:
+            cases = [conf.Case.from_id(c) for c in args.case]
+        except (ValueError, TypeError) as exc:
+            print(f"multirnn conformance: --case: {exc}", file=sys.stderr)
+            return 2
+    elif args.full:
+        cases = conf.full_cases(args.count, args.seed)
+    else:
+        cases = conf.quick_cases()
+    mode = "cases given" if args.case else ("full" if args.full else "quick")
+    print(f"multirnn conformance ({mode}): engines {', '.join(names)}; {len(cases)} cases")
+    progress = None if args.no_progress else conf.runner.progress_bar()
+    result = conf.run(names, cases, dtypes, known_gaps=args.known_gaps, progress=progress)
+    print(rep.table(result))
+    print(rep.summary(result))
+    if result.failures:
+        print(rep.failures(result))
+    if args.json:
+        Path(args.json).write_text(rep.to_json(result))
+    if args.junit:
+        Path(args.junit).write_text(rep.to_junit(result))
+    return 0 if result.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="multirnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    conf = sub.add_parser(
+        "conformance",
+        help="check engines against the NumPy reference (and Keras 3 as a second oracle)",
+    )
+    conf.add_argument("--engines", help="comma-separated engine names (default: installed + keras)")
+    conf.add_argument("--dtype", help="float32,float64 (default: both)")
+    size = conf.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the deterministic grid (default)")
+    size.add_argument("--full", action="store_true", help="grid plus Hypothesis-generated cases")
+    conf.add_argument("--count", type=int, default=300, help="Hypothesis cases in --full")
+    conf.add_argument("--seed", type=int, default=0, help="Hypothesis seed in --full")
+    conf.add_argument("--case", action="append", help="run only this case id (repeatable)")
+    conf.add_argument("--known-gaps", action="append", default=[], help="extra known-gap file")
+    conf.add_argument("--keras-backend", help="KERAS_BACKEND for the keras oracle")
+    conf.add_argument("--json", help="write every result as JSON here")
+    conf.add_argument("--junit", help="write a JUnit XML report here")
+    conf.add_argument("--no-progress", action="store_true", help="no progress bar")
+    conf.set_defaults(run=_conformance)
     sub.add_parser("info", help="list engines, what is installed and selected").set_defaults(
         run=_info
     )

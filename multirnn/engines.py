@@ -37,7 +37,8 @@ class EngineInfo:
     """What an engine distribution registers: how to find and load it, and what it needs.
 
     ``module`` must define ``SimpleRNN``, ``LSTM``, ``GRU`` and ``Recurrent``; it may
-    define ``framework_version()`` and ``kernels`` (the functional entry).
+    define ``framework_version()``. ``testing`` names the module whose ``ADAPTER`` lets the
+    conformance suite drive the engine (see ``multirnn.conformance.adapters``).
     """
 
     name: str
@@ -46,6 +47,7 @@ class EngineInfo:
     extra: str | None = None
     priority: int = 0
     description: str = ""
+    testing: str | None = None
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(req) is not None for req in self.requires)
@@ -94,6 +96,7 @@ class Engine:
 _BUILTIN = EngineInfo(
     name="numpy",
     module="multirnn.reference.layers",
+    testing="multirnn.reference.testing",
     priority=-100,
     description="NumPy reference engine (float64 oracle, framework-free inference)",
 )

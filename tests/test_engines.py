@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import multirnn
 from multirnn import engines
+
+from . import plugins
 
 FRAMEWORKS = ("torch", "jax", "jaxlib", "tensorflow", "keras", "flax")
 
@@ -62,16 +62,7 @@ def test_set_backend_fails_at_selection_time_and_keeps_the_old_choice():
 
 
 def run_python(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop(engines.ENV_VAR, None)
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return plugins.run(["-c", textwrap.dedent(code)], env_extra=env_extra)
 
 
 def test_import_multirnn_imports_no_framework():
@@ -125,12 +116,7 @@ broken = fake_engine:DOES_NOT_EXIST
 
 @pytest.fixture
 def plugin_path(tmp_path):
-    (tmp_path / "fake_engine.py").write_text(PLUGIN)
-    dist = tmp_path / "fake_engine-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-engine\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(ENTRY_POINTS)
-    return str(tmp_path)
+    return plugins.write_plugin(tmp_path, "fake_engine", PLUGIN, ENTRY_POINTS)
 
 
 def test_third_party_engine_is_discovered_and_selected_automatically(plugin_path):

@@ -1,0 +1,113 @@
+"""The engine adapter contract: how the conformance suite drives an engine.
+
+An engine makes itself testable by naming a module in ``EngineInfo.testing`` whose
+``ADAPTER`` is an :class:`EngineAdapter` (an instance, or a class instantiated without
+arguments). Everything crosses the boundary as NumPy arrays; the spec passed in already
+carries the dtype under test, and the arrays have that dtype.
+
+A *result* is what the layer call returns, as a list: ``[output]``, or ``[output, *states]``
+when ``spec.return_state``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from multirnn import engines
+from multirnn.conformance.cases import Call, Case
+from multirnn.spec import LayerSpec
+
+
+class EngineAdapter:
+    """Base class of adapters. Subclasses implement :meth:`forward`; the others are optional.
+
+    ``name`` is the engine name; ``dtypes`` the dtypes it supports; ``known_gaps`` the path
+    of a file listing cases it is known to fail (see ``multirnn.conformance.known_gaps``).
+    """
+
+    name: str = ""
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    known_gaps: str | None = None
+    #: False for oracles that only check values (no gradients, no stateful sequences).
+    checks_gradients: bool = True
+
+    def supports(self, case: Case, dtype: str) -> str | None:
+        """None when the engine can run ``case``; otherwise the reason it cannot."""
+        return None
+
+    def forward(
+        self,
+        spec: LayerSpec,
+        weights: list[np.ndarray],
+        inputs: np.ndarray,
+        *,
+        mask: np.ndarray | None,
+        initial_state: list[np.ndarray] | None,
+        input_dropout: np.ndarray | None,
+        recurrent_dropout: np.ndarray | None,
+    ) -> list[np.ndarray]:
+        """Build the layer of ``spec`` with ``weights``, call it once, return the result.
+
+        With dropout masks given, use the engine's functional entry with those masks (in
+        training mode); otherwise the layer API in inference mode.
+        """
+        raise NotImplementedError
+
+    def gradients(
+        self,
+        spec: LayerSpec,
+        weights: list[np.ndarray],
+        inputs: np.ndarray,
+        *,
+        mask: np.ndarray | None,
+        initial_state: list[np.ndarray] | None,
+        input_dropout: np.ndarray | None,
+        recurrent_dropout: np.ndarray | None,
+        cotangents: list[np.ndarray],
+    ) -> dict[str, Any] | None:
+        """Gradients of ``sum_k <cotangents[k], result[k]>`` by the engine's own autodiff:
+        ``{"inputs", "kernel", "recurrent_kernel", "bias" (if used), "initial_state" (a
+        list, if given)}``. None when the engine has no autodiff."""
+        return None
+
+    def stateful(self, spec: LayerSpec, weights: list[np.ndarray], calls: list[Call]):
+        """Run the calls on one stateful layer (``reset`` before each as the Call says) and
+        return each call's result. None when not supported."""
+        return None
+
+
+def _instantiate(obj: Any) -> EngineAdapter:
+    adapter = obj() if isinstance(obj, type) else obj
+    if not isinstance(adapter, EngineAdapter):
+        raise TypeError(f"ADAPTER must be an EngineAdapter, got {adapter!r}")
+    return adapter
+
+
+ORACLES = {"keras": "multirnn.conformance.keras_oracle"}
+
+
+def adapter(name: str) -> EngineAdapter:
+    """The adapter of engine ``name`` (or of an external oracle such as ``keras``)."""
+    if name in ORACLES:
+        return _instantiate(importlib.import_module(ORACLES[name]).ADAPTER)
+    eng = engines.engine(name)  # raises the selection errors (unknown, not installed)
+    info = eng.info
+    if not info.testing:
+        raise engines.EngineUnavailableError(
+            f"engine {name!r} provides no conformance adapter (EngineInfo.testing is unset)"
+        )
+    module = importlib.import_module(info.testing)
+    if not hasattr(module, "ADAPTER"):
+        raise engines.EngineUnavailableError(f"{info.testing} defines no ADAPTER")
+    return _instantiate(module.ADAPTER)
+
+
+def layer_from(spec: LayerSpec, weights: list[np.ndarray], engine_name: str):
+    """Build ``spec`` on an engine through its public API and load ``weights``."""
+    cls = engines.engine(engine_name).layer_class(spec.layer)
+    layer = cls.from_config(spec.to_config())
+    layer.set_weights(weights)
+    return layer

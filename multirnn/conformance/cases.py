@@ -1,0 +1,369 @@
+"""Conformance cases: what to build, what to feed it, and how to name it.
+
+A :class:`Case` is a small frozen record; its :attr:`Case.id` is a readable string that
+parses back into the same case (:meth:`Case.from_id`), so any failure can be reproduced from
+one line. All data of a case (weights, inputs, masks, states, dropout masks, cotangents) is
+a pure function of the case, drawn as float32-representable float64 values so that float32
+and float64 engines are fed exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from multirnn import activations
+from multirnn.spec import LayerSpec, parse
+
+MASKS = ("none", "right_padded", "arbitrary", "fully_masked_rows")
+DTYPES = ("float32", "float64")
+DROPOUT_RATE = 0.3  # both rates, when a case uses dropout masks
+#: Activations with a bounded range (the usual gate activations).
+BOUNDED = ("sigmoid", "hard_sigmoid", "hard_sigmoid_relu6", "tanh", "softsign")
+
+
+@dataclass(frozen=True)
+class Case:
+    layer: str
+    units: int = 3
+    input_dim: int = 2
+    time: int = 4
+    batch: int = 2
+    activation: str = "tanh"
+    recurrent_activation: str | None = "hard_sigmoid"
+    use_bias: bool = True
+    return_sequences: bool = True
+    return_state: bool = True
+    go_backwards: bool = False
+    initial_state: bool = False
+    mask: str = "none"
+    stateful: bool = False
+    unroll: bool = False
+    implementation: int = 0
+    reset_after: bool = False
+    dropout: bool = False
+    zero_output_for_mask: bool = False
+    seed: int = 0
+    family: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.layer == "SimpleRNN" and self.recurrent_activation is not None:
+            object.__setattr__(self, "recurrent_activation", None)
+        if self.mask not in MASKS:
+            raise ValueError(f"case mask must be one of {MASKS}, got {self.mask!r}")
+        if self.stateful and self.initial_state:
+            raise ValueError("a stateful case threads its own states; initial_state must be off")
+
+    # -- naming ---------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """``LAYER(key=value,...)`` listing the fields that differ from the defaults."""
+        defaults = Case(self.layer)
+        parts = []
+        for f in dataclasses.fields(self):
+            if f.name in ("layer", "family"):
+                continue
+            value = getattr(self, f.name)
+            if value != getattr(defaults, f.name):
+                parts.append(f"{f.name}={value}")
+        return f"{self.layer}({','.join(parts)})"
+
+    @classmethod
+    def from_id(cls, text: str) -> Case:
+        text = text.strip()
+        if "(" not in text or not text.endswith(")"):
+            raise ValueError(f"not a case id: {text!r} (expected LAYER(key=value,...))")
+        layer, body = text[:-1].split("(", 1)
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for item in filter(None, body.split(",")):
+            key, _, raw = item.partition("=")
+            if key not in types or key in ("layer", "family"):
+                raise ValueError(f"unknown case field {key!r} in {text!r}")
+            kwargs[key] = _parse_value(raw)
+        return cls(layer, **kwargs)
+
+    def __str__(self) -> str:
+        return self.id
+
+    # -- what it builds -------------------------------------------------------------------
+    def spec(self, dtype: str) -> LayerSpec:
+        kwargs: dict[str, Any] = {
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "unroll": self.unroll,
+            "implementation": self.implementation,
+            "zero_output_for_mask": self.zero_output_for_mask,
+            "dtype": dtype,
+        }
+        if self.layer != "SimpleRNN":
+            kwargs["recurrent_activation"] = self.recurrent_activation
+        if self.layer == "GRU":
+            kwargs["reset_after"] = self.reset_after
+        if self.dropout:  # the rates document the masks; the masks are given explicitly
+            kwargs["dropout"] = kwargs["recurrent_dropout"] = DROPOUT_RATE
+        return parse(self.layer, (self.units,), kwargs, warn=False)
+
+    def data(self) -> CaseData:
+        return _make_data(self)
+
+
+def _parse_value(raw: str) -> Any:
+    if raw in ("True", "False"):
+        return raw == "True"
+    if raw == "None":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a stateful sequence; ``reset`` happens before it: None (carry on),
+    ``"zeros"`` (``reset_states()``) or a list of arrays (``reset_states(states)``)."""
+
+    inputs: np.ndarray
+    mask: np.ndarray | None
+    reset: Any = None
+
+
+@dataclass(frozen=True)
+class CaseData:
+    """Everything fed to an engine for one case, as float64 NumPy arrays (cast per dtype)."""
+
+    weights: list[np.ndarray]
+    inputs: np.ndarray
+    mask: np.ndarray | None
+    initial_state: list[np.ndarray] | None
+    input_dropout: np.ndarray | None
+    recurrent_dropout: np.ndarray | None
+    cotangents: list[np.ndarray]
+    calls: list[Call]
+
+    def cast(self, dtype: str) -> CaseData:
+        def c(a):
+            if a is None or isinstance(a, str):
+                return a
+            if isinstance(a, list):
+                return [c(x) for x in a]
+            return a.astype(dtype) if a.dtype.kind == "f" else a
+
+        calls = [Call(c(k.inputs), k.mask, c(k.reset)) for k in self.calls]
+        return CaseData(
+            c(self.weights),
+            c(self.inputs),
+            self.mask,
+            c(self.initial_state),
+            c(self.input_dropout),
+            c(self.recurrent_dropout),
+            c(self.cotangents),
+            calls,
+        )
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32).astype(np.float64)
+
+
+def _mask(kind: str, batch: int, time: int, rng: np.random.Generator) -> np.ndarray | None:
+    if kind == "none":
+        return None
+    if kind == "right_padded":
+        lengths = rng.integers(1, time + 1, size=batch)
+        lengths[0] = time
+        return np.arange(time)[None, :] < lengths[:, None]
+    mask = rng.random((batch, time)) < 0.65
+    if kind == "fully_masked_rows":
+        mask[0] = False
+    return mask
+
+
+def _dropout_mask(lead: tuple[int, ...], batch: int, width: int, rng) -> np.ndarray:
+    keep = rng.random((*lead, batch, width)) >= DROPOUT_RATE
+    return keep / (1.0 - DROPOUT_RATE)
+
+
+def _make_data(case: Case) -> CaseData:
+    spec = case.spec("float64")
+    rng = np.random.default_rng([case.seed, zlib.crc32(case.id.encode())])
+    # Scaled by fan-in so that recurrences with unbounded activations (linear, relu, elu
+    # gates) stay within float32 range over the longest cases.
+    weights = []
+    for name, shape in spec.weight_shapes(case.input_dim).items():
+        scale = 0.5 if name == "bias" else 0.9 / np.sqrt(shape[0])
+        weights.append(_f32(rng.standard_normal(shape) * scale))
+    inputs = _f32(rng.standard_normal((case.batch, case.time, case.input_dim)))
+    mask = _mask(case.mask, case.batch, case.time, rng)
+    initial = None
+    if case.initial_state:
+        initial = [
+            _f32(rng.standard_normal((case.batch, case.units)) * 0.5) for _ in spec.state_names
+        ]
+    in_drop = rec_drop = None
+    if case.dropout:
+        lead = () if case.implementation == 2 else (spec.gates,)
+        in_drop = _dropout_mask(lead, case.batch, case.input_dim, rng)
+        rec_drop = _dropout_mask(lead, case.batch, case.units, rng)
+    n_results = 1 + (spec.num_states if case.return_state else 0)
+    out_shape = (
+        (case.batch, case.time, case.units) if case.return_sequences else (case.batch, case.units)
+    )
+    cotangents = [_f32(rng.standard_normal(out_shape))]
+    cotangents += [
+        _f32(rng.standard_normal((case.batch, case.units))) for _ in range(n_results - 1)
+    ]
+    calls: list[Call] = []
+    if case.stateful:
+        given = [
+            _f32(rng.standard_normal((case.batch, case.units)) * 0.5) for _ in spec.state_names
+        ]
+        for reset in (None, None, "zeros", given):
+            x = _f32(rng.standard_normal((case.batch, case.time, case.input_dim)))
+            calls.append(Call(x, _mask(case.mask, case.batch, case.time, rng), reset))
+    return CaseData(weights, inputs, mask, initial, in_drop, rec_drop, cotangents, calls)
+
+
+# -- the quick grid -----------------------------------------------------------------------------
+
+VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("SimpleRNN", {}),
+    ("LSTM", {}),
+    ("GRU", {}),
+    ("GRU", {"reset_after": True}),
+)
+
+
+def _variant_name(layer: str, extra: dict[str, Any]) -> str:
+    return layer + ("+reset_after" if extra.get("reset_after") else "")
+
+
+def quick_cases() -> list[Case]:
+    """A deterministic grid: every dimension varied at least once per cell variant, plus the
+    combinations that interact (masks with go_backwards, states, dropout and statefulness)."""
+    out: list[Case] = []
+    for layer, extra in VARIANTS:
+        name = _variant_name(layer, extra)
+        gated = layer != "SimpleRNN"
+
+        def add(family: str, **changes: Any) -> None:
+            out.append(Case(layer, **extra, **changes, family=f"{name}/{family}"))  # noqa: B023
+
+        add("base")
+        add("sizes", units=1)
+        add("sizes", time=1)
+        add("sizes", batch=1)
+        add("sizes", units=1, time=1, batch=1, input_dim=1)
+        add("sizes", units=5, input_dim=4, time=7, batch=3)
+        add("long", time=64, batch=2, units=2)
+        for act in activations.NAMES:
+            if act != "tanh":
+                add("activation", activation=act)
+            if gated and act != "hard_sigmoid":
+                add("recurrent_activation", recurrent_activation=act)
+        add("use_bias", use_bias=False)
+        add("outputs", return_sequences=False)
+        add("outputs", return_state=False)
+        add("outputs", return_sequences=False, return_state=False)
+        add("go_backwards", go_backwards=True)
+        add("go_backwards", go_backwards=True, return_sequences=False)
+        add("initial_state", initial_state=True)
+        add("initial_state", initial_state=True, go_backwards=True)
+        for kind in MASKS[1:]:
+            add("mask", mask=kind)
+            add("mask", mask=kind, go_backwards=True, initial_state=True)
+            add("mask", mask=kind, return_sequences=False)
+            add("mask", mask=kind, zero_output_for_mask=True)
+        add("mask", mask="arbitrary", batch=1, time=1)
+        add("stateful", stateful=True)
+        add("stateful", stateful=True, mask="arbitrary", go_backwards=True)
+        add("unroll", unroll=True)
+        add("unroll", unroll=True, mask="arbitrary", initial_state=True)
+        for impl in (1, 2):
+            add("implementation", implementation=impl)
+        for impl in (0, 1, 2):
+            add("dropout", dropout=True, implementation=impl)
+        add("dropout", dropout=True, mask="right_padded", go_backwards=True, initial_state=True)
+        add("dropout", dropout=True, implementation=2, return_sequences=False)
+    return out
+
+
+# -- Hypothesis-generated cases -----------------------------------------------------------------
+
+
+def case_strategy():
+    """A Hypothesis strategy over every case dimension (for the full run)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw):
+        layer, extra = draw(st.sampled_from(VARIANTS))
+        gated = layer != "SimpleRNN"
+        recurrent_activation = draw(st.sampled_from(activations.NAMES)) if gated else None
+        # Gates with unbounded activations make the recurrence grow doubly exponentially
+        # (the state multiplies itself); such cases are kept short to stay meaningful.
+        exploding = recurrent_activation not in (None, *BOUNDED)
+        stateful = False if exploding else draw(st.booleans())
+        dropout = draw(st.booleans())
+        return Case(
+            layer,
+            **extra,
+            units=draw(st.integers(1, 6)),
+            input_dim=draw(st.integers(1, 5)),
+            time=draw(st.integers(1, 5 if exploding else 12)),
+            batch=draw(st.integers(1, 4)),
+            activation=draw(st.sampled_from(activations.NAMES)),
+            recurrent_activation=recurrent_activation,
+            use_bias=draw(st.booleans()),
+            return_sequences=draw(st.booleans()),
+            return_state=draw(st.booleans()),
+            go_backwards=draw(st.booleans()),
+            initial_state=False if stateful else draw(st.booleans()),
+            mask=draw(st.sampled_from(MASKS)),
+            stateful=stateful,
+            unroll=draw(st.booleans()),
+            implementation=draw(st.sampled_from((0, 1, 2))),
+            dropout=dropout,
+            zero_output_for_mask=draw(st.booleans()),
+            seed=draw(st.integers(0, 2**16)),
+            family=f"{_variant_name(layer, extra)}/hypothesis",
+        )
+
+    return build()
+
+
+def hypothesis_cases(count: int, seed: int = 0) -> list[Case]:
+    """``count`` cases drawn by Hypothesis, deterministically for a given ``seed``."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+
+    drawn: list[Case] = []
+
+    @hseed(seed)
+    @settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=["generate"],
+    )
+    @given(case_strategy())
+    def collect(case: Case) -> None:
+        drawn.append(case)
+
+    collect()
+    unique = list(dict.fromkeys(drawn))
+    return unique[:count]
+
+
+def full_cases(count: int = 300, seed: int = 0) -> list[Case]:
+    return quick_cases() + hypothesis_cases(count, seed)

@@ -1,0 +1,101 @@
+"""Keras 3 as an independent second oracle: its LSTM, GRU (both reset_after values) and
+SimpleRNN, given the same canonical weights (the canonical layout is Keras's), must agree
+with the reference on every case Keras can express.
+
+Keras computes with whatever backend ``KERAS_BACKEND`` names (set it before the first
+import of keras). It checks values only: outputs, final states and stateful sequences.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from multirnn.conformance.adapters import EngineAdapter
+from multirnn.conformance.known_gaps import builtin_path
+
+
+class KerasAdapter(EngineAdapter):
+    name = "keras"
+    checks_gradients = False
+
+    def __init__(self) -> None:
+        if os.environ.get("KERAS_BACKEND") == "jax":  # float64 arrays need x64 from the start
+            os.environ.setdefault("JAX_ENABLE_X64", "1")
+        import keras
+
+        self.keras = keras
+        self.backend = keras.backend.backend()
+        if self.backend == "jax":
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
+        self.known_gaps = builtin_path(f"keras-{self.backend}")
+
+    def supports(self, case, dtype):
+        if case.dropout:
+            return "Keras samples its own dropout masks; it cannot take explicit ones"
+        return None
+
+    def _activation(self, name):
+        ops = self.keras.ops
+        if name == "hard_sigmoid":  # Keras 3's own hard_sigmoid has slope 1/6
+            return lambda x: ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+        if name == "hard_sigmoid_relu6":
+            return "hard_sigmoid"
+        return name
+
+    def _layer(self, spec, weights, batch):
+        kwargs = {
+            "activation": self._activation(spec.activation),
+            "use_bias": spec.use_bias,
+            "return_sequences": spec.return_sequences,
+            "return_state": spec.return_state,
+            "go_backwards": spec.go_backwards,
+            "stateful": spec.stateful,
+            "unroll": spec.unroll,
+            "zero_output_for_mask": spec.zero_output_for_mask,
+            "dtype": spec.dtype,
+        }
+        if spec.layer != "SimpleRNN":
+            kwargs["recurrent_activation"] = self._activation(spec.recurrent_activation)
+        if spec.layer == "LSTM":
+            kwargs["unit_forget_bias"] = False
+        if spec.layer == "GRU":
+            kwargs["reset_after"] = spec.reset_after
+        layer = getattr(self.keras.layers, spec.layer)(spec.units, **kwargs)
+        layer.build((batch if spec.stateful else None, None, weights[0].shape[0]))
+        layer.set_weights(weights)
+        return layer
+
+    def _call(self, layer, spec, inputs, mask, initial_state):
+        kwargs = {}
+        if mask is not None:
+            kwargs["mask"] = mask
+        if initial_state is not None:
+            kwargs["initial_state"] = list(initial_state)
+        out = layer(inputs, **kwargs)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(self.keras.ops.convert_to_numpy(o)) for o in out]
+
+    def forward(
+        self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout
+    ):
+        layer = self._layer(spec, weights, inputs.shape[0])
+        return self._call(layer, spec, inputs, mask, initial_state)
+
+    def stateful(self, spec, weights, calls):
+        layer = self._layer(spec, weights, calls[0].inputs.shape[0])
+        out = []
+        for call in calls:
+            if call.reset == "zeros":
+                layer.reset_state()
+            elif call.reset is not None:
+                for variable, value in zip(layer.states, call.reset):
+                    variable.assign(value)
+            out.append(self._call(layer, spec, call.inputs, call.mask, None))
+        return out
+
+
+ADAPTER = KerasAdapter

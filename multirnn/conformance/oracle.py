@@ -1,0 +1,142 @@
+"""The oracle: the NumPy reference in float64, and central finite differences of it.
+
+Results are what a layer call returns, as a list: ``[output]`` or ``[output, *states]``
+with ``return_state``. Gradients are those of ``sum_k <cotangent_k, result_k>`` with respect
+to the inputs, the initial states (when given) and every weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from multirnn.conformance.cases import Case, CaseData
+from multirnn.conformance.tolerances import FD_STEP, compare
+from multirnn.reference import kernels
+from multirnn.spec import LayerSpec
+
+GRADIENT_KEYS = ("inputs", "initial_state", "kernel", "recurrent_kernel", "bias")
+
+
+def results(spec: LayerSpec, output: np.ndarray, states: list[np.ndarray]) -> list[np.ndarray]:
+    return [output, *states] if spec.return_state else [output]
+
+
+def run(spec: LayerSpec, data: CaseData) -> list[np.ndarray]:
+    output, states = kernels.forward(
+        spec,
+        data.weights,
+        data.inputs,
+        mask=data.mask,
+        initial_state=data.initial_state,
+        input_dropout=data.input_dropout,
+        recurrent_dropout=data.recurrent_dropout,
+    )
+    return results(spec, output, states)
+
+
+def run_stateful(spec: LayerSpec, data: CaseData) -> list[list[np.ndarray]]:
+    """The calls of a stateful case, threading the final states by hand."""
+    states = None
+    out = []
+    for call in data.calls:
+        if isinstance(call.reset, list):
+            states = [s.copy() for s in call.reset]
+        elif call.reset == "zeros":
+            states = None
+        output, states = kernels.forward(
+            spec, data.weights, call.inputs, mask=call.mask, initial_state=states
+        )
+        out.append(results(spec, output, states))
+    return out
+
+
+Forward = Callable[[LayerSpec, CaseData], list[np.ndarray]]
+
+
+def loss(spec: LayerSpec, data: CaseData, forward: Forward = run) -> float:
+    return float(sum(np.sum(c * r) for c, r in zip(data.cotangents, forward(spec, data))))
+
+
+def _replace(data: CaseData, key: str, index: int | None, value: np.ndarray) -> CaseData:
+    if key == "inputs":
+        return _with(data, inputs=value)
+    if key == "initial_state":
+        states = list(data.initial_state)
+        states[index] = value
+        return _with(data, initial_state=states)
+    weights = list(data.weights)
+    weights[("kernel", "recurrent_kernel", "bias").index(key)] = value
+    return _with(data, weights=weights)
+
+
+def _with(data: CaseData, **changes) -> CaseData:
+    return dataclasses.replace(data, **changes)
+
+
+def _leaves(data: CaseData, spec: LayerSpec):
+    yield "inputs", None, data.inputs
+    for i, s in enumerate(data.initial_state or []):
+        yield "initial_state", i, s
+    for name, w in zip(spec.weight_names, data.weights):
+        yield name, None, w
+
+
+def finite_difference_gradients(
+    spec: LayerSpec, data: CaseData, forward: Forward = run
+) -> dict[str, object]:
+    """Central differences of the loss, one coordinate at a time (small cases only).
+
+    ``forward`` is the function differentiated (the reference by default; test doubles pass
+    their own)."""
+    grads: dict[str, object] = {}
+    for key, index, value in _leaves(data, spec):
+        grad = np.zeros_like(value)
+        flat = value.reshape(-1)
+        for j in range(flat.size):
+            plus, minus = flat.copy(), flat.copy()
+            plus[j] += FD_STEP
+            minus[j] -= FD_STEP
+            up = loss(spec, _replace(data, key, index, plus.reshape(value.shape)), forward)
+            down = loss(spec, _replace(data, key, index, minus.reshape(value.shape)), forward)
+            grad.reshape(-1)[j] = (up - down) / (2 * FD_STEP)
+        if key == "initial_state":
+            grads.setdefault("initial_state", []).append(grad)
+        else:
+            grads[key] = grad
+    return grads
+
+
+@functools.lru_cache(maxsize=4096)
+def forward(case: Case) -> list[np.ndarray]:
+    """The reference results of a (non-stateful) case, float64."""
+    return run(case.spec("float64"), case.data())
+
+
+@functools.lru_cache(maxsize=1024)
+def stateful(case: Case) -> list[list[np.ndarray]]:
+    """The reference results of each call of a stateful case, float64."""
+    return run_stateful(case.spec("float64"), case.data())
+
+
+@functools.lru_cache(maxsize=4096)
+def float32_error(case: Case) -> float:
+    """How far the reference itself lands from float64 when run in float32 (the case's
+    sensitivity to rounding; see tolerances.tolerance)."""
+    spec32 = case.spec("float32")
+    data32 = case.data().cast("float32")
+    if case.stateful:
+        got = [r for call in run_stateful(spec32, data32) for r in call]
+        want = [r for call in stateful(case) for r in call]
+    else:
+        got, want = run(spec32, data32), forward(case)
+    return max((compare(g, w)[1] for g, w in zip(got, want)), default=0.0)
+
+
+@functools.lru_cache(maxsize=4096)
+def gradients(case: Case) -> dict[str, object]:
+    """Finite-difference gradients of the reference for a (non-stateful) case, float64."""
+    return finite_difference_gradients(case.spec("float64"), case.data())

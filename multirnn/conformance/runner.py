@@ -1,0 +1,333 @@
+"""Running cases against engines and turning the comparisons into results."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from multirnn.conformance import oracle
+from multirnn.conformance.adapters import EngineAdapter, adapter
+from multirnn.conformance.cases import Case
+from multirnn.conformance.known_gaps import Gap, builtin_path, load
+from multirnn.conformance.tolerances import compare, tolerance
+
+FAILING = ("fail", "error")
+
+
+@dataclass
+class Result:
+    engine: str
+    dtype: str
+    case: Case
+    check: str  # forward | gradients | stateful | pairwise:<engine>
+    status: str  # pass | fail | error | skip | xfail | xpass
+    max_abs: float | None = None
+    max_rel: float | None = None
+    tolerance: float | None = None
+    detail: str = ""
+
+    @property
+    def reproducer(self) -> str:
+        return (
+            'python -c "import multirnn.conformance as c; '
+            f'c.reproduce({self.engine.split(":")[0]!r}, {self.case.id!r}, {self.dtype!r})"'
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "dtype": self.dtype,
+            "case": self.case.id,
+            "family": self.case.family,
+            "check": self.check,
+            "status": self.status,
+            "max_abs_error": self.max_abs,
+            "max_rel_error": self.max_rel,
+            "tolerance": self.tolerance,
+            "detail": self.detail,
+            "reproducer": self.reproducer if self.status in FAILING else None,
+        }
+
+
+def _names(spec_layer: str, count: int) -> list[str]:
+    states = {"LSTM": ["h", "c"]}.get(spec_layer, ["h"])
+    return ["output", *states][:count]
+
+
+def _compare_lists(
+    got: Sequence[np.ndarray], want: Sequence[np.ndarray], names: Sequence[str], tol: float
+):
+    """Worst errors over named arrays; detail names the worst one and any shape problem."""
+    if len(got) != len(want):
+        return float("inf"), float("inf"), f"returned {len(got)} arrays, expected {len(want)}"
+    worst_abs = worst_rel = 0.0
+    worst = ""
+    for name, g, w in zip(names, got, want):
+        g = np.asarray(g)
+        if g.shape != w.shape:
+            return float("inf"), float("inf"), f"{name}: shape {g.shape}, expected {w.shape}"
+        a, r = compare(g, w)
+        if r >= worst_rel:
+            worst_abs, worst_rel, worst = a, r, name
+    detail = f"worst: {worst}" if worst_rel > tol else ""
+    return worst_abs, worst_rel, detail
+
+
+def _gradient_items(grads: dict[str, Any]):
+    for key in oracle.GRADIENT_KEYS:
+        value = grads.get(key)
+        if value is None:
+            continue
+        if key == "initial_state":
+            for i, v in enumerate(value):
+                yield f"d/initial_state[{i}]", v
+        else:
+            yield f"d/{key}", value
+
+
+@dataclass
+class EngineRun:
+    """One adapter, its known gaps, and the forward results kept for pairwise checks."""
+
+    adapter: EngineAdapter
+    gaps: list[Gap]
+    forward_results: dict[tuple[Case, str], list[np.ndarray]] = field(default_factory=dict)
+
+
+def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
+    """Every check of one case on one engine in one dtype."""
+    ad = run.adapter
+
+    def result(check: str, status: str, **kw: Any) -> Result:
+        return Result(ad.name, dtype, case, check, status, **kw)
+
+    if dtype not in ad.dtypes:
+        return [result("forward", "skip", detail=f"{ad.name} does not support {dtype}")]
+    reason = ad.supports(case, dtype)
+    if reason:
+        return [result("forward", "skip", detail=reason)]
+    spec = case.spec(dtype)
+    data = case.data().cast(dtype)
+    out: list[Result] = []
+    ref_error = oracle.float32_error(case) if dtype == "float32" else 0.0
+    tol = tolerance(dtype, "forward", ref_error)
+    try:
+        if case.stateful:
+            got = ad.stateful(spec, data.weights, data.calls)
+            if got is None:
+                return [result("stateful", "skip", detail=f"{ad.name} runs no stateful sequences")]
+            want = oracle.stateful(case)
+            worst = (0.0, 0.0, "")
+            for index, (g, w) in enumerate(zip(got, want)):
+                a, r, d = _compare_lists(g, w, _names(case.layer, len(w)), tol)
+                if r >= worst[1]:
+                    worst = (a, r, f"call {index}: {d}" if d else "")
+            if len(got) != len(want):
+                worst = (
+                    float("inf"),
+                    float("inf"),
+                    f"{len(got)} call results for {len(want)} calls",
+                )
+            status = "pass" if worst[1] <= tol else "fail"
+            return [
+                result(
+                    "stateful",
+                    status,
+                    max_abs=worst[0],
+                    max_rel=worst[1],
+                    tolerance=tol,
+                    detail=worst[2],
+                )
+            ]
+        kwargs = {
+            "mask": data.mask,
+            "initial_state": data.initial_state,
+            "input_dropout": data.input_dropout,
+            "recurrent_dropout": data.recurrent_dropout,
+        }
+        got = ad.forward(spec, data.weights, data.inputs, **kwargs)
+        want = oracle.forward(case)
+        a, r, d = _compare_lists(got, want, _names(case.layer, len(want)), tol)
+        run.forward_results[(case, dtype)] = [np.asarray(g) for g in got]
+        out.append(
+            result(
+                "forward",
+                "pass" if r <= tol else "fail",
+                max_abs=a,
+                max_rel=r,
+                tolerance=tol,
+                detail=d,
+            )
+        )
+    except Exception as exc:  # an engine crash is a failure with its message
+        return [result("stateful" if case.stateful else "forward", "error", detail=_error(exc))]
+    if not ad.checks_gradients:
+        return out
+    gtol = tolerance(dtype, "gradients", ref_error)
+    try:
+        grads = ad.gradients(spec, data.weights, data.inputs, cotangents=data.cotangents, **kwargs)
+        if grads is None:
+            return out
+        want_items = dict(_gradient_items(oracle.gradients(case)))
+        got_items = dict(_gradient_items(grads))
+        if set(got_items) != set(want_items):
+            detail = f"gradients for {sorted(got_items)}, expected {sorted(want_items)}"
+            out.append(result("gradients", "fail", detail=detail, tolerance=gtol))
+            return out
+        names = list(want_items)
+        a, r, d = _compare_lists(
+            [got_items[n] for n in names], [want_items[n] for n in names], names, gtol
+        )
+        out.append(
+            result(
+                "gradients",
+                "pass" if r <= gtol else "fail",
+                max_abs=a,
+                max_rel=r,
+                tolerance=gtol,
+                detail=d,
+            )
+        )
+    except Exception as exc:
+        out.append(result("gradients", "error", detail=_error(exc)))
+    return out
+
+
+def _error(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {frame[0].filename}:{frame[0].lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def pairwise(runs: Sequence[EngineRun], cases: Iterable[Case]) -> list[Result]:
+    """float32 engines against each other on the forward results they both produced."""
+    out = []
+    for first, second in itertools.combinations(runs, 2):
+        for case in cases:
+            a = first.forward_results.get((case, "float32"))
+            b = second.forward_results.get((case, "float32"))
+            if a is None or b is None:
+                continue
+            tol = tolerance("float32", "pairwise", oracle.float32_error(case))
+            names = _names(case.layer, len(b))
+            ab, rel, d = _compare_lists(a, [np.asarray(x, np.float64) for x in b], names, tol)
+            status = "pass" if rel <= tol else "fail"
+            engine = f"{first.adapter.name}:{second.adapter.name}"
+            out.append(Result(engine, "float32", case, "pairwise", status, ab, rel, tol, d))
+    return out
+
+
+def apply_gaps(results: list[Result], gaps_by_engine: dict[str, list[Gap]]) -> list[Gap]:
+    """Mark known gaps (xfail/xpass); returns the entries that matched no result."""
+    used: set[Gap] = set()
+    for res in results:
+        for name in res.engine.split(":"):
+            for gap in gaps_by_engine.get(name, []):
+                if gap.matches(res.case.id, res.dtype, res.check):
+                    used.add(gap)
+                    if res.status in FAILING:
+                        res.status, res.detail = (
+                            "xfail",
+                            f"known gap ({gap.source}: {gap.reason}) {res.detail}",
+                        )
+                    elif res.status == "pass":
+                        res.status = "xpass"
+    return [g for gaps in gaps_by_engine.values() for g in gaps if g not in used]
+
+
+@dataclass
+class Report:
+    results: list[Result]
+    engines: list[str]
+    dtypes: list[str]
+    cases: list[Case]
+    unused_gaps: list[Gap]
+    seconds: float
+
+    @property
+    def failures(self) -> list[Result]:
+        return [r for r in self.results if r.status in FAILING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+
+def prepare(names: Sequence[str], extra_gaps: Sequence[str] = ()) -> list[EngineRun]:
+    runs = []
+    for name in names:
+        ad = adapter(name)
+        gaps = load(ad.known_gaps or builtin_path(name))
+        for path in extra_gaps:
+            gaps += [g for g in load(path)]
+        runs.append(EngineRun(ad, gaps))
+    return runs
+
+
+def run(
+    engines: Sequence[str],
+    cases: Sequence[Case],
+    dtypes: Sequence[str] = ("float32", "float64"),
+    *,
+    known_gaps: Sequence[str] = (),
+    progress: Callable[[int, int, str], None] | None = None,
+    runs: Sequence[EngineRun] | None = None,
+) -> Report:
+    """Check ``cases`` on ``engines`` in ``dtypes``; returns every result."""
+    start = time.perf_counter()
+    runs = list(runs) if runs is not None else prepare(engines, known_gaps)
+    results: list[Result] = []
+    total = len(runs) * len(cases) * len(dtypes)
+    done = 0
+    for engine_run in runs:
+        for dtype in dtypes:
+            for case in cases:
+                results += check_case(engine_run, case, dtype)
+                done += 1
+                if progress:
+                    progress(done, total, engine_run.adapter.name)
+    if "float32" in dtypes:
+        results += pairwise(runs, cases)
+    unused = apply_gaps(results, {r.adapter.name: r.gaps for r in runs})
+    return Report(
+        results,
+        [r.adapter.name for r in runs],
+        list(dtypes),
+        list(cases),
+        unused,
+        time.perf_counter() - start,
+    )
+
+
+def progress_bar(stream=None) -> Callable[[int, int, str], None]:
+    stream = stream or sys.stderr
+    tty = getattr(stream, "isatty", lambda: False)()
+    state = {"last": -1}
+
+    def update(done: int, total: int, engine: str) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        percent = 100 * done // max(total, 1)
+        if tty:
+            stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {engine:<10}")
+            if done == total:
+                stream.write("\n")
+        elif percent // 10 != state["last"] or done == total:
+            state["last"] = percent // 10
+            stream.write(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {engine}\n")
+        stream.flush()
+
+    return update

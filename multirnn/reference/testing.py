@@ -1,0 +1,45 @@
+"""Conformance adapter of the NumPy engine: the layer API for plain calls and stateful
+sequences, the functional entry for explicit dropout masks. No autodiff, so no gradients."""
+
+from __future__ import annotations
+
+from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.oracle import results
+from multirnn.reference import kernels
+
+
+class NumpyAdapter(EngineAdapter):
+    name = "numpy"
+
+    def forward(
+        self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout
+    ):
+        if input_dropout is not None or recurrent_dropout is not None:
+            output, states = kernels.forward(
+                spec,
+                weights,
+                inputs,
+                mask=mask,
+                initial_state=initial_state,
+                input_dropout=input_dropout,
+                recurrent_dropout=recurrent_dropout,
+            )
+            return results(spec, output, states)
+        layer = layer_from(spec, weights, self.name)
+        out = layer(inputs, mask=mask, initial_state=initial_state)
+        return out if spec.return_state else [out]
+
+    def stateful(self, spec, weights, calls):
+        layer = layer_from(spec, weights, self.name)
+        out = []
+        for call in calls:
+            if call.reset == "zeros":
+                layer.reset_states()
+            elif call.reset is not None:
+                layer.reset_states(call.reset)
+            result = layer(call.inputs, mask=call.mask)
+            out.append(result if spec.return_state else [result])
+        return out
+
+
+ADAPTER = NumpyAdapter

@@ -1,0 +1,101 @@
+"""The case generator: ids round-trip, the quick grid covers every dimension, data is
+deterministic and float32-representable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from multirnn import activations
+from multirnn.conformance.cases import MASKS, Case, full_cases, hypothesis_cases, quick_cases
+
+QUICK = quick_cases()
+
+
+def test_ids_round_trip_and_are_unique():
+    assert len({c.id for c in QUICK}) == len(QUICK)
+    for case in QUICK + hypothesis_cases(40):
+        assert Case.from_id(case.id) == case
+
+
+def test_bad_ids():
+    with pytest.raises(ValueError, match="not a case id"):
+        Case.from_id("LSTM")
+    with pytest.raises(ValueError, match="unknown case field 'colour'"):
+        Case.from_id("LSTM(colour=red)")
+    with pytest.raises(ValueError, match="mask must be one of"):
+        Case.from_id("GRU(mask=sometimes)")
+
+
+@pytest.mark.parametrize(
+    "field,values",
+    [
+        ("layer", {"SimpleRNN", "LSTM", "GRU"}),
+        ("units", {1}),
+        ("time", {1, 64}),
+        ("batch", {1}),
+        ("activation", set(activations.NAMES)),
+        ("recurrent_activation", set(activations.NAMES)),
+        ("use_bias", {True, False}),
+        ("return_sequences", {True, False}),
+        ("return_state", {True, False}),
+        ("go_backwards", {True, False}),
+        ("initial_state", {True, False}),
+        ("mask", set(MASKS)),
+        ("stateful", {True, False}),
+        ("unroll", {True, False}),
+        ("implementation", {0, 1, 2}),
+        ("reset_after", {True, False}),
+        ("dropout", {True, False}),
+        ("zero_output_for_mask", {True, False}),
+    ],
+)
+def test_quick_grid_covers_every_dimension(field, values):
+    for layer in (
+        ("SimpleRNN", "LSTM", "GRU") if field not in ("layer", "reset_after") else ("GRU",)
+    ):
+        if field == "recurrent_activation" and layer == "SimpleRNN":
+            continue
+        seen = {getattr(c, field) for c in QUICK if field == "layer" or c.layer == layer}
+        assert values <= seen, (layer, field, values - seen)
+
+
+def test_data_is_deterministic_and_float32_representable():
+    case = Case("LSTM", mask="arbitrary", initial_state=True, dropout=True, implementation=1)
+    a, b = case.data(), case.data()
+    for x, y in zip(
+        [*a.weights, a.inputs, *a.initial_state], [*b.weights, b.inputs, *b.initial_state]
+    ):
+        np.testing.assert_array_equal(x, y)
+        assert np.array_equal(x.astype(np.float32).astype(np.float64), x)
+    assert a.input_dropout.shape == (4, 2, 2) and a.recurrent_dropout.shape == (4, 2, 3)
+    assert set(np.unique(a.input_dropout)) <= {0.0, 1 / 0.7}
+    shared = Case("LSTM", dropout=True, implementation=2).data()
+    assert shared.input_dropout.shape == (2, 2)
+
+
+def test_masks_have_their_kind():
+    for kind in MASKS[1:]:
+        mask = Case("GRU", batch=4, time=6, mask=kind, seed=3).data().mask
+        assert mask.dtype == bool and mask.shape == (4, 6)
+        if kind == "right_padded":
+            assert all(np.all(np.diff(row.astype(int)) <= 0) for row in mask) and mask[0].all()
+        if kind == "fully_masked_rows":
+            assert not mask[0].any()
+
+
+def test_stateful_cases_have_a_call_sequence_with_resets():
+    data = Case("LSTM", stateful=True).data()
+    assert [c.reset if isinstance(c.reset, (str, type(None))) else "given" for c in data.calls] == [
+        None,
+        None,
+        "zeros",
+        "given",
+    ]
+
+
+def test_hypothesis_cases_are_deterministic_and_varied():
+    first, again = hypothesis_cases(30, seed=1), hypothesis_cases(30, seed=1)
+    assert first == again
+    assert len({c.layer for c in first}) == 3
+    assert len(full_cases(10)) == len(QUICK) + 10
