@@ -37,6 +37,38 @@ def lite(session: nox.Session) -> None:
 
 
 @nox.session
+def conformance(session: nox.Session) -> None:
+    """The full conformance run: every installed engine plus Keras 3 on TensorFlow, then
+    Keras on its JAX and torch backends as extra oracles. ``nox -s conformance -- ARGS``
+    passes ARGS to ``multirnn conformance`` instead."""
+    session.install(*PINS, ".[test,all]")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    if session.posargs:
+        session.run("multirnn", "conformance", *session.posargs, env=env)
+        return
+    session.run("multirnn", "conformance", "--full", "--no-progress", env=env)
+    for backend in ("jax", "torch"):
+        session.run(
+            "multirnn", "conformance", "--engines", "keras", "--keras-backend", backend,
+            "--no-progress", env=env,
+        )  # fmt: skip
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark run behind docs/benchmarks.md (every engine and peer, full sweeps).
+    ``nox -s bench -- ARGS`` passes ARGS to ``multirnn bench`` instead."""
+    session.install(*PINS, ".[test,all,bench]")
+    args = session.posargs or [
+        "--full",
+        "--json", "benchmarks/results.json",
+        "--plot", "docs/benchmarks",
+        "--report", "docs/benchmarks.md",
+    ]  # fmt: skip
+    session.run("multirnn", "bench", *args, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     session.install(*PINS, "ruff")

@@ -122,6 +122,39 @@ def _conformance(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from multirnn.bench import harness, render
+
+    if args.from_json:
+        record = json.loads(Path(args.from_json).read_text())
+    else:
+        names = [f"multirnn:{e}" for e in _split(args.engines)] if args.engines else None
+        if args.peers is not None:
+            names = (names or [f"multirnn:{e}" for e in engines.available()]) + _split(args.peers)
+        mode = "full" if args.full else "smoke" if args.smoke else "quick"
+        layers = _split(args.layers) or None
+        unknown = [x for x in layers or [] if x not in harness.LAYERS]
+        if unknown:
+            print(f"multirnn bench: --layers accepts {', '.join(harness.LAYERS)}; got {unknown}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        print(f"multirnn bench ({mode}); matrix-multiply peak and machine first", file=sys.stderr)
+        record = harness.run(names, layers, mode, memory=False if args.no_memory else None,
+                             progress=lambda text: print(text, file=sys.stderr))  # fmt: skip
+    if args.json:  # first: a long run is saved even if rendering fails
+        Path(args.json).write_text(json.dumps(record, indent=1))
+    print(render.table(record, "S"))
+    for line in render.skipped(record):
+        print(line)
+    written = render.plots(record, args.plot) if args.plot else []
+    if args.report:
+        report_path = Path(args.report)
+        report_path.write_text(render.report(record, written, relative_to=report_path.parent))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="multirnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +176,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf.add_argument("--junit", help="write a JUnit XML report here")
     conf.add_argument("--no-progress", action="store_true", help="no progress bar")
     conf.set_defaults(run=_conformance)
+    bench = sub.add_parser("bench", help="time engines against torch.nn, Keras 3 and Flax NNX")
+    bench.add_argument("--engines", help="multirnn engines (default: every installed one)")
+    bench.add_argument("--peers", help="peers: torch.nn, keras:tensorflow, keras:jax, "
+                       "keras:torch, flax.nnx (default: every installed one)")  # fmt: skip
+    bench.add_argument("--layers", help="lstm,gru,simple_rnn (default: all)")
+    speed = bench.add_mutually_exclusive_group()
+    speed.add_argument("--quick", action="store_true", help="shape S and short sweeps (default)")
+    speed.add_argument("--full", action="store_true", help="full sweeps, peak memory, more repeats")
+    speed.add_argument("--smoke", action="store_true", help="tiny shapes: checks the harness runs")
+    bench.add_argument("--no-memory", action="store_true", help="skip peak-memory workers")
+    bench.add_argument("--json", help="write the whole record here")
+    bench.add_argument("--plot", help="directory for time_vs_length.png and shape_s.png")
+    bench.add_argument("--report", help="write the Markdown report (e.g. docs/benchmarks.md)")
+    bench.add_argument("--from-json", help="render a saved record instead of running")
+    bench.set_defaults(run=_bench)
     sub.add_parser("info", help="list engines, what is installed and selected").set_defaults(
         run=_info
     )

@@ -78,6 +78,21 @@ class EngineAdapter:
         return each call's result. None when not supported."""
         return None
 
+    # -- benchmark hooks (multirnn bench) ---------------------------------------------------
+    def benchmark(self, spec: LayerSpec, weights: list[np.ndarray], inputs: np.ndarray):
+        """``(forward, train)``: callables that run the layer on ``inputs`` and block until
+        done; ``train`` also back-propagates ``sum(output)`` to the weights (None without
+        autodiff). None when the engine offers no benchmark."""
+        return None
+
+    def versions(self) -> dict[str, str]:
+        """Framework versions, for benchmark and conformance reports."""
+        return {}
+
+    def threads(self) -> dict[str, Any]:
+        """Thread settings the engine computes with, for benchmark reports."""
+        return {}
+
 
 def _instantiate(obj: Any) -> EngineAdapter:
     adapter = obj() if isinstance(obj, type) else obj

@@ -41,5 +41,14 @@ class NumpyAdapter(EngineAdapter):
             out.append(result if spec.return_state else [result])
         return out
 
+    def benchmark(self, spec, weights, inputs):
+        layer = layer_from(spec, weights, self.name)
+        return (lambda: layer(inputs)), None
+
+    def versions(self):
+        import numpy
+
+        return {"numpy": numpy.__version__}
+
 
 ADAPTER = NumpyAdapter

@@ -1,0 +1,312 @@
+"""The contenders: multirnn engines and the layers a user would otherwise pick.
+
+Each contender turns a workload into two callables that block until their result exists:
+``forward()`` (inference) and ``train()`` (forward plus backward of ``sum(outputs)`` with
+respect to the weights), or raises :class:`Unsupported` with the reason. Frameworks are
+imported only inside the contender that needs them; each contender runs in its own worker
+process (see ``multirnn.bench.worker``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from multirnn.bench.workloads import Workload, peer_layout
+
+Fns = tuple[Callable[[], Any], Callable[[], Any] | None]
+
+
+class Unsupported(Exception):
+    """This contender cannot run this workload (the reason is the message)."""
+
+
+class Contender:
+    name: str
+    kind: str  # "engine" or "peer"
+    requires: tuple[str, ...] = ()
+
+    @classmethod
+    def available(cls) -> bool:
+        return all(importlib.util.find_spec(r) is not None for r in cls.requires)
+
+    def setup(self) -> None:
+        """Import the framework (not timed)."""
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def threads(self) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, workload: Workload) -> Fns:
+        raise NotImplementedError
+
+
+class EngineContender(Contender):
+    """A multirnn engine, driven through its conformance adapter's ``benchmark`` hook."""
+
+    kind = "engine"
+
+    def __init__(self, engine: str):
+        self.engine = engine
+        self.name = f"multirnn:{engine}"
+
+    def setup(self) -> None:
+        from multirnn.conformance.adapters import adapter
+
+        self.adapter = adapter(self.engine)
+
+    def versions(self) -> dict[str, str]:
+        import multirnn
+
+        return {"multirnn": multirnn.__version__, **self.adapter.versions()}
+
+    def threads(self) -> dict[str, Any]:
+        return self.adapter.threads()
+
+    def prepare(self, workload: Workload) -> Fns:
+        from multirnn.spec import parse
+
+        kwargs = workload.layer_kwargs() | {"return_sequences": True, "dtype": workload.dtype}
+        spec = parse(workload.layer, (workload.units,), kwargs)
+        fns = self.adapter.benchmark(spec, workload.weights(), workload.inputs())
+        if fns is None:
+            raise Unsupported(f"engine {self.engine} has no benchmark hook")
+        return fns
+
+
+class TorchNN(Contender):
+    """torch.nn.LSTM / GRU / RNN: PyTorch's fused kernels (oneDNN on CPU)."""
+
+    name = "torch.nn"
+    kind = "peer"
+    requires = ("torch",)
+
+    def setup(self) -> None:
+        import torch
+
+        self.torch = torch
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": self.torch.__version__}
+
+    def threads(self) -> dict[str, Any]:
+        return {"torch_threads": self.torch.get_num_threads()}
+
+    def prepare(self, workload: Workload) -> Fns:
+        torch = self.torch
+        if workload.config != "fused":
+            raise Unsupported("torch.nn has no hard_sigmoid gates and no reset_after=False GRU")
+        cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "SimpleRNN": torch.nn.RNN}[
+            workload.layer
+        ]
+        module = cls(workload.input_dim, workload.units, batch_first=True)
+        with torch.no_grad():
+            for name, value in peer_layout(workload, workload.weights()).items():
+                getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+        x = torch.from_numpy(workload.inputs())
+
+        def forward():
+            with torch.no_grad():
+                return module(x)[0]
+
+        def train():
+            module.zero_grad(set_to_none=True)
+            module(x)[0].sum().backward()
+
+        return forward, train
+
+
+class Keras(Contender):
+    """Keras 3 LSTM / GRU / SimpleRNN on one backend (KERAS_BACKEND is set per worker)."""
+
+    kind = "peer"
+
+    def __init__(self, backend: str):
+        self.backend = backend
+        self.name = f"keras:{backend}"
+        self.requires = ("keras", {"tensorflow": "tensorflow"}.get(backend, backend))
+
+    def available(self) -> bool:  # type: ignore[override]
+        return all(importlib.util.find_spec(r) is not None for r in self.requires)
+
+    def setup(self) -> None:
+        os.environ["KERAS_BACKEND"] = self.backend
+        import keras
+
+        self.keras = keras
+        if keras.backend.backend() != self.backend:
+            raise RuntimeError(f"keras was imported with backend {keras.backend.backend()}")
+
+    def versions(self) -> dict[str, str]:
+        mod = importlib.import_module(
+            self.backend if self.backend != "tensorflow" else "tensorflow"
+        )
+        return {"keras": self.keras.__version__, self.backend: mod.__version__}
+
+    def threads(self) -> dict[str, Any]:
+        if self.backend == "torch":
+            import torch
+
+            return {"torch_threads": torch.get_num_threads()}
+        return {}
+
+    def prepare(self, workload: Workload) -> Fns:
+        keras = self.keras
+        ops = keras.ops
+        kwargs: dict[str, Any] = {"return_sequences": True}
+        if workload.layer != "SimpleRNN":
+            if workload.config == "fused":
+                kwargs["recurrent_activation"] = "sigmoid"
+            else:  # Keras 3's "hard_sigmoid" has slope 1/6; the documented one has 0.2
+                kwargs["recurrent_activation"] = lambda v: ops.clip(0.2 * v + 0.5, 0.0, 1.0)
+        if workload.layer == "GRU":
+            kwargs["reset_after"] = workload.reset_after
+        layer = getattr(keras.layers, workload.layer)(workload.units, **kwargs)
+        layer.build((None, workload.time, workload.input_dim))
+        layer.set_weights(workload.weights())
+        x = workload.inputs()
+        return getattr(self, f"_fns_{self.backend}")(layer, x)
+
+    def _fns_tensorflow(self, layer, x) -> Fns:
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        forward_fn = tf.function(lambda v: layer(v))
+
+        @tf.function
+        def train_fn(v):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(layer(v))
+            return tape.gradient(loss, layer.trainable_variables)
+
+        return (lambda: forward_fn(x).numpy()), (lambda: [g.numpy() for g in train_fn(x)])
+
+    def _fns_jax(self, layer, x) -> Fns:
+        import jax
+        import jax.numpy as jnp
+
+        trainable = [v.value for v in layer.trainable_variables]
+        fixed = [v.value for v in layer.non_trainable_variables]
+        x = jnp.asarray(x)
+
+        def loss(tv, v):
+            return jnp.sum(layer.stateless_call(tv, fixed, v)[0])
+
+        forward_fn = jax.jit(lambda tv, v: layer.stateless_call(tv, fixed, v)[0])
+        grad_fn = jax.jit(jax.grad(loss))
+        return (
+            lambda: jax.block_until_ready(forward_fn(trainable, x)),
+            lambda: jax.block_until_ready(grad_fn(trainable, x)),
+        )
+
+    def _fns_torch(self, layer, x) -> Fns:
+        import torch
+
+        x = torch.from_numpy(x)
+
+        def forward():
+            with torch.no_grad():
+                return layer(x)
+
+        def train():
+            for v in layer.trainable_variables:
+                v.value.grad = None
+            torch.sum(layer(x)).backward()
+
+        return forward, train
+
+
+class FlaxNNX(Contender):
+    """Flax NNX cells under ``nnx.RNN``, jit-compiled (OptimizedLSTMCell, GRUCell, SimpleCell)."""
+
+    name = "flax.nnx"
+    kind = "peer"
+    requires = ("flax", "jax")
+
+    def setup(self) -> None:
+        import flax
+        import jax
+        from flax import nnx
+
+        self.flax, self.jax, self.nnx = flax, jax, nnx
+
+    def versions(self) -> dict[str, str]:
+        return {"flax": self.flax.__version__, "jax": self.jax.__version__}
+
+    def prepare(self, workload: Workload) -> Fns:
+        import jax
+        import jax.numpy as jnp
+
+        nnx = self.nnx
+        d, u = workload.input_dim, workload.units
+        kernel, recurrent, bias = (jnp.asarray(w) for w in workload.weights())
+        if workload.layer == "LSTM":
+            gate = jax.nn.sigmoid if workload.config == "fused" else _hard_sigmoid
+            cell = nnx.OptimizedLSTMCell(d, u, gate_fn=gate, rngs=nnx.Rngs(0))
+            cell.dense_i.kernel.value, cell.dense_h.kernel.value = kernel, recurrent
+            cell.dense_h.bias.value = bias
+        elif workload.layer == "GRU":
+            if workload.config != "fused":
+                raise Unsupported("Flax's GRUCell applies the reset gate after the product only")
+            cell = nnx.GRUCell(d, u, rngs=nnx.Rngs(0))
+            order = [1, 0, 2]  # canonical z, r, h -> flax r, z, n
+
+            def reorder(a):
+                return jnp.concatenate([a[..., k * u : (k + 1) * u] for k in order], axis=-1)
+
+            # Flax's GRUCell has no recurrent bias: it gets the input bias only.
+            cell.dense_i.kernel.value, cell.dense_h.kernel.value = (
+                reorder(kernel),
+                reorder(recurrent),
+            )
+            cell.dense_i.bias.value = reorder(bias[0])
+        else:
+            cell = nnx.SimpleCell(d, u, rngs=nnx.Rngs(0))
+            cell.dense_i.kernel.value, cell.dense_h.kernel.value = kernel, recurrent
+            cell.dense_i.bias.value = bias
+        model = nnx.RNN(cell)
+        x = jnp.asarray(workload.inputs())
+
+        @nnx.jit
+        def forward_fn(m, v):
+            return m(v)
+
+        @nnx.jit
+        def grad_fn(m, v):
+            return nnx.grad(lambda mm: jnp.sum(mm(v)))(m)
+
+        return (
+            lambda: jax.block_until_ready(forward_fn(model, x)),
+            lambda: jax.block_until_ready(grad_fn(model, x)),
+        )
+
+
+def _hard_sigmoid(v):
+    import jax.numpy as jnp
+
+    return jnp.clip(0.2 * v + 0.5, 0.0, 1.0)
+
+
+PEERS: dict[str, Callable[[], Contender]] = {
+    "torch.nn": TorchNN,
+    "keras:tensorflow": lambda: Keras("tensorflow"),
+    "keras:jax": lambda: Keras("jax"),
+    "keras:torch": lambda: Keras("torch"),
+    "flax.nnx": FlaxNNX,
+}
+
+
+def make(name: str) -> Contender:
+    if name.startswith("multirnn:"):
+        return EngineContender(name.split(":", 1)[1])
+    if name not in PEERS:
+        raise ValueError(
+            f"unknown contender {name!r}; peers: {', '.join(PEERS)}; engines: multirnn:NAME"
+        )
+    return PEERS[name]()

@@ -1,0 +1,165 @@
+"""Running a benchmark: workers per contender, the machine's matrix-multiply throughput,
+and the comparison of every contender with the fastest peer."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from multirnn import engines
+from multirnn.bench import contenders
+from multirnn.bench.workloads import LAYERS, Workload, suite
+
+MODES = {"smoke": (2, 0.2), "quick": (5, 2.0), "full": (15, 6.0)}  # repeats, seconds per timing
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory = float("nan")
+    threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "thread_env": threads,
+    }
+
+
+def matmul_peak(size: int = 1024, repeats: int = 7) -> dict[str, Any]:
+    """Measured float32 matrix-multiply throughput (GFLOP/s): the hardware ceiling that
+    achieved fractions are quoted against. PyTorch's BLAS when installed, else NumPy's."""
+    try:
+        import torch
+
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        run, library = (lambda: torch.mm(a, b)), f"torch {torch.__version__}"
+    except ImportError:
+        a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+        b = a.copy()
+        run, library = (lambda: a @ b), f"numpy {np.__version__}"
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return {"gflops": 2 * size**3 / np.median(times) / 1e9, "library": library, "size": size}
+
+
+def default_contenders() -> list[str]:
+    names = [f"multirnn:{n}" for n in engines.available()]
+    names += [n for n, make in contenders.PEERS.items() if make().available()]
+    return names
+
+
+def _worker(job: dict, timeout: float) -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "multirnn.bench.worker"],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        return {"contender": job["contender"], "failed": proc.stderr[-2000:], "results": []}
+    return json.loads(proc.stdout)
+
+
+def run(
+    names: list[str] | None = None,
+    layers: list[str] | None = None,
+    mode: str = "quick",
+    *,
+    memory: bool | None = None,
+    progress=None,
+) -> dict[str, Any]:
+    """Benchmark ``names`` (default: every installed engine and peer) on the ``mode`` suite
+    (smoke, quick or full); returns the whole record (machine, workloads, results)."""
+    layers = [LAYERS.get(name, name) for name in (layers or list(LAYERS))]
+    workloads = suite(layers, mode)
+    names = names or default_contenders()
+    repeats, budget = MODES[mode]
+    memory = mode == "full" if memory is None else memory
+    record: dict[str, Any] = {
+        "mode": mode,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "matmul_peak": matmul_peak(),
+        "workloads": [w.to_dict() for w in workloads],
+        "contenders": [],
+    }
+    for index, name in enumerate(names, 1):
+        if progress:
+            progress(f"[{index}/{len(names)}] {name}: {len(workloads)} workloads")
+        job = {
+            "contender": name,
+            "workloads": record["workloads"],
+            "repeats": repeats,
+            "budget_s": budget,
+        }
+        outcome = _worker(job, timeout=3600)
+        if memory:
+            for w in workloads:
+                if w.group == "S":
+                    mem = _worker(job | {"workloads": [w.to_dict()], "memory": True}, timeout=900)
+                    for row in outcome.get("results", []):
+                        for mrow in mem.get("results", []):
+                            if (
+                                row["workload"] == mrow["workload"]
+                                and "peak_rss_growth_bytes" in mrow
+                            ):
+                                row.setdefault("train", {})["peak_rss_growth_bytes"] = mrow[
+                                    "peak_rss_growth_bytes"
+                                ]
+        record["contenders"].append(outcome)
+    annotate(record)
+    return record
+
+
+def annotate(record: dict[str, Any]) -> None:
+    """Add GFLOP/s, the fraction of the matmul peak and the ratio to the fastest peer."""
+    peak = record["matmul_peak"]["gflops"]
+    workloads = {w["key"]: Workload.from_dict(w) for w in record["workloads"]}
+    best: dict[tuple[str, str], float] = {}
+    for c in record["contenders"]:
+        if c.get("kind") != "peer":
+            continue
+        for row in c["results"]:
+            for mode in ("forward", "train"):
+                if mode in row:
+                    key = (row["workload"], mode)
+                    best[key] = min(best.get(key, float("inf")), row[mode]["median_s"])
+    for c in record["contenders"]:
+        for row in c["results"]:
+            w = workloads[row["workload"]]
+            for mode in ("forward", "train"):
+                if mode not in row:
+                    continue
+                m = row[mode]
+                m["gflops"] = w.flops(train=mode == "train") / m["median_s"] / 1e9
+                m["peak_fraction"] = m["gflops"] / peak
+                ref = best.get((row["workload"], mode))
+                m["vs_fastest_peer"] = m["median_s"] / ref if ref else None

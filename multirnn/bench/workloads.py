@@ -1,0 +1,138 @@
+"""What is benchmarked: layer x configuration x shape, with the FLOPs each one costs.
+
+Two configurations per gated layer: ``fused`` computes what the frameworks' fused kernels
+compute (sigmoid gates; GRU with ``reset_after=True``) and ``documented`` is the documented
+default of this API (``hard_sigmoid`` gates; GRU with ``reset_after=False``), which no fused
+kernel serves. Weights are canonical (Keras layout) float32 arrays drawn from a fixed seed,
+so every contender runs on identical weights and inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from multirnn.spec import GATES
+
+LAYERS = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
+SHAPE_S = {"batch": 32, "time": 100, "input_dim": 64, "units": 128}
+
+
+@dataclass(frozen=True)
+class Workload:
+    layer: str  # SimpleRNN | LSTM | GRU
+    config: str  # fused | documented
+    batch: int
+    time: int
+    input_dim: int
+    units: int
+    group: str  # S | time | units | latency
+    dtype: str = "float32"
+
+    @property
+    def key(self) -> str:
+        return (
+            f"{self.layer}/{self.config}/b{self.batch}-t{self.time}-i{self.input_dim}-u{self.units}"
+        )
+
+    @property
+    def label(self) -> str:
+        if self.config == "documented":
+            return f"{self.layer} (documented defaults: no fused kernel)"
+        return f"{self.layer} (fused-eligible)"
+
+    def layer_kwargs(self) -> dict[str, Any]:
+        """multirnn constructor arguments for this configuration."""
+        if self.layer == "SimpleRNN":
+            return {"activation": "tanh"}
+        if self.config == "fused":
+            extra = {"reset_after": True} if self.layer == "GRU" else {}
+            return {"recurrent_activation": "sigmoid", **extra}
+        return {}  # the documented defaults: hard_sigmoid, reset_after=False
+
+    @property
+    def reset_after(self) -> bool:
+        return self.layer == "GRU" and self.config == "fused"
+
+    @property
+    def gate_activation(self) -> str:
+        return "sigmoid" if self.config == "fused" else "hard_sigmoid"
+
+    def flops(self, train: bool = False) -> float:
+        """Matrix-product FLOPs (2 per multiply-add) of the forward pass; a training step
+        counts three times that (forward, and two products per product backward)."""
+        g = GATES[self.layer]
+        forward = 2.0 * self.time * self.batch * g * self.units * (self.input_dim + self.units)
+        return 3.0 * forward if train else forward
+
+    def weights(self) -> list[np.ndarray]:
+        rng = np.random.default_rng(1234)
+        g, u, d = GATES[self.layer], self.units, self.input_dim
+        kernel = rng.uniform(-1, 1, (d, g * u)) * np.sqrt(3.0 / d)
+        recurrent = rng.uniform(-1, 1, (u, g * u)) * np.sqrt(1.0 / u)
+        bias_shape = (2, g * u) if self.reset_after else (g * u,)
+        bias = rng.uniform(-0.1, 0.1, bias_shape)
+        return [w.astype(self.dtype) for w in (kernel, recurrent, bias)]
+
+    def inputs(self) -> np.ndarray:
+        rng = np.random.default_rng(99)
+        return rng.standard_normal((self.batch, self.time, self.input_dim)).astype(self.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"key": self.key, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Workload:
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def _configs(layer: str) -> tuple[str, ...]:
+    return ("fused",) if layer == "SimpleRNN" else ("fused", "documented")
+
+
+def suite(layers: list[str], mode: str = "full") -> list[Workload]:
+    """The workloads of a run: shape S for every layer and configuration, a sweep over
+    sequence length and one over units (fused and documented LSTM), and batch 1."""
+    if mode == "smoke":
+        return [Workload(layer, c, 2, 5, 3, 4, "S") for layer in layers for c in _configs(layer)]
+    out = [Workload(layer, c, **SHAPE_S, group="S") for layer in layers for c in _configs(layer)]
+    times = (10, 100, 300) if mode == "quick" else (10, 30, 100, 300, 1000)
+    units = (32, 256) if mode == "quick" else (32, 64, 256, 512)
+    sweep_layer = "LSTM" if "LSTM" in layers else layers[0]
+    for config in _configs(sweep_layer):
+        base = dict(SHAPE_S)
+        for t in times:
+            if t != SHAPE_S["time"]:
+                out.append(Workload(sweep_layer, config, **(base | {"time": t}), group="time"))
+        for u in units:
+            out.append(Workload(sweep_layer, config, **(base | {"units": u}), group="units"))
+    for layer in layers:
+        out.append(Workload(layer, "fused", **(SHAPE_S | {"batch": 1}), group="latency"))
+    return out
+
+
+def peer_layout(workload: Workload, weights: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Canonical weights in PyTorch's layout (gates i,f,g,o for LSTM, r,z,n for GRU; weights
+    transposed; input and recurrent biases). Only the fused configuration maps exactly."""
+    kernel, recurrent, bias = weights
+    u = workload.units
+    if workload.layer == "GRU":
+        order = [1, 0, 2]  # canonical z, r, h -> torch r, z, n
+
+        def reorder(a):
+            return np.concatenate([a[..., k * u : (k + 1) * u] for k in order], axis=-1)
+
+        kernel, recurrent, bias = reorder(kernel), reorder(recurrent), reorder(bias)
+    if bias.ndim == 2:
+        b_ih, b_hh = bias[0], bias[1]
+    else:
+        b_ih, b_hh = bias, np.zeros_like(bias)
+    return {
+        "weight_ih_l0": kernel.T,
+        "weight_hh_l0": recurrent.T,
+        "bias_ih_l0": b_ih,
+        "bias_hh_l0": b_hh,
+    }
