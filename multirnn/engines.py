@@ -214,6 +214,21 @@ def available() -> list[str]:
     return [n for n, info in registry().items() if info.installed()]
 
 
+def _installed_version(info: EngineInfo) -> str | None:
+    """The framework's version from package metadata (never imports the framework)."""
+    if info.name in _loaded:
+        return _loaded[info.name].framework_version()
+    if not info.requires:
+        return None
+    dists = importlib.metadata.packages_distributions().get(info.requires[0], [])
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def describe() -> list[dict[str, Any]]:
     """One row per registered engine, for ``multirnn info``."""
     rows = []
@@ -231,11 +246,7 @@ def describe() -> list[dict[str, Any]]:
             "framework_version": None,
         }
         if row["installed"]:
-            try:
-                row["framework_version"] = engine(info.name).framework_version()
-            except EngineUnavailableError as exc:
-                row["installed"] = False
-                row["description"] = str(exc)
+            row["framework_version"] = _installed_version(info)
         rows.append(row)
     for name, why in _broken.items():
         rows.append(

@@ -15,6 +15,12 @@ from .cases import VARIANTS, variant_id
 RNG = np.random.default_rng(3)
 
 
+@pytest.fixture(autouse=True)
+def _numpy_engine():
+    """These tests feed NumPy arrays; cross-engine files are tested per engine."""
+    multirnn.set_backend("numpy")
+
+
 def make(variant, **kwargs):
     layer, extra = variant
     return getattr(multirnn, layer)(3, **extra, **kwargs)

@@ -1,0 +1,247 @@
+"""The PyTorch computation: a functional entry, the fused-kernel eligibility rule, and the
+two paths it chooses between.
+
+* fused: ``torch.lstm`` / ``torch.gru`` / ``torch.rnn_tanh`` / ``torch.rnn_relu`` (oneDNN on
+  CPU, cuDNN on GPU), fed views of the layer's own parameters so gradients reach them;
+* generic: the input projections of all steps in one product, then a time loop doing one
+  recurrent product and the cell's elementwise work per step (``multirnn_torch.scan``, with
+  a hand-written backward pass where it applies).
+
+Both compute exactly the function of DESIGN.md §3-4; the eligibility rule is a pure function
+of the spec and the call (:func:`fused_ineligibility`), unit-tested on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from multirnn import activations, calls
+from multirnn.spec import LayerSpec
+from multirnn_torch import scan
+from multirnn_torch.ops import TORCH_OPS
+
+_NATIVE = {
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "linear": lambda x: x,
+    "elu": F.elu,
+    "selu": F.selu,
+    "softsign": F.softsign,
+    "hard_sigmoid_relu6": F.hardsigmoid,
+}
+
+
+def activation(value):
+    """An activation as a function on tensors (native kernels where they are exact)."""
+    if isinstance(value, str) and value in _NATIVE:
+        return _NATIVE[value]
+    return activations.function(value, TORCH_OPS)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# -- eligibility ----------------------------------------------------------------------------
+
+
+def fused_ineligibility(
+    spec: LayerSpec,
+    *,
+    mask: str = "none",
+    input_dropout: str = "none",
+    recurrent_dropout: bool = False,
+) -> str | None:
+    """None when a fused PyTorch kernel computes exactly this call; otherwise why not.
+
+    ``mask`` is "none", "right_padded" (every row a prefix of at least one step) or
+    "other"; ``input_dropout`` is "none", "shared" (one mask for all gates) or "per_gate".
+    """
+    if spec.layer == "LSTM":
+        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
+            return "LSTM kernels compute tanh/sigmoid only"
+    elif spec.layer == "GRU":
+        if not spec.reset_after:
+            return "GRU kernels apply the reset gate after the recurrent product (reset_after=True)"
+        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
+            return "GRU kernels compute tanh/sigmoid only"
+    elif spec.activation not in ("tanh", "relu"):
+        return "RNN kernels compute tanh or relu only"
+    if recurrent_dropout:
+        return "recurrent dropout multiplies the state inside the loop"
+    if input_dropout == "per_gate":
+        return "per-gate input dropout masks need one input product per gate"
+    if mask == "other":
+        return "only right-padded masks map to packed sequences"
+    if mask == "right_padded" and spec.go_backwards:
+        return "go_backwards turns right padding into left padding"
+    return None
+
+
+def _mask_kind(mask: torch.Tensor | None) -> tuple[str, torch.Tensor | None]:
+    """("none"|"right_padded"|"other", lengths) for a boolean (batch, time) mask."""
+    if mask is None:
+        return "none", None
+    lengths = mask.sum(dim=1)
+    steps = torch.arange(mask.shape[1], device=mask.device)
+    prefix = steps[None, :] < lengths[:, None]
+    if bool((lengths > 0).all()) and bool(torch.equal(prefix, mask)):
+        return "right_padded", lengths
+    return "other", None
+
+
+# -- the functional entry ---------------------------------------------------------------------
+
+
+def _tensor(value, what: str, device, dtype=None) -> torch.Tensor:
+    if torch.is_tensor(value):
+        if value.device != device:
+            raise ValueError(
+                f"{what} is on {value.device} but the weights are on {device}; move it with "
+                f".to({str(device)!r})"
+            )
+        return value
+    raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def forward(
+    spec: LayerSpec,
+    weights: Sequence[torch.Tensor],
+    inputs: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    initial_state: Sequence[torch.Tensor] | None = None,
+    input_dropout: torch.Tensor | None = None,
+    recurrent_dropout: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run the layer of ``spec`` as a differentiable function of its weights and inputs.
+
+    Dropout masks are given explicitly, already scaled (``keep / (1 - rate)``): shape
+    ``(batch, width)`` shared by all gates or ``(gates, batch, width)`` one per gate.
+    Returns ``(output, final_states)`` like the NumPy reference.
+    """
+    weights = list(weights)
+    names = spec.weight_names
+    if len(weights) != len(names):
+        raise ValueError(f"weights: {spec.layer} takes {len(names)} ({', '.join(names)}), got {len(weights)}")
+    for name, w in zip(names, weights):
+        if not torch.is_tensor(w):
+            raise TypeError(f"weights: {name!r} must be a torch.Tensor, got {type(w).__name__}")
+    kernel = weights[0]
+    shapes = spec.weight_shapes(kernel.shape[0])
+    for name, w in zip(names, weights):
+        if tuple(w.shape) != shapes[name]:
+            raise ValueError(f"weights: {name!r} must have shape {shapes[name]}, got {tuple(w.shape)}")
+    device, dtype = kernel.device, dtype_name(kernel.dtype)
+    x = _tensor(inputs, "inputs", device)
+    call = calls.inputs(spec, tuple(x.shape), dtype_name(x.dtype), expected_dtype=dtype,
+                        input_dim=kernel.shape[0])  # fmt: skip
+    if mask is not None:
+        mask = _tensor(mask, "mask", device)
+        calls.mask(spec, tuple(mask.shape), dtype_name(mask.dtype), call)
+    states = initial_states(spec, initial_state, call, kernel)
+    mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", kernel)
+    mr = dropout_mask(spec, recurrent_dropout, call.batch, spec.units, "recurrent_dropout", kernel)
+    return run(spec, weights, x, mask, states, mi, mr)
+
+
+def initial_states(spec, initial_state, call, kernel) -> list[torch.Tensor] | None:
+    """Validated initial states (None means zeros)."""
+    if initial_state is None:
+        return None
+    if torch.is_tensor(initial_state):
+        initial_state = [initial_state]
+    states = [_tensor(s, "initial_state", kernel.device) for s in initial_state]
+    calls.states(spec, [tuple(s.shape) for s in states], [dtype_name(s.dtype) for s in states],
+                 batch=call.batch, expected_dtype=dtype_name(kernel.dtype))  # fmt: skip
+    return states
+
+
+def dropout_mask(spec, mask, batch, width, arg, kernel) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    mask = _tensor(mask, arg, kernel.device)
+    calls.dropout_mask(spec, tuple(mask.shape), batch=batch, width=width, arg=arg)
+    return mask.to(kernel.dtype)
+
+
+def run(spec, weights, x, mask, states, mi, mr) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Dispatch a validated call to the fused kernel or the generic path."""
+    kind, lengths = _mask_kind(mask)
+    input_kind = "none" if mi is None else ("shared" if mi.dim() == 2 else "per_gate")
+    reason = fused_ineligibility(
+        spec, mask=kind, input_dropout=input_kind, recurrent_dropout=mr is not None
+    )
+    if reason is None:
+        return _fused(spec, weights, x, lengths, states, mi)
+    return scan.generic(spec, weights, x, mask, states, mi, mr, activation)
+
+
+# -- the fused path -----------------------------------------------------------------------------
+
+_GRU_ORDER = (1, 0, 2)  # canonical z, r, h -> torch r, z, n
+
+
+def _torch_order(spec: LayerSpec, w: torch.Tensor) -> torch.Tensor:
+    if spec.layer != "GRU":
+        return w
+    u = spec.units
+    return torch.cat([w[..., k * u : (k + 1) * u] for k in _GRU_ORDER], dim=-1)
+
+
+def fused_parameters(spec: LayerSpec, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The layer's parameters in the flat layout of PyTorch's RNN ops (views for LSTM and
+    SimpleRNN; GRU needs its gate blocks permuted, one gather per call)."""
+    kernel, recurrent, *rest = weights
+    params = [_torch_order(spec, kernel).t(), _torch_order(spec, recurrent).t()]
+    if rest:
+        bias = rest[0]
+        if spec.reset_after:
+            params += [_torch_order(spec, bias[0]), _torch_order(spec, bias[1])]
+        else:
+            params += [bias, torch.zeros_like(bias)]
+    return params
+
+
+def _fused(spec, weights, x, lengths, states, mi):
+    batch, time = x.shape[:2]
+    if mi is not None:
+        x = x * mi[:, None, :]
+    if spec.go_backwards:
+        x = x.flip(1)
+    params = fused_parameters(spec, weights)
+    has_bias = spec.use_bias
+    zeros = x.new_zeros(1, batch, spec.units)
+    hx = [s[None] for s in states] if states is not None else [zeros] * spec.num_states
+    op = {"LSTM": torch.lstm, "GRU": torch.gru}.get(spec.layer)
+    if op is None:
+        op = torch.rnn_tanh if spec.activation == "tanh" else torch.rnn_relu
+    hidden = tuple(hx) if spec.layer == "LSTM" else hx[0]
+    if lengths is None:
+        out, *final = op(x, hidden, params, has_bias, 1, 0.0, False, False, True)
+        final_states = [f[0] for f in final]
+        output = out if spec.return_sequences else out[:, -1]
+        return output, final_states
+    from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    order, restore = packed.sorted_indices, packed.unsorted_indices
+    if spec.layer == "LSTM":
+        hidden = (hidden[0][:, order], hidden[1][:, order])
+    else:
+        hidden = hidden[:, order]
+    data, *final = op(packed.data, packed.batch_sizes, hidden, params, has_bias, 1, 0.0, False, False)
+    final_states = [f[0][restore] for f in final]
+    out, _ = pad_packed_sequence(
+        PackedSequence(data, packed.batch_sizes, order, restore), batch_first=True, total_length=time
+    )
+    if not spec.zero_output_for_mask:  # masked steps repeat the last valid output
+        steps = torch.arange(time, device=x.device)
+        last = torch.minimum(steps[None, :], (lengths - 1)[:, None])
+        out = out.gather(1, last[..., None].expand(-1, -1, spec.units))
+    output = out if spec.return_sequences else out[:, -1]
+    return output, final_states

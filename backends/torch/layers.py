@@ -1,0 +1,261 @@
+"""SimpleRNN, LSTM and GRU as ``torch.nn.Module``s.
+
+Parameters are ``kernel``, ``recurrent_kernel`` and ``bias`` in the canonical (Keras) layout,
+so ``state_dict``, optimizers, ``.to()``, ``torch.func`` and ``torch.compile`` see ordinary
+parameters. Weights are created by ``build`` (or ``input_dim=``, or the first call, like
+PyTorch's lazy modules): create the optimizer after they exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from multirnn import calls, constraints, regularizers
+from multirnn.layer import LayerCore
+from multirnn_torch import kernels
+from multirnn_torch.ops import TORCH_OPS
+
+_names = itertools.count()
+_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
+
+
+def framework_version() -> str:
+    return torch.__version__
+
+
+class Recurrent(LayerCore, nn.Module):
+    """Base class of the PyTorch engine's layers (use SimpleRNN, LSTM or GRU).
+
+    ``device`` places the weights at creation; ``dtype`` (a layer argument) defaults to
+    ``torch.get_default_dtype()``. Dropout follows the module's mode (``train()`` /
+    ``eval()``) unless ``training=`` is passed to the call.
+    """
+
+    engine_name = "torch"
+
+    def __init__(self, *args: Any, device: torch.device | str | None = None, **kwargs: Any):
+        nn.Module.__init__(self)
+        self._init_core(args, kwargs)
+        spec = self.spec
+        self._dtype = getattr(torch, spec.dtype) if spec.dtype else torch.get_default_dtype()
+        self._device = torch.device(device) if device is not None else None
+        self.name = spec.name or f"{self.layer_name.lower()}_{next(_names)}"
+        for weight in _WEIGHTS:
+            self.register_parameter(weight, None)
+        for index in range(spec.num_states):
+            self.register_buffer(f"state_{spec.state_names[index]}", None, persistent=False)
+        self._activity_loss: torch.Tensor | None = None
+        if spec.input_dim is not None:
+            self.build((None, None, spec.input_dim))
+
+    # -- building and weights -------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.kernel.dtype if self.kernel is not None else self._dtype
+
+    @property
+    def built(self) -> bool:
+        return self.kernel is not None
+
+    @property
+    def input_dim(self) -> int | None:
+        return None if self.kernel is None else self.kernel.shape[0]
+
+    def _draw_seed(self) -> int:
+        # Unseeded layers follow torch.manual_seed.
+        return int(torch.randint(0, 2**31 - 1, ()).item())
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Create the weights for inputs of shape ``(batch, time, features)``."""
+        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
+        if self.built:
+            if input_dim != self.input_dim:
+                raise ValueError(
+                    f"{self.name}: already built for input_dim={self.input_dim}, "
+                    f"cannot rebuild for {input_dim}"
+                )
+            return
+        self._create(self._initial_weights(input_dim))
+
+    def _create(self, arrays) -> None:
+        for name, value in zip(self.spec.weight_names, arrays):
+            tensor = torch.as_tensor(value, dtype=self._dtype, device=self._device)
+            setattr(self, name, nn.Parameter(tensor.clone()))
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self.spec.weight_names]
+
+    def _require_built(self, what: str) -> list[torch.Tensor]:
+        if not self.built:
+            raise ValueError(
+                f"{self.name}: {what} needs the weights, which do not exist yet; call "
+                "build((batch, time, features)), call the layer once, or pass input_dim="
+            )
+        return self._weights()
+
+    def get_weights(self) -> list:
+        """Copies of the weights as NumPy arrays, in the canonical layout."""
+        return [w.detach().cpu().numpy().copy() for w in self._require_built("get_weights")]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace the weights (canonical layout), keeping the parameter objects."""
+        arrays = self._check_weights(
+            [w.detach().cpu().numpy() if torch.is_tensor(w) else w for w in weights]
+            if isinstance(weights, (list, tuple))
+            else weights,
+            self.input_dim,
+        )
+        if not self.built:
+            self._create(arrays)
+            return
+        with torch.no_grad():
+            for param, value in zip(self._weights(), arrays):
+                param.copy_(torch.as_tensor(value, dtype=param.dtype, device=param.device))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "kernel"
+        if not self.built and key in state_dict:  # a lazy layer takes its shape from the file
+            self.build((None, None, state_dict[key].shape[0]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # -- calling --------------------------------------------------------------------------
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        initial_state: Sequence[torch.Tensor] | torch.Tensor | None = None,
+        training: bool | None = None,
+    ):
+        spec = self.spec
+        if training is None:
+            training = self.training
+        elif not isinstance(training, bool):
+            raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
+        if not torch.is_tensor(inputs):
+            raise TypeError(f"{self.name}: inputs must be a torch.Tensor, got {type(inputs).__name__}")
+        device = self.kernel.device if self.built else (self._device or inputs.device)
+        x = kernels._tensor(inputs, "inputs", device)
+        call = calls.inputs(
+            spec, tuple(x.shape), kernels.dtype_name(x.dtype),
+            expected_dtype=kernels.dtype_name(self.dtype), input_dim=self.input_dim,
+        )  # fmt: skip
+        if mask is not None:
+            mask = kernels._tensor(mask, "mask", device)
+            calls.mask(spec, tuple(mask.shape), kernels.dtype_name(mask.dtype), call)
+        carried = self.states
+        if spec.stateful and carried is not None:
+            calls.stateful_batch(spec, call.batch, carried[0].shape[0])
+        self.build(x.shape)
+        kernel = self.kernel
+        if initial_state is not None:
+            states = kernels.initial_states(spec, initial_state, call, kernel)
+        else:
+            states = carried if spec.stateful else None
+        mi = mr = None
+        if training:
+            in_shape, rec_shape = self._dropout_mask_shapes(call.batch, call.input_dim)
+            mi = self._sample_dropout(in_shape, spec.dropout, kernel)
+            mr = self._sample_dropout(rec_shape, spec.recurrent_dropout, kernel)
+        output, final = kernels.run(spec, self._weights(), x, mask, states, mi, mr)
+        if spec.stateful:  # carried without gradient, like truncated backpropagation
+            for name, value in zip(spec.state_names, final):
+                setattr(self, f"state_{name}", value.detach())
+        if spec.activity_regularizer is not None:
+            penalty = regularizers.penalty(spec.activity_regularizer, output, TORCH_OPS)
+            self._activity_loss = penalty / max(call.batch, 1)
+        return [output, *final] if spec.return_state else output
+
+    @staticmethod
+    def _sample_dropout(shape, rate: float, like: torch.Tensor) -> torch.Tensor | None:
+        if shape is None:
+            return None
+        keep = torch.rand(shape, device=like.device, dtype=like.dtype) >= rate
+        return keep.to(like.dtype) / (1.0 - rate)
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def states(self) -> list[torch.Tensor] | None:
+        """The carried states of a stateful layer (None before its first call)."""
+        values = [getattr(self, f"state_{n}") for n in self.spec.state_names]
+        return None if values[0] is None else values
+
+    def reset_states(self, states: Sequence[torch.Tensor] | torch.Tensor | None = None) -> None:
+        """Zero the carried states, or set them (which also sets the batch size)."""
+        spec = self.spec
+        if not spec.stateful:
+            raise ValueError(
+                f"{self.name}: reset_states() applies to stateful layers; this one was created "
+                "with stateful=False (its states start from zeros or initial_state every call)"
+            )
+        if states is None:
+            for name in spec.state_names:
+                value = getattr(self, f"state_{name}")
+                if value is not None:
+                    setattr(self, f"state_{name}", torch.zeros_like(value))
+            return
+        if torch.is_tensor(states):
+            states = [states]
+        if not all(torch.is_tensor(s) for s in states):
+            raise TypeError(f"{self.name}: reset_states(states) takes torch tensors")
+        calls.state_count(spec, len(states), arg="reset_states(states)")
+        calls.states(
+            spec, [tuple(s.shape) for s in states], [kernels.dtype_name(s.dtype) for s in states],
+            batch=states[0].shape[0] if states[0].dim() == 2 else None,
+            expected_dtype=kernels.dtype_name(self.dtype), arg="reset_states(states)",
+        )  # fmt: skip
+        for name, value in zip(spec.state_names, states):
+            setattr(self, f"state_{name}", value.detach().clone())
+
+    # -- penalties and constraints ----------------------------------------------------------
+    @property
+    def losses(self) -> list[torch.Tensor]:
+        """Differentiable penalties: weight regularizers (current weights) and the activity
+        regularizer of the last call. Add ``sum(layer.losses)`` to the training loss."""
+        spec = self.spec
+        out = []
+        if self.built:
+            chosen = (spec.kernel_regularizer, spec.recurrent_regularizer, spec.bias_regularizer)
+            for reg, w in zip(chosen, self._weights()):
+                if reg is not None:
+                    out.append(regularizers.penalty(reg, w, TORCH_OPS))
+        if self._activity_loss is not None:
+            out.append(self._activity_loss)
+        return out
+
+    @torch.no_grad()
+    def apply_constraints(self) -> None:
+        """Project the weights onto their constraints in place; call after optimizer.step()."""
+        spec = self.spec
+        chosen = (spec.kernel_constraint, spec.recurrent_constraint, spec.bias_constraint)
+        for constraint, w in zip(chosen, self._require_built("apply_constraints")):
+            if constraint is not None:
+                w.copy_(constraints.project(constraint, w, TORCH_OPS))
+
+    def extra_repr(self) -> str:
+        return f"units={self.spec.units}, input_dim={self.input_dim}, dtype={self.dtype}"
+
+    __repr__ = nn.Module.__repr__
+
+
+class SimpleRNN(Recurrent):
+    """Fully connected recurrent layer whose output is fed back as its state."""
+
+    layer_name = "SimpleRNN"
+
+
+class LSTM(Recurrent):
+    """Long short-term memory layer (states ``[h, c]``)."""
+
+    layer_name = "LSTM"
+
+
+class GRU(Recurrent):
+    """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
+
+    layer_name = "GRU"

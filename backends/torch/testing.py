@@ -1,0 +1,100 @@
+"""Conformance adapter of the PyTorch engine: the module API for plain calls, stateful
+sequences and gradients; the functional entry for explicit dropout masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.oracle import results
+from multirnn_torch import kernels
+
+
+def _t(a, grad: bool = False):
+    if a is None:
+        return None
+    if isinstance(a, list):
+        return [_t(x, grad) for x in a]
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.requires_grad_(grad) if grad and t.is_floating_point() else t
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+class TorchAdapter(EngineAdapter):
+    name = "torch"
+
+    def _run(self, spec, weights, inputs, mask, initial_state, input_dropout, recurrent_dropout,
+             grad=False):  # fmt: skip
+        x, state = _t(inputs, grad), _t(initial_state, grad)
+        if input_dropout is not None or recurrent_dropout is not None:
+            params = _t(weights, grad)
+            output, final = kernels.forward(
+                spec, params, x, mask=_t(mask), initial_state=state,
+                input_dropout=_t(input_dropout), recurrent_dropout=_t(recurrent_dropout),
+            )  # fmt: skip
+            return results(spec, output, final), params, x, state
+        layer = layer_from(spec, weights, self.name).eval()
+        out = layer(x, mask=_t(mask), initial_state=state)
+        return (out if spec.return_state else [out]), layer._weights(), x, state
+
+    def forward(self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout):
+        with torch.no_grad():
+            got, *_ = self._run(spec, weights, inputs, mask, initial_state, input_dropout,
+                                recurrent_dropout)  # fmt: skip
+        return [_np(r) for r in got]
+
+    def gradients(self, spec, weights, inputs, *, mask, initial_state, input_dropout,
+                  recurrent_dropout, cotangents):  # fmt: skip
+        got, params, x, state = self._run(spec, weights, inputs, mask, initial_state,
+                                          input_dropout, recurrent_dropout, grad=True)  # fmt: skip
+        loss = sum((r * _t(c)).sum() for r, c in zip(got, cotangents))
+        leaves = [x, *params, *(state or [])]
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        grads = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
+        out = {"inputs": _np(grads[0])}
+        for name, g in zip(spec.weight_names, grads[1 : 1 + len(params)]):
+            out[name] = _np(g)
+        if state:
+            out["initial_state"] = [_np(g) for g in grads[1 + len(params) :]]
+        return out
+
+    def stateful(self, spec, weights, calls):
+        layer = layer_from(spec, weights, self.name).eval()
+        out = []
+        with torch.no_grad():
+            for call in calls:
+                if call.reset == "zeros":
+                    layer.reset_states()
+                elif call.reset is not None:
+                    layer.reset_states(_t(call.reset))
+                result = layer(_t(call.inputs), mask=_t(call.mask))
+                out.append([_np(r) for r in (result if spec.return_state else [result])])
+        return out
+
+    def benchmark(self, spec, weights, inputs):
+        layer = layer_from(spec, weights, self.name).train()
+        x = _t(inputs)
+
+        def forward():
+            with torch.no_grad():
+                return layer(x, training=False)
+
+        def train():
+            layer.zero_grad(set_to_none=True)
+            out = layer(x)
+            (out[0] if isinstance(out, list) else out).sum().backward()
+
+        return forward, train
+
+    def versions(self):
+        return {"torch": torch.__version__}
+
+    def threads(self):
+        return {"torch_threads": torch.get_num_threads()}
+
+
+ADAPTER = TorchAdapter
