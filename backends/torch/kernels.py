@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
-
-from multirnn import activations, calls
-from multirnn.spec import LayerSpec
 from multirnn_torch import scan
 from multirnn_torch.ops import TORCH_OPS
+
+import torch
+import torch.nn.functional as F
+from multirnn import activations, calls
+from multirnn.spec import LayerSpec
 
 _NATIVE = {
     "tanh": torch.tanh,
@@ -127,7 +127,9 @@ def forward(
     weights = list(weights)
     names = spec.weight_names
     if len(weights) != len(names):
-        raise ValueError(f"weights: {spec.layer} takes {len(names)} ({', '.join(names)}), got {len(weights)}")
+        raise ValueError(
+            f"weights: {spec.layer} takes {len(names)} ({', '.join(names)}), got {len(weights)}"
+        )
     for name, w in zip(names, weights):
         if not torch.is_tensor(w):
             raise TypeError(f"weights: {name!r} must be a torch.Tensor, got {type(w).__name__}")
@@ -135,7 +137,9 @@ def forward(
     shapes = spec.weight_shapes(kernel.shape[0])
     for name, w in zip(names, weights):
         if tuple(w.shape) != shapes[name]:
-            raise ValueError(f"weights: {name!r} must have shape {shapes[name]}, got {tuple(w.shape)}")
+            raise ValueError(
+                f"weights: {name!r} must have shape {shapes[name]}, got {tuple(w.shape)}"
+            )
     device, dtype = kernel.device, dtype_name(kernel.dtype)
     x = _tensor(inputs, "inputs", device)
     call = calls.inputs(spec, tuple(x.shape), dtype_name(x.dtype), expected_dtype=dtype,
@@ -234,10 +238,14 @@ def _fused(spec, weights, x, lengths, states, mi):
         hidden = (hidden[0][:, order], hidden[1][:, order])
     else:
         hidden = hidden[:, order]
-    data, *final = op(packed.data, packed.batch_sizes, hidden, params, has_bias, 1, 0.0, False, False)
+    data, *final = op(
+        packed.data, packed.batch_sizes, hidden, params, has_bias, 1, 0.0, False, False
+    )
     final_states = [f[0][restore] for f in final]
     out, _ = pad_packed_sequence(
-        PackedSequence(data, packed.batch_sizes, order, restore), batch_first=True, total_length=time
+        PackedSequence(data, packed.batch_sizes, order, restore),
+        batch_first=True,
+        total_length=time,
     )
     if not spec.zero_output_for_mask:  # masked steps repeat the last valid output
         steps = torch.arange(time, device=x.device)

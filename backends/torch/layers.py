@@ -12,13 +12,13 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import nn
-
-from multirnn import calls, constraints, regularizers
-from multirnn.layer import LayerCore
 from multirnn_torch import kernels
 from multirnn_torch.ops import TORCH_OPS
+
+import torch
+from multirnn import calls, constraints, regularizers
+from multirnn.layer import LayerCore
+from torch import nn
 
 _names = itertools.count()
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
@@ -138,7 +138,9 @@ class Recurrent(LayerCore, nn.Module):
         elif not isinstance(training, bool):
             raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
         if not torch.is_tensor(inputs):
-            raise TypeError(f"{self.name}: inputs must be a torch.Tensor, got {type(inputs).__name__}")
+            raise TypeError(
+                f"{self.name}: inputs must be a torch.Tensor, got {type(inputs).__name__}"
+            )
         device = self.kernel.device if self.built else (self._device or inputs.device)
         x = kernels._tensor(inputs, "inputs", device)
         call = calls.inputs(

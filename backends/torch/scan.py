@@ -7,6 +7,8 @@ GRU with reset_after=False, arbitrary masks, recurrent dropout, user activations
 
 from __future__ import annotations
 
+from multirnn_torch import backprop
+
 import torch
 
 
@@ -39,28 +41,30 @@ class _Recurrent:
 
 
 def project_inputs(spec, kernel, bias_in, x, mi) -> torch.Tensor:
-    """All steps' input products at once: (batch, time, G*units)."""
+    """All steps' input products at once, time-major: (time, batch, G*units), contiguous so
+    that every step reads one contiguous slice."""
     batch, time, dim = x.shape
     u, gates = spec.units, spec.gates
+    x = x.transpose(0, 1)  # (time, batch, dim)
     if mi is None or mi.dim() == 2:
-        xin = x if mi is None else x * mi[:, None, :]
-        flat = xin.reshape(batch * time, dim)
+        xin = x if mi is None else x * mi[None]
+        flat = xin.reshape(time * batch, dim)
         xp = flat @ kernel if bias_in is None else torch.addmm(bias_in, flat, kernel)
-        return xp.reshape(batch, time, gates * u)
+        return xp.view(time, batch, gates * u)
     parts = [
-        (x * mi[g][:, None, :]).reshape(batch * time, dim) @ kernel[:, g * u : (g + 1) * u]
+        (x * mi[g][None]).reshape(time * batch, dim) @ kernel[:, g * u : (g + 1) * u]
         for g in range(gates)
     ]
     xp = torch.cat(parts, dim=1)
     if bias_in is not None:
         xp = xp + bias_in
-    return xp.reshape(batch, time, gates * u)
+    return xp.view(time, batch, gates * u)
 
 
 def generic(spec, weights, x, mask, states, mi, mr, activation):
     kernel, U, *rest = weights
     bias = rest[0] if rest else None
-    batch, time, _ = x.shape
+    batch = x.shape[0]
     u = spec.units
     act = activation(spec.activation)
     ract = activation(spec.recurrent_activation) if spec.recurrent_activation else None
@@ -73,15 +77,42 @@ def generic(spec, weights, x, mask, states, mi, mr, activation):
     if spec.go_backwards:
         x = x.flip(1)
         mask = None if mask is None else mask.flip(1)
-    xp = project_inputs(spec, kernel, bias_in, x, mi)
     if states is None:
         zeros = x.new_zeros(batch, u)
         states = [zeros] * spec.num_states
+    h0 = states[0]
+    c0 = states[1] if spec.layer == "LSTM" else None
+    if backprop.supported(spec, mr):
+        kernel, U, bias_in, bias_rec, gate_name, order = backprop.internal_weights(
+            spec, kernel, U, bias_in, bias_rec
+        )
+        if mi is None or mi.dim() == 2:  # the loop projects the inputs itself
+            x_tm = x.transpose(0, 1) if mi is None else x.transpose(0, 1) * mi[None]
+            parts = (x_tm, kernel, bias_in, None)
+        else:
+            if order is not None:
+                mi = mi[list(order)]
+            parts = (None, None, None, project_inputs(spec, kernel, bias_in, x, mi))
+        y, final = backprop.scan(spec, gate_name, *parts, U, bias_rec, h0, c0, mask, mr)
+    else:
+        xp = project_inputs(spec, kernel, bias_in, x, mi)
+        y, final = _loop(spec, xp, U, bias_rec, h0, c0, mask, mr, act, ract)
+    if mask is not None:
+        # The carried state h is the previous output at masked steps; before the first
+        # unmasked step the output is zero (or always zero with zero_output_for_mask).
+        shown = mask if spec.zero_output_for_mask else torch.cumsum(mask, dim=1) > 0
+        y = y * shown[..., None].to(y.dtype)
+    output = y if spec.return_sequences else y[:, -1]
+    return output, final
+
+
+def _loop(spec, xp, U, bias_rec, h, c, mask, mr, act, ract):
+    """The time loop on the autograd tape (user activations, per-gate recurrent masks)."""
+    u = spec.units
     rec = _Recurrent(U, mr, spec.gates, u)
-    h, c = states[0], (states[1] if spec.layer == "LSTM" else None)
     outputs = []
-    for t in range(time):
-        xt = xp[:, t]
+    for t in range(xp.shape[0]):
+        xt = xp[t]
         if spec.layer == "LSTM":
             z = xt + rec(h, 4)
             zi, zf, zc, zo = z.chunk(4, dim=1)
@@ -115,12 +146,5 @@ def generic(spec, weights, x, mask, states, mi, mr, activation):
             if c is not None:
                 c = torch.where(keep, c_new, c)
         outputs.append(h)
-    y = torch.stack(outputs, dim=1)
-    if mask is not None:
-        # The carried state h is the previous output at masked steps; before the first
-        # unmasked step the output is zero (or always zero with zero_output_for_mask).
-        shown = mask if spec.zero_output_for_mask else torch.cumsum(mask, dim=1) > 0
-        y = y * shown[..., None].to(y.dtype)
     final = [h] if c is None else [h, c]
-    output = y if spec.return_sequences else y[:, -1]
-    return output, final
+    return torch.stack(outputs, dim=1), final

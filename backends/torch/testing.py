@@ -4,11 +4,11 @@ sequences and gradients; the functional entry for explicit dropout masks."""
 from __future__ import annotations
 
 import numpy as np
-import torch
+from multirnn_torch import kernels
 
+import torch
 from multirnn.conformance.adapters import EngineAdapter, layer_from
 from multirnn.conformance.oracle import results
-from multirnn_torch import kernels
 
 
 def _t(a, grad: bool = False):
@@ -41,7 +41,9 @@ class TorchAdapter(EngineAdapter):
         out = layer(x, mask=_t(mask), initial_state=state)
         return (out if spec.return_state else [out]), layer._weights(), x, state
 
-    def forward(self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout):
+    def forward(
+        self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout
+    ):
         with torch.no_grad():
             got, *_ = self._run(spec, weights, inputs, mask, initial_state, input_dropout,
                                 recurrent_dropout)  # fmt: skip

@@ -1,0 +1,323 @@
+"""The generic path's time loop as one autograd node with a hand-written backward pass.
+
+The per-step autograd tape records a dozen small operations per step and accumulates the
+recurrent-kernel gradient with one product per step. Here the forward pass keeps each
+step's activations (written in place over the pre-activations), and the backward pass
+derives everything it can for all steps at once, walks back through time with a handful
+of operations per step, and forms the weight gradients with single large products.
+
+Layout tricks keep the per-step work small (all are differentiable reshufflings of the
+layer's own parameters, done once per call, so gradients still reach them):
+
+* piecewise-linear gates (``hard_sigmoid`` and its slope-1/6 cousin) are an affine map then
+  ``clamp(., 0, 1)``; the affine part is folded into the gate columns of the weights;
+* the LSTM's columns are reordered to (i, f, o, c) so the three gates are one slice;
+* buffers are time-major, so every step reads and writes contiguous rows.
+
+Every named activation's derivative is a function of its output, which is what is kept.
+Covered: the named activations, no mask or any mask, no or shared recurrent dropout.
+User activations and per-gate recurrent masks stay on the autograd loop
+(``multirnn_torch.scan``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _inside(y, lo, hi, slope):
+    return ((y > lo) & (y < hi)).to(y.dtype) * slope
+
+
+#: name -> (in-place activation on a tensor, derivative as a function of the output y)
+ACTIVATIONS = {
+    "tanh": (torch.tanh_, lambda y: 1.0 - y * y),
+    "sigmoid": (torch.sigmoid_, lambda y: y * (1.0 - y)),
+    "hard_sigmoid": (
+        lambda v: v.mul_(0.2).add_(0.5).clamp_(0.0, 1.0),
+        lambda y: _inside(y, 0.0, 1.0, 0.2),
+    ),
+    "hard_sigmoid_relu6": (
+        lambda v: F.hardsigmoid(v, inplace=True),
+        lambda y: _inside(y, 0.0, 1.0, 1 / 6),
+    ),
+    "relu": (torch.relu_, lambda y: (y > 0).to(y.dtype)),
+    "linear": (lambda v: v, torch.ones_like),
+    "softsign": (lambda v: v.div_(v.abs().add_(1.0)), lambda y: torch.square(1.0 - y.abs())),
+    "softplus": (
+        lambda v: v.copy_(torch.log1p(torch.exp(-v.abs())) + v.clamp(min=0.0)),
+        lambda y: -torch.expm1(-y),
+    ),
+    "elu": (
+        lambda v: F.elu(v, inplace=True),
+        lambda y: torch.where(y > 0, torch.ones_like(y), y + 1.0),
+    ),
+    "selu": (
+        lambda v: F.selu(v, inplace=True),
+        lambda y: torch.where(
+            y > 0, torch.full_like(y, _SELU_SCALE), y + _SELU_SCALE * _SELU_ALPHA
+        ),
+    ),
+    # internal: a piecewise-linear gate after its affine part was folded into the weights
+    "clamp01": (lambda v: v.clamp_(0.0, 1.0), lambda y: _inside(y, 0.0, 1.0, 1.0)),
+}
+
+#: gate activation -> (slope, offset) such that gate(z) = clamp(slope * z + offset, 0, 1)
+AFFINE_GATES = {"hard_sigmoid": (0.2, 0.5), "hard_sigmoid_relu6": (1.0 / 6.0, 0.5)}
+
+#: canonical LSTM gate blocks (i, f, c, o) in the internal order (i, f, o, c)
+LSTM_ORDER = (0, 1, 3, 2)
+
+
+def supported(spec, mr) -> bool:
+    names = [spec.activation] + ([spec.recurrent_activation] if spec.recurrent_activation else [])
+    return all(isinstance(n, str) and n in ACTIVATIONS for n in names) and (
+        mr is None or mr.dim() == 2
+    )
+
+
+_OUT_OF_PLACE = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
+
+
+def _apply(name, v):
+    """Activation in place (on a buffer slice that keeps the result)."""
+    return ACTIVATIONS[name][0](v)
+
+
+def _value(name, v):
+    """Activation into a new tensor."""
+    fn = _OUT_OF_PLACE.get(name)
+    return fn(v) if fn is not None else _apply(name, v.clone())
+
+
+class _Scan(torch.autograd.Function):
+    """Time-major loop. Either ``x`` (T, B, D) with ``kernel``/``bias_in`` (the input
+    projection happens here, straight into the buffer) or a precomputed ``xp`` (T, B, W).
+    Outputs every step's carried h (T, B, u) and the final c (LSTM; else empty)."""
+
+    @staticmethod
+    def forward(ctx, cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
+        layer, u, act_name, gate_name, reset_after = cfg
+        if xp is None:
+            # One product for all steps; a column of ones carries the bias, which is cheaper
+            # than broadcasting it into the output first.
+            time, batch, dim = x.shape
+            if bias_in is None:
+                A = (x.reshape(time * batch, dim) @ kernel).view(time, batch, -1)
+            else:
+                ones = x.new_ones(time, batch, 1)
+                flat = torch.cat([x, ones], dim=-1).view(time * batch, dim + 1)
+                A = (flat @ torch.cat([kernel, bias_in[None]])).view(time, batch, -1)
+        else:
+            A = xp.clone()
+        time, batch, _ = A.shape
+        # A holds the pre-activations, then (in place) the activations of every step.
+        H = A.new_empty(time, batch, u)
+        Hin = A.new_empty(time, batch, u) if mr is not None else None  # h_{t-1} * mask
+        C = A.new_empty(time, batch, u) if layer == "LSTM" else None
+        R = A.new_empty(time, batch, u) if layer == "GRU" else None  # rh, or r * hin
+        h, c = h0, c0
+        for t in range(time):
+            hin = h if mr is None else torch.mul(h, mr, out=Hin[t])
+            a = A[t]
+            h_out = H[t] if mask is None else None  # with no mask, write straight in place
+            if layer == "LSTM":  # columns i, f, o, c
+                a.addmm_(hin, U)
+                gates = _apply(gate_name, a[:, : 3 * u])
+                g = _apply(act_name, a[:, 3 * u :])
+                c_new = torch.addcmul(gates[:, u : 2 * u] * c, gates[:, :u], g,
+                                      out=C[t] if mask is None else None)  # fmt: skip
+                h_new = torch.mul(gates[:, 2 * u :], _value(act_name, c_new), out=h_out)
+            elif layer == "GRU":  # columns z, r, h
+                zr, zh = a[:, : 2 * u], a[:, 2 * u :]
+                if reset_after:
+                    rec = hin @ U if bias_rec is None else torch.addmm(bias_rec, hin, U)
+                    gates = _apply(gate_name, zr.add_(rec[:, : 2 * u]))
+                    rh = R[t].copy_(rec[:, 2 * u :])
+                    zh.addcmul_(gates[:, u:], rh)
+                else:
+                    gates = _apply(gate_name, zr.addmm_(hin, U[:, : 2 * u]))
+                    q = torch.mul(gates[:, u:], hin, out=R[t])
+                    zh.addmm_(q, U[:, 2 * u :])
+                hh = _apply(act_name, zh)
+                h_new = torch.lerp(hh, h, gates[:, :u], out=h_out)  # z * h + (1 - z) * hh
+            else:
+                h_new = _apply(act_name, a.addmm_(hin, U))
+                if h_out is not None:
+                    h_new = h_out.copy_(h_new)
+            if mask is None:
+                h = h_new
+                c = c_new if layer == "LSTM" else c
+            else:
+                keep = mask[:, t, None]
+                h = torch.where(keep, h_new, h, out=H[t])
+                if layer == "LSTM":
+                    c = torch.where(keep, c_new, c, out=C[t])
+        ctx.cfg = cfg
+        ctx.flags = (xp is None, bias_in is not None, bias_rec is not None)
+        ctx.save_for_backward(x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R)
+        return H, (c if layer == "LSTM" else h0.new_zeros(0))
+
+    @staticmethod
+    def backward(ctx, dH, dc_final):
+        layer, u, act_name, gate_name, reset_after = ctx.cfg
+        projected_here, has_bias_in, has_bias_rec = ctx.flags
+        x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R = ctx.saved_tensors
+        dact = ACTIVATIONS[act_name][1]
+        dgate = ACTIVATIONS[gate_name][1] if gate_name else None
+        time, batch, width = A.shape
+        DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
+        H_prev = torch.cat([h0[None], H[:-1]], dim=0)
+        if Hin is None:
+            Hin = H_prev
+        keep = None if mask is None else mask.t().to(A.dtype)[..., None]
+        dh = torch.zeros_like(h0)
+        Ut = U.t()
+        dbr = None
+        if layer == "LSTM":
+            dc = dc_final if dc_final.numel() else torch.zeros_like(h0)
+            C_prev = torch.cat([c0[None], C[:-1]], dim=0)
+            i, f, o, g = (A[..., k * u : (k + 1) * u] for k in range(4))
+            dgates = dgate(A[..., : 3 * u])
+            ac = _value(act_name, C)
+            # Coefficients of every step, all at once: dc_new -> (i, f) and c pre-activations,
+            # dh_new -> o pre-activation, dh_new -> dc_new.
+            K_if = torch.cat([g * dgates[..., :u], C_prev * dgates[..., u : 2 * u]], -1)
+            K_g = i * dact(g)
+            K_do = ac * dgates[..., 2 * u :]
+            K_dc = o * dact(ac)
+            for t in range(time - 1, -1, -1):
+                dh = dh + dH[t]
+                m = None if keep is None else keep[t]
+                dhn, dcn = (dh, dc) if m is None else (dh * m, dc * m)
+                dcn = torch.addcmul(dcn, dhn, K_dc[t])
+                dz = DZ[t]  # columns i, f, o, c
+                torch.mul(K_if[t].view(batch, 2, u), dcn[:, None],
+                          out=dz[:, : 2 * u].view(batch, 2, u))  # fmt: skip
+                torch.mul(dhn, K_do[t], out=dz[:, 2 * u : 3 * u])
+                torch.mul(dcn, K_g[t], out=dz[:, 3 * u :])
+                dhin = dz @ Ut
+                if mr is not None:
+                    dhin = dhin * mr
+                dc_prev = dcn * f[t]
+                if m is None:
+                    dh, dc = dhin, dc_prev
+                else:
+                    dh = torch.addcmul(dhin, dh, 1.0 - m)
+                    dc = torch.addcmul(dc_prev, dc, 1.0 - m)
+            dU = Hin.reshape(-1, u).t() @ DZ.reshape(-1, width)
+        elif layer == "GRU":
+            zgate, r, hh = (A[..., k * u : (k + 1) * u] for k in range(3))
+            dgates = dgate(A[..., : 2 * u])
+            K_z = (H_prev - hh) * dgates[..., :u]  # dh_new -> z pre-activation
+            K_h = (1.0 - zgate) * dact(hh)  # dh_new -> candidate pre-activation
+            K_r = (R if reset_after else Hin) * dgates[..., u:]  # -> r pre-activation
+            if reset_after:
+                DREC = torch.empty_like(A)
+            else:
+                U_zr_t, U_h_t = U[:, : 2 * u].t(), U[:, 2 * u :].t()
+            for t in range(time - 1, -1, -1):
+                dh = dh + dH[t]
+                m = None if keep is None else keep[t]
+                dhn = dh if m is None else dh * m
+                dz = DZ[t]
+                torch.mul(dhn, K_z[t], out=dz[:, :u])
+                dzh = torch.mul(dhn, K_h[t], out=dz[:, 2 * u :])
+                if reset_after:
+                    torch.mul(dzh, K_r[t], out=dz[:, u : 2 * u])
+                    drec = DREC[t]
+                    drec[:, : 2 * u] = dz[:, : 2 * u]
+                    torch.mul(dzh, r[t], out=drec[:, 2 * u :])
+                    dhin = drec @ Ut
+                else:
+                    dq = dzh @ U_h_t
+                    torch.mul(dq, K_r[t], out=dz[:, u : 2 * u])
+                    dhin = torch.addcmul(dz[:, : 2 * u] @ U_zr_t, dq, r[t])
+                if mr is not None:
+                    dhin = dhin * mr
+                carry = torch.addcmul(dhin, dhn, zgate[t])
+                dh = carry if m is None else torch.addcmul(carry, dh, 1.0 - m)
+            if reset_after:
+                flat = DREC.reshape(-1, width)
+                dU = Hin.reshape(-1, u).t() @ flat
+                dbr = flat.sum(0) if has_bias_rec else None
+            else:
+                dU = torch.cat(
+                    [
+                        Hin.reshape(-1, u).t() @ DZ[..., : 2 * u].reshape(-1, 2 * u),
+                        R.reshape(-1, u).t() @ DZ[..., 2 * u :].reshape(-1, u),
+                    ],
+                    dim=1,
+                )
+            dc = None
+        else:
+            K = dact(A)  # SimpleRNN
+            for t in range(time - 1, -1, -1):
+                dh = dh + dH[t]
+                m = None if keep is None else keep[t]
+                dhn = dh if m is None else dh * m
+                dz = torch.mul(dhn, K[t], out=DZ[t])
+                dhin = dz @ Ut
+                if mr is not None:
+                    dhin = dhin * mr
+                dh = dhin if m is None else torch.addcmul(dhin, dh, 1.0 - m)
+            dU = Hin.reshape(-1, u).t() @ DZ.reshape(-1, width)
+            dc = None
+        dx = dkernel = dbias_in = dxp = None
+        if projected_here:
+            flat = DZ.view(time * batch, width)
+            if ctx.needs_input_grad[1]:
+                dx = (flat @ kernel.t()).view(x.shape)
+            if ctx.needs_input_grad[2]:
+                dkernel = x.reshape(time * batch, -1).t() @ flat
+            if has_bias_in and ctx.needs_input_grad[3]:
+                dbias_in = flat.sum(0)
+        else:
+            dxp = DZ
+        return None, dx, dkernel, dbias_in, dxp, dU, dbr, dh, dc, None, None
+
+
+def internal_weights(spec, kernel, U, bias_in, bias_rec):
+    """The weights in the loop's layout, derived differentiably from the layer's own:
+    LSTM columns reordered to (i, f, o, c), and piecewise-linear gates' affine part folded
+    into the gate columns. Returns (kernel, U, bias_in, bias_rec, gate_name, gate_order)."""
+    u = spec.units
+    gate_name = spec.recurrent_activation
+    order = None
+    if spec.layer == "LSTM":
+        order = LSTM_ORDER
+        index = torch.cat([torch.arange(k * u, (k + 1) * u) for k in order]).to(kernel.device)
+        kernel, U = kernel.index_select(1, index), U.index_select(1, index)
+        bias_in = None if bias_in is None else bias_in.index_select(0, index)
+        gate_cols = 3 * u
+    elif spec.layer == "GRU":
+        gate_cols = 2 * u
+    else:
+        return kernel, U, bias_in, bias_rec, gate_name, order
+    if gate_name in AFFINE_GATES:
+        slope, offset = AFFINE_GATES[gate_name]
+        scale = kernel.new_ones(kernel.shape[1])
+        scale[:gate_cols] = slope
+        shift = kernel.new_zeros(kernel.shape[1])
+        shift[:gate_cols] = offset
+        kernel, U = kernel * scale, U * scale
+        bias_in = shift if bias_in is None else torch.addcmul(shift, bias_in, scale)
+        bias_rec = None if bias_rec is None else bias_rec * scale
+        gate_name = "clamp01"
+    return kernel, U, bias_in, bias_rec, gate_name, order
+
+
+def scan(spec, gate_name, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
+    """Every step's carried h as (B, T, u), and the final states. Give either the
+    time-major inputs ``x`` with ``kernel``/``bias_in``, or projected inputs ``xp``; all
+    weights in the internal layout (see internal_weights)."""
+    if c0 is None:
+        c0 = h0.new_zeros(h0.shape)
+    cfg = (spec.layer, spec.units, spec.activation, gate_name, spec.reset_after)
+    H, c = _Scan.apply(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr)
+    final = [H[-1], c] if spec.layer == "LSTM" else [H[-1]]
+    return H.transpose(0, 1), final
