@@ -47,8 +47,11 @@ def save(layer: Any, path: str | os.PathLike) -> None:
     save_file(tensors, os.fspath(path), metadata=metadata)
 
 
-def load(path: str | os.PathLike, backend: str | None = None):
-    """A layer on ``backend`` (default: the selected engine) from a file written by save()."""
+def load(path: str | os.PathLike, backend: str | None = None, dtype: str | None = None):
+    """A layer on ``backend`` (default: the selected engine) from a file written by save().
+
+    ``dtype`` overrides the saved layer's dtype (e.g. to run a float32 PyTorch layer on the
+    NumPy engine in float32 rather than its float64 default)."""
     from safetensors import SafetensorError, safe_open
 
     path = os.fspath(path)
@@ -64,6 +67,8 @@ def load(path: str | os.PathLike, backend: str | None = None):
             f"{_META_FORMAT!r} is {metadata.get(_META_FORMAT)!r}, expected {FORMAT!r})"
         )
     config = json.loads(metadata[_META_CONFIG])
+    if dtype is not None:
+        config["dtype"] = dtype
     layer = from_config(config, backend=backend)
     names = layer.spec.weight_names
     if set(tensors) != set(names):

@@ -74,11 +74,14 @@ def test_save_load_computes_the_same_function(variant, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_float32_layer_saves_float32(tmp_path):
+def test_float32_layer_saves_float32_and_load_can_override_the_dtype(tmp_path):
     layer = multirnn.LSTM(2, dtype="float32", input_dim=3)
     multirnn.save(layer, tmp_path / "l.safetensors")
     loaded = multirnn.load(tmp_path / "l.safetensors")
     assert loaded.kernel.dtype == np.float32
+    assert multirnn.load(tmp_path / "l.safetensors", dtype="float64").kernel.dtype == np.float64
+    with pytest.raises(ValueError, match="dtype must be None"):
+        multirnn.load(tmp_path / "l.safetensors", dtype="float16")
 
 
 def test_save_unbuilt_and_load_foreign_files(tmp_path):

@@ -15,6 +15,8 @@ layer's own parameters, done once per call, so gradients still reach them):
 * buffers are time-major, so every step reads and writes contiguous rows.
 
 Every named activation's derivative is a function of its output, which is what is kept.
+The backward pass is differentiable once (no double backward); torch.func transforms see the
+autograd loop instead.
 Covered: the named activations, no mask or any mask, no or shared recurrent dropout.
 User activations and per-gate recurrent masks stay on the autograd loop
 (``multirnn_torch.scan``).
@@ -74,9 +76,13 @@ LSTM_ORDER = (0, 1, 3, 2)
 
 
 def supported(spec, mr) -> bool:
+    """Whether the hand-written backward applies; it declines under torch.func transforms
+    (grad, vmap, jacrev), which then differentiate the autograd loop instead."""
     names = [spec.activation] + ([spec.recurrent_activation] if spec.recurrent_activation else [])
-    return all(isinstance(n, str) and n in ACTIVATIONS for n in names) and (
-        mr is None or mr.dim() == 2
+    return (
+        all(isinstance(n, str) and n in ACTIVATIONS for n in names)
+        and (mr is None or mr.dim() == 2)
+        and not torch._C._are_functorch_transforms_active()
     )
 
 
@@ -100,7 +106,7 @@ class _Scan(torch.autograd.Function):
     Outputs every step's carried h (T, B, u) and the final c (LSTM; else empty)."""
 
     @staticmethod
-    def forward(ctx, cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
+    def forward(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
         layer, u, act_name, gate_name, reset_after = cfg
         if xp is None:
             # One product for all steps; a column of ones carries the bias, which is cheaper
@@ -157,16 +163,29 @@ class _Scan(torch.autograd.Function):
                 h = torch.where(keep, h_new, h, out=H[t])
                 if layer == "LSTM":
                     c = torch.where(keep, c_new, c, out=C[t])
-        ctx.cfg = cfg
-        ctx.flags = (xp is None, bias_in is not None, bias_rec is not None)
-        ctx.save_for_backward(x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R)
-        return H, (c if layer == "LSTM" else h0.new_zeros(0))
+        empty = h0.new_zeros(0)
+        # The buffers are returned (as non-differentiable outputs) so that setup_context
+        # can keep them: the form torch.func transforms require of custom Functions.
+        buffers = tuple(empty if b is None else b for b in (Hin, A, C, R))
+        return (H, c if layer == "LSTM" else empty, *buffers)
 
     @staticmethod
-    def backward(ctx, dH, dc_final):
+    def setup_context(ctx, inputs, output):
+        cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr = inputs
+        H, _, Hin, A, C, R = output
+        ctx.mark_non_differentiable(Hin, A, C, R)
+        ctx.cfg = cfg
+        ctx.flags = (xp is None, bias_in is not None, bias_rec is not None, Hin.numel() > 0)
+        ctx.save_for_backward(x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dH, dc_final, *_):
         layer, u, act_name, gate_name, reset_after = ctx.cfg
-        projected_here, has_bias_in, has_bias_rec = ctx.flags
+        projected_here, has_bias_in, has_bias_rec, has_hin = ctx.flags
         x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R = ctx.saved_tensors
+        if not has_hin:
+            Hin = None
         dact = ACTIVATIONS[act_name][1]
         dgate = ACTIVATIONS[gate_name][1] if gate_name else None
         time, batch, width = A.shape
@@ -318,6 +337,6 @@ def scan(spec, gate_name, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr)
     if c0 is None:
         c0 = h0.new_zeros(h0.shape)
     cfg = (spec.layer, spec.units, spec.activation, gate_name, spec.reset_after)
-    H, c = _Scan.apply(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr)
+    H, c, *_ = _Scan.apply(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr)
     final = [H[-1], c] if spec.layer == "LSTM" else [H[-1]]
     return H.transpose(0, 1), final

@@ -1,0 +1,85 @@
+"""Fused-kernel eligibility (a pure function, checked on CPU) and the fused layouts."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from multirnn_torch import kernels  # noqa: E402
+
+from multirnn.spec import parse  # noqa: E402
+
+
+def spec(layer, **kwargs):
+    return parse(layer, (4,), kwargs)
+
+
+@pytest.mark.parametrize(
+    "layer,kwargs",
+    [
+        ("LSTM", {"recurrent_activation": "sigmoid"}),
+        ("GRU", {"recurrent_activation": "sigmoid", "reset_after": True}),
+        ("SimpleRNN", {}),
+        ("SimpleRNN", {"activation": "relu"}),
+        ("LSTM", {"recurrent_activation": "sigmoid", "go_backwards": True, "implementation": 2}),
+    ],
+)
+def test_eligible(layer, kwargs):
+    s = spec(layer, **kwargs)
+    assert kernels.fused_ineligibility(s) is None
+    assert kernels.fused_ineligibility(s, input_dropout="shared") is None
+    if not s.go_backwards:
+        assert kernels.fused_ineligibility(s, mask="right_padded") is None
+
+
+@pytest.mark.parametrize(
+    "layer,kwargs,call,reason",
+    [
+        ("LSTM", {}, {}, "tanh/sigmoid"),  # the documented hard_sigmoid default
+        ("GRU", {"recurrent_activation": "sigmoid"}, {}, "reset_after=True"),
+        ("GRU", {"recurrent_activation": "hard_sigmoid", "reset_after": True}, {}, "tanh/sigmoid"),
+        ("SimpleRNN", {"activation": "elu"}, {}, "tanh or relu"),
+        (
+            "LSTM",
+            {"recurrent_activation": "sigmoid"},
+            {"recurrent_dropout": True},
+            "recurrent dropout",
+        ),
+        ("LSTM", {"recurrent_activation": "sigmoid"}, {"input_dropout": "per_gate"}, "per-gate"),
+        ("LSTM", {"recurrent_activation": "sigmoid"}, {"mask": "other"}, "right-padded"),
+        (
+            "LSTM",
+            {"recurrent_activation": "sigmoid", "go_backwards": True},
+            {"mask": "right_padded"},
+            "left padding",
+        ),
+    ],
+)
+def test_ineligible_with_reason(layer, kwargs, call, reason):
+    assert reason in kernels.fused_ineligibility(spec(layer, **kwargs), **call)
+
+
+def test_mask_kinds():
+    right = torch.tensor([[True, True, False], [True, True, True]])
+    assert kernels._mask_kind(right)[0] == "right_padded"
+    assert kernels._mask_kind(right)[1].tolist() == [2, 3]
+    assert kernels._mask_kind(torch.tensor([[True, False, True]]))[0] == "other"
+    assert kernels._mask_kind(torch.tensor([[False, False]]))[0] == "other"  # empty row
+    assert kernels._mask_kind(None) == ("none", None)
+
+
+def test_fused_parameters_are_views_of_the_layer_parameters():
+    s = spec("LSTM", recurrent_activation="sigmoid")
+    weights = [torch.randn(3, 16), torch.randn(4, 16), torch.randn(16)]
+    params = kernels.fused_parameters(s, weights)
+    assert params[0].data_ptr() == weights[0].data_ptr()  # transposed view, no copy
+    assert params[1].data_ptr() == weights[1].data_ptr()
+    assert params[2].data_ptr() == weights[2].data_ptr()
+
+
+def test_gru_gates_are_permuted_to_torch_order():
+    s = spec("GRU", recurrent_activation="sigmoid", reset_after=True)
+    kernel = torch.arange(12.0).reshape(1, 12)  # blocks z, r, h of 4 units
+    params = kernels.fused_parameters(s, [kernel, torch.zeros(4, 12), torch.zeros(2, 12)])
+    assert params[0][:, 0].tolist() == [4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11]  # r, z, n

@@ -1,0 +1,269 @@
+"""The PyTorch layers as PyTorch users use them: parameters, modes, optimizers, state,
+penalties, constraints, files, and errors that say what was expected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from multirnn_torch import kernels  # noqa: E402
+from multirnn_torch.layers import GRU, LSTM, Recurrent, SimpleRNN  # noqa: E402
+
+import multirnn  # noqa: E402
+
+from ..cases import VARIANTS, variant_id  # noqa: E402
+
+CLASSES = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
+
+
+def make(variant, units=3, **kwargs):
+    layer, extra = variant
+    return CLASSES[layer](units, **extra, **kwargs)
+
+
+def x(batch=2, time=5, features=4, dtype=torch.float32):
+    return torch.randn(batch, time, features, dtype=dtype)
+
+
+def test_selected_by_name_and_abstract_base():
+    assert multirnn.engine("torch").LSTM is LSTM
+    with pytest.raises(TypeError, match="abstract base"):
+        Recurrent(3)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_parameters_are_canonical_and_in_the_state_dict(variant):
+    layer = make(variant, input_dim=4)
+    names = [n for n, _ in layer.named_parameters()]
+    assert names == ["kernel", "recurrent_kernel", "bias"]
+    assert list(layer.state_dict()) == names
+    shapes = layer.spec.weight_shapes(4)
+    assert all(tuple(p.shape) == shapes[n] for n, p in layer.named_parameters())
+
+
+def test_lazy_build_and_state_dict_loading():
+    source = LSTM(3, input_dim=4, seed=1)
+    target = LSTM(3)
+    assert list(target.parameters()) == []
+    target.load_state_dict(source.state_dict())
+    for a, b in zip(source.get_weights(), target.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_seed_gives_the_same_weights_as_the_numpy_engine(variant):
+    layer = make(variant, input_dim=4, seed=7)
+    ref = multirnn.engine("numpy").layer_class(variant[0])(3, **variant[1], input_dim=4, seed=7,
+                                                          dtype="float32")  # fmt: skip
+    for a, b in zip(layer.get_weights(), ref.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unseeded_init_follows_torch_manual_seed():
+    torch.manual_seed(3)
+    a = GRU(2, input_dim=2).get_weights()[0]
+    torch.manual_seed(3)
+    np.testing.assert_array_equal(a, GRU(2, input_dim=2).get_weights()[0])
+
+
+def test_dtype_and_to():
+    layer = LSTM(3, input_dim=4)
+    assert layer.dtype == torch.get_default_dtype()
+    layer = layer.to(torch.float64)
+    assert layer.dtype == torch.float64 and layer(x(dtype=torch.float64)).dtype == torch.float64
+    assert LSTM(3, dtype="float64", input_dim=2).kernel.dtype == torch.float64
+
+
+def test_dropout_follows_the_module_mode_and_manual_seed():
+    layer = LSTM(3, dropout=0.5, recurrent_dropout=0.5, seed=0, input_dim=4)
+    inputs = x()
+    layer.eval()
+    a = layer(inputs)
+    assert torch.equal(a, layer(inputs))
+    layer.train()
+    torch.manual_seed(11)
+    b = layer(inputs)
+    assert not torch.allclose(a, b)
+    torch.manual_seed(11)
+    assert torch.equal(b, layer(inputs))
+    assert torch.equal(layer(inputs, training=False), a)
+
+
+@pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
+def test_gradients_reach_the_parameters_and_an_optimizer_trains(recurrent_activation):
+    torch.manual_seed(0)
+    layer = LSTM(4, recurrent_activation=recurrent_activation, input_dim=3, seed=0)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
+    inputs, target = x(features=3), torch.randn(2, 4)
+    losses = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss = torch.mean((layer(inputs) - target) ** 2)
+        loss.backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_fused_path_is_taken_only_when_eligible(monkeypatch):
+    calls = []
+    original = kernels._fused
+    monkeypatch.setattr(kernels, "_fused", lambda *a: calls.append(1) or original(*a))
+    inputs = x()
+    LSTM(3, recurrent_activation="sigmoid")(inputs)
+    assert len(calls) == 1
+    LSTM(3)(inputs)  # hard_sigmoid: generic path
+    GRU(3, recurrent_activation="sigmoid")(inputs)  # reset_after=False: generic path
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    LSTM(3, recurrent_activation="sigmoid")(inputs, mask=mask)  # right padded: packed
+    assert len(calls) == 2
+
+
+def test_torch_func_functional_call_and_grad():
+    layer = GRU(3, input_dim=4, seed=0)
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    inputs = x()
+
+    def loss(p):
+        return torch.func.functional_call(layer, p, (inputs,)).sum()
+
+    grads = torch.func.grad(loss)(params)
+    layer.zero_grad()
+    layer(inputs).sum().backward()
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad)
+
+
+def test_torch_compile_traces_the_layer():
+    layer = LSTM(3, input_dim=4, seed=0)
+    compiled = torch.compile(layer, backend="eager")
+    inputs = x()
+    torch.testing.assert_close(compiled(inputs), layer(inputs))
+
+
+# -- state ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_stateful_calls_continue_the_sequence(variant):
+    inputs = x(time=6)
+    whole = make(variant, seed=2, return_sequences=True, input_dim=4)
+    stateful = make(variant, seed=2, return_sequences=True, stateful=True, input_dim=4)
+    first, second = stateful(inputs[:, :3]), stateful(inputs[:, 3:])
+    torch.testing.assert_close(torch.cat([first, second], 1), whole(inputs))
+    assert all(not s.requires_grad for s in stateful.states)
+    stateful.reset_states()
+    assert all(not s.any() for s in stateful.states)
+
+
+def test_stateful_batch_size_and_reset_states_errors():
+    layer = LSTM(3, stateful=True)
+    layer(x(batch=2))
+    with pytest.raises(ValueError, match="holds states for batch size 2"):
+        layer(x(batch=3))
+    with pytest.raises(ValueError, match=r"reset_states\(states\) must be a list of 2"):
+        layer.reset_states([torch.zeros(3, 3)])
+    layer.reset_states([torch.zeros(3, 3), torch.zeros(3, 3)])
+    assert layer(x(batch=3)).shape == (3, 3)
+    with pytest.raises(ValueError, match="applies to stateful layers"):
+        LSTM(3).reset_states()
+
+
+# -- penalties and constraints --------------------------------------------------------------------
+
+
+def test_losses_are_differentiable_tensors():
+    layer = SimpleRNN(3, kernel_regularizer="l2", activity_regularizer="l1", input_dim=4)
+    out = layer(x())
+    penalty = sum(layer.losses)
+    assert len(layer.losses) == 2 and penalty.requires_grad
+    penalty.backward()
+    assert layer.kernel.grad is not None
+    torch.testing.assert_close(layer.losses[1], 0.01 * out.abs().sum() / 2)
+
+
+def test_apply_constraints_after_a_step():
+    layer = LSTM(3, kernel_constraint="non_neg", recurrent_constraint="max_norm", input_dim=4)
+    with torch.no_grad():
+        layer.recurrent_kernel.mul_(10.0)
+    layer.apply_constraints()
+    assert (layer.kernel >= 0).all()
+    assert torch.linalg.vector_norm(layer.recurrent_kernel, dim=0).max() <= 2.0 + 1e-5
+
+
+# -- files ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_save_on_torch_load_on_numpy_and_back(variant, tmp_path):
+    layer = make(variant, seed=5, return_sequences=True, go_backwards=True, input_dim=4)
+    inputs = x()
+    path = tmp_path / "layer.safetensors"
+    multirnn.save(layer, path)
+    on_numpy = multirnn.load(path, backend="numpy", dtype="float32")
+    np.testing.assert_allclose(on_numpy(inputs.numpy()), layer(inputs).detach().numpy(), atol=1e-5)
+    multirnn.save(on_numpy, path)
+    back = multirnn.load(path, backend="torch")
+    torch.testing.assert_close(back(inputs), layer(inputs))
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (
+            lambda l: l(torch.zeros(2, 4)),
+            ValueError,
+            r"inputs must be 3-D \(batch, time, features\)",
+        ),
+        (lambda l: l(torch.zeros(2, 5, 3)), ValueError, "inputs have 3 features .* input_dim=4"),
+        (
+            lambda l: l(torch.zeros(2, 5, 4, dtype=torch.float64)),
+            TypeError,
+            "dtype float64 .* float32",
+        ),
+        (lambda l: l(np.zeros((2, 5, 4))), TypeError, "inputs must be a torch.Tensor"),
+        (lambda l: l(torch.zeros(2, 5, 4, device="meta")), ValueError, "inputs is on meta"),
+        (
+            lambda l: l(x(), mask=torch.ones(2, 4, dtype=torch.bool)),
+            ValueError,
+            r"mask must have shape",
+        ),
+        (lambda l: l(x(), mask=torch.ones(2, 5)), TypeError, "mask must be a boolean"),
+        (lambda l: l(x(), initial_state=[torch.zeros(2, 3)]), ValueError, r"\[h, c\]"),
+        (lambda l: l(x(), initial_state=[torch.zeros(2, 3), torch.zeros(2, 2)]), ValueError, "'c'"),
+        (lambda l: l(x(), training=1), TypeError, "training must be True, False or None"),
+    ],
+)
+def test_bad_calls_say_what_was_expected(call, error, match):
+    layer = LSTM(3, input_dim=4)
+    with pytest.raises(error, match=match):
+        call(layer)
+
+
+def test_functional_entry_with_explicit_masks():
+    s = multirnn.spec.parse("GRU", (3,), {"dtype": "float64"})
+    weights = [torch.randn(4, 9, dtype=torch.float64), torch.randn(3, 9, dtype=torch.float64),
+               torch.randn(9, dtype=torch.float64)]  # fmt: skip
+    inputs = x(dtype=torch.float64)
+    drop = torch.full((2, 4), 2.0, dtype=torch.float64)
+    out, _ = kernels.forward(s, weights, inputs, input_dropout=drop)
+    ref, _ = kernels.forward(s, weights, inputs * 2.0)
+    torch.testing.assert_close(out, ref)
+    with pytest.raises(ValueError, match="input_dropout must have shape"):
+        kernels.forward(s, weights, inputs, input_dropout=torch.ones(2, 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
+def test_cuda_matches_cpu(recurrent_activation):
+    cpu = LSTM(8, recurrent_activation=recurrent_activation, input_dim=4, seed=0)
+    gpu = LSTM(8, recurrent_activation=recurrent_activation, input_dim=4, seed=0, device="cuda")
+    inputs = x()
+    torch.testing.assert_close(gpu(inputs.cuda()).cpu(), cpu(inputs), atol=1e-5, rtol=1e-4)
