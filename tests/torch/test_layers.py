@@ -173,7 +173,7 @@ def test_stateful_batch_size_and_reset_states_errors():
         LSTM(3).reset_states()
 
 
-# -- penalties and constraints --------------------------------------------------------------------
+# -- penalties and constraints ------------------------------------------------------
 
 
 def test_losses_are_differentiable_tensors():
@@ -195,7 +195,7 @@ def test_apply_constraints_after_a_step():
     assert torch.linalg.vector_norm(layer.recurrent_kernel, dim=0).max() <= 2.0 + 1e-5
 
 
-# -- files ------------------------------------------------------------------------------------------
+# -- files ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
@@ -211,34 +211,42 @@ def test_save_on_torch_load_on_numpy_and_back(variant, tmp_path):
     torch.testing.assert_close(back(inputs), layer(inputs))
 
 
-# -- bad input ----------------------------------------------------------------------------------------
+# -- bad input ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "call,error,match",
     [
         (
-            lambda l: l(torch.zeros(2, 4)),
+            lambda layer: layer(torch.zeros(2, 4)),
             ValueError,
             r"inputs must be 3-D \(batch, time, features\)",
         ),
-        (lambda l: l(torch.zeros(2, 5, 3)), ValueError, "inputs have 3 features .* input_dim=4"),
         (
-            lambda l: l(torch.zeros(2, 5, 4, dtype=torch.float64)),
+            lambda layer: layer(torch.zeros(2, 5, 3)),
+            ValueError,
+            "inputs have 3 features .* input_dim=4",
+        ),
+        (
+            lambda layer: layer(torch.zeros(2, 5, 4, dtype=torch.float64)),
             TypeError,
             "dtype float64 .* float32",
         ),
-        (lambda l: l(np.zeros((2, 5, 4))), TypeError, "inputs must be a torch.Tensor"),
-        (lambda l: l(torch.zeros(2, 5, 4, device="meta")), ValueError, "inputs is on meta"),
+        (lambda layer: layer(np.zeros((2, 5, 4))), TypeError, "inputs must be a torch.Tensor"),
+        (lambda layer: layer(torch.zeros(2, 5, 4, device="meta")), ValueError, "inputs is on meta"),
         (
-            lambda l: l(x(), mask=torch.ones(2, 4, dtype=torch.bool)),
+            lambda layer: layer(x(), mask=torch.ones(2, 4, dtype=torch.bool)),
             ValueError,
             r"mask must have shape",
         ),
-        (lambda l: l(x(), mask=torch.ones(2, 5)), TypeError, "mask must be a boolean"),
-        (lambda l: l(x(), initial_state=[torch.zeros(2, 3)]), ValueError, r"\[h, c\]"),
-        (lambda l: l(x(), initial_state=[torch.zeros(2, 3), torch.zeros(2, 2)]), ValueError, "'c'"),
-        (lambda l: l(x(), training=1), TypeError, "training must be True, False or None"),
+        (lambda layer: layer(x(), mask=torch.ones(2, 5)), TypeError, "mask must be a boolean"),
+        (lambda layer: layer(x(), initial_state=[torch.zeros(2, 3)]), ValueError, r"\[h, c\]"),
+        (
+            lambda layer: layer(x(), initial_state=[torch.zeros(2, 3), torch.zeros(2, 2)]),
+            ValueError,
+            "'c'",
+        ),
+        (lambda layer: layer(x(), training=1), TypeError, "training must be True, False or None"),
     ],
 )
 def test_bad_calls_say_what_was_expected(call, error, match):
