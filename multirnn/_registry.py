@@ -5,9 +5,29 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from multirnn._checks import did_you_mean, show
+
+
+class Configurable:
+    """Equality, hashing and repr from ``get_config()``: two initializers (regularizers,
+    constraints) are the same when their class and configuration are."""
+
+    class_name: ClassVar[str]
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(sorted(self.get_config().items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
 
 
 def _instantiate(cls: type, config: dict[str, Any], *, owner: str, arg: str) -> Any:

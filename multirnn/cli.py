@@ -104,7 +104,12 @@ def _conformance(args: argparse.Namespace) -> int:
             print(f"multirnn conformance: --case: {exc}", file=sys.stderr)
             return 2
     elif args.full:
-        cases = conf.full_cases(args.count, args.seed)
+        try:
+            cases = conf.full_cases(args.count, args.seed)
+        except ImportError:
+            print("multirnn conformance: --full needs hypothesis (pip install hypothesis)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     else:
         cases = conf.quick_cases()
     mode = "cases given" if args.case else ("full" if args.full else "quick")
@@ -141,7 +146,8 @@ def _bench(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         print(f"multirnn bench ({mode}); matrix-multiply peak and machine first", file=sys.stderr)
-        record = harness.run(names, layers, mode, memory=False if args.no_memory else None,
+        memory = True if args.memory else False if args.no_memory else None
+        record = harness.run(names, layers, mode, memory=memory, rounds=args.rounds,
                              progress=lambda text: print(text, file=sys.stderr))  # fmt: skip
     if args.json:  # first: a long run is saved even if rendering fails
         Path(args.json).write_text(json.dumps(record, indent=1))
@@ -185,7 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     speed.add_argument("--quick", action="store_true", help="shape S and short sweeps (default)")
     speed.add_argument("--full", action="store_true", help="full sweeps, peak memory, more repeats")
     speed.add_argument("--smoke", action="store_true", help="tiny shapes: checks the harness runs")
-    bench.add_argument("--no-memory", action="store_true", help="skip peak-memory workers")
+    memory = bench.add_mutually_exclusive_group()
+    memory.add_argument(
+        "--memory", action="store_true", help="measure peak memory (default: --full)"
+    )
+    memory.add_argument("--no-memory", action="store_true", help="skip peak-memory workers")
+    bench.add_argument("--rounds", type=int, help="round-robin passes, best median kept "
+                       "(default 2; 1 for --smoke)")  # fmt: skip
     bench.add_argument("--json", help="write the whole record here")
     bench.add_argument("--plot", help="directory for time_vs_length.png and shape_s.png")
     bench.add_argument("--report", help="write the Markdown report (e.g. docs/benchmarks.md)")

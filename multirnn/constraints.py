@@ -4,7 +4,7 @@ after an optimizer update (engines expose one documented call for it)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from multirnn import _registry
 from multirnn._checks import check_nonnegative_real, check_real, is_int, show
@@ -20,24 +20,9 @@ def _axis(owner: str, axis: object) -> int | tuple[int, ...]:
     raise ValueError(f"{owner}: axis must be an int or a list of ints, got {show(axis)}")
 
 
-class Constraint:
-    class_name: ClassVar[str]
-
+class Constraint(_registry.Configurable):
     def apply(self, w, ops):
         raise NotImplementedError
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, repr(sorted(self.get_config().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
     def _norms(self, w, ops):
         return ops.sqrt(ops.sum(ops.square(w), axis=self.axis, keepdims=True))

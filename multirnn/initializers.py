@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from multirnn._checks import check_nonnegative_real, check_real, is_int, show
+from multirnn._registry import Configurable
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -37,14 +38,13 @@ def _truncated_normal(rng: np.random.Generator, shape, mean: float, stddev: floa
     return mean + stddev * out
 
 
-class Initializer:
+class Initializer(Configurable):
     """Base class: ``init(shape, rng)`` returns a float64 NumPy array.
 
     An initializer built with its own ``seed`` ignores the generator it is handed and
     gives the same values on every call, as in Keras.
     """
 
-    class_name: ClassVar[str]
     seed: int | None = None
 
     def __call__(self, shape: tuple[int, ...], rng: np.random.Generator | None = None):
@@ -57,19 +57,6 @@ class Initializer:
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _seed(owner: str, seed: object) -> int | None:

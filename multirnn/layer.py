@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from multirnn import calls, constraints, regularizers
 from multirnn import spec as specs
 from multirnn import weights as canonical
 from multirnn._checks import is_int, show
@@ -92,6 +93,36 @@ class LayerCore:
         input_shape = (*lead, batch, input_dim) if spec.dropout > 0 else None
         rec_shape = (*lead, batch, spec.units) if spec.recurrent_dropout > 0 else None
         return input_shape, rec_shape
+
+    # -- state, penalties, constraints: the engine-neutral parts ------------------------------
+    def _check_reset(self, shapes, dtypes, dtype: str) -> int | None:
+        """Validate ``reset_states(states)`` arguments; returns the batch size they set."""
+        spec = self.spec
+        if not spec.stateful:
+            raise ValueError(
+                f"{self.name}: reset_states() applies to stateful layers; this one was created "
+                "with stateful=False (its states start from zeros or initial_state every call)"
+            )
+        if shapes is None:
+            return None
+        calls.state_count(spec, len(shapes), arg="reset_states(states)")
+        batch = shapes[0][0] if len(shapes[0]) == 2 else None
+        calls.states(spec, shapes, dtypes, batch=batch, expected_dtype=dtype,
+                     arg="reset_states(states)")  # fmt: skip
+        return batch
+
+    def _weight_penalties(self, weights, ops) -> list:
+        spec = self.spec
+        chosen = (spec.kernel_regularizer, spec.recurrent_regularizer, spec.bias_regularizer)
+        return [regularizers.penalty(r, w, ops) for r, w in zip(chosen, weights) if r is not None]
+
+    def _constrained(self, weights, ops):
+        """(weight, projected value) for every weight that has a constraint."""
+        spec = self.spec
+        chosen = (spec.kernel_constraint, spec.recurrent_constraint, spec.bias_constraint)
+        for constraint, w in zip(chosen, weights):
+            if constraint is not None:
+                yield w, constraints.project(constraint, w, ops)
 
     def __repr__(self) -> str:
         spec = self.spec

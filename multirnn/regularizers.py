@@ -8,14 +8,14 @@ differentiable in each framework.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from multirnn import _registry
 from multirnn._checks import check_nonnegative_real
 
 
-class Regularizer:
-    class_name: ClassVar[str] = "L1L2"
+class Regularizer(_registry.Configurable):
+    class_name = "L1L2"
 
     def __init__(self, l1: float = 0.0, l2: float = 0.0):
         owner = type(self).__name__
@@ -32,16 +32,6 @@ class Regularizer:
 
     def get_config(self) -> dict[str, Any]:
         return {"l1": self.l1, "l2": self.l2}
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self.l1, self.l2))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class L1L2(Regularizer):

@@ -86,7 +86,7 @@ def supported(spec, mr) -> bool:
     )
 
 
-_OUT_OF_PLACE = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
+_OUT_OF_PLACE = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
 def _apply(name, v):
@@ -94,10 +94,14 @@ def _apply(name, v):
     return ACTIVATIONS[name][0](v)
 
 
-def _value(name, v):
-    """Activation into a new tensor."""
+def _value(name, v, out=None):
+    """Activation into a new tensor (or into ``out``)."""
     fn = _OUT_OF_PLACE.get(name)
-    return fn(v) if fn is not None else _apply(name, v.clone())
+    if fn is not None:
+        return fn(v, out=out)
+    if out is None:
+        return _apply(name, v.clone())
+    return _apply(name, out.copy_(v))
 
 
 class _Scan(torch.autograd.Function):
@@ -120,37 +124,49 @@ class _Scan(torch.autograd.Function):
                 A = (flat @ torch.cat([kernel, bias_in[None]])).view(time, batch, -1)
         else:
             A = xp.clone()
-        time, batch, _ = A.shape
+        time, batch, width = A.shape
         # A holds the pre-activations, then (in place) the activations of every step.
         H = A.new_empty(time, batch, u)
         Hin = A.new_empty(time, batch, u) if mr is not None else None  # h_{t-1} * mask
         C = A.new_empty(time, batch, u) if layer == "LSTM" else None
         R = A.new_empty(time, batch, u) if layer == "GRU" else None  # rh, or r * hin
+        # Per-step views, made once (unbind is one call), so the loop does no slicing.
+        steps, Hs = A.unbind(0), H.unbind(0)
+        Hins = Hin.unbind(0) if Hin is not None else None
+        cols = [A[..., k * u : (k + 1) * u].unbind(0) for k in range(width // u)]
+        if layer == "LSTM":  # columns i, f, o, c
+            gate_rows, cand_rows, Cs = A[..., : 3 * u].unbind(0), cols[3], C.unbind(0)
+        elif layer == "GRU":  # columns z, r, h
+            gate_rows, Rs = A[..., : 2 * u].unbind(0), R.unbind(0)
+            U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
         h, c = h0, c0
         for t in range(time):
-            hin = h if mr is None else torch.mul(h, mr, out=Hin[t])
-            a = A[t]
-            h_out = H[t] if mask is None else None  # with no mask, write straight in place
-            if layer == "LSTM":  # columns i, f, o, c
+            hin = h if mr is None else torch.mul(h, mr, out=Hins[t])
+            a = steps[t]
+            h_out = Hs[t] if mask is None else None  # with no mask, write straight in place
+            if layer == "LSTM":
                 a.addmm_(hin, U)
-                gates = _apply(gate_name, a[:, : 3 * u])
-                g = _apply(act_name, a[:, 3 * u :])
-                c_new = torch.addcmul(gates[:, u : 2 * u] * c, gates[:, :u], g,
-                                      out=C[t] if mask is None else None)  # fmt: skip
-                h_new = torch.mul(gates[:, 2 * u :], _value(act_name, c_new), out=h_out)
-            elif layer == "GRU":  # columns z, r, h
-                zr, zh = a[:, : 2 * u], a[:, 2 * u :]
+                _apply(gate_name, gate_rows[t])
+                g = _apply(act_name, cand_rows[t])
+                if mask is None:  # no allocation: c and h go straight into their buffers
+                    c_new = torch.mul(cols[1][t], c, out=Cs[t]).addcmul_(cols[0][t], g)
+                    h_new = _value(act_name, c_new, out=h_out).mul_(cols[2][t])
+                else:
+                    c_new = torch.addcmul(cols[1][t] * c, cols[0][t], g)
+                    h_new = cols[2][t] * _value(act_name, c_new)
+            elif layer == "GRU":
+                zr, zh = gate_rows[t], cols[2][t]
                 if reset_after:
                     rec = hin @ U if bias_rec is None else torch.addmm(bias_rec, hin, U)
-                    gates = _apply(gate_name, zr.add_(rec[:, : 2 * u]))
-                    rh = R[t].copy_(rec[:, 2 * u :])
-                    zh.addcmul_(gates[:, u:], rh)
+                    _apply(gate_name, zr.add_(rec[:, : 2 * u]))
+                    rh = Rs[t].copy_(rec[:, 2 * u :])
+                    zh.addcmul_(cols[1][t], rh)
                 else:
-                    gates = _apply(gate_name, zr.addmm_(hin, U[:, : 2 * u]))
-                    q = torch.mul(gates[:, u:], hin, out=R[t])
-                    zh.addmm_(q, U[:, 2 * u :])
+                    _apply(gate_name, zr.addmm_(hin, U_zr))
+                    q = torch.mul(cols[1][t], hin, out=Rs[t])
+                    zh.addmm_(q, U_h)
                 hh = _apply(act_name, zh)
-                h_new = torch.lerp(hh, h, gates[:, :u], out=h_out)  # z * h + (1 - z) * hh
+                h_new = torch.lerp(hh, h, cols[0][t], out=h_out)  # z * h + (1 - z) * hh
             else:
                 h_new = _apply(act_name, a.addmm_(hin, U))
                 if h_out is not None:
@@ -160,9 +176,9 @@ class _Scan(torch.autograd.Function):
                 c = c_new if layer == "LSTM" else c
             else:
                 keep = mask[:, t, None]
-                h = torch.where(keep, h_new, h, out=H[t])
+                h = torch.where(keep, h_new, h, out=Hs[t])
                 if layer == "LSTM":
-                    c = torch.where(keep, c_new, c, out=C[t])
+                    c = torch.where(keep, c_new, c, out=Cs[t])
         empty = h0.new_zeros(0)
         # The buffers are returned (as non-differentiable outputs) so that setup_context
         # can keep them: the form torch.func transforms require of custom Functions.
@@ -190,46 +206,54 @@ class _Scan(torch.autograd.Function):
         dgate = ACTIVATIONS[gate_name][1] if gate_name else None
         time, batch, width = A.shape
         DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
-        H_prev = torch.cat([h0[None], H[:-1]], dim=0)
-        if Hin is None:
-            Hin = H_prev
         keep = None if mask is None else mask.t().to(A.dtype)[..., None]
         dh = torch.zeros_like(h0)
         Ut = U.t()
         dbr = None
         if layer == "LSTM":
             dc = dc_final if dc_final.numel() else torch.zeros_like(h0)
-            C_prev = torch.cat([c0[None], C[:-1]], dim=0)
             i, f, o, g = (A[..., k * u : (k + 1) * u] for k in range(4))
-            dgates = dgate(A[..., : 3 * u])
+            # Coefficients of every step, all at once, built in as few buffers as possible
+            # (memory): dc_new -> (i, f) pre-activations, dh_new -> o pre-activation,
+            # dc_new -> c pre-activation, dh_new -> dc_new.
+            K = dgate(A[..., : 3 * u])  # columns i, f, o: gate derivatives, then coefficients
+            K[..., :u].mul_(g)
+            K[1:, :, u : 2 * u].mul_(C[:-1])
+            K[0, :, u : 2 * u].mul_(c0)
             ac = _value(act_name, C)
-            # Coefficients of every step, all at once: dc_new -> (i, f) and c pre-activations,
-            # dh_new -> o pre-activation, dh_new -> dc_new.
-            K_if = torch.cat([g * dgates[..., :u], C_prev * dgates[..., u : 2 * u]], -1)
+            K[..., 2 * u :].mul_(ac)
             K_g = i * dact(g)
-            K_do = ac * dgates[..., 2 * u :]
-            K_dc = o * dact(ac)
+            K_dc = torch.mul(o, dact(ac), out=ac)
+            K_if, K_do = K[..., : 2 * u], K[..., 2 * u :]
+            # Per-step views, made once, so the loop does no slicing (columns i, f, o, c).
+            dHs, DZs, f_rows = dH.unbind(0), DZ.unbind(0), f.unbind(0)
+            keeps = None if keep is None else keep.unbind(0)
+            K_dcs, K_dos, K_gs = K_dc.unbind(0), K_do.unbind(0), K_g.unbind(0)
+            K_ifs = K_if.unflatten(-1, (2, u)).unbind(0)
+            DZ_if = DZ[..., : 2 * u].view(time, batch, 2, u).unbind(0)
+            DZ_o, DZ_c = DZ[..., 2 * u : 3 * u].unbind(0), DZ[..., 3 * u :].unbind(0)
             for t in range(time - 1, -1, -1):
-                dh = dh + dH[t]
-                m = None if keep is None else keep[t]
+                dh = dh + dHs[t]
+                m = None if keeps is None else keeps[t]
                 dhn, dcn = (dh, dc) if m is None else (dh * m, dc * m)
-                dcn = torch.addcmul(dcn, dhn, K_dc[t])
-                dz = DZ[t]  # columns i, f, o, c
-                torch.mul(K_if[t].view(batch, 2, u), dcn[:, None],
-                          out=dz[:, : 2 * u].view(batch, 2, u))  # fmt: skip
-                torch.mul(dhn, K_do[t], out=dz[:, 2 * u : 3 * u])
-                torch.mul(dcn, K_g[t], out=dz[:, 3 * u :])
-                dhin = dz @ Ut
+                dcn = torch.addcmul(dcn, dhn, K_dcs[t])
+                torch.mul(K_ifs[t], dcn[:, None], out=DZ_if[t])
+                torch.mul(dhn, K_dos[t], out=DZ_o[t])
+                torch.mul(dcn, K_gs[t], out=DZ_c[t])
+                dhin = DZs[t] @ Ut
                 if mr is not None:
                     dhin = dhin * mr
-                dc_prev = dcn * f[t]
+                dc_prev = dcn * f_rows[t]
                 if m is None:
                     dh, dc = dhin, dc_prev
                 else:
                     dh = torch.addcmul(dhin, dh, 1.0 - m)
                     dc = torch.addcmul(dc_prev, dc, 1.0 - m)
-            dU = Hin.reshape(-1, u).t() @ DZ.reshape(-1, width)
+            dU = _outer(Hin, h0, H, DZ)
         elif layer == "GRU":
+            H_prev = torch.cat([h0[None], H[:-1]], dim=0)
+            if Hin is None:
+                Hin = H_prev
             zgate, r, hh = (A[..., k * u : (k + 1) * u] for k in range(3))
             dgates = dgate(A[..., : 2 * u])
             K_z = (H_prev - hh) * dgates[..., :u]  # dh_new -> z pre-activation
@@ -284,7 +308,7 @@ class _Scan(torch.autograd.Function):
                 if mr is not None:
                     dhin = dhin * mr
                 dh = dhin if m is None else torch.addcmul(dhin, dh, 1.0 - m)
-            dU = Hin.reshape(-1, u).t() @ DZ.reshape(-1, width)
+            dU = _outer(Hin, h0, H, DZ)
             dc = None
         dx = dkernel = dbias_in = dxp = None
         if projected_here:
@@ -298,6 +322,18 @@ class _Scan(torch.autograd.Function):
         else:
             dxp = DZ
         return None, dx, dkernel, dbias_in, dxp, dU, dbr, dh, dc, None, None
+
+
+def _outer(Hin, h0, H, DZ):
+    """sum_t h_{t-1}^T dz_t: the recurrent kernel's gradient, without building the shifted
+    state sequence when no dropout mask was applied (then h_{t-1} is H[t-1], or h0)."""
+    units, width = h0.shape[1], DZ.shape[-1]
+    if Hin is not None:
+        return Hin.reshape(-1, units).t() @ DZ.reshape(-1, width)
+    out = h0.t() @ DZ[0]
+    if DZ.shape[0] > 1:
+        out.addmm_(H[:-1].reshape(-1, units).t(), DZ[1:].reshape(-1, width))
+    return out
 
 
 def internal_weights(spec, kernel, U, bias_in, bias_rec):

@@ -16,7 +16,7 @@ from multirnn_torch import kernels
 from multirnn_torch.ops import TORCH_OPS
 
 import torch
-from multirnn import calls, constraints, regularizers
+from multirnn import calls, regularizers
 from multirnn.layer import LayerCore
 from torch import nn
 
@@ -189,14 +189,10 @@ class Recurrent(LayerCore, nn.Module):
 
     def reset_states(self, states: Sequence[torch.Tensor] | torch.Tensor | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""
-        spec = self.spec
-        if not spec.stateful:
-            raise ValueError(
-                f"{self.name}: reset_states() applies to stateful layers; this one was created "
-                "with stateful=False (its states start from zeros or initial_state every call)"
-            )
+        names = self.spec.state_names
         if states is None:
-            for name in spec.state_names:
+            self._check_reset(None, None, kernels.dtype_name(self.dtype))
+            for name in names:
                 value = getattr(self, f"state_{name}")
                 if value is not None:
                     setattr(self, f"state_{name}", torch.zeros_like(value))
@@ -205,13 +201,10 @@ class Recurrent(LayerCore, nn.Module):
             states = [states]
         if not all(torch.is_tensor(s) for s in states):
             raise TypeError(f"{self.name}: reset_states(states) takes torch tensors")
-        calls.state_count(spec, len(states), arg="reset_states(states)")
-        calls.states(
-            spec, [tuple(s.shape) for s in states], [kernels.dtype_name(s.dtype) for s in states],
-            batch=states[0].shape[0] if states[0].dim() == 2 else None,
-            expected_dtype=kernels.dtype_name(self.dtype), arg="reset_states(states)",
-        )  # fmt: skip
-        for name, value in zip(spec.state_names, states):
+        self._check_reset([tuple(s.shape) for s in states],
+                          [kernels.dtype_name(s.dtype) for s in states],
+                          kernels.dtype_name(self.dtype))  # fmt: skip
+        for name, value in zip(names, states):
             setattr(self, f"state_{name}", value.detach().clone())
 
     # -- penalties and constraints ----------------------------------------------------------
@@ -219,13 +212,7 @@ class Recurrent(LayerCore, nn.Module):
     def losses(self) -> list[torch.Tensor]:
         """Differentiable penalties: weight regularizers (current weights) and the activity
         regularizer of the last call. Add ``sum(layer.losses)`` to the training loss."""
-        spec = self.spec
-        out = []
-        if self.built:
-            chosen = (spec.kernel_regularizer, spec.recurrent_regularizer, spec.bias_regularizer)
-            for reg, w in zip(chosen, self._weights()):
-                if reg is not None:
-                    out.append(regularizers.penalty(reg, w, TORCH_OPS))
+        out = self._weight_penalties(self._weights(), TORCH_OPS) if self.built else []
         if self._activity_loss is not None:
             out.append(self._activity_loss)
         return out
@@ -233,11 +220,9 @@ class Recurrent(LayerCore, nn.Module):
     @torch.no_grad()
     def apply_constraints(self) -> None:
         """Project the weights onto their constraints in place; call after optimizer.step()."""
-        spec = self.spec
-        chosen = (spec.kernel_constraint, spec.recurrent_constraint, spec.bias_constraint)
-        for constraint, w in zip(chosen, self._require_built("apply_constraints")):
-            if constraint is not None:
-                w.copy_(constraints.project(constraint, w, TORCH_OPS))
+        weights = self._require_built("apply_constraints")
+        for w, projected in self._constrained(weights, TORCH_OPS):
+            w.copy_(projected)
 
     def extra_repr(self) -> str:
         return f"units={self.spec.units}, input_dim={self.input_dim}, dtype={self.dtype}"

@@ -191,7 +191,9 @@ def report(
         "Each contender runs in its own worker process on identical weights and inputs. The",
         "first call (tracing and compilation included) is reported separately; then each",
         "function is repeated and the median and interquartile range are reported, every call",
-        "blocking until its result exists. A training step is forward plus backward of",
+        "blocking until its result exists. All contenders run round-robin "
+        f"{record.get('rounds', 1)} time(s) and each keeps its round with the lower median, so",
+        "that a slow spell of the machine does not land on one contender only. A training step is forward plus backward of",
         "`sum(outputs)` with respect to the weights. *vs fastest peer* divides by the fastest",
         "of the peers (torch.nn, Keras 3 on each backend, Flax NNX) on the same workload.",
         "GFLOP/s counts matrix-product FLOPs only (a training step is 3x the forward), quoted",

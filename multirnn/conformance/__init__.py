@@ -35,17 +35,17 @@ __all__ = [
 ]
 
 
-def reproduce(engine: str, case_id: str, dtype: str = "float64") -> list[Result]:
-    """Re-run one case on one engine and print every check's errors (the one-line
-    reproducer printed for each failure calls this)."""
+def reproduce(engines: str, case_id: str, dtype: str = "float64") -> list[Result]:
+    """Re-run one case on one engine (or a comma-separated pair, for pairwise checks) and
+    print every check's errors; the one-line reproducer printed for each failure calls this."""
     case = Case.from_id(case_id)
-    report = run([engine], [case], [dtype])
-    print(f"{engine} {dtype} {case.id}")
+    report = run([n for n in engines.split(",") if n], [case], [dtype])
+    print(f"{engines} {dtype} {case.id}")
     for r in report.results:
         errs = (
             f"max abs {r.max_abs:.3e}  max rel {r.max_rel:.3e}  tol {r.tolerance:g}"
             if r.max_rel is not None
             else ""
         )
-        print(f"  {r.check:<10} {r.status:<6} {errs} {r.detail}".rstrip())
+        print(f"  {r.engine:<12} {r.check:<10} {r.status:<6} {errs} {r.detail}".rstrip())
     return report.results

@@ -34,6 +34,10 @@ class EngineAdapter:
     #: False for oracles that only check values (no gradients, no stateful sequences).
     checks_gradients: bool = True
 
+    def environment(self) -> str:
+        """Environment settings a reproducer must carry (``KEY=value ...``), if any."""
+        return ""
+
     def supports(self, case: Case, dtype: str) -> str | None:
         """None when the engine can run ``case``; otherwise the reason it cannot."""
         return None
@@ -107,7 +111,13 @@ ORACLES = {"keras": "multirnn.conformance.keras_oracle"}
 def adapter(name: str) -> EngineAdapter:
     """The adapter of engine ``name`` (or of an external oracle such as ``keras``)."""
     if name in ORACLES:
-        return _instantiate(importlib.import_module(ORACLES[name]).ADAPTER)
+        try:
+            return _instantiate(importlib.import_module(ORACLES[name]).ADAPTER)
+        except ImportError as exc:
+            raise engines.EngineUnavailableError(
+                f"the {name!r} oracle needs {exc.name or 'a missing package'}: "
+                "pip install keras and one backend (tensorflow, jax or torch)"
+            ) from exc
     eng = engines.engine(name)  # raises the selection errors (unknown, not installed)
     info = eng.info
     if not info.testing:

@@ -33,6 +33,9 @@ class KerasAdapter(EngineAdapter):
             jax.config.update("jax_enable_x64", True)
         self.known_gaps = builtin_path(f"keras-{self.backend}")
 
+    def environment(self):
+        return f"KERAS_BACKEND={self.backend}"
+
     def supports(self, case, dtype):
         if case.dropout:
             return "Keras samples its own dropout masks; it cannot take explicit ones"

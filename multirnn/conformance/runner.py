@@ -26,18 +26,22 @@ class Result:
     engine: str
     dtype: str
     case: Case
-    check: str  # forward | gradients | stateful | pairwise:<engine>
+    check: str  # forward | gradients | stateful | pairwise
     status: str  # pass | fail | error | skip | xfail | xpass
     max_abs: float | None = None
     max_rel: float | None = None
     tolerance: float | None = None
     detail: str = ""
 
+    env: str = ""  # environment an engine needs to reproduce (e.g. KERAS_BACKEND=jax)
+
     @property
     def reproducer(self) -> str:
+        engines = self.engine.replace(":", ",")  # a pairwise result names both engines
+        prefix = f"{self.env} " if self.env else ""
         return (
-            'python -c "import multirnn.conformance as c; '
-            f'c.reproduce({self.engine.split(":")[0]!r}, {self.case.id!r}, {self.dtype!r})"'
+            f'{prefix}python -c "import multirnn.conformance as c; '
+            f'c.reproduce({engines!r}, {self.case.id!r}, {self.dtype!r})"'
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +110,7 @@ def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
     ad = run.adapter
 
     def result(check: str, status: str, **kw: Any) -> Result:
-        return Result(ad.name, dtype, case, check, status, **kw)
+        return Result(ad.name, dtype, case, check, status, env=ad.environment(), **kw)
 
     if dtype not in ad.dtypes:
         return [result("forward", "skip", detail=f"{ad.name} does not support {dtype}")]
@@ -239,7 +243,8 @@ def apply_gaps(results: list[Result], gaps_by_engine: dict[str, list[Gap]]) -> l
                         )
                     elif res.status == "pass":
                         res.status = "xpass"
-    return [g for gaps in gaps_by_engine.values() for g in gaps if g not in used]
+    unused = [g for gaps in gaps_by_engine.values() for g in gaps if g not in used]
+    return list(dict.fromkeys(unused))  # a shared --known-gaps file is listed once
 
 
 @dataclass

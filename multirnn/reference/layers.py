@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn import calls, constraints, regularizers
+from multirnn import calls, regularizers
 from multirnn.layer import LayerCore
 from multirnn.ops import NUMPY_OPS
 from multirnn.reference import kernels
@@ -159,54 +159,33 @@ class Recurrent(LayerCore):
 
     def reset_states(self, states: Sequence[Any] | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""
-        spec = self.spec
-        if not spec.stateful:
-            raise ValueError(
-                f"{self.name}: reset_states() applies to stateful layers; this one was created "
-                "with stateful=False (its states start from zeros or initial_state every call)"
-            )
         if states is None:
+            self._check_reset(None, None, self.dtype)
             if self._states is not None:
                 self._states = [np.zeros_like(s) for s in self._states]
             return
         if isinstance(states, np.ndarray):
             states = [states]
         arrays = [kernels.as_array(s, "states") for s in states]
-        calls.state_count(spec, len(arrays), arg="reset_states(states)")
-        calls.states(
-            spec,
-            [a.shape for a in arrays],
-            [a.dtype.name for a in arrays],
-            batch=arrays[0].shape[0] if arrays[0].ndim == 2 else None,
-            expected_dtype=self.dtype,
-            arg="reset_states(states)",
-        )
+        self._check_reset([a.shape for a in arrays], [a.dtype.name for a in arrays], self.dtype)
         self._states = [a.copy() for a in arrays]
 
     # -- penalties and constraints ----------------------------------------------------------
     @property
     def losses(self) -> list[float]:
         """Weight penalties (current weights) and the activity penalty of the last call."""
-        spec = self.spec
         out = []
         if self._weights is not None:
-            pairs = zip(
-                (spec.kernel_regularizer, spec.recurrent_regularizer, spec.bias_regularizer),
-                self._weights,
-            )
-            out += [float(regularizers.penalty(r, w, NUMPY_OPS)) for r, w in pairs if r is not None]
+            out = [float(p) for p in self._weight_penalties(self._weights, NUMPY_OPS)]
         if self._activity_loss is not None:
             out.append(float(self._activity_loss))
         return out
 
     def apply_constraints(self) -> None:
         """Project the weights onto their constraints, in place (as after an update)."""
-        spec = self.spec
-        chosen = (spec.kernel_constraint, spec.recurrent_constraint, spec.bias_constraint)
         weights = self._require_built("apply_constraints")
-        for constraint, w in zip(chosen, weights):
-            if constraint is not None:
-                w[...] = constraints.project(constraint, w, NUMPY_OPS)
+        for w, projected in self._constrained(weights, NUMPY_OPS):
+            w[...] = projected
 
 
 class SimpleRNN(Recurrent):

@@ -69,7 +69,7 @@ def test_data_is_deterministic_and_float32_representable():
         np.testing.assert_array_equal(x, y)
         assert np.array_equal(x.astype(np.float32).astype(np.float64), x)
     assert a.input_dropout.shape == (4, 2, 2) and a.recurrent_dropout.shape == (4, 2, 3)
-    assert set(np.unique(a.input_dropout)) <= {0.0, 1 / 0.7}
+    assert set(np.unique(a.input_dropout)) <= {0.0, 2.0}  # float32-representable too
     shared = Case("LSTM", dropout=True, implementation=2).data()
     assert shared.input_dropout.shape == (2, 2)
 
@@ -82,6 +82,11 @@ def test_masks_have_their_kind():
             assert all(np.all(np.diff(row.astype(int)) <= 0) for row in mask) and mask[0].all()
         if kind == "fully_masked_rows":
             assert not mask[0].any()
+
+
+def test_stateful_cases_reject_options_they_cannot_honour():
+    with pytest.raises(ValueError, match="initial_state and explicit dropout masks must be off"):
+        Case("LSTM", stateful=True, dropout=True)
 
 
 def test_stateful_cases_have_a_call_sequence_with_resets():

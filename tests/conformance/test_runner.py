@@ -104,6 +104,14 @@ def test_known_gap_syntax_errors_name_the_line():
         known_gaps.parse("LSTM(*)\nGRU(*) float16\n", "gaps.txt")
 
 
+def test_reproducers_name_what_is_needed():
+    case = QUICK[0]
+    pair = runner.Result("numpy:torch", "float32", case, "pairwise", "fail")
+    assert f"c.reproduce('numpy,torch', {case.id!r}, 'float32')" in pair.reproducer
+    keras = runner.Result("keras", "float64", case, "forward", "fail", env="KERAS_BACKEND=jax")
+    assert keras.reproducer.startswith('KERAS_BACKEND=jax python -c "')
+
+
 def test_pairwise_float32_comparison():
     cases = [c for c in QUICK if c.layer == "LSTM"][:20]
     runs = [runner.EngineRun(conf.adapter("numpy"), []), runner.EngineRun(ForgetBiasOffByOne(), [])]
