@@ -88,6 +88,22 @@ def supported(spec, mr) -> bool:
 
 _OUT_OF_PLACE = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
+#: derivatives written into a given buffer without temporaries (memory of the backward pass)
+_DERIVATIVE_INTO = {
+    "tanh": lambda y, out: torch.mul(y, y, out=out).neg_().add_(1.0),
+    # y - y*y in one elementwise pass, safe when out is y itself
+    "sigmoid": lambda y, out: torch.addcmul(y, y, y, value=-1.0, out=out),
+    "clamp01": lambda y, out: torch.addcmul(y, y, y, value=-1.0, out=out).gt_(0.0),
+}
+
+
+def _derivative_into(name, y, out):
+    """``out = activation'`` as a function of the activation's output ``y``."""
+    fn = _DERIVATIVE_INTO.get(name)
+    if fn is not None:
+        return fn(y, out)
+    return out.copy_(ACTIVATIONS[name][1](y))
+
 
 def _apply(name, v):
     """Activation in place (on a buffer slice that keeps the result)."""
@@ -205,7 +221,6 @@ class _Scan(torch.autograd.Function):
         dact = ACTIVATIONS[act_name][1]
         dgate = ACTIVATIONS[gate_name][1] if gate_name else None
         time, batch, width = A.shape
-        DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
         keep = None if mask is None else mask.t().to(A.dtype)[..., None]
         dh = torch.zeros_like(h0)
         Ut = U.t()
@@ -213,33 +228,31 @@ class _Scan(torch.autograd.Function):
         if layer == "LSTM":
             dc = dc_final if dc_final.numel() else torch.zeros_like(h0)
             i, f, o, g = (A[..., k * u : (k + 1) * u] for k in range(4))
-            # Coefficients of every step, all at once, built in as few buffers as possible
-            # (memory): dc_new -> (i, f) pre-activations, dh_new -> o pre-activation,
-            # dc_new -> c pre-activation, dh_new -> dc_new.
-            K = dgate(A[..., : 3 * u])  # columns i, f, o: gate derivatives, then coefficients
-            K[..., :u].mul_(g)
-            K[1:, :, u : 2 * u].mul_(C[:-1])
-            K[0, :, u : 2 * u].mul_(c0)
+            # Coefficients of every step, all at once, in the buffer that then becomes the
+            # gradient (memory): dc_new -> (i, f) pre-activations, dh_new -> o
+            # pre-activation, dc_new -> c pre-activation; and dh_new -> dc_new.
+            DZ = torch.empty_like(A)  # columns i, f, o, c
+            _derivative_into(gate_name, A[..., : 3 * u], DZ[..., : 3 * u])
+            DZ[..., :u].mul_(g)
+            DZ[1:, :, u : 2 * u].mul_(C[:-1])
+            DZ[0, :, u : 2 * u].mul_(c0)
             ac = _value(act_name, C)
-            K[..., 2 * u :].mul_(ac)
-            K_g = i * dact(g)
-            K_dc = torch.mul(o, dact(ac), out=ac)
-            K_if, K_do = K[..., : 2 * u], K[..., 2 * u :]
-            # Per-step views, made once, so the loop does no slicing (columns i, f, o, c).
-            dHs, DZs, f_rows = dH.unbind(0), DZ.unbind(0), f.unbind(0)
+            DZ[..., 2 * u : 3 * u].mul_(ac)
+            _derivative_into(act_name, g, DZ[..., 3 * u :]).mul_(i)
+            K_dc = _derivative_into(act_name, ac, ac).mul_(o)
+            # Per-step views, made once, so the loop does no slicing.
+            dHs, DZs, f_rows, K_dcs = dH.unbind(0), DZ.unbind(0), f.unbind(0), K_dc.unbind(0)
             keeps = None if keep is None else keep.unbind(0)
-            K_dcs, K_dos, K_gs = K_dc.unbind(0), K_do.unbind(0), K_g.unbind(0)
-            K_ifs = K_if.unflatten(-1, (2, u)).unbind(0)
-            DZ_if = DZ[..., : 2 * u].view(time, batch, 2, u).unbind(0)
+            DZ_if = DZ[..., : 2 * u].unflatten(-1, (2, u)).unbind(0)
             DZ_o, DZ_c = DZ[..., 2 * u : 3 * u].unbind(0), DZ[..., 3 * u :].unbind(0)
             for t in range(time - 1, -1, -1):
                 dh = dh + dHs[t]
                 m = None if keeps is None else keeps[t]
                 dhn, dcn = (dh, dc) if m is None else (dh * m, dc * m)
                 dcn = torch.addcmul(dcn, dhn, K_dcs[t])
-                torch.mul(K_ifs[t], dcn[:, None], out=DZ_if[t])
-                torch.mul(dhn, K_dos[t], out=DZ_o[t])
-                torch.mul(dcn, K_gs[t], out=DZ_c[t])
+                DZ_if[t].mul_(dcn[:, None])  # coefficients times the incoming gradients
+                DZ_o[t].mul_(dhn)
+                DZ_c[t].mul_(dcn)
                 dhin = DZs[t] @ Ut
                 if mr is not None:
                     dhin = dhin * mr
@@ -251,6 +264,7 @@ class _Scan(torch.autograd.Function):
                     dc = torch.addcmul(dc_prev, dc, 1.0 - m)
             dU = _outer(Hin, h0, H, DZ)
         elif layer == "GRU":
+            DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
             H_prev = torch.cat([h0[None], H[:-1]], dim=0)
             if Hin is None:
                 Hin = H_prev
@@ -298,6 +312,7 @@ class _Scan(torch.autograd.Function):
                 )
             dc = None
         else:
+            DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
             K = dact(A)  # SimpleRNN
             for t in range(time - 1, -1, -1):
                 dh = dh + dH[t]

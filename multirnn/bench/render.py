@@ -65,6 +65,56 @@ def table(record: dict[str, Any], group: str = "S") -> str:
     return "\n".join(lines)
 
 
+def _lookup(record: dict[str, Any]) -> dict[tuple[str, str], dict]:
+    return {(c["contender"], row["workload"]): row for c in record["contenders"]
+            for row in c.get("results", [])}  # fmt: skip
+
+
+def targets(record: dict[str, Any]) -> str:
+    """Every multirnn engine on shape S against the references the engine issues name:
+    torch.nn.LSTM (fused, shape S) and Keras 3's same layer on the engine's framework."""
+    rows = _lookup(record)
+    shape_s_lstm = [
+        w["key"]
+        for w in record["workloads"]
+        if w["group"] == "S" and w["layer"] == "LSTM" and w["config"] == "fused"
+    ]
+    s_key = shape_s_lstm[0] if shape_s_lstm else None
+    ref = rows.get(("torch.nn", s_key), {}) if s_key else {}
+
+    def ratio(m, r, key="median_s"):
+        if not m or not r or key not in m or key not in r or not r[key]:
+            return "-"
+        return f"{m[key] / r[key]:.2f}x"
+
+    lines = [
+        "| engine | workload | forward ms | train ms | forward / torch.nn.LSTM | "
+        "train / torch.nn.LSTM | forward / Keras same layer | train / Keras same layer | "
+        "train memory / torch.nn.LSTM |",
+        "|" + "---|" * 9,
+    ]
+    for c in record["contenders"]:
+        if c.get("kind") != "engine":
+            continue
+        keras = f"keras:{c['contender'].split(':', 1)[1]}"
+        for w in record["workloads"]:
+            if w["group"] != "S":
+                continue
+            row = rows.get((c["contender"], w["key"]))
+            if not row or "forward" not in row:
+                continue
+            k = rows.get((keras, w["key"]), {})
+            fwd, train = row.get("forward"), row.get("train")
+            lines.append(
+                f"| {c['contender']} | {Workload.from_dict(w).label} | {_ms(fwd['median_s'])} | "
+                f"{_ms(train['median_s']) if train else '-'} | {ratio(fwd, ref.get('forward'))} | "
+                f"{ratio(train, ref.get('train'))} | {ratio(fwd, k.get('forward'))} | "
+                f"{ratio(train, k.get('train'))} | "
+                f"{ratio(train, ref.get('train'), 'peak_rss_growth_bytes')} |"
+            )
+    return "\n".join(lines)
+
+
 def skipped(record: dict[str, Any]) -> list[str]:
     out = []
     workloads = {w["key"]: Workload.from_dict(w) for w in record["workloads"]}
@@ -193,7 +243,8 @@ def report(
         "function is repeated and the median and interquartile range are reported, every call",
         "blocking until its result exists. All contenders run round-robin "
         f"{record.get('rounds', 1)} time(s) and each keeps its round with the lower median, so",
-        "that a slow spell of the machine does not land on one contender only. A training step is forward plus backward of",
+        "that a slow spell of the machine does not land on one contender only. A training",
+        "step is forward plus backward of",
         "`sum(outputs)` with respect to the weights. *vs fastest peer* divides by the fastest",
         "of the peers (torch.nn, Keras 3 on each backend, Flax NNX) on the same workload.",
         "GFLOP/s counts matrix-product FLOPs only (a training step is 3x the forward), quoted",
@@ -211,6 +262,15 @@ def report(
         body = table(record, group)
         if body.count("\n") > 1:
             lines += [f"## {title}", "", body, ""]
+    lines += [
+        "## Engine targets",
+        "",
+        "Ratios on shape S against the references the engine issues name (lower is better;",
+        "a Keras column compares with Keras 3 running on the engine's own framework).",
+        "",
+        targets(record),
+        "",
+    ]
     for path in plot_paths:
         rel = path.relative_to(relative_to) if relative_to else path
         lines += [f"![{path.stem}]({rel.as_posix()})", ""]

@@ -82,6 +82,7 @@ def test_smoke_run_with_a_peer_and_the_command_line(tmp_path):
     fused = [r for r in torch_rows if "/fused/" in r["workload"]]
     assert all(r["train"]["vs_fastest_peer"] == 1.0 for r in fused)
     assert any("not expressible" in line for line in render.skipped(record))
+    assert "| multirnn:numpy | LSTM (fused-eligible) |" in render.targets(record)
     assert "torch.nn" in report.read_text()
 
 
