@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from multirnn._checks import did_you_mean, show
@@ -108,6 +107,3 @@ def serialize(value: Any, *, arg: str, base: type) -> dict[str, Any] | None:
         f"{arg} is the Python callable {value!r}, which cannot be serialized. Use one of the "
         "built-in names or classes to save or share the layer."
     )
-
-
-Resolved = Callable[..., Any]

@@ -60,14 +60,14 @@ def _demo(args: argparse.Namespace) -> int:
     for layer, options in DEMO_CASES:
         cls = eng.layer_class(layer)
         instance = cls(4, seed=0, **options)
-        dtype = np.dtype(getattr(instance, "dtype", "float64") or "float64")
+        dtype = np.float32 if "32" in str(getattr(instance, "dtype", "")) else np.float64
         result = instance(
             convert(x.astype(dtype)),
             mask=convert(mask),
             training=bool(options.get("dropout")),
         )
         parts = result if isinstance(result, list) else [result]
-        shapes = " + ".join(str(tuple(np.shape(p))) for p in parts)
+        shapes = " + ".join(str(tuple(p.shape)) for p in parts)
         text = ", ".join(f"{k}={v!r}" for k, v in options.items())
         print(f"  {layer}(4{', ' + text if text else ''}) -> {shapes}")
     print("all documented layers ran")

@@ -28,6 +28,13 @@ def framework_version() -> str:
     return torch.__version__
 
 
+def from_numpy(array: Any) -> torch.Tensor:
+    """A tensor from a NumPy array (used by ``multirnn demo``)."""
+    import numpy as np
+
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
 class Recurrent(LayerCore, nn.Module):
     """Base class of the PyTorch engine's layers (use SimpleRNN, LSTM or GRU).
 

@@ -193,7 +193,9 @@ def plots(record: dict[str, Any], directory: str | Path) -> list[Path]:
                     if c == name and f"{w.layer}\n{w.config}" == label
                 ]
                 values.append(match[0] if match else 0.0)
-            ax.bar([x + i * width for x in range(len(labels))], values, width, label=name)
+            forward_only = all(t is None for w, c, t, f in bars if c == name)
+            label = f"{name} (forward only)" if forward_only else name
+            ax.bar([x + i * width for x in range(len(labels))], values, width, label=label)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))], labels)
         ax.set_ylabel("ms per training step (forward where no autodiff)")
         ax.set_yscale("log")

@@ -32,10 +32,7 @@ def run_job(job: dict) -> dict:
             forward, train = contender.prepare(workload)
             if job.get("memory"):  # a fresh process per workload: train steps only
                 if train is not None:
-                    before = timing.peak_rss_bytes()
-                    for _ in range(3):
-                        train()
-                    row["peak_rss_growth_bytes"] = timing.peak_rss_bytes() - before
+                    row["peak_rss_growth_bytes"] = timing.peak_growth(train)
             else:
                 kw = {"repeats": job["repeats"], "budget_s": job["budget_s"]}
                 row["forward"] = timing.measure(forward, **kw)

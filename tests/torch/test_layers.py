@@ -27,6 +27,13 @@ def x(batch=2, time=5, features=4, dtype=torch.float32):
     return torch.randn(batch, time, features, dtype=dtype)
 
 
+def test_demo_runs_on_the_torch_engine(capsys):
+    from multirnn import cli
+
+    assert cli.main(["demo", "--backend", "torch"]) == 0
+    assert "all documented layers ran" in capsys.readouterr().out
+
+
 def test_selected_by_name_and_abstract_base():
     assert multirnn.engine("torch").LSTM is LSTM
     with pytest.raises(TypeError, match="abstract base"):
