@@ -112,6 +112,11 @@ def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
     def result(check: str, status: str, **kw: Any) -> Result:
         return Result(ad.name, dtype, case, check, status, env=ad.environment(), **kw)
 
+    def verdict(check: str, errors: tuple[float, float, str], tol: float) -> Result:
+        a, r, d = errors
+        status = "pass" if r <= tol else "fail"
+        return result(check, status, max_abs=a, max_rel=r, tolerance=tol, detail=d)
+
     if dtype not in ad.dtypes:
         return [result("forward", "skip", detail=f"{ad.name} does not support {dtype}")]
     reason = ad.supports(case, dtype)
@@ -139,17 +144,7 @@ def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
                     float("inf"),
                     f"{len(got)} call results for {len(want)} calls",
                 )
-            status = "pass" if worst[1] <= tol else "fail"
-            return [
-                result(
-                    "stateful",
-                    status,
-                    max_abs=worst[0],
-                    max_rel=worst[1],
-                    tolerance=tol,
-                    detail=worst[2],
-                )
-            ]
+            return [verdict("stateful", worst, tol)]
         kwargs = {
             "mask": data.mask,
             "initial_state": data.initial_state,
@@ -158,18 +153,9 @@ def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
         }
         got = ad.forward(spec, data.weights, data.inputs, **kwargs)
         want = oracle.forward(case)
-        a, r, d = _compare_lists(got, want, _names(case.layer, len(want)), tol)
+        errors = _compare_lists(got, want, _names(case.layer, len(want)), tol)
         run.forward_results[(case, dtype)] = [np.asarray(g) for g in got]
-        out.append(
-            result(
-                "forward",
-                "pass" if r <= tol else "fail",
-                max_abs=a,
-                max_rel=r,
-                tolerance=tol,
-                detail=d,
-            )
-        )
+        out.append(verdict("forward", errors, tol))
     except Exception as exc:  # an engine crash is a failure with its message
         return [result("stateful" if case.stateful else "forward", "error", detail=_error(exc))]
     if not ad.checks_gradients:
@@ -186,19 +172,8 @@ def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
             out.append(result("gradients", "fail", detail=detail, tolerance=gtol))
             return out
         names = list(want_items)
-        a, r, d = _compare_lists(
-            [got_items[n] for n in names], [want_items[n] for n in names], names, gtol
-        )
-        out.append(
-            result(
-                "gradients",
-                "pass" if r <= gtol else "fail",
-                max_abs=a,
-                max_rel=r,
-                tolerance=gtol,
-                detail=d,
-            )
-        )
+        got_list, want_list = [got_items[n] for n in names], [want_items[n] for n in names]
+        out.append(verdict("gradients", _compare_lists(got_list, want_list, names, gtol), gtol))
     except Exception as exc:
         out.append(result("gradients", "error", detail=_error(exc)))
     return out
