@@ -17,8 +17,9 @@ FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "flax")
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite with every engine's framework installed (pinned)."""
-    session.install(*PINS, ".[test,all]")
+    """The whole test suite with every engine's framework installed (pinned), plus optax for
+    the JAX engine's training test."""
+    session.install(*PINS, ".[test,all]", "optax")
     session.run("pytest", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "1"})
 
 
@@ -42,7 +43,7 @@ def conformance(session: nox.Session) -> None:
     Keras on its JAX and torch backends as extra oracles. ``nox -s conformance -- ARGS``
     passes ARGS to ``multirnn conformance`` instead."""
     session.install(*PINS, ".[test,all]")
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "JAX_ENABLE_X64": "1"}  # the JAX engine's float64
     if session.posargs:
         session.run("multirnn", "conformance", *session.posargs, env=env)
         return

@@ -52,6 +52,8 @@ def _info(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     eng = engines.engine(args.backend)
     convert = getattr(eng.module, "from_numpy", lambda a: a)
+    # Engines whose training calls need more than ``training=True`` (JAX: a random key).
+    training_kwargs = getattr(eng.module, "training_kwargs", dict)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, 3))
     mask = np.ones((2, 5), bool)
@@ -61,10 +63,12 @@ def _demo(args: argparse.Namespace) -> int:
         cls = eng.layer_class(layer)
         instance = cls(4, seed=0, **options)
         dtype = np.float32 if "32" in str(getattr(instance, "dtype", "")) else np.float64
+        training = bool(options.get("dropout"))
         result = instance(
             convert(x.astype(dtype)),
             mask=convert(mask),
-            training=bool(options.get("dropout")),
+            training=training,
+            **(training_kwargs() if training else {}),
         )
         parts = result if isinstance(result, list) else [result]
         shapes = " + ".join(str(tuple(p.shape)) for p in parts)

@@ -117,12 +117,12 @@ class LayerCore:
         return [regularizers.penalty(r, w, ops) for r, w in zip(chosen, weights) if r is not None]
 
     def _constrained(self, weights, ops):
-        """(weight, projected value) for every weight that has a constraint."""
+        """(index, weight, projected value) for every weight that has a constraint."""
         spec = self.spec
         chosen = (spec.kernel_constraint, spec.recurrent_constraint, spec.bias_constraint)
-        for constraint, w in zip(chosen, weights):
+        for index, (constraint, w) in enumerate(zip(chosen, weights)):
             if constraint is not None:
-                yield w, constraints.project(constraint, w, ops)
+                yield index, w, constraints.project(constraint, w, ops)
 
     def __repr__(self) -> str:
         spec = self.spec

@@ -228,7 +228,7 @@ class Recurrent(LayerCore, nn.Module):
     def apply_constraints(self) -> None:
         """Project the weights onto their constraints in place; call after optimizer.step()."""
         weights = self._require_built("apply_constraints")
-        for w, projected in self._constrained(weights, TORCH_OPS):
+        for _, w, projected in self._constrained(weights, TORCH_OPS):
             w.copy_(projected)
 
     def extra_repr(self) -> str:

@@ -184,7 +184,7 @@ class Recurrent(LayerCore):
     def apply_constraints(self) -> None:
         """Project the weights onto their constraints, in place (as after an update)."""
         weights = self._require_built("apply_constraints")
-        for w, projected in self._constrained(weights, NUMPY_OPS):
+        for _, w, projected in self._constrained(weights, NUMPY_OPS):
             w[...] = projected
 
 

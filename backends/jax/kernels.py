@@ -1,0 +1,307 @@
+"""The JAX computation: the pure functional entry, the cuDNN eligibility rule, and the two
+paths it chooses between.
+
+* cuDNN: ``jax.experimental.rnn.lstm`` on a GPU, when the spec computes exactly what it
+  computes (an LSTM with tanh/sigmoid, no recurrent dropout, float32, no mask or a
+  right-padded one known when the call is traced);
+* generic: ``multirnn_jax.scan`` (one hoisted input product, then a ``lax.scan``), with a
+  hand-written backward pass (``multirnn_jax.backprop``) where it applies.
+
+Every argument is checked from shapes and dtypes alone, so a wrong call fails while it is
+traced, before anything runs. The eligibility rule is the pure function
+:func:`fused_ineligibility`, unit-tested on CPU; the CPU never takes the cuDNN path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+import numpy as np
+from multirnn_jax import backprop, scan
+from multirnn_jax.ops import JAX_OPS
+
+import jax
+import jax.numpy as jnp
+from multirnn import activations, calls
+from multirnn.spec import LayerSpec
+
+Array = jax.Array
+
+_NATIVE = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "relu": jax.nn.relu,
+    "linear": lambda x: x,
+}
+
+
+def activation(value) -> Any:
+    """An activation as a function on arrays (the shared formula unless a native op is exact)."""
+    if isinstance(value, str) and value in _NATIVE:
+        return _NATIVE[value]
+    return activations.function(value, JAX_OPS)
+
+
+def dtype_name(dtype) -> str:
+    return np.dtype(dtype).name
+
+
+def is_traced(*values: Any) -> bool:
+    """True when any value is an abstract tracer (inside jit, grad, vmap, ...)."""
+    return any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(values))
+
+
+def as_array(value: Any, what: str) -> Array:
+    """A JAX array from a JAX or NumPy array; anything else is refused (no silent coercion)."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        array = jnp.asarray(value)
+        if array.dtype != value.dtype:  # e.g. float64 NumPy data while x64 is off
+            raise TypeError(
+                f"{what} has dtype {dtype_name(value.dtype)}, which JAX holds as "
+                f"{dtype_name(array.dtype)} unless 64-bit mode is on: cast it, or enable "
+                "jax.config.update('jax_enable_x64', True) before creating arrays"
+            )
+        return array
+    raise TypeError(f"{what} must be a jax.Array or numpy.ndarray, got {type(value).__name__}")
+
+
+# -- eligibility ---------------------------------------------------------------------------------
+
+
+def fused_ineligibility(
+    spec: LayerSpec,
+    *,
+    platform: str,
+    dtype: str,
+    mask: str = "none",
+    input_dropout: str = "none",
+    recurrent_dropout: bool = False,
+) -> str | None:
+    """None when ``jax.experimental.rnn`` (cuDNN) computes exactly this call; else why not.
+
+    ``platform`` is the JAX platform the call runs on ("cpu", "gpu", "tpu"); ``mask`` is
+    "none", "right_padded" (every row a prefix of at least one step, known at trace time)
+    or "other"; ``input_dropout`` is "none", "shared" or "per_gate".
+    """
+    if platform != "gpu":
+        return f"the cuDNN kernel runs on GPUs only (this call runs on {platform})"
+    if spec.layer != "LSTM":
+        return "jax.experimental.rnn provides an LSTM kernel only"
+    if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
+        return "the cuDNN LSTM computes tanh/sigmoid only"
+    if dtype != "float32":
+        return f"the cuDNN LSTM of jax.experimental.rnn computes in float32 only (got {dtype})"
+    if recurrent_dropout:
+        return "recurrent dropout multiplies the state inside the loop"
+    if input_dropout == "per_gate":
+        return "per-gate input dropout masks need one input product per gate"
+    if mask == "other":
+        return "only right-padded masks (known when the call is traced) map to lengths"
+    if mask == "right_padded" and spec.go_backwards:
+        return "go_backwards turns right padding into left padding"
+    if spec.unroll:
+        return "unroll=True asks for a statically unrolled loop"
+    return None
+
+
+def mask_kind(mask: Array | None) -> tuple[str, Array | None]:
+    """("none"|"right_padded"|"other", lengths) of a boolean (batch, time) mask.
+
+    A traced mask has no values to look at, so it counts as "other".
+    """
+    if mask is None:
+        return "none", None
+    if is_traced(mask):
+        return "other", None
+    values = np.asarray(mask)
+    lengths = values.sum(axis=1)
+    prefix = np.arange(values.shape[1])[None, :] < lengths[:, None]
+    if (lengths > 0).all() and np.array_equal(prefix, values):
+        return "right_padded", jnp.asarray(lengths, jnp.int32)
+    return "other", None
+
+
+def platform_of(*values: Any) -> str:
+    """The platform a call on these arrays runs on (the default backend under a trace)."""
+    for value in jax.tree.leaves(values):
+        if isinstance(value, jax.Array) and not is_traced(value):
+            devices = value.devices()
+            if devices:
+                return next(iter(devices)).platform
+    return jax.default_backend()
+
+
+# -- the functional entry ------------------------------------------------------------------------
+
+
+def check_weights(
+    spec: LayerSpec, weights: Sequence[Any], input_dim: int | None = None
+) -> list[Array]:
+    """Canonical weights as arrays of one dtype, shapes checked (for ``input_dim`` when given,
+    else for the kernel's own first axis)."""
+    weights = list(weights)
+    names = spec.weight_names
+    if len(weights) != len(names):
+        raise ValueError(
+            f"weights: {spec.layer} takes {len(names)} ({', '.join(names)}), got {len(weights)}"
+        )
+    arrays = [as_array(w, f"weights: {name!r}") for name, w in zip(names, weights)]
+    if arrays[0].ndim != 2:
+        raise ValueError(
+            f"weights: 'kernel' must be 2-D (input_dim, G*units), got {arrays[0].shape}"
+        )
+    shapes = spec.weight_shapes(arrays[0].shape[0] if input_dim is None else input_dim)
+    dtype = dtype_name(arrays[0].dtype)
+    for name, w in zip(names, arrays):
+        if tuple(w.shape) != shapes[name]:
+            raise ValueError(f"weights: {name!r} must have shape {shapes[name]}, got {w.shape}")
+        if dtype_name(w.dtype) != dtype:
+            raise TypeError(
+                f"weights: {name!r} has dtype {dtype_name(w.dtype)} but 'kernel' has {dtype}"
+            )
+    return arrays
+
+
+def forward(
+    spec: LayerSpec,
+    weights: Sequence[Array],
+    inputs: Array,
+    *,
+    mask: Array | None = None,
+    initial_state: Sequence[Array] | None = None,
+    input_dropout: Array | None = None,
+    recurrent_dropout: Array | None = None,
+) -> tuple[Array, list[Array]]:
+    """Run the layer of ``spec`` as a pure function: weights and inputs in, (output, final
+    states) out, like the NumPy reference. Differentiable, jit- and vmap-able.
+
+    Dropout masks are given explicitly, already scaled (``keep / (1 - rate)``): shape
+    ``(batch, width)`` shared by all gates or ``(gates, batch, width)`` one per gate.
+    """
+    weights = check_weights(spec, weights)
+    kernel = weights[0]
+    dtype = dtype_name(kernel.dtype)
+    x = as_array(inputs, "inputs")
+    call = calls.inputs(spec, x.shape, dtype_name(x.dtype), expected_dtype=dtype,
+                        input_dim=kernel.shape[0])  # fmt: skip
+    if mask is not None:
+        mask = as_array(mask, "mask")
+        calls.mask(spec, mask.shape, dtype_name(mask.dtype), call)
+    states = initial_states(spec, initial_state, call, dtype)
+    mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", dtype)
+    mr = dropout_mask(spec, recurrent_dropout, call.batch, spec.units, "recurrent_dropout", dtype)
+    return run(spec, weights, x, mask, states, mi, mr)
+
+
+def initial_states(spec, initial_state, call, dtype: str) -> list[Array] | None:
+    """Validated initial states (None means zeros)."""
+    if initial_state is None:
+        return None
+    if isinstance(initial_state, (jax.Array, np.ndarray)):
+        initial_state = [initial_state]
+    if not isinstance(initial_state, (list, tuple)):
+        raise TypeError(
+            f"{spec.layer}: initial_state must be a list of arrays "
+            f"[{', '.join(spec.state_names)}], got {type(initial_state).__name__}"
+        )
+    states = [as_array(s, "initial_state") for s in initial_state]
+    calls.states(spec, [s.shape for s in states], [dtype_name(s.dtype) for s in states],
+                 batch=call.batch, expected_dtype=dtype)  # fmt: skip
+    return states
+
+
+def dropout_mask(spec, mask, batch, width, arg, dtype: str) -> Array | None:
+    if mask is None:
+        return None
+    mask = as_array(mask, arg)
+    calls.dropout_mask(spec, mask.shape, batch=batch, width=width, arg=arg)
+    return mask.astype(dtype)
+
+
+def run(spec, weights, x, mask, states, mi, mr) -> tuple[Array, list[Array]]:
+    """Dispatch a validated call to the cuDNN kernel or the generic path."""
+    if states is None:
+        states = [jnp.zeros((x.shape[0], spec.units), x.dtype)] * spec.num_states
+    kind, lengths = mask_kind(mask)
+    input_kind = "none" if mi is None else ("shared" if mi.ndim == 2 else "per_gate")
+    platform = platform_of(x, *weights)
+    reason = fused_ineligibility(
+        spec, platform=platform, dtype=dtype_name(x.dtype), mask=kind,
+        input_dropout=input_kind, recurrent_dropout=mr is not None,
+    )  # fmt: skip
+    if reason is None:
+        path = "cudnn"
+    elif scan.hoisting(platform):
+        path = "hoisted"
+    elif _HAND_WRITTEN_BACKWARD[-1] and backprop.supported(spec, mi, mr):
+        path = "custom_vjp"
+    else:
+        path = "stepwise"
+    return _execute(spec, path, weights, x, mask, states, mi, mr, lengths)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _execute(spec, path, weights, x, mask, states, mi, mr, lengths):
+    # Compiled once per spec, path and shapes: eager calls reuse it, and inside a user's
+    # jit it is inlined.
+    if path == "cudnn":
+        return _cudnn(spec, weights, x, lengths, states, mi)
+    act = activation(spec.activation)
+    ract = None if spec.recurrent_activation is None else activation(spec.recurrent_activation)
+    if path == "custom_vjp":
+        return backprop.generic(spec, weights, x, mask, states, mi, act, ract)
+    return scan.generic(spec, weights, x, mask, states, mi, mr, act, ract,
+                        hoist=path == "hoisted")  # fmt: skip
+
+
+_HAND_WRITTEN_BACKWARD = [True]
+
+
+@contextmanager
+def autodiff_only() -> Iterator[None]:
+    """Within this block, calls traced from now on differentiate the plain ``lax.scan``
+    instead of the hand-written backward pass: needed for forward-mode differentiation
+    (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which a ``custom_vjp`` does not support.
+    Same numbers either way; the hand-written pass is faster for reverse mode."""
+    _HAND_WRITTEN_BACKWARD.append(False)
+    try:
+        yield
+    finally:
+        _HAND_WRITTEN_BACKWARD.pop()
+
+
+# -- the cuDNN path -------------------------------------------------------------------------------
+
+
+def cudnn_weights(spec: LayerSpec, weights: Sequence[Array]) -> Array:
+    """Canonical LSTM weights packed into the flat cuDNN layout of ``jax.experimental.rnn``:
+    ``W_ih (4u, F)``, ``W_hh (4u, u)``, then ``b_ih``, ``b_hh`` (gate order i, f, g, o is the
+    canonical i, f, c, o, so only transposes are needed; the single bias goes to ``b_ih``)."""
+    kernel, recurrent, *rest = weights
+    width = kernel.shape[1]
+    bias = rest[0] if rest else jnp.zeros(width, kernel.dtype)
+    parts = [kernel.T, recurrent.T, bias, jnp.zeros(width, kernel.dtype)]
+    return jnp.concatenate([p.reshape(-1) for p in parts])
+
+
+def _cudnn(spec, weights, x, lengths, states, mi):
+    from jax.experimental import rnn
+
+    batch, time, features = x.shape
+    if mi is not None:
+        x = x * mi[:, None, :]
+    if spec.go_backwards:
+        x = x[:, ::-1]
+    if lengths is None:
+        lengths = jnp.full((batch,), time, jnp.int32)
+    h0, c0 = (s[None] for s in states)
+    y, h, c = rnn.lstm(x, h0, c0, cudnn_weights(spec, weights), lengths, features, spec.units,
+                       1, 0.0, False)  # fmt: skip
+    if not spec.zero_output_for_mask:  # masked steps repeat the last valid output
+        last = jnp.minimum(jnp.arange(time)[None, :], (lengths - 1)[:, None])
+        y = jnp.take_along_axis(y, last[..., None], axis=1)
+    output = y if spec.return_sequences else y[:, -1]
+    return output, [h[0], c[0]]

@@ -1,0 +1,145 @@
+"""Conformance adapter of the JAX engine: the layer API for plain calls and stateful
+sequences, the functional entry for explicit dropout masks, ``jax.vjp`` for gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+from multirnn_jax import kernels
+
+import jax
+import jax.numpy as jnp
+from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.oracle import results
+
+
+def _j(a):
+    if a is None:
+        return None
+    if isinstance(a, list):
+        return [_j(x) for x in a]
+    return jnp.asarray(a)
+
+
+def _np(a) -> np.ndarray:
+    return np.asarray(a)
+
+
+class JaxAdapter(EngineAdapter):
+    name = "jax"
+
+    def environment(self) -> str:
+        return "JAX_ENABLE_X64=1"
+
+    def supports(self, case, dtype: str) -> str | None:
+        if dtype == "float64" and not jax.config.jax_enable_x64:
+            return "float64 needs JAX's 64-bit mode (JAX_ENABLE_X64=1)"
+        return None
+
+    def __init__(self) -> None:
+        self._programs: dict = {}
+
+    def _program(self, spec, weights, mask, input_dropout, recurrent_dropout, has_state):
+        """One compiled program per case computing the result and its pullback together:
+        forward and gradients of a case share it (compiling is what costs time here)."""
+        key = (spec, weights[0].shape, mask is None, input_dropout is None,
+               recurrent_dropout is None, has_state)  # fmt: skip
+        if key in self._programs:
+            return self._programs[key]
+        dropout = input_dropout is not None or recurrent_dropout is not None
+        layer = None if dropout else layer_from(spec, weights, self.name)
+
+        def run(x, params, states, mask, mi, mr):
+            if dropout:  # explicit masks go through the functional entry
+                output, final = kernels.forward(spec, params, x, mask=mask,
+                                                initial_state=states or None,
+                                                input_dropout=mi, recurrent_dropout=mr)  # fmt: skip
+                return results(spec, output, final)
+            out = layer.replace(**dict(zip(spec.weight_names, params)))(
+                x, mask=mask, initial_state=states or None
+            )
+            return out if spec.return_state else [out]
+
+        @jax.jit
+        def program(x, params, states, mask, mi, mr, cotangents):
+            result, pullback = jax.vjp(
+                lambda x, p, s: run(x, p, s, mask, mi, mr), x, params, states
+            )
+            return result, pullback(cotangents)
+
+        self._programs[key] = program
+        return program
+
+    def _call(self, spec, weights, inputs, mask, initial_state, input_dropout,
+              recurrent_dropout, cotangents):  # fmt: skip
+        program = self._program(spec, weights, mask, input_dropout, recurrent_dropout,
+                                initial_state is not None)  # fmt: skip
+        if cotangents is None:  # the forward check: zero cotangents, same compiled program
+            batch, time = inputs.shape[:2]
+            shape = (batch, time, spec.units) if spec.return_sequences else (batch, spec.units)
+            states = [(batch, spec.units)] * spec.num_states if spec.return_state else []
+            shapes = [shape, *states]
+            cotangents = [np.zeros(s, inputs.dtype) for s in shapes]
+        return program(_j(inputs), _j(weights), _j(initial_state) or [], _j(mask),
+                       _j(input_dropout), _j(recurrent_dropout), _j(cotangents))  # fmt: skip
+
+    def forward(
+        self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout
+    ):
+        result, _ = self._call(spec, weights, inputs, mask, initial_state, input_dropout,
+                               recurrent_dropout, None)  # fmt: skip
+        return [_np(r) for r in result]
+
+    def gradients(self, spec, weights, inputs, *, mask, initial_state, input_dropout,
+                  recurrent_dropout, cotangents):  # fmt: skip
+        _, (gx, gw, gs) = self._call(spec, weights, inputs, mask, initial_state, input_dropout,
+                                     recurrent_dropout, cotangents)  # fmt: skip
+        out = {"inputs": _np(gx)}
+        for name, g in zip(spec.weight_names, gw):
+            out[name] = _np(g)
+        if initial_state is not None:
+            out["initial_state"] = [_np(g) for g in gs]
+        return out
+
+    def stateful(self, spec, weights, calls):
+        layer = layer_from(spec, weights, self.name)
+        out = []
+        for call in calls:
+            if call.reset == "zeros":
+                layer.reset_states()
+            elif call.reset is not None:
+                layer.reset_states(_j(call.reset))
+            result = layer(_j(call.inputs), mask=_j(call.mask))
+            out.append([_np(r) for r in (result if spec.return_state else [result])])
+        return out
+
+    def benchmark(self, spec, weights, inputs):
+        layer = layer_from(spec, weights, self.name)
+        x = _j(inputs)
+
+        @jax.jit
+        def forward(layer, x):
+            return layer(x)
+
+        @jax.jit
+        def train(layer, x):
+            def loss(layer):
+                out = layer(x)
+                return (out[0] if isinstance(out, list) else out).sum()
+
+            return jax.grad(loss)(layer)
+
+        return (
+            lambda: jax.block_until_ready(forward(layer, x)),
+            lambda: jax.block_until_ready(train(layer, x)),
+        )
+
+    def versions(self):
+        import jaxlib
+
+        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+    def threads(self):
+        return {"jax_platform": jax.default_backend(), "devices": len(jax.devices())}
+
+
+ADAPTER = JaxAdapter

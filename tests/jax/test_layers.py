@@ -1,0 +1,333 @@
+"""The JAX layers as JAX users use them: pytrees through jit/grad/vmap and optax, explicit
+keys, threaded state, penalties and constraints as values, files, and errors that say what
+was expected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+
+import jax.numpy as jnp  # noqa: E402
+from multirnn_jax import kernels  # noqa: E402
+from multirnn_jax.layers import GRU, LSTM, Recurrent, SimpleRNN  # noqa: E402
+
+import multirnn  # noqa: E402
+
+from ..cases import VARIANTS, variant_id  # noqa: E402
+
+CLASSES = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
+
+
+def make(variant, units=3, **kwargs):
+    layer, extra = variant
+    kwargs.setdefault("dtype", "float64")
+    return CLASSES[layer](units, **extra, **kwargs)
+
+
+def x(batch=2, time=5, features=4, dtype="float64", seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal((batch, time, features)), dtype)
+
+
+def test_demo_runs_on_the_jax_engine(capsys):
+    from multirnn import cli
+
+    assert cli.main(["demo", "--backend", "jax"]) == 0
+    assert "all documented layers ran" in capsys.readouterr().out
+
+
+def test_selected_by_name_and_abstract_base():
+    assert multirnn.engine("jax").LSTM is LSTM
+    with pytest.raises(TypeError, match="abstract base"):
+        Recurrent(3)
+
+
+# -- pytrees --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_a_layer_is_a_pytree_of_its_canonical_weights(variant):
+    layer = make(variant, input_dim=4, seed=1)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(layer)]
+    assert paths == [".kernel", ".recurrent_kernel", ".bias"]
+    doubled = jax.tree.map(lambda w: 2 * w, layer)
+    assert type(doubled) is type(layer) and doubled.spec == layer.spec
+    for a, b in zip(doubled.get_weights(), layer.get_weights()):
+        np.testing.assert_array_equal(a, 2 * b)
+    assert len(jax.tree.leaves(make(variant, input_dim=4, use_bias=False))) == 2
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_jit_grad_and_eager_agree(variant):
+    layer = make(variant, input_dim=4, seed=2, return_sequences=True)
+    inputs = x()
+    np.testing.assert_allclose(jax.jit(lambda m, v: m(v))(layer, inputs), layer(inputs))
+
+    def loss(m):
+        return jnp.sum(m(inputs) ** 2)
+
+    grads = jax.grad(loss)(layer)
+    assert type(grads) is type(layer)
+
+    def functional(weights):
+        return jnp.sum(kernels.forward(layer.spec, weights, inputs)[0] ** 2)
+
+    want = jax.grad(functional)(layer._weights())
+    for g, w in zip(jax.tree.leaves(grads), want):
+        np.testing.assert_allclose(g, w, atol=1e-12)
+
+
+def test_vmap_over_a_stacked_ensemble():
+    # members differ by key, not by seed= (a seed is configuration, part of the tree structure)
+    members = [LSTM(3, input_dim=4, key=jax.random.key(k), dtype="float64") for k in range(3)]
+    stacked = jax.tree.map(lambda *w: jnp.stack(w), *members)
+    inputs = x()
+    together = jax.vmap(lambda m: m(inputs))(stacked)
+    for k, member in enumerate(members):
+        np.testing.assert_allclose(together[k], member(inputs), atol=1e-12)
+
+
+def test_vmap_over_an_extra_input_axis():
+    layer = GRU(3, input_dim=4, seed=0, dtype="float64")
+    inputs = jnp.stack([x(seed=1), x(seed=2)])
+    together = jax.vmap(layer)(inputs)
+    np.testing.assert_allclose(together[1], layer(inputs[1]), atol=1e-12)
+
+
+@pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
+def test_optax_trains_the_layer(recurrent_activation):
+    optax = pytest.importorskip("optax")
+    layer = LSTM(4, recurrent_activation=recurrent_activation, input_dim=3, seed=0,
+                 dtype="float64")  # fmt: skip
+    optimizer = optax.adam(0.05)
+    state = optimizer.init(layer)
+    inputs = x(features=3)
+    target = jnp.asarray(np.random.default_rng(1).standard_normal((2, 4)))
+
+    @jax.jit
+    def step(layer, state):
+        loss, grads = jax.value_and_grad(lambda m: jnp.mean((m(inputs) - target) ** 2))(layer)
+        updates, state = optimizer.update(grads, state, layer)
+        return optax.apply_updates(layer, updates), state, loss
+
+    losses = []
+    for _ in range(40):
+        layer, state, loss = step(layer, state)
+        losses.append(float(loss))
+    assert isinstance(layer, LSTM) and losses[-1] < 0.5 * losses[0]
+
+
+def test_replace_works_under_jit_and_checks_shapes():
+    layer = SimpleRNN(3, input_dim=4, seed=0, dtype="float64")
+    zeroed = jax.jit(lambda m: m.replace(kernel=jnp.zeros_like(m.kernel)))(layer)
+    assert not np.any(zeroed.get_weights()[0]) and np.any(layer.get_weights()[0])
+    with pytest.raises(ValueError, match="'kernel' must have shape"):
+        layer.replace(kernel=jnp.zeros((3, 3)))
+    with pytest.raises(ValueError, match="replace\\(\\) takes kernel, recurrent_kernel, bias"):
+        layer.replace(gamma=jnp.zeros(3))
+
+
+# -- weights, seeds, dtypes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_seed_gives_the_same_weights_as_the_numpy_engine(variant):
+    layer = make(variant, input_dim=4, seed=7, dtype="float32")
+    ref = multirnn.engine("numpy").layer_class(variant[0])(3, **variant[1], input_dim=4, seed=7,
+                                                          dtype="float32")  # fmt: skip
+    for a, b in zip(layer.get_weights(), ref.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unseeded_init_follows_the_given_key():
+    a = GRU(2, input_dim=2, key=jax.random.key(3)).get_weights()[0]
+    np.testing.assert_array_equal(a, GRU(2, input_dim=2, key=jax.random.key(3)).get_weights()[0])
+    assert not np.array_equal(a, GRU(2, input_dim=2, key=jax.random.key(4)).get_weights()[0])
+    with pytest.raises(TypeError, match="key must be one JAX PRNG key"):
+        GRU(2, key=3)
+
+
+def test_dtypes_follow_jax_64_bit_mode():
+    with jax.enable_x64(False):
+        layer = LSTM(3, input_dim=4)
+        assert layer.dtype == "float32" and layer.kernel.dtype == jnp.float32
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            LSTM(3, dtype="float64")
+        with pytest.raises(TypeError, match="dtype float64, which JAX holds as float32"):
+            layer(np.zeros((2, 5, 4)))
+    assert LSTM(3).dtype == "float64"
+    single = LSTM(3, dtype="float32", input_dim=2)
+    assert single(x(features=2, dtype="float32")).dtype == jnp.float32
+
+
+def test_lazy_build_eagerly_but_not_under_a_transformation():
+    layer = LSTM(3, dtype="float64")
+    assert jax.tree.leaves(layer) == []
+    with pytest.raises(ValueError, match="must be built before it enters jit"):
+        jax.jit(lambda m, v: m(v))(layer, x())
+    assert layer(x()).shape == (2, 3) and layer.input_dim == 4
+
+
+# -- dropout ---------------------------------------------------------------------------------------
+
+
+def test_dropout_needs_a_key_and_is_reproducible():
+    layer = LSTM(3, dropout=0.5, recurrent_dropout=0.5, seed=0, input_dim=4, dtype="float64")
+    inputs = x()
+    plain = layer(inputs)
+    np.testing.assert_array_equal(layer(inputs, key=jax.random.key(0)), plain)  # inference
+    with pytest.raises(ValueError, match="needs a random key"):
+        layer(inputs, training=True)
+    a = layer(inputs, training=True, key=jax.random.key(1))
+    np.testing.assert_array_equal(a, layer(inputs, training=True, key=jax.random.key(1)))
+    assert not np.allclose(a, layer(inputs, training=True, key=jax.random.key(2)))
+    assert not np.allclose(a, plain)
+    jitted = jax.jit(lambda m, v, k: m(v, training=True, key=k))
+    np.testing.assert_allclose(jitted(layer, inputs, jax.random.key(1)), a, atol=1e-12)
+    with pytest.raises(TypeError, match="training must be True or False"):
+        layer(inputs, training=1)
+
+
+@pytest.mark.parametrize("implementation", [1, 2])
+def test_dropout_masks_match_the_documented_shapes(implementation, monkeypatch):
+    seen = []
+    original = kernels.run
+    monkeypatch.setattr(kernels, "run", lambda *a: seen.append(a[5:]) or original(*a))
+    layer = GRU(3, dropout=0.2, recurrent_dropout=0.3, implementation=implementation,
+                input_dim=4, dtype="float64")  # fmt: skip
+    layer(x(), training=True, key=jax.random.key(0))
+    mi, mr = seen[0]
+    lead = (3,) if implementation == 1 else ()
+    assert mi.shape == (*lead, 2, 4) and mr.shape == (*lead, 2, 3)
+    assert set(np.unique(np.asarray(mi))) <= {0.0, 1 / 0.8}
+
+
+# -- state -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_stateful_calls_continue_the_sequence(variant):
+    inputs = x(time=6)
+    whole = make(variant, seed=2, return_sequences=True, input_dim=4)
+    stateful = make(variant, seed=2, return_sequences=True, stateful=True, input_dim=4)
+    first, second = stateful(inputs[:, :3]), stateful(inputs[:, 3:])
+    np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole(inputs), atol=1e-12)
+    stateful.reset_states()
+    assert all(not np.any(s) for s in stateful.states)
+
+
+def test_states_are_threaded_explicitly_under_jit():
+    layer = LSTM(3, seed=2, return_sequences=True, stateful=True, input_dim=4, dtype="float64")
+    inputs = x(time=6)
+    eager = [layer(inputs[:, :3]), layer(inputs[:, 3:])]
+    with pytest.raises(TypeError, match="layer.apply"):
+        jax.jit(lambda m, v: m(v))(layer, inputs)
+
+    @jax.jit
+    def step(layer, states, chunk):
+        return layer.apply(chunk, states=states)
+
+    out1, states = step(layer, None, inputs[:, :3])
+    out2, states = step(layer, states, inputs[:, 3:])
+    np.testing.assert_allclose(out1, eager[0], atol=1e-12)
+    np.testing.assert_allclose(out2, eager[1], atol=1e-12)
+    for a, b in zip(states, layer.states):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_stateful_batch_size_and_reset_states_errors():
+    layer = LSTM(3, stateful=True, dtype="float64")
+    layer(x(batch=2))
+    with pytest.raises(ValueError, match="holds states for batch size 2"):
+        layer(x(batch=3))
+    with pytest.raises(ValueError, match=r"reset_states\(states\) must be a list of 2"):
+        layer.reset_states([jnp.zeros((3, 3))])
+    layer.reset_states([jnp.zeros((3, 3)), jnp.zeros((3, 3))])
+    assert layer(x(batch=3)).shape == (3, 3)
+    with pytest.raises(ValueError, match="applies to stateful layers"):
+        LSTM(3).reset_states()
+
+
+# -- penalties and constraints ------------------------------------------------------------------
+
+
+def test_penalties_are_differentiable_values():
+    layer = SimpleRNN(3, kernel_regularizer="l2", activity_regularizer="l1", input_dim=4,
+                      dtype="float64")  # fmt: skip
+    out = layer(x())
+    terms = layer.penalties(out)
+    assert len(terms) == 2
+    np.testing.assert_allclose(terms[0], 0.01 * jnp.sum(layer.kernel**2))
+    np.testing.assert_allclose(terms[1], 0.01 * jnp.sum(jnp.abs(out)) / 2)
+    assert float(layer.penalty()) == pytest.approx(float(terms[0]))
+    grads = jax.grad(lambda m: m.penalty(m(x())))(layer)
+    np.testing.assert_allclose(grads.bias, jax.grad(lambda m: m.penalties(m(x()))[1])(layer).bias)
+    assert float(LSTM(3, input_dim=4).penalty()) == 0.0
+
+
+def test_apply_constraints_returns_a_new_layer():
+    layer = LSTM(3, kernel_constraint="non_neg", recurrent_constraint="max_norm", input_dim=4,
+                 dtype="float64")  # fmt: skip
+    layer = layer.replace(recurrent_kernel=10.0 * layer.recurrent_kernel)
+    projected = jax.jit(lambda m: m.apply_constraints())(layer)
+    assert isinstance(projected, LSTM)
+    assert (projected.kernel >= 0).all() and (layer.kernel < 0).any()
+    assert jnp.linalg.norm(projected.recurrent_kernel, axis=0).max() <= 2.0 + 1e-9
+    np.testing.assert_array_equal(projected.bias, layer.bias)
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_save_on_jax_load_on_numpy_and_back(variant, tmp_path):
+    layer = make(variant, seed=5, return_sequences=True, go_backwards=True, input_dim=4)
+    inputs = x()
+    path = tmp_path / "layer.safetensors"
+    multirnn.save(layer, path)
+    on_numpy = multirnn.load(path, backend="numpy")
+    np.testing.assert_allclose(on_numpy(np.asarray(inputs)), layer(inputs), atol=1e-12)
+    multirnn.save(on_numpy, path)
+    back = multirnn.load(path, backend="jax")
+    np.testing.assert_allclose(back(inputs), layer(inputs), atol=1e-12)
+
+
+def test_config_round_trip():
+    layer = GRU(5, reset_after=True, go_backwards=True, dtype="float64", name="g")
+    clone = GRU.from_config(layer.get_config())
+    assert clone.spec == layer.spec and clone.name == "g"
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda m: m(jnp.zeros((2, 4))), ValueError, r"inputs must be 3-D \(batch, time"),
+        (lambda m: m(jnp.zeros((2, 5, 3))), ValueError, "inputs have 3 features .* input_dim=4"),
+        (lambda m: m(jnp.zeros((2, 5, 4), jnp.float32)), TypeError, "dtype float32 .* float64"),
+        (lambda m: m([[[0.0] * 4]]), TypeError, "inputs must be a jax.Array"),
+        (lambda m: m(x(), mask=jnp.ones((2, 4), bool)), ValueError, r"mask must have shape"),
+        (lambda m: m(x(), mask=jnp.ones((2, 5))), TypeError, "mask must be a boolean"),
+        (lambda m: m(x(), initial_state=[jnp.zeros((2, 3))]), ValueError, r"\[h, c\]"),
+        (
+            lambda m: m(x(), initial_state=[jnp.zeros((2, 3)), jnp.zeros((2, 2))]),
+            ValueError,
+            "'c'",
+        ),
+        (lambda m: m(x(), initial_state=jnp.zeros((2, 3))), ValueError, r"\[h, c\]"),
+        (lambda m: m(x(), training=True, key=7), TypeError, "key must be one JAX PRNG key"),
+    ],
+)
+def test_bad_calls_say_what_was_expected(call, error, match):
+    layer = LSTM(3, input_dim=4, dtype="float64", dropout=0.1)
+    with pytest.raises(error, match=match):
+        call(layer)
+
+
+def test_bad_calls_fail_while_tracing():
+    layer = LSTM(3, input_dim=4, dtype="float32")
+    with pytest.raises(ValueError, match="inputs have 5 features"):
+        jax.eval_shape(lambda m, v: m(v), layer, jax.ShapeDtypeStruct((2, 7, 5), jnp.float32))
