@@ -83,6 +83,7 @@ def test_smoke_run_with_a_peer_and_the_command_line(tmp_path):
     assert all(r["train"]["vs_fastest_peer"] == 1.0 for r in fused)
     assert any("not expressible" in line for line in render.skipped(record))
     assert "| multirnn:numpy | LSTM (fused-eligible) |" in render.targets(record)
+    assert "| multirnn:numpy | LSTM |" in render.defaults_vs_fused(record)
     assert "torch.nn" in report.read_text()
 
 

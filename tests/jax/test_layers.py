@@ -331,3 +331,11 @@ def test_bad_calls_fail_while_tracing():
     layer = LSTM(3, input_dim=4, dtype="float32")
     with pytest.raises(ValueError, match="inputs have 5 features"):
         jax.eval_shape(lambda m, v: m(v), layer, jax.ShapeDtypeStruct((2, 7, 5), jnp.float32))
+
+
+def test_benchmark_hook_runs_in_the_harness():
+    from multirnn.bench import harness
+
+    record = harness.run(["multirnn:jax"], ["lstm"], "smoke", memory=False)
+    rows = record["contenders"][0]["results"]
+    assert rows and all(r["forward"]["median_s"] > 0 and r["train"]["median_s"] > 0 for r in rows)
