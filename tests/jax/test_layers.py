@@ -95,6 +95,19 @@ def test_vmap_over_an_extra_input_axis():
     np.testing.assert_allclose(together[1], layer(inputs[1]), atol=1e-12)
 
 
+def test_sharding_utilities_take_the_layer():
+    """device_put with a NamedSharding, and a jitted call on batch-sharded inputs (one
+    device here; several devices are the distributed-training issue's test)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((1,), ("batch",))
+    layer = GRU(3, input_dim=4, seed=0, dtype="float64")
+    replicated = jax.device_put(layer, NamedSharding(mesh, PartitionSpec()))
+    assert isinstance(replicated, GRU) and replicated.kernel.sharding.mesh == mesh
+    inputs = jax.device_put(x(), NamedSharding(mesh, PartitionSpec("batch")))
+    np.testing.assert_allclose(jax.jit(lambda m, v: m(v))(replicated, inputs), layer(x()))
+
+
 @pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
 def test_optax_trains_the_layer(recurrent_activation):
     optax = pytest.importorskip("optax")
@@ -339,3 +352,21 @@ def test_benchmark_hook_runs_in_the_harness():
     record = harness.run(["multirnn:jax"], ["lstm"], "smoke", memory=False)
     rows = record["contenders"][0]["results"]
     assert rows and all(r["forward"]["median_s"] > 0 and r["train"]["median_s"] > 0 for r in rows)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
+@pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
+def test_gpu_matches_cpu(recurrent_activation):
+    """On a GPU the sigmoid LSTM takes cuDNN, the hard_sigmoid one the generic scan."""
+    with jax.default_matmul_precision("highest"):
+        layer = LSTM(8, recurrent_activation=recurrent_activation, return_sequences=True,
+                     input_dim=4, seed=0, dtype="float32")  # fmt: skip
+        inputs = x(dtype="float32")
+        cpu = jax.device_put(layer, jax.devices("cpu")[0])
+        got = layer(inputs)
+        want = cpu(jax.device_put(inputs, jax.devices("cpu")[0]))
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+        grads = jax.grad(lambda m: m(inputs).sum())(layer)
+        cpu_grads = jax.grad(lambda m: m(jax.device_put(inputs, jax.devices("cpu")[0])).sum())(cpu)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(cpu_grads)):
+            np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
