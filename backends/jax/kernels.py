@@ -225,13 +225,14 @@ def run(spec, weights, x, mask, states, mi, mr) -> tuple[Array, list[Array]]:
     """Dispatch a validated call to the cuDNN kernel or the generic path."""
     if states is None:
         states = [jnp.zeros((x.shape[0], spec.units), x.dtype)] * spec.num_states
-    kind, lengths = mask_kind(mask)
     input_kind = "none" if mi is None else ("shared" if mi.ndim == 2 else "per_gate")
     platform = platform_of(x, *weights)
-    reason = fused_ineligibility(
-        spec, platform=platform, dtype=dtype_name(x.dtype), mask=kind,
-        input_dropout=input_kind, recurrent_dropout=mr is not None,
-    )  # fmt: skip
+    call = {"platform": platform, "dtype": dtype_name(x.dtype), "input_dropout": input_kind,
+            "recurrent_dropout": mr is not None}  # fmt: skip
+    reason, lengths = fused_ineligibility(spec, **call), None
+    if reason is None and mask is not None:  # only then look at the mask's values
+        kind, lengths = mask_kind(mask)
+        reason = fused_ineligibility(spec, mask=kind, **call)
     if reason is None:
         path = "cudnn"
     elif scan.hoisting(platform):

@@ -246,3 +246,25 @@ def test_weights_are_checked_by_name():
         kernels.forward(s, weights[:2], x)
     with pytest.raises(TypeError, match="must be a jax.Array or numpy.ndarray"):
         kernels.forward(s, weights, x.tolist())
+
+
+def test_dispatch_on_a_gpu_takes_cudnn_only_when_eligible(monkeypatch):
+    """The GPU dispatch, run on CPU: the platform is faked, cuDNN replaced by JAX's
+    reference LSTM; the right-padded mask becomes lengths, an arbitrary one declines."""
+    from jax.experimental import rnn
+
+    taken = []
+    monkeypatch.setattr(kernels, "platform_of", lambda *a: "gpu")
+    monkeypatch.setattr(rnn, "lstm", lambda *a: taken.append(1) or _cudnn_on_cpu(*a))
+    s = spec("LSTM", **SIGMOID_LSTM, return_sequences=True, dtype="float32")
+    weights, x = data(s, dtype="float32")
+    weights, x = [jnp.asarray(w) for w in weights], jnp.asarray(x)
+    right = np.ones((3, 6), bool)
+    right[1, 2:] = False
+    arbitrary = right.copy()
+    arbitrary[0, 1] = False
+    for mask, expect in ((None, 1), (right, 2), (arbitrary, 2)):
+        got, _ = kernels.forward(s, weights, x, mask=None if mask is None else jnp.asarray(mask))
+        want, _ = reference.forward(s, [np.asarray(w) for w in weights], np.asarray(x), mask=mask)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert len(taken) == expect
