@@ -97,6 +97,7 @@ _BUILTIN = EngineInfo(
     name="numpy",
     module="multirnn.reference.layers",
     testing="multirnn.reference.testing",
+    requires=("numpy",),
     priority=-100,
     description="NumPy reference engine (float64 oracle, framework-free inference)",
 )
