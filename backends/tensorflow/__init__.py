@@ -1,5 +1,7 @@
-"""Placeholder for the tensorflow engine (multirnn_tensorflow).
+"""The tensorflow engine (multirnn_tensorflow), under construction.
 
-Not implemented yet: it registers no entry point, so multirnn never offers it. Its issue
-builds the layers here, with the same module names as every other engine.
+Its computation exists and is tested against the NumPy reference (``kernels.forward``, the
+functional entry, over ``scan``, a ``tf.while_loop``); its Keras layers, conformance
+adapter and cuDNN path do not yet. Until they do it registers no entry point, so multirnn
+never offers it as an engine.
 """

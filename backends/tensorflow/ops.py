@@ -1,0 +1,45 @@
+"""The ops namespace the backend-neutral activations, regularizers and constraints are
+evaluated with (see ``multirnn.ops``), in TensorFlow."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import tensorflow as tf
+
+
+def _sum(x, axis=None, keepdims=False):
+    return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+
+def _where(cond, a, b):
+    return tf.where(cond, a, tf.cast(b, a.dtype) if not tf.is_tensor(b) else b)
+
+
+def _clip(x, lo, hi):
+    return tf.clip_by_value(x, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
+
+
+def _maximum(x, y):
+    return tf.maximum(x, tf.cast(y, x.dtype))
+
+
+def _minimum(x, y):
+    return tf.minimum(x, tf.cast(y, x.dtype))
+
+
+TF_OPS = SimpleNamespace(
+    abs=tf.abs,
+    square=tf.square,
+    sqrt=tf.sqrt,
+    exp=tf.exp,
+    expm1=tf.math.expm1,
+    log1p=tf.math.log1p,
+    tanh=tf.tanh,
+    sigmoid=tf.sigmoid,
+    maximum=_maximum,
+    minimum=_minimum,
+    clip=_clip,
+    where=_where,
+    sum=_sum,
+)

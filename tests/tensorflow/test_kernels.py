@@ -1,0 +1,118 @@
+"""The TensorFlow engine's computation (its layers are not built yet): the functional entry
+against the NumPy reference for every cell and option, its gradients against central
+differences, and errors raised while a tf.function traces."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from multirnn_tensorflow import kernels  # noqa: E402
+
+from multirnn.conformance import cases, oracle  # noqa: E402
+from multirnn.reference import kernels as reference  # noqa: E402
+from multirnn.spec import parse  # noqa: E402
+
+from ..cases import VARIANTS, variant_id  # noqa: E402
+
+OPTIONS = (
+    {},
+    {"go_backwards": True, "return_sequences": True},
+    {"return_sequences": True, "zero_output_for_mask": True},
+    {"unroll": True, "return_sequences": True},
+)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_forward_matches_the_reference(variant):
+    layer, extra = variant
+    rng = np.random.default_rng(0)
+    for options, masked, dropout in itertools.product(OPTIONS, (False, True), ("shared", "gate")):
+        s = parse(layer, (3,), {**extra, **options, "dtype": "float64"})
+        shapes = s.weight_shapes(2)
+        weights = [rng.standard_normal(shapes[n]) * 0.5 for n in s.weight_names]
+        x = rng.standard_normal((2, 5, 2))
+        mask = rng.random((2, 5)) > 0.4 if masked else None
+        states = [rng.standard_normal((2, 3)) for _ in range(s.num_states)]
+        lead = () if dropout == "shared" else (s.gates,)
+        mi, mr = (rng.random((*lead, 2, 2)) > 0.5) * 2.0, (rng.random((*lead, 2, 3)) > 0.5) * 2.0
+        kwargs = {"mask": mask, "initial_state": states, "input_dropout": mi,
+                  "recurrent_dropout": mr}  # fmt: skip
+        want, want_states = reference.forward(s, weights, x, **kwargs)
+        got, got_states = kernels.forward(s, weights, x, **kwargs)
+        np.testing.assert_allclose(got, want, atol=1e-12, err_msg=f"{options} {masked}")
+        for g, w in zip(got_states, want_states):
+            np.testing.assert_allclose(g, w, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        "SimpleRNN(mask=arbitrary,initial_state=True)",
+        "LSTM(go_backwards=True,mask=right_padded)",
+        "GRU(dropout=True,implementation=1)",
+        "GRU(reset_after=True,zero_output_for_mask=True,mask=arbitrary)",
+        "LSTM(recurrent_activation=hard_sigmoid,return_state=True,initial_state=True)",
+    ],
+)
+def test_gradients_match_central_differences(case_id):
+    case = cases.Case.from_id(case_id)
+    spec, data = case.spec("float64"), case.data().cast("float64")
+    leaves = [tf.constant(w) for w in data.weights]
+    x = tf.constant(data.inputs)
+    states = [tf.constant(s) for s in data.initial_state] if data.initial_state else None
+    with tf.GradientTape() as tape:
+        tape.watch([x, *leaves, *(states or [])])
+        output, final = kernels.forward(
+            spec, leaves, x, mask=data.mask, initial_state=states,
+            input_dropout=data.input_dropout, recurrent_dropout=data.recurrent_dropout,
+        )  # fmt: skip
+        result = oracle.results(spec, output, final)
+        loss = sum(tf.reduce_sum(r * c) for r, c in zip(result, data.cotangents))
+    got = tape.gradient(loss, [x, *leaves, *(states or [])])
+    want = oracle.gradients(case)
+    np.testing.assert_allclose(got[0], want["inputs"], atol=1e-6)
+    for name, g in zip(spec.weight_names, got[1 : 1 + len(leaves)]):
+        np.testing.assert_allclose(g, want[name], atol=1e-6, err_msg=name)
+    for g, w in zip(got[1 + len(leaves) :], want.get("initial_state", [])):
+        np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "signature,match",
+    [
+        ({"inputs": [3, 4]}, "must be 3-D"),
+        ({"inputs": [3, 6, 5]}, "5 features"),
+        ({"mask": [3, 5]}, "mask must have shape"),
+        ({"initial_state": [[3, 4]]}, r"\[h, c\]"),
+        ({"input_dropout": [3, 3]}, "input_dropout must have shape"),
+    ],
+)
+def test_bad_calls_fail_while_tracing(signature, match):
+    s = parse("LSTM", (4,), {"dtype": "float32"})
+    weights = [tf.zeros(shape) for shape in s.weight_shapes(2).values()]
+    shapes = {"inputs": [3, 6, 2]} | signature
+    args = {k: tf.TensorSpec(v, tf.bool if k == "mask" else tf.float32)
+            for k, v in shapes.items() if k != "initial_state"}  # fmt: skip
+    state_specs = [tf.TensorSpec(v, tf.float32) for v in shapes.get("initial_state", [])]
+
+    def call(inputs, mask=None, input_dropout=None, initial_state=None):
+        return kernels.forward(s, weights, inputs, mask=mask, input_dropout=input_dropout,
+                               initial_state=initial_state)[0]  # fmt: skip
+
+    fn = tf.function(call)
+    with pytest.raises(ValueError, match=match):
+        fn.get_concrete_function(**args, **({"initial_state": state_specs} if state_specs else {}))
+
+
+def test_inputs_must_be_tensors_of_the_weights_dtype():
+    s = parse("GRU", (3,), {"dtype": "float32"})
+    weights = [np.zeros(shape, np.float32) for shape in s.weight_shapes(2).values()]
+    with pytest.raises(TypeError, match="dtype float64 .* float32"):
+        kernels.forward(s, weights, np.zeros((1, 2, 2)))
+    with pytest.raises(TypeError, match="must be a tf.Tensor or numpy.ndarray"):
+        kernels.forward(s, weights, [[[0.0, 0.0]]])
