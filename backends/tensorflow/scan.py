@@ -114,13 +114,14 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract):
         masks = None if masks is None else tf.reverse(masks, [0])
     zero_output = spec.zero_output_for_mask
     states = list(states)
+    inputs, keeps = xp, masks
     previous = tf.zeros_like(states[0])
 
-    def step(t, states, previous):
-        new = step_fn(states, xp[t])
+    def step(t, states, previous, read=lambda a, t: a[t]):
+        new = step_fn(states, read(inputs, t))
         if masks is None:
             return new, new[0]
-        keep = masks[t]
+        keep = read(keeps, t)
         kept = [tf.where(keep, n, s) for n, s in zip(new, states)]
         out = tf.where(keep, new[0], tf.zeros_like(previous) if zero_output else previous)
         return kept, out
@@ -139,11 +140,16 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract):
         output = tf.stack(outputs, axis=1) if spec.return_sequences else previous
         return output, states
 
+    # Steps are read from TensorArrays, not sliced: the gradient of a slice would write a
+    # full-size zero tensor per step (quadratic in the sequence length).
     time = tf.shape(xp)[0]
+    inputs = tf.TensorArray(xp.dtype, size=time).unstack(xp)
+    if masks is not None:
+        keeps = tf.TensorArray(masks.dtype, size=time).unstack(masks)
     sequences = tf.TensorArray(xp.dtype, size=time) if spec.return_sequences else None
 
     def body(t, states, previous, sequences):
-        states, previous = step(t, states, previous)
+        states, previous = step(t, states, previous, read=lambda a, t: a.read(t))
         if sequences is not None:
             sequences = sequences.write(t, previous)
         return t + 1, states, previous, sequences
