@@ -20,6 +20,13 @@ class CallShape:
     input_dim: int
 
 
+def _compatible(shape: tuple, want: tuple) -> bool:
+    """Equal shapes, where an unknown size (None, e.g. while tracing) matches any size."""
+    return len(shape) == len(want) and all(
+        a is None or b is None or a == b for a, b in zip(shape, want)
+    )
+
+
 def _shape(shape: Sequence[int | None]) -> tuple:
     return tuple(None if s is None else int(s) for s in shape)
 
@@ -68,7 +75,7 @@ def mask(spec: LayerSpec, shape: Sequence[int | None], dtype: str, call: CallSha
             f"{spec.layer}: mask must be a boolean array of shape (batch, time) = "
             f"{(call.batch, call.time)}, got dtype {dtype} (compare with 0 or cast to bool)"
         )
-    if shape != (call.batch, call.time):
+    if not _compatible(shape, (call.batch, call.time)):
         raise ValueError(
             f"{spec.layer}: mask must have shape (batch, time) = {(call.batch, call.time)}, "
             f"got {shape}"

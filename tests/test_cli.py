@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from multirnn import cli, engines
@@ -10,7 +12,7 @@ def test_info_lists_engines(capsys):
     out = capsys.readouterr().out
     selected = engines.backend()
     assert f"* {selected}" in out and f"selected engine: {selected}" in out
-    assert "numpy  installed" in out
+    assert re.search(r"numpy +installed \(\d", out)
 
 
 def test_demo_runs_every_layer(capsys):

@@ -1,7 +1,20 @@
-"""The tensorflow engine (multirnn_tensorflow), under construction.
+"""The TensorFlow engine (``multirnn_tensorflow``): SimpleRNN, LSTM and GRU as Keras 3
+layers on the TensorFlow backend.
 
-Its computation exists and is tested against the NumPy reference (``kernels.forward``, the
-functional entry, over ``scan``, a ``tf.while_loop``); its Keras layers, conformance
-adapter and cuDNN path do not yet. Until they do it registers no entry point, so multirnn
-never offers it as an engine.
+Importing this package does not import TensorFlow; the layers live in
+``multirnn_tensorflow.layers``, the functional entry in ``multirnn_tensorflow.kernels``.
 """
+
+from multirnn.engines import EngineInfo
+
+ENGINE = EngineInfo(
+    name="tensorflow",
+    module="multirnn_tensorflow.layers",
+    testing="multirnn_tensorflow.testing",
+    requires=("tensorflow", "keras"),
+    extra="tensorflow",
+    priority=10,
+    description="TensorFlow engine (Keras 3 layers on the TensorFlow backend, tf.while_loop)",
+)
+
+__all__ = ["ENGINE"]

@@ -133,10 +133,14 @@ _COMPILED: dict[LayerSpec, Any] = {}
 
 
 def run(spec, weights, x, mask, states, mi, mr) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """Run a validated call (through the layer configuration's ``tf.function``)."""
+    """Run a validated call: inlined into a caller's graph, else through the layer
+    configuration's own ``tf.function``."""
+    if tf.inside_function():
+        return _generic(spec)(list(weights), x, mask, states, mi, mr)
     fn = _COMPILED.get(spec)
     if fn is None:
-        fn = _COMPILED[spec] = tf.function(_generic(spec))
+        # unroll needs the static sequence length, which relaxed retracing would drop
+        fn = _COMPILED[spec] = tf.function(_generic(spec), reduce_retracing=not spec.unroll)
     return fn(list(weights), x, mask, states, mi, mr)
 
 

@@ -118,7 +118,11 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract):
     previous = tf.zeros_like(states[0])
 
     def step(t, states, previous, read=lambda a, t: a[t]):
-        new = step_fn(states, read(inputs, t))
+        # ensure_shape: with shapes relaxed by retracing, the loop needs its states to keep
+        # the shape they entered with
+        new = [
+            tf.ensure_shape(n, s.shape) for n, s in zip(step_fn(states, read(inputs, t)), states)
+        ]
         if masks is None:
             return new, new[0]
         keep = read(keeps, t)
@@ -142,7 +146,7 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract):
 
     # Steps are read from TensorArrays, not sliced: the gradient of a slice would write a
     # full-size zero tensor per step (quadratic in the sequence length).
-    time = tf.shape(xp)[0]
+    time = xp.shape[0] if xp.shape[0] is not None else tf.shape(xp)[0]  # static for XLA
     inputs = tf.TensorArray(xp.dtype, size=time).unstack(xp)
     if masks is not None:
         keeps = tf.TensorArray(masks.dtype, size=time).unstack(masks)
@@ -161,8 +165,13 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract):
         def body3(t, states, previous):
             return body(t, states, previous, None)[:3]
 
-        _, states, previous = tf.while_loop(lambda t, *_: t < time, body3, loop_vars)
+        _, states, previous = tf.while_loop(
+            lambda t, *_: t < time, body3, loop_vars, maximum_iterations=time
+        )
         return previous, list(states)
-    _, states, previous, sequences = tf.while_loop(lambda t, *_: t < time, body, loop_vars)
-    output = tf.transpose(sequences.stack(), [1, 0, 2])
-    return output, list(states)
+    _, states, previous, sequences = tf.while_loop(
+        lambda t, *_: t < time, body, loop_vars, maximum_iterations=time
+    )
+    stacked = sequences.stack()
+    stacked.set_shape([xp.shape[0], x.shape[0], spec.units])  # keep the static sizes
+    return tf.transpose(stacked, [1, 0, 2]), list(states)

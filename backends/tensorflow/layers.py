@@ -1,0 +1,301 @@
+"""SimpleRNN, LSTM and GRU as Keras 3 layers on the TensorFlow backend.
+
+They fit ``keras.Sequential``/``Model``, ``model.fit``, ``tf.function``, ``tf.GradientTape``
+and checkpoints like any Keras layer. The weights are Keras variables ``kernel``,
+``recurrent_kernel`` and ``bias`` in the canonical layout; weight regularizers and
+constraints go through Keras's own mechanisms (``layer.losses``, applied after each
+optimizer step); the computation is ``multirnn_tensorflow.kernels``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from multirnn_tensorflow import kernels
+from multirnn_tensorflow.ops import TF_OPS
+
+import tensorflow as tf
+from multirnn import calls, constraints, regularizers
+from multirnn.layer import LayerCore
+
+
+def framework_version() -> str:
+    return tf.__version__
+
+
+def from_numpy(array: Any) -> tf.Tensor:
+    """A tensor from a NumPy array (used by ``multirnn demo``)."""
+    return tf.convert_to_tensor(np.ascontiguousarray(array))
+
+
+def _require_tensorflow_backend(owner: str) -> None:
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{owner}: the tensorflow engine's layers are Keras layers on the TensorFlow "
+            f"backend, but Keras runs on {backend!r}. Set KERAS_BACKEND=tensorflow before "
+            f"Keras is first imported, or use multirnn's {backend!r} engine instead"
+        )
+
+
+class _MainOutputPenalty:
+    """The activity regularizer as Keras applies it (to every output, divided by the batch
+    size), restricted to the layer's main output: states returned with ``return_state``
+    are not penalized."""
+
+    def __init__(self, layer: Recurrent):
+        self.layer = layer
+
+    def __call__(self, output):
+        if output is not self.layer._main_output:
+            return tf.zeros((), output.dtype)
+        return regularizers.penalty(self.layer.spec.activity_regularizer, output, TF_OPS)
+
+
+class Recurrent(LayerCore, keras.layers.Layer):
+    """Base class of the TensorFlow engine's layers (use SimpleRNN, LSTM or GRU).
+
+    ``dtype`` defaults to Keras's ``floatx()``. ``trainable`` is passed to Keras.
+    """
+
+    engine_name = "tensorflow"
+
+    def __init__(self, *args: Any, trainable: bool = True, **kwargs: Any):
+        _require_tensorflow_backend(type(self).__name__)
+        self._init_core(args, kwargs)
+        spec = self.spec
+        self._main_output = None
+        # autocast=False: inputs of another dtype are an error, not silently cast.
+        keras.layers.Layer.__init__(
+            self,
+            name=spec.name,
+            dtype=spec.dtype or keras.config.floatx(),
+            trainable=trainable,
+            autocast=False,
+        )
+        self.supports_masking = True
+        self._seed_generator = keras.random.SeedGenerator(spec.seed)
+        self._state_variables: list[keras.Variable] | None = None
+        if spec.input_dim is not None:
+            self.build((None, None, spec.input_dim))
+
+    # Keras sets and applies ``activity_regularizer``; the layer's own comes from its spec.
+    @property
+    def activity_regularizer(self):
+        spec = getattr(self, "spec", None)
+        if spec is None or spec.activity_regularizer is None:
+            return None
+        return _MainOutputPenalty(self)
+
+    @activity_regularizer.setter
+    def activity_regularizer(self, value) -> None:
+        if value is not None:
+            raise AttributeError("activity_regularizer is set when the layer is created")
+
+    # -- building and weights ---------------------------------------------------------------
+    @property
+    def input_dim(self) -> int | None:
+        return int(self.kernel.shape[0]) if self.built else None
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Create the weights for inputs of shape ``(batch, time, features)``."""
+        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
+        if getattr(self, "kernel", None) is not None:
+            if input_dim != self.input_dim:
+                raise ValueError(
+                    f"{self.name}: already built for input_dim={self.input_dim}, "
+                    f"cannot rebuild for {input_dim}"
+                )
+            return
+        spec = self.spec
+        chosen = {
+            "kernel": (spec.kernel_regularizer, spec.kernel_constraint),
+            "recurrent_kernel": (spec.recurrent_regularizer, spec.recurrent_constraint),
+            "bias": (spec.bias_regularizer, spec.bias_constraint),
+        }
+        for name, value in zip(spec.weight_names, self._initial_weights(input_dim)):
+            regularizer, constraint = chosen[name]
+            variable = self.add_weight(
+                name=name,
+                shape=value.shape,
+                initializer=lambda shape, dtype, value=value: tf.constant(value, dtype),
+                regularizer=None if regularizer is None else _penalty(regularizer),
+                constraint=None if constraint is None else _projection(constraint),
+            )
+            setattr(self, name, variable)
+        if not spec.use_bias:
+            self.bias = None
+        self.built = True
+
+    def _weights(self) -> list[keras.Variable]:
+        return [getattr(self, name) for name in self.spec.weight_names]
+
+    def _require_built(self, what: str) -> list[keras.Variable]:
+        if not self.built:
+            raise ValueError(
+                f"{self.name}: {what} needs the weights, which do not exist yet; call "
+                "build((batch, time, features)), call the layer once, or pass input_dim="
+            )
+        return self._weights()
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights as NumPy arrays, in the canonical layout."""
+        return [np.array(w.numpy()) for w in self._require_built("get_weights")]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace the weights (canonical layout), keeping the variables."""
+        if isinstance(weights, (list, tuple)):
+            weights = [w.numpy() if hasattr(w, "numpy") else w for w in weights]
+        arrays = self._check_weights(weights, self.input_dim)
+        if not self.built:
+            self.build((None, None, arrays[0].shape[0]))
+        for variable, value in zip(self._weights(), arrays):
+            variable.assign(value.astype(variable.dtype))
+
+    # -- calling ----------------------------------------------------------------------------
+    def call(self, inputs, mask=None, initial_state=None, training=None):
+        spec = self.spec
+        x = kernels.as_tensor(inputs, f"{self.name}: inputs")
+        call = calls.inputs(spec, x.shape.as_list() if x.shape.rank is not None else [None],
+                            kernels.dtype_name(x.dtype), expected_dtype=self.compute_dtype,
+                            input_dim=self.input_dim)  # fmt: skip
+        if mask is not None:
+            mask = kernels.as_tensor(mask, f"{self.name}: mask")
+            calls.mask(spec, mask.shape.as_list(), kernels.dtype_name(mask.dtype), call)
+        carried = None
+        if spec.stateful:
+            carried = self._carried_states(call)
+        if initial_state is not None:
+            states = kernels.initial_states(spec, initial_state, call, self.compute_dtype)
+        else:
+            states = carried
+        mi = mr = None
+        if training and (spec.dropout > 0 or spec.recurrent_dropout > 0):
+            in_shape, rec_shape = self._dropout_mask_shapes(call.batch, call.input_dim)
+            mi = self._sample_dropout(in_shape, spec.dropout, x)
+            mr = self._sample_dropout(rec_shape, spec.recurrent_dropout, x)
+        output, final = kernels.run(spec, [tf.convert_to_tensor(w) for w in self._weights()],
+                                    x, mask, states, mi, mr)  # fmt: skip
+        if spec.stateful:
+            for variable, value in zip(self._state_variables, final):
+                variable.assign(value)
+        self._main_output = output
+        return [output, *final] if spec.return_state else output
+
+    def _sample_dropout(self, shape, rate: float, like):
+        if shape is None:
+            return None
+        if any(s is None for s in shape):
+            batch = tf.shape(like)[0]
+            shape = [batch if s is None else s for s in shape]
+        keep = keras.random.uniform(shape, dtype=like.dtype, seed=self._seed_generator) >= rate
+        return tf.cast(keep, like.dtype) / tf.constant(1.0 - rate, like.dtype)
+
+    def _carried_states(self, call) -> list[tf.Tensor]:
+        spec = self.spec
+        if self._state_variables is None:
+            if call.batch is None:
+                raise ValueError(
+                    f"{self.name}: a stateful layer needs a fixed batch size; give the inputs "
+                    "a static batch dimension (keras.Input(batch_size=...))"
+                )
+            self._state_variables = self._new_states((call.batch, spec.units))
+        calls.stateful_batch(spec, call.batch, int(self._state_variables[0].shape[0]))
+        return [tf.convert_to_tensor(v) for v in self._state_variables]
+
+    def _new_states(self, shape) -> list[tf.Variable]:
+        # Plain TensorFlow variables, not Keras weights: Keras allows no new weights after
+        # build, and the batch size is known only at the first call (or reset_states).
+        # They are not part of layer.weights, so get_weights/set_weights and optimizers
+        # never see them.
+        return [
+            tf.Variable(tf.zeros(shape, self.compute_dtype), trainable=False, name=f"state_{n}")
+            for n in self.spec.state_names
+        ]
+
+    def compute_mask(self, inputs, mask=None):
+        output_mask = mask if self.spec.return_sequences else None
+        if self.spec.return_state:
+            return [output_mask] + [None] * self.spec.num_states
+        return output_mask
+
+    def compute_output_shape(self, input_shape):
+        spec = self.spec
+        batch, time = input_shape[0], input_shape[1]
+        output = (batch, time, spec.units) if spec.return_sequences else (batch, spec.units)
+        if spec.return_state:
+            return [output] + [(batch, spec.units)] * spec.num_states
+        return output
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def states(self) -> list[tf.Tensor] | None:
+        """The carried states of a stateful layer (None before its first call)."""
+        if self._state_variables is None:
+            return None
+        return [tf.convert_to_tensor(v) for v in self._state_variables]
+
+    def reset_states(self, states: Sequence[Any] | Any | None = None) -> None:
+        """Zero the carried states, or set them (which also sets the batch size)."""
+        if states is None:
+            self._check_reset(None, None, self.compute_dtype)
+            for variable in self._state_variables or []:
+                variable.assign(tf.zeros_like(variable))
+            return
+        if not isinstance(states, (list, tuple)):
+            states = [states]
+        tensors = [kernels.as_tensor(s, "reset_states(states)") for s in states]
+        self._check_reset([t.shape.as_list() for t in tensors],
+                          [kernels.dtype_name(t.dtype) for t in tensors],
+                          self.compute_dtype)  # fmt: skip
+        if self._state_variables is not None and tuple(self._state_variables[0].shape) != tuple(
+            tensors[0].shape
+        ):
+            self._state_variables = None  # a new batch size: new variables
+        if self._state_variables is None:
+            self._state_variables = self._new_states(tuple(tensors[0].shape))
+        for variable, value in zip(self._state_variables, tensors):
+            variable.assign(value)
+
+    # -- constraints ----------------------------------------------------------------------------
+    def apply_constraints(self) -> None:
+        """Project the weights onto their constraints in place (Keras optimizers already do
+        this after every step; this is for custom training loops)."""
+        weights = self._require_built("apply_constraints")
+        for _, variable, projected in self._constrained(weights, TF_OPS):
+            variable.assign(projected)
+
+    def __repr__(self) -> str:
+        return LayerCore.__repr__(self)
+
+
+def _penalty(regularizer):
+    return lambda w: regularizers.penalty(regularizer, w, TF_OPS)
+
+
+def _projection(constraint):
+    return lambda w: constraints.project(constraint, w, TF_OPS)
+
+
+@keras.saving.register_keras_serializable(package="multirnn")
+class SimpleRNN(Recurrent):
+    """Fully connected recurrent layer whose output is fed back as its state."""
+
+    layer_name = "SimpleRNN"
+
+
+@keras.saving.register_keras_serializable(package="multirnn")
+class LSTM(Recurrent):
+    """Long short-term memory layer (states ``[h, c]``)."""
+
+    layer_name = "LSTM"
+
+
+@keras.saving.register_keras_serializable(package="multirnn")
+class GRU(Recurrent):
+    """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
+
+    layer_name = "GRU"

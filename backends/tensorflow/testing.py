@@ -1,0 +1,118 @@
+"""Conformance adapter of the TensorFlow engine: the Keras layer for plain calls, stateful
+sequences and gradients (``tf.GradientTape``); the functional entry for explicit dropout
+masks."""
+
+from __future__ import annotations
+
+import numpy as np
+from multirnn_tensorflow import kernels
+
+import tensorflow as tf
+from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.oracle import results
+
+
+def _t(a):
+    if a is None:
+        return None
+    if isinstance(a, list):
+        return [_t(x) for x in a]
+    return tf.constant(a)
+
+
+def _np(t) -> np.ndarray:
+    return np.asarray(t)
+
+
+class TensorFlowAdapter(EngineAdapter):
+    name = "tensorflow"
+
+    def environment(self) -> str:
+        return "KERAS_BACKEND=tensorflow"
+
+    def _run(self, spec, weights, inputs, mask, initial_state, input_dropout, recurrent_dropout,
+             watch=lambda tensors: None):  # fmt: skip
+        x, state = _t(inputs), _t(initial_state)
+        watch([x, *(state or [])])
+        if input_dropout is not None or recurrent_dropout is not None:
+            params = [tf.Variable(w) for w in weights]
+            output, final = kernels.forward(
+                spec, params, x, mask=_t(mask), initial_state=state,
+                input_dropout=_t(input_dropout), recurrent_dropout=_t(recurrent_dropout),
+            )  # fmt: skip
+            return results(spec, output, final), params, x, state
+        layer = layer_from(spec, weights, self.name)
+        out = layer(x, mask=_t(mask), initial_state=state, training=False)
+        return (out if spec.return_state else [out]), layer._weights(), x, state
+
+    def forward(
+        self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout
+    ):
+        got, *_ = self._run(spec, weights, inputs, mask, initial_state, input_dropout,
+                            recurrent_dropout)  # fmt: skip
+        return [_np(r) for r in got]
+
+    def gradients(self, spec, weights, inputs, *, mask, initial_state, input_dropout,
+                  recurrent_dropout, cotangents):  # fmt: skip
+        with tf.GradientTape() as tape:
+            got, params, x, state = self._run(spec, weights, inputs, mask, initial_state,
+                                              input_dropout, recurrent_dropout,
+                                              tape.watch)  # fmt: skip
+            loss = tf.add_n([tf.reduce_sum(r * c) for r, c in zip(got, _t(cotangents))])
+        leaves = [x, *params, *(state or [])]
+        grads = tape.gradient(loss, leaves, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        out = {"inputs": _np(grads[0])}
+        for name, g in zip(spec.weight_names, grads[1 : 1 + len(params)]):
+            out[name] = _np(g)
+        if state:
+            out["initial_state"] = [_np(g) for g in grads[1 + len(params) :]]
+        return out
+
+    def stateful(self, spec, weights, calls):
+        layer = layer_from(spec, weights, self.name)
+        out = []
+        for call in calls:
+            if call.reset == "zeros":
+                layer.reset_states()
+            elif call.reset is not None:
+                layer.reset_states(_t(call.reset))
+            result = layer(_t(call.inputs), mask=_t(call.mask))
+            out.append([_np(r) for r in (result if spec.return_state else [result])])
+        return out
+
+    def benchmark(self, spec, weights, inputs):
+        layer = layer_from(spec, weights, self.name)
+        x = _t(inputs)
+
+        @tf.function
+        def forward():
+            return layer(x, training=False)
+
+        @tf.function
+        def train():
+            with tf.GradientTape() as tape:
+                out = layer(x, training=True)
+                loss = tf.reduce_sum(out[0] if isinstance(out, list) else out)
+            return tape.gradient(loss, layer.trainable_weights)
+
+        def run_forward():
+            return forward().numpy()
+
+        def run_train():
+            return [g.numpy() for g in train()]
+
+        return run_forward, run_train
+
+    def versions(self):
+        import keras
+
+        return {"tensorflow": tf.__version__, "keras": keras.__version__}
+
+    def threads(self):
+        return {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        }
+
+
+ADAPTER = TensorFlowAdapter

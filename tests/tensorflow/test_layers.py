@@ -1,0 +1,191 @@
+"""The TensorFlow layers as Keras users use them: models, fit, masking, tf.function and XLA,
+GradientTape, files, state, penalties, constraints, and errors that say what was expected."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+if keras.backend.backend() != "tensorflow":  # pragma: no cover - another suite set Keras up
+    pytest.skip("Keras runs on another backend in this process", allow_module_level=True)
+
+from multirnn_tensorflow.layers import GRU, LSTM, Recurrent, SimpleRNN  # noqa: E402
+
+import multirnn  # noqa: E402
+
+from ..cases import VARIANTS, variant_id  # noqa: E402
+
+CLASSES = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
+
+
+def make(variant, units=3, **kwargs):
+    layer, extra = variant
+    return CLASSES[layer](units, **extra, **kwargs)
+
+
+def x(batch=2, time=5, features=4, dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.standard_normal((batch, time, features)).astype(dtype))
+
+
+def test_selected_by_name_and_abstract_base():
+    assert multirnn.engine("tensorflow").LSTM is LSTM
+    with pytest.raises(TypeError, match="abstract base"):
+        Recurrent(3)
+
+
+def test_demo_runs_on_the_tensorflow_engine(capsys):
+    from multirnn import cli
+
+    assert cli.main(["demo", "--backend", "tensorflow"]) == 0
+    assert "all documented layers ran" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_weights_are_canonical_keras_variables(variant):
+    layer = make(variant, input_dim=4, seed=7)
+    assert [w.name for w in layer.weights] == ["kernel", "recurrent_kernel", "bias"]
+    ref = multirnn.engine("numpy").layer_class(variant[0])(3, **variant[1], input_dim=4, seed=7,
+                                                          dtype="float32")  # fmt: skip
+    for a, b in zip(layer.get_weights(), ref.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sequential_fit_with_masking_and_keras_file_round_trip(tmp_path):
+    inputs = x(time=6).numpy()
+    inputs[1, 4:] = 0.0  # padding the Masking layer turns into a mask
+    model = keras.Sequential([
+        keras.Input((6, 4)),
+        keras.layers.Masking(0.0),
+        LSTM(5, return_sequences=True, seed=0, kernel_regularizer="l2"),
+        GRU(3, seed=1, kernel_constraint="non_neg"),
+        keras.layers.Dense(1),
+    ])  # fmt: skip
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    target = np.ones((2, 1), np.float32)
+    history = model.fit(inputs, target, epochs=20, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert (model.layers[2].kernel.numpy() >= 0).all()  # constraint applied by the optimizer
+    assert len(model.losses) == 1  # the kernel penalty
+    path = tmp_path / "model.keras"
+    model.save(path)
+    again = keras.models.load_model(path)
+    np.testing.assert_allclose(again.predict(inputs, verbose=0), model.predict(inputs, verbose=0))
+
+
+def test_output_mask_is_the_input_mask_when_returning_sequences():
+    layer = GRU(3, return_sequences=True, input_dim=4)
+    mask = tf.constant([[True] * 5, [True, True, False, False, False]])
+    assert layer.compute_mask(x(), mask) is mask
+    assert GRU(3).compute_mask(x(), mask) is None
+    assert LSTM(3, return_state=True).compute_mask(x(), mask) == [None, None, None]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_tf_function_and_gradient_tape(jit_compile):
+    layer = LSTM(4, return_sequences=True, input_dim=4, seed=0)
+    inputs = x()
+    eager = layer(inputs)
+
+    @tf.function(jit_compile=jit_compile)
+    def step(v):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(v) ** 2)
+        return loss, tape.gradient(loss, layer.trainable_weights)
+
+    loss, grads = step(inputs)
+    np.testing.assert_allclose(loss, tf.reduce_sum(eager**2), rtol=1e-5)
+    assert len(grads) == 3 and all(g is not None for g in grads)
+
+
+def test_dropout_follows_training_and_is_reproducible_with_a_seed():
+    inputs = x()
+
+    def run(seed):
+        layer = LSTM(3, dropout=0.5, recurrent_dropout=0.5, seed=seed, input_dim=4)
+        return layer(inputs, training=False), layer(inputs, training=True)
+
+    plain, dropped = run(0)
+    assert not np.allclose(plain, dropped)
+    np.testing.assert_array_equal(run(0)[1], dropped)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_stateful_calls_continue_the_sequence(variant):
+    inputs = x(time=6)
+    whole = make(variant, seed=2, return_sequences=True, input_dim=4)
+    stateful = make(variant, seed=2, return_sequences=True, stateful=True, input_dim=4)
+    first, second = stateful(inputs[:, :3]), stateful(inputs[:, 3:])
+    np.testing.assert_allclose(tf.concat([first, second], 1), whole(inputs), atol=1e-6)
+    stateful.reset_states()
+    assert all(not np.any(s) for s in stateful.states)
+
+
+def test_stateful_batch_size_and_reset_states_errors():
+    layer = LSTM(3, stateful=True)
+    layer(x(batch=2))
+    with pytest.raises(ValueError, match="holds states for batch size 2"):
+        layer(x(batch=3))
+    with pytest.raises(ValueError, match=r"reset_states\(states\) must be a list of 2"):
+        layer.reset_states([tf.zeros((3, 3))])
+    layer.reset_states([tf.zeros((3, 3)), tf.zeros((3, 3))])
+    assert layer(x(batch=3)).shape == (3, 3)
+    with pytest.raises(ValueError, match="applies to stateful layers"):
+        LSTM(3).reset_states()
+
+
+def test_activity_penalty_is_on_the_main_output_only():
+    layer = SimpleRNN(3, activity_regularizer="l1", return_state=True, input_dim=4)
+    out, _ = layer(x())
+    assert len(layer.losses) == 2  # Keras offers every output; states count zero
+    np.testing.assert_allclose(sum(layer.losses), 0.01 * tf.reduce_sum(tf.abs(out)) / 2, rtol=1e-6)
+
+
+def test_apply_constraints_in_a_custom_loop():
+    layer = LSTM(3, recurrent_constraint="max_norm", input_dim=4)
+    layer.recurrent_kernel.assign(layer.recurrent_kernel * 10.0)
+    layer.apply_constraints()
+    assert tf.reduce_max(tf.norm(layer.recurrent_kernel, axis=0)) <= 2.0 + 1e-5
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_save_on_tensorflow_load_on_numpy_and_back(variant, tmp_path):
+    layer = make(variant, seed=5, return_sequences=True, go_backwards=True, input_dim=4)
+    inputs = x()
+    path = tmp_path / "layer.safetensors"
+    multirnn.save(layer, path)
+    on_numpy = multirnn.load(path, backend="numpy", dtype="float32")
+    np.testing.assert_allclose(on_numpy(inputs.numpy()), layer(inputs), atol=1e-5)
+    back = multirnn.load(path, backend="tensorflow")
+    np.testing.assert_allclose(back(inputs), layer(inputs))
+
+
+def test_another_keras_backend_is_a_clear_error():
+    code = "import multirnn; multirnn.engine('tensorflow').LSTM(3)"
+    env = os.environ | {"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "Set KERAS_BACKEND=tensorflow" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda m: m(tf.zeros((2, 4))), ValueError, r"inputs must be 3-D"),
+        (lambda m: m(tf.zeros((2, 5, 3))), ValueError, "inputs have 3 features .* input_dim=4"),
+        (lambda m: m(tf.zeros((2, 5, 4), tf.float64)), TypeError, "dtype float64 .* float32"),
+        (lambda m: m(x(), mask=tf.ones((2, 4), tf.bool)), ValueError, r"mask must have shape"),
+        (lambda m: m(x(), initial_state=[tf.zeros((2, 3))]), ValueError, r"\[h, c\]"),
+    ],
+)
+def test_bad_calls_say_what_was_expected(call, error, match):
+    layer = LSTM(3, input_dim=4)
+    with pytest.raises(error, match=match):
+        call(layer)
