@@ -8,7 +8,7 @@ from multirnn_jax import kernels
 
 import jax
 import jax.numpy as jnp
-from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
 from multirnn.conformance.oracle import results
 
 
@@ -101,16 +101,7 @@ class JaxAdapter(EngineAdapter):
         return out
 
     def stateful(self, spec, weights, calls):
-        layer = layer_from(spec, weights, self.name)
-        out = []
-        for call in calls:
-            if call.reset == "zeros":
-                layer.reset_states()
-            elif call.reset is not None:
-                layer.reset_states(_j(call.reset))
-            result = layer(_j(call.inputs), mask=_j(call.mask))
-            out.append([_np(r) for r in (result if spec.return_state else [result])])
-        return out
+        return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _j, _np)
 
     def benchmark(self, spec, weights, inputs):
         layer = layer_from(spec, weights, self.name)

@@ -8,7 +8,7 @@ import numpy as np
 from multirnn_tensorflow import kernels
 
 import tensorflow as tf
-from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
 from multirnn.conformance.oracle import results
 
 
@@ -69,16 +69,7 @@ class TensorFlowAdapter(EngineAdapter):
         return out
 
     def stateful(self, spec, weights, calls):
-        layer = layer_from(spec, weights, self.name)
-        out = []
-        for call in calls:
-            if call.reset == "zeros":
-                layer.reset_states()
-            elif call.reset is not None:
-                layer.reset_states(_t(call.reset))
-            result = layer(_t(call.inputs), mask=_t(call.mask))
-            out.append([_np(r) for r in (result if spec.return_state else [result])])
-        return out
+        return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _t, _np)
 
     def benchmark(self, spec, weights, inputs):
         layer = layer_from(spec, weights, self.name)

@@ -7,7 +7,7 @@ import numpy as np
 from multirnn_torch import kernels
 
 import torch
-from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
 from multirnn.conformance.oracle import results
 
 
@@ -66,16 +66,8 @@ class TorchAdapter(EngineAdapter):
 
     def stateful(self, spec, weights, calls):
         layer = layer_from(spec, weights, self.name).eval()
-        out = []
         with torch.no_grad():
-            for call in calls:
-                if call.reset == "zeros":
-                    layer.reset_states()
-                elif call.reset is not None:
-                    layer.reset_states(_t(call.reset))
-                result = layer(_t(call.inputs), mask=_t(call.mask))
-                out.append([_np(r) for r in (result if spec.return_state else [result])])
-        return out
+            return stateful_sequence(layer, spec, calls, _t, _np)
 
     def benchmark(self, spec, weights, inputs):
         layer = layer_from(spec, weights, self.name).train()

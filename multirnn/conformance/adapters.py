@@ -130,6 +130,23 @@ def adapter(name: str) -> EngineAdapter:
     return _instantiate(module.ADAPTER)
 
 
+def stateful_sequence(layer, spec: LayerSpec, calls: list[Call], to_engine=None, to_numpy=None):
+    """The stateful check's loop, shared by adapters: reset as each Call says, call the
+    layer, collect each result as NumPy arrays. ``to_engine``/``to_numpy`` convert arrays."""
+    to_engine = to_engine or (lambda a: a)
+    to_numpy = to_numpy or np.asarray
+    out = []
+    for call in calls:
+        if call.reset == "zeros":
+            layer.reset_states()
+        elif call.reset is not None:
+            layer.reset_states([to_engine(s) for s in call.reset])
+        mask = None if call.mask is None else to_engine(call.mask)
+        result = layer(to_engine(call.inputs), mask=mask)
+        out.append([to_numpy(r) for r in (result if spec.return_state else [result])])
+    return out
+
+
 def layer_from(spec: LayerSpec, weights: list[np.ndarray], engine_name: str):
     """Build ``spec`` on an engine through its public API and load ``weights``."""
     cls = engines.engine(engine_name).layer_class(spec.layer)

@@ -3,7 +3,7 @@ sequences, the functional entry for explicit dropout masks. No autodiff, so no g
 
 from __future__ import annotations
 
-from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
 from multirnn.conformance.oracle import results
 from multirnn.reference import kernels
 
@@ -30,16 +30,7 @@ class NumpyAdapter(EngineAdapter):
         return out if spec.return_state else [out]
 
     def stateful(self, spec, weights, calls):
-        layer = layer_from(spec, weights, self.name)
-        out = []
-        for call in calls:
-            if call.reset == "zeros":
-                layer.reset_states()
-            elif call.reset is not None:
-                layer.reset_states(call.reset)
-            result = layer(call.inputs, mask=call.mask)
-            out.append(result if spec.return_state else [result])
-        return out
+        return stateful_sequence(layer_from(spec, weights, self.name), spec, calls)
 
     def benchmark(self, spec, weights, inputs):
         layer = layer_from(spec, weights, self.name)
