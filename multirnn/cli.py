@@ -141,7 +141,7 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         names = [f"multirnn:{e}" for e in _split(args.engines)] if args.engines else None
         if args.peers is not None:
-            names = (names or [f"multirnn:{e}" for e in engines.available()]) + _split(args.peers)
+            names = (names or harness.engine_contenders()) + _split(args.peers)
         mode = "full" if args.full else "smoke" if args.smoke else "quick"
         layers = _split(args.layers) or None
         unknown = [x for x in layers or [] if x not in harness.LAYERS]
@@ -187,9 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf.add_argument("--no-progress", action="store_true", help="no progress bar")
     conf.set_defaults(run=_conformance)
     bench = sub.add_parser("bench", help="time engines against torch.nn, Keras 3 and Flax NNX")
-    bench.add_argument("--engines", help="multirnn engines (default: every installed one)")
-    bench.add_argument("--peers", help="peers: torch.nn, keras:tensorflow, keras:jax, "
-                       "keras:torch, flax.nnx (default: every installed one)")  # fmt: skip
+    bench.add_argument(
+        "--engines",
+        help="multirnn engines, NAME or NAME+VARIANT such as tensorflow+xla "
+        "(default: every installed one and its variants)",
+    )
+    bench.add_argument(
+        "--peers",
+        help="peers: torch.nn, keras:tensorflow, keras:tensorflow+xla, keras:jax, "
+        "keras:torch, flax.nnx (default: every installed one)",
+    )
     bench.add_argument("--layers", help="lstm,gru,simple_rnn (default: all)")
     speed = bench.add_mutually_exclusive_group()
     speed.add_argument("--quick", action="store_true", help="shape S and short sweeps (default)")

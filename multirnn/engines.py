@@ -39,6 +39,8 @@ class EngineInfo:
     ``module`` must define ``SimpleRNN``, ``LSTM``, ``GRU`` and ``Recurrent``; it may
     define ``framework_version()``. ``testing`` names the module whose ``ADAPTER`` lets the
     conformance suite drive the engine (see ``multirnn.conformance.adapters``).
+    ``benchmark_variants`` names other ways the adapter's benchmark hook can run the
+    engine (for example "xla"), each benchmarked as its own contender.
     """
 
     name: str
@@ -48,6 +50,7 @@ class EngineInfo:
     priority: int = 0
     description: str = ""
     testing: str | None = None
+    benchmark_variants: tuple[str, ...] = ()
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(req) is not None for req in self.requires)

@@ -14,6 +14,7 @@ ENGINE = EngineInfo(
     requires=("tensorflow", "keras"),
     extra="tensorflow",
     priority=10,
+    benchmark_variants=("xla",),
     description="TensorFlow engine (Keras 3 layers on the TensorFlow backend, tf.while_loop)",
 )
 

@@ -129,7 +129,7 @@ def dropout_mask(spec, mask, batch, width, arg, dtype: str) -> tf.Tensor | None:
     return tf.cast(mask, dtype)
 
 
-_COMPILED: dict[LayerSpec, Any] = {}
+_COMPILED: dict[tuple, Any] = {}
 
 
 def run(spec, weights, x, mask, states, mi, mr) -> tuple[tf.Tensor, list[tf.Tensor]]:
@@ -137,10 +137,13 @@ def run(spec, weights, x, mask, states, mi, mr) -> tuple[tf.Tensor, list[tf.Tens
     configuration's own ``tf.function``."""
     if tf.inside_function():
         return _generic(spec)(list(weights), x, mask, states, mi, mr)
-    fn = _COMPILED.get(spec)
+    # one function per dropout-mask form: relaxed retracing would otherwise merge a shared
+    # (batch, width) mask and a per-gate one into a mask of unknown rank
+    key = (spec, None if mi is None else mi.shape.rank, None if mr is None else mr.shape.rank)
+    fn = _COMPILED.get(key)
     if fn is None:
         # unroll needs the static sequence length, which relaxed retracing would drop
-        fn = _COMPILED[spec] = tf.function(_generic(spec), reduce_retracing=not spec.unroll)
+        fn = _COMPILED[key] = tf.function(_generic(spec), reduce_retracing=not spec.unroll)
     return fn(list(weights), x, mask, states, mi, mr)
 
 
@@ -148,11 +151,160 @@ def _generic(spec: LayerSpec):
     act = activation(spec.activation)
     ract = None if spec.recurrent_activation is None else activation(spec.recurrent_activation)
 
+    def generic(weights, x, mask, states, mi, mr):
+        return scan.generic(
+            spec, weights, x, mask, states, mi, mr, act, ract, hoist=scan.hoisting()
+        )
+
     def compute(weights, x, mask, states, mi, mr):
         if states is None:
             zeros = tf.zeros(tf.stack([tf.shape(x)[0], spec.units]), x.dtype)
             states = [zeros] * spec.num_states
-        output, final = scan.generic(spec, weights, x, mask, states, mi, mr, act, ract)
-        return output, final
+        reason = fused_ineligibility(
+            spec,
+            gpu=cuda_gpu_visible(),
+            xla=in_xla_context(),
+            mask=mask is not None,
+            input_dropout="none"
+            if mi is None
+            else ("shared" if mi.shape.rank == 2 else "per_gate"),
+            recurrent_dropout=mr is not None,
+        )
+        if reason is not None:
+            return generic(weights, x, mask, states, mi, mr)
+        if mask is None:
+            return _cudnn(spec, weights, x, None, states, mi)
+        # the cuDNN op takes lengths: use it when the mask is a prefix of every row, which
+        # only the mask's values can tell, so both paths are in the graph
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        prefix = tf.sequence_mask(lengths, maxlen=tf.shape(mask)[1])
+        right_padded = tf.logical_and(
+            tf.reduce_all(tf.equal(prefix, mask)), tf.reduce_all(lengths > 0)
+        )
+        return tf.cond(
+            right_padded,
+            lambda: _cudnn(spec, weights, x, lengths, states, mi),
+            lambda: generic(weights, x, mask, states, mi, mr),
+        )
 
     return compute
+
+
+# -- the cuDNN path ---------------------------------------------------------------------------
+
+
+def cuda_gpu_visible() -> bool:
+    """Whether TensorFlow places work on a CUDA GPU (the cuDNN op has no CPU kernel, and the
+    weight layout below is the one of CUDA builds)."""
+    build = tf.sysconfig.get_build_info()
+    return bool(build.get("is_cuda_build")) and bool(tf.config.list_logical_devices("GPU"))
+
+
+def in_xla_context() -> bool:
+    """Whether the graph being traced is compiled by XLA (``jit_compile=True``)."""
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # private modules moved: assume XLA, which only declines cuDNN
+        return True
+    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+
+
+def fused_ineligibility(
+    spec: LayerSpec,
+    *,
+    gpu: bool,
+    xla: bool = False,
+    mask: bool = False,
+    input_dropout: str = "none",
+    recurrent_dropout: bool = False,
+) -> str | None:
+    """None when TensorFlow's cuDNN RNN op computes exactly this call; else why not.
+
+    ``gpu``: a CUDA GPU is visible; ``xla``: the call is being compiled by XLA; ``mask``: a
+    mask is given (the op then runs only if it is right-padded with no empty row, checked
+    at run time); ``input_dropout`` is "none", "shared" or "per_gate".
+    """
+    if not gpu:
+        return "the cuDNN op runs on CUDA GPUs only (none is visible)"
+    if xla:
+        return "XLA (jit_compile=True) cannot compile the cuDNN op"
+    if spec.layer == "LSTM":
+        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
+            return "the cuDNN LSTM computes tanh/sigmoid only"
+    elif spec.layer == "GRU":
+        if not spec.reset_after:
+            return "the cuDNN GRU applies the reset gate after the recurrent product"
+        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
+            return "the cuDNN GRU computes tanh/sigmoid only"
+    elif spec.activation not in ("tanh", "relu"):
+        return "the cuDNN RNN computes tanh or relu only"
+    if recurrent_dropout:
+        return "recurrent dropout multiplies the state inside the loop"
+    if input_dropout == "per_gate":
+        return "per-gate input dropout masks need one input product per gate"
+    if spec.unroll:
+        return "unroll=True asks for a statically unrolled loop"
+    if mask and spec.go_backwards:
+        return "go_backwards turns right padding into left padding"
+    return None
+
+
+#: cuDNN's gate order as indices into the canonical blocks (its GRU is r, z, h)
+_CUDNN_GATES = {"LSTM": (0, 1, 2, 3), "GRU": (1, 0, 2), "SimpleRNN": (0,)}
+
+
+def cudnn_params(spec: LayerSpec, weights: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Canonical weights packed into the flat parameter buffer of the cuDNN op (CUDA
+    layout): one ``(units, in)`` matrix per gate for the inputs, then for the state, then
+    the input-side biases and the recurrent-side biases, each gate in cuDNN's order."""
+    kernel, recurrent = weights[0], weights[1]
+    order = _CUDNN_GATES[spec.layer]
+    bias_in, bias_rec = scan.split_bias(spec, weights)
+    if bias_rec is None:
+        bias_rec = tf.zeros_like(bias_in)
+    blocks = []
+    for matrix in (kernel, recurrent):
+        gates = tf.split(matrix, spec.gates, axis=1)
+        blocks += [tf.transpose(gates[k]) for k in order]
+    for bias in (bias_in, bias_rec):
+        gates = tf.split(bias, spec.gates)
+        blocks += [gates[k] for k in order]
+    return tf.concat([tf.reshape(b, [-1]) for b in blocks], axis=0)
+
+
+def _cudnn_rnn(**kwargs):
+    """TensorFlow's cuDNN op (a seam: the tests put a CPU emulation here)."""
+    return tf.raw_ops.CudnnRNNV3(**kwargs)
+
+
+def _cudnn(spec: LayerSpec, weights, x, lengths, states, mi):
+    """The call through the cuDNN op; ``lengths`` are those of a right-padded mask."""
+    if mi is not None:
+        x = x * mi[:, None, :]
+    xs = tf.transpose(x, [1, 0, 2])
+    time = tf.shape(xs)[0]
+    if spec.go_backwards:  # never with a mask (see fused_ineligibility)
+        xs = tf.reverse(xs, [0])
+    masked = lengths is not None
+    if not masked:
+        lengths = tf.fill(tf.shape(xs)[1:2], time)
+    mode = {"LSTM": "lstm", "GRU": "gru"}.get(spec.layer, f"rnn_{spec.activation}")
+    c0 = states[1][None] if spec.layer == "LSTM" else tf.zeros([], x.dtype)
+    ys, h, c, _, _ = _cudnn_rnn(
+        input=xs,
+        input_h=states[0][None],
+        input_c=c0,
+        params=cudnn_params(spec, weights),
+        sequence_lengths=lengths,
+        rnn_mode=mode,
+        is_training=True,
+        time_major=True,
+    )
+    y = tf.transpose(ys, [1, 0, 2])  # padded steps are zeros
+    if masked and not spec.zero_output_for_mask:  # masked steps repeat the last valid output
+        steps = tf.range(time)[None, :]
+        y = tf.gather(y, tf.minimum(steps, lengths[:, None] - 1), batch_dims=1)
+    output = y if spec.return_sequences else y[:, -1]
+    final = [h[0], c[0]] if spec.layer == "LSTM" else [h[0]]
+    return output, final

@@ -71,15 +71,19 @@ class TensorFlowAdapter(EngineAdapter):
     def stateful(self, spec, weights, calls):
         return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _t, _np)
 
-    def benchmark(self, spec, weights, inputs):
+    def benchmark(self, spec, weights, inputs, variant=None):
+        """Traced functions; variant "xla" compiles them with ``jit_compile=True``."""
+        if variant not in (None, "xla"):
+            raise ValueError(f"the tensorflow engine has no benchmark variant {variant!r}")
         layer = layer_from(spec, weights, self.name)
         x = _t(inputs)
+        xla = variant == "xla"
 
-        @tf.function
+        @tf.function(jit_compile=xla)
         def forward():
             return layer(x, training=False)
 
-        @tf.function
+        @tf.function(jit_compile=xla)
         def train():
             with tf.GradientTape() as tape:
                 out = layer(x, training=True)

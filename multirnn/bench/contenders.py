@@ -52,9 +52,10 @@ class EngineContender(Contender):
 
     kind = "engine"
 
-    def __init__(self, engine: str):
+    def __init__(self, engine: str, variant: str | None = None):
         self.engine = engine
-        self.name = f"multirnn:{engine}"
+        self.variant = variant
+        self.name = f"multirnn:{engine}" + (f"+{variant}" if variant else "")
 
     def setup(self) -> None:
         from multirnn.conformance.adapters import adapter
@@ -74,7 +75,8 @@ class EngineContender(Contender):
 
         kwargs = workload.layer_kwargs() | {"return_sequences": True, "dtype": workload.dtype}
         spec = parse(workload.layer, (workload.units,), kwargs)
-        fns = self.adapter.benchmark(spec, workload.weights(), workload.inputs())
+        variant = {"variant": self.variant} if self.variant else {}
+        fns = self.adapter.benchmark(spec, workload.weights(), workload.inputs(), **variant)
         if fns is None:
             raise Unsupported(f"engine {self.engine} has no benchmark hook")
         return fns
@@ -127,9 +129,10 @@ class Keras(Contender):
 
     kind = "peer"
 
-    def __init__(self, backend: str):
+    def __init__(self, backend: str, xla: bool = False):
         self.backend = backend
-        self.name = f"keras:{backend}"
+        self.xla = xla
+        self.name = f"keras:{backend}" + ("+xla" if xla else "")
         self.requires = ("keras", {"tensorflow": "tensorflow"}.get(backend, backend))
 
     def available(self) -> bool:  # type: ignore[override]
@@ -177,9 +180,9 @@ class Keras(Contender):
         import tensorflow as tf
 
         x = tf.constant(x)
-        forward_fn = tf.function(lambda v: layer(v))
+        forward_fn = tf.function(lambda v: layer(v), jit_compile=self.xla)
 
-        @tf.function
+        @tf.function(jit_compile=self.xla)
         def train_fn(v):
             with tf.GradientTape() as tape:
                 loss = tf.reduce_sum(layer(v))
@@ -296,6 +299,7 @@ def _hard_sigmoid(v):
 PEERS: dict[str, Callable[[], Contender]] = {
     "torch.nn": TorchNN,
     "keras:tensorflow": lambda: Keras("tensorflow"),
+    "keras:tensorflow+xla": lambda: Keras("tensorflow", xla=True),
     "keras:jax": lambda: Keras("jax"),
     "keras:torch": lambda: Keras("torch"),
     "flax.nnx": FlaxNNX,
@@ -304,7 +308,18 @@ PEERS: dict[str, Callable[[], Contender]] = {
 
 def make(name: str) -> Contender:
     if name.startswith("multirnn:"):
-        return EngineContender(name.split(":", 1)[1])
+        engine, _, variant = name.split(":", 1)[1].partition("+")
+        if variant:
+            from multirnn import engines
+
+            known = engines.registry().get(engine)
+            variants = known.benchmark_variants if known else ()
+            if variant not in variants:
+                raise ValueError(
+                    f"unknown contender {name!r}: engine {engine!r} has benchmark variants "
+                    f"{', '.join(variants) or 'none'}"
+                )
+        return EngineContender(engine, variant or None)
     if name not in PEERS:
         raise ValueError(
             f"unknown contender {name!r}; peers: {', '.join(PEERS)}; engines: multirnn:NAME"

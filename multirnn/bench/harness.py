@@ -66,8 +66,17 @@ def matmul_peak(size: int = 1024, repeats: int = 7) -> dict[str, Any]:
     return {"gflops": 2 * size**3 / np.median(times) / 1e9, "library": library, "size": size}
 
 
+def engine_contenders() -> list[str]:
+    """Every installed engine, and each of its benchmark variants ("multirnn:NAME+VARIANT")."""
+    names = []
+    for n in engines.available():
+        names.append(f"multirnn:{n}")
+        names += [f"multirnn:{n}+{v}" for v in engines.registry()[n].benchmark_variants]
+    return names
+
+
 def default_contenders() -> list[str]:
-    names = [f"multirnn:{n}" for n in engines.available()]
+    names = engine_contenders()
     names += [n for n, make in contenders.PEERS.items() if make().available()]
     return names
 

@@ -83,10 +83,17 @@ class EngineAdapter:
         return None
 
     # -- benchmark hooks (multirnn bench) ---------------------------------------------------
-    def benchmark(self, spec: LayerSpec, weights: list[np.ndarray], inputs: np.ndarray):
+    def benchmark(
+        self,
+        spec: LayerSpec,
+        weights: list[np.ndarray],
+        inputs: np.ndarray,
+        variant: str | None = None,
+    ):
         """``(forward, train)``: callables that run the layer on ``inputs`` and block until
         done; ``train`` also back-propagates ``sum(output)`` to the weights (None without
-        autodiff). None when the engine offers no benchmark."""
+        autodiff). None when the engine offers no benchmark. ``variant`` is one of the
+        engine's ``benchmark_variants``, or None for the default way to run it."""
         return None
 
     def versions(self) -> dict[str, str]:

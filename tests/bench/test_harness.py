@@ -97,3 +97,30 @@ def test_plots(tmp_path):
 def test_bad_layers_argument(capsys):
     assert cli.main(["bench", "--layers", "transformer"]) == 2
     assert "--layers accepts" in capsys.readouterr().err
+
+
+def test_engine_variants_are_contenders_of_their_own():
+    from multirnn import engines
+    from multirnn.bench import contenders
+
+    xla = contenders.make("multirnn:tensorflow+xla")
+    assert (xla.name, xla.engine, xla.variant) == ("multirnn:tensorflow+xla", "tensorflow", "xla")
+    assert contenders.make("keras:tensorflow+xla").xla
+    with pytest.raises(ValueError, match="'jax' has benchmark variants none"):
+        contenders.make("multirnn:jax+xla")
+    names = harness.engine_contenders()
+    for name in engines.available():
+        variants = engines.registry()[name].benchmark_variants
+        assert [n for n in names if n.startswith(f"multirnn:{name}")] == [
+            f"multirnn:{name}",
+            *(f"multirnn:{name}+{v}" for v in variants),
+        ]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs tensorflow")
+def test_smoke_run_of_the_tensorflow_xla_variant_against_keras():
+    record = harness.run(
+        ["multirnn:tensorflow+xla", "keras:tensorflow+xla"], ["lstm"], "smoke", memory=False
+    )
+    check_record(record)
+    assert "| multirnn:tensorflow+xla | LSTM (fused-eligible) |" in render.targets(record)

@@ -1,4 +1,4 @@
-"""The TensorFlow engine's computation (its layers are not built yet): the functional entry
+"""The TensorFlow engine's computation: the functional entry
 against the NumPy reference for every cell and option, its gradients against central
 differences, and errors raised while a tf.function traces."""
 
