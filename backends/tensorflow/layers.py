@@ -167,7 +167,7 @@ class Recurrent(LayerCore, keras.layers.Layer):
             calls.mask(spec, mask.shape.as_list(), kernels.dtype_name(mask.dtype), call)
         carried = None
         if spec.stateful:
-            carried = self._carried_states(call)
+            carried = self._carried_states(call, x)
         if initial_state is not None:
             states = kernels.initial_states(spec, initial_state, call, self.compute_dtype)
         else:
@@ -194,7 +194,7 @@ class Recurrent(LayerCore, keras.layers.Layer):
         keep = keras.random.uniform(shape, dtype=like.dtype, seed=self._seed_generator) >= rate
         return tf.cast(keep, like.dtype) / tf.constant(1.0 - rate, like.dtype)
 
-    def _carried_states(self, call) -> list[tf.Tensor]:
+    def _carried_states(self, call, x) -> list[tf.Tensor]:
         spec = self.spec
         if self._state_variables is None:
             if call.batch is None:
@@ -203,7 +203,17 @@ class Recurrent(LayerCore, keras.layers.Layer):
                     "a static batch dimension (keras.Input(batch_size=...))"
                 )
             self._state_variables = self._new_states((call.batch, spec.units))
-        calls.stateful_batch(spec, call.batch, int(self._state_variables[0].shape[0]))
+        fixed = int(self._state_variables[0].shape[0])
+        if call.batch is None:  # traced with an unknown batch size (e.g. model.export)
+            try:
+                calls.stateful_batch(spec, -1, fixed)
+            except ValueError as error:
+                message = str(error).replace("batch size -1", "another batch size")
+            states = [tf.convert_to_tensor(v) for v in self._state_variables]
+            check = tf.debugging.assert_equal(tf.shape(x)[0], fixed, message=message)
+            with tf.control_dependencies([check]):
+                return [tf.identity(s) for s in states]
+        calls.stateful_batch(spec, call.batch, fixed)
         return [tf.convert_to_tensor(v) for v in self._state_variables]
 
     def _new_states(self, shape) -> list[tf.Variable]:

@@ -80,6 +80,57 @@ def test_sequential_fit_with_masking_and_keras_file_round_trip(tmp_path):
     np.testing.assert_allclose(again.predict(inputs, verbose=0), model.predict(inputs, verbose=0))
 
 
+def _masked_model(seed=0):
+    return keras.Sequential([
+        keras.Input((None, 4)),
+        keras.layers.Masking(0.0),
+        LSTM(5, return_sequences=True, seed=seed, go_backwards=True),
+        GRU(3, seed=seed + 1),
+        keras.layers.Dense(2),
+    ])  # fmt: skip
+
+
+def test_saved_model_export_serves_any_batch_and_length(tmp_path):
+    inputs = x(batch=3, time=7).numpy()
+    inputs[1, 4:] = 0.0
+    model = _masked_model()
+    model.export(str(tmp_path / "exported"), format="tf_saved_model", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "exported"))
+    np.testing.assert_allclose(served.serve(inputs), model(inputs), atol=1e-6)
+    shorter = inputs[:2, :5]
+    np.testing.assert_allclose(served.serve(shorter), model(shorter), atol=1e-6)
+    tf.saved_model.save(model, str(tmp_path / "plain"))  # TensorFlow's own entry point
+    assert "serving_default" in tf.saved_model.load(str(tmp_path / "plain")).signatures
+
+
+def test_checkpoints_restore_the_weights(tmp_path):
+    inputs = x(time=6)
+    model, other = _masked_model(seed=0), _masked_model(seed=10)
+    model(inputs), other(inputs)  # build both
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=other).restore(path).assert_existing_objects_matched()
+    np.testing.assert_allclose(other(inputs), model(inputs), atol=1e-6)
+    model.save_weights(str(tmp_path / "w.weights.h5"))
+    third = _masked_model(seed=20)
+    third.load_weights(str(tmp_path / "w.weights.h5"))
+    np.testing.assert_allclose(third(inputs), model(inputs), atol=1e-6)
+
+
+def test_exported_stateful_layers_carry_their_states(tmp_path):
+    inputs = x(batch=4, time=3)
+    model = keras.Sequential([keras.Input((None, 4), batch_size=4),
+                              SimpleRNN(3, stateful=True, seed=0)])  # fmt: skip
+    first, second = model(inputs), model(inputs)
+    model.layers[0].reset_states()
+    model.export(str(tmp_path / "stateful"), format="tf_saved_model", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "stateful"))
+    np.testing.assert_allclose(served.serve(inputs), first, atol=1e-6)
+    np.testing.assert_allclose(served.serve(inputs), second, atol=1e-6)
+    # traced with an unknown batch size, the check runs when the graph does
+    with pytest.raises(tf.errors.InvalidArgumentError, match="holds states for batch size 4"):
+        served.serve(inputs[:2])
+
+
 def test_output_mask_is_the_input_mask_when_returning_sequences():
     layer = GRU(3, return_sequences=True, input_dim=4)
     mask = tf.constant([[True] * 5, [True, True, False, False, False]])
