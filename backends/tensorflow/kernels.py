@@ -8,10 +8,11 @@ a caller's ``tf.function`` it is inlined.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from multirnn_tensorflow import scan
+from multirnn_tensorflow import backprop, scan
 from multirnn_tensorflow.ops import TF_OPS
 
 import tensorflow as tf
@@ -130,6 +131,19 @@ def dropout_mask(spec, mask, batch, width, arg, dtype: str) -> tf.Tensor | None:
 
 
 _COMPILED: dict[tuple, Any] = {}
+_HAND_WRITTEN_BACKWARD = [True]
+
+
+@contextlib.contextmanager
+def autodiff_only():
+    """Trace calls with TensorFlow's automatic differentiation of the loop instead of the
+    hand-written backward pass (``multirnn_tensorflow.backprop``): for comparing the two,
+    or for higher-order gradients, which the hand-written pass does not provide."""
+    _HAND_WRITTEN_BACKWARD.append(False)
+    try:
+        yield
+    finally:
+        _HAND_WRITTEN_BACKWARD.pop()
 
 
 def run(spec, weights, x, mask, states, mi, mr) -> tuple[tf.Tensor, list[tf.Tensor]]:
@@ -139,7 +153,8 @@ def run(spec, weights, x, mask, states, mi, mr) -> tuple[tf.Tensor, list[tf.Tens
         return _generic(spec)(list(weights), x, mask, states, mi, mr)
     # one function per dropout-mask form: relaxed retracing would otherwise merge a shared
     # (batch, width) mask and a per-gate one into a mask of unknown rank
-    key = (spec, None if mi is None else mi.shape.rank, None if mr is None else mr.shape.rank)
+    key = (spec, None if mi is None else mi.shape.rank, None if mr is None else mr.shape.rank,
+           _HAND_WRITTEN_BACKWARD[-1])  # fmt: skip
     fn = _COMPILED.get(key)
     if fn is None:
         # unroll needs the static sequence length, which relaxed retracing would drop
@@ -152,9 +167,10 @@ def _generic(spec: LayerSpec):
     ract = None if spec.recurrent_activation is None else activation(spec.recurrent_activation)
 
     def generic(weights, x, mask, states, mi, mr):
-        return scan.generic(
-            spec, weights, x, mask, states, mi, mr, act, ract, hoist=scan.hoisting()
-        )
+        hoist = scan.hoisting()
+        if not hoist and _HAND_WRITTEN_BACKWARD[-1] and backprop.supported(spec, mi, mr):
+            return backprop.generic(spec, weights, x, mask, states, mi, act, ract)
+        return scan.generic(spec, weights, x, mask, states, mi, mr, act, ract, hoist=hoist)
 
     def compute(weights, x, mask, states, mi, mr):
         if states is None:
@@ -184,7 +200,11 @@ def _generic(spec: LayerSpec):
         return tf.cond(
             right_padded,
             lambda: _cudnn(spec, weights, x, lengths, states, mi),
-            lambda: generic(weights, x, mask, states, mi, mr),
+            # the autodiff loop: cond's gradient cannot resolve what a custom gradient
+            # captures inside a branch (and with a GPU visible, generic() uses it anyway)
+            lambda: scan.generic(
+                spec, weights, x, mask, states, mi, mr, act, ract, hoist=scan.hoisting()
+            ),
         )
 
     return compute

@@ -8,24 +8,29 @@ from types import SimpleNamespace
 import tensorflow as tf
 
 
+def _like(value, dtype):
+    """A Python number as a tensor of ``dtype`` (``tf.cast`` would round it through float32)."""
+    return tf.cast(value, dtype) if tf.is_tensor(value) else tf.constant(value, dtype)
+
+
 def _sum(x, axis=None, keepdims=False):
     return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
 
 
 def _where(cond, a, b):
-    return tf.where(cond, a, tf.cast(b, a.dtype) if not tf.is_tensor(b) else b)
+    return tf.where(cond, a, _like(b, a.dtype))
 
 
 def _clip(x, lo, hi):
-    return tf.clip_by_value(x, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
+    return tf.clip_by_value(x, _like(lo, x.dtype), _like(hi, x.dtype))
 
 
 def _maximum(x, y):
-    return tf.maximum(x, tf.cast(y, x.dtype))
+    return tf.maximum(x, _like(y, x.dtype))
 
 
 def _minimum(x, y):
-    return tf.minimum(x, tf.cast(y, x.dtype))
+    return tf.minimum(x, _like(y, x.dtype))
 
 
 TF_OPS = SimpleNamespace(

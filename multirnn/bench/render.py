@@ -282,6 +282,8 @@ def report(
         "against the measured matmul peak above. Peak RSS growth is measured in a fresh process",
         "over three training steps. *documented defaults* (hard_sigmoid gates; GRU with",
         "reset_after=False) cannot be served by any fused kernel; *fused-eligible* can.",
+        "A `+xla` contender is the same layer traced with `jit_compile=True` (XLA); the",
+        "others are traced without it.",
         "",
     ]
     for group, title in (

@@ -116,3 +116,80 @@ def test_inputs_must_be_tensors_of_the_weights_dtype():
         kernels.forward(s, weights, np.zeros((1, 2, 2)))
     with pytest.raises(TypeError, match="must be a tf.Tensor or numpy.ndarray"):
         kernels.forward(s, weights, [[[0.0, 0.0]]])
+
+
+def _gradients(s, weights, x, kwargs, *, jit=False):
+    ws = [tf.constant(w) for w in weights]
+    xt = tf.constant(x)
+    states = [tf.constant(a) for a in kwargs.pop("initial_state")]
+
+    def compute():
+        with tf.GradientTape() as tape:
+            tape.watch([*ws, xt, *states])
+            out, final = kernels.forward(s, ws, xt, initial_state=states, **kwargs)
+            loss = tf.reduce_sum(tf.sin(out)) + sum(tf.reduce_sum(f * f) for f in final)
+        return tape.gradient(loss, [*ws, xt, *states])
+
+    return [g.numpy() for g in tf.function(compute, jit_compile=jit)()]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True},
+        {"go_backwards": True, "activation": "relu", "return_sequences": True, "mask": True},
+        {
+            "mask": True,
+            "zero_output_for_mask": True,
+            "activation": "elu",
+            "recurrent_activation": "hard_sigmoid",
+        },
+        {
+            "dropout": True,
+            "activation": "softsign",
+            "use_bias": False,
+            "recurrent_activation": "sigmoid",
+        },
+        {"activation": "selu", "recurrent_activation": "hard_sigmoid_relu6", "mask": True},
+        {"activation": "softplus", "go_backwards": True},
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_hand_written_backward_equals_autodiff(variant, options):
+    layer, extra = variant
+    options = dict(options)
+    masked, dropout = options.pop("mask", False), options.pop("dropout", False)
+    if layer == "SimpleRNN":
+        options.pop("recurrent_activation", None)
+    s = parse(layer, (4,), {**extra, **options, "dtype": "float64"})
+    assert kernels.backprop.supported(s, None, None)
+    rng = np.random.default_rng(3)
+    shapes = s.weight_shapes(3)
+    weights = [rng.standard_normal(shapes[n]) * 0.5 for n in s.weight_names]
+    x = rng.standard_normal((3, 6, 3))
+    kwargs = {"initial_state": [rng.standard_normal((3, 4)) for _ in range(s.num_states)]}
+    if masked:
+        kwargs["mask"] = rng.random((3, 6)) > 0.4
+    if dropout:
+        kwargs["input_dropout"] = (rng.random((3, 3)) > 0.5) * 2.0
+    fast = _gradients(s, weights, x, dict(kwargs))
+    with kernels.autodiff_only():
+        plain = _gradients(s, weights, x, dict(kwargs))
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_hand_written_backward_under_xla():
+    s = parse("LSTM", (4,), {"return_sequences": True, "dtype": "float64"})
+    rng = np.random.default_rng(4)
+    shapes = s.weight_shapes(3)
+    weights = [rng.standard_normal(shapes[n]) * 0.5 for n in s.weight_names]
+    kwargs = {"initial_state": [rng.standard_normal((3, 4)) for _ in range(2)],
+              "mask": rng.random((3, 6)) > 0.4}  # fmt: skip
+    x = rng.standard_normal((3, 6, 3))
+    fast = _gradients(s, weights, x, dict(kwargs), jit=True)
+    with kernels.autodiff_only():
+        plain = _gradients(s, weights, x, dict(kwargs))
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, atol=1e-12)
