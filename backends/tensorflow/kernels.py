@@ -146,29 +146,39 @@ def autodiff_only():
         _HAND_WRITTEN_BACKWARD.pop()
 
 
-def run(spec, weights, x, mask, states, mi, mr) -> tuple[tf.Tensor, list[tf.Tensor]]:
+def run(
+    spec, weights, x, mask, states, mi, mr, *, inference: bool = False
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """Run a validated call: inlined into a caller's graph, else through the layer
-    configuration's own ``tf.function``."""
+    configuration's own ``tf.function``.
+
+    ``inference=True`` (a layer called with ``training=False``) skips what only the
+    hand-written backward pass needs: the loop then keeps no per-step activations.
+    Gradients stay correct either way; they come from automatic differentiation then.
+    """
+    hand_written = _HAND_WRITTEN_BACKWARD[-1] and not inference
     if tf.inside_function():
-        return _generic(spec)(list(weights), x, mask, states, mi, mr)
+        return _generic(spec, hand_written)(list(weights), x, mask, states, mi, mr)
     # one function per dropout-mask form: relaxed retracing would otherwise merge a shared
     # (batch, width) mask and a per-gate one into a mask of unknown rank
     key = (spec, None if mi is None else mi.shape.rank, None if mr is None else mr.shape.rank,
-           _HAND_WRITTEN_BACKWARD[-1])  # fmt: skip
+           hand_written)  # fmt: skip
     fn = _COMPILED.get(key)
     if fn is None:
         # unroll needs the static sequence length, which relaxed retracing would drop
-        fn = _COMPILED[key] = tf.function(_generic(spec), reduce_retracing=not spec.unroll)
+        fn = _COMPILED[key] = tf.function(
+            _generic(spec, hand_written), reduce_retracing=not spec.unroll
+        )
     return fn(list(weights), x, mask, states, mi, mr)
 
 
-def _generic(spec: LayerSpec):
+def _generic(spec: LayerSpec, hand_written: bool = True):
     act = activation(spec.activation)
     ract = None if spec.recurrent_activation is None else activation(spec.recurrent_activation)
 
     def generic(weights, x, mask, states, mi, mr):
         hoist = scan.hoisting()
-        if not hoist and _HAND_WRITTEN_BACKWARD[-1] and backprop.supported(spec, mi, mr):
+        if not hoist and hand_written and backprop.supported(spec, mi, mr):
             return backprop.generic(spec, weights, x, mask, states, mi, act, ract)
         return scan.generic(spec, weights, x, mask, states, mi, mr, act, ract, hoist=hoist)
 

@@ -178,7 +178,8 @@ class Recurrent(LayerCore, keras.layers.Layer):
             mi = self._sample_dropout(in_shape, spec.dropout, x)
             mr = self._sample_dropout(rec_shape, spec.recurrent_dropout, x)
         output, final = kernels.run(spec, [tf.convert_to_tensor(w) for w in self._weights()],
-                                    x, mask, states, mi, mr)  # fmt: skip
+                                    x, mask, states, mi, mr,
+                                    inference=training is False)  # fmt: skip
         if spec.stateful:
             for variable, value in zip(self._state_variables, final):
                 variable.assign(value)

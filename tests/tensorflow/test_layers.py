@@ -240,3 +240,19 @@ def test_bad_calls_say_what_was_expected(call, error, match):
     layer = LSTM(3, input_dim=4)
     with pytest.raises(error, match=match):
         call(layer)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_training_false_gives_the_same_outputs_and_gradients(variant):
+    """training=False skips what only the hand-written backward pass needs; gradients then
+    come from autodiff and must be the same."""
+    layer = make(variant, seed=3, return_sequences=True, dtype="float64")
+    inputs = x(time=6, dtype="float64")
+    results = []
+    for training in (None, False):
+        with tf.GradientTape() as tape:
+            out = layer(inputs, training=training)
+            loss = tf.reduce_sum(tf.sin(out))
+        results.append([out, *tape.gradient(loss, layer.trainable_weights)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, atol=1e-12)
