@@ -18,8 +18,8 @@ FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "flax")
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite with every engine's framework installed (pinned), plus optax for
-    the JAX engine's training test."""
-    session.install(*PINS, ".[test,all]", "optax")
+    the JAX engine's training test and Flax and h5py for the converters' tests."""
+    session.install(*PINS, ".[test,all,flax,h5]", "optax")
     session.run("pytest", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "1"})
 
 

@@ -1,0 +1,156 @@
+"""Keras 3 ``SimpleRNN`` / ``LSTM`` / ``GRU`` <-> multirnn layers (keras imported lazily).
+
+Keras 3 keeps the canonical weight layout, so only the configuration needs care: activations
+map by meaning, not by name. Keras 3's ``"hard_sigmoid"`` is ``clip(x / 6 + 0.5, 0, 1)``,
+multirnn's ``"hard_sigmoid_relu6"``; multirnn's ``"hard_sigmoid"`` (slope 0.2, Keras 2's)
+has no Keras 3 built-in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from multirnn.convert.layouts import ConversionError
+from multirnn.spec import LayerSpec
+
+#: Keras 3 activation name -> multirnn activation with the same formula
+FROM_KERAS = {
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "hard_sigmoid": "hard_sigmoid_relu6",
+    "relu": "relu",
+    "linear": "linear",
+    "softsign": "softsign",
+    "softplus": "softplus",
+    "elu": "elu",
+    "selu": "selu",
+}
+TO_KERAS = {v: k for k, v in FROM_KERAS.items()}
+
+_PASSED = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
+           "dropout", "recurrent_dropout", "use_bias", "zero_output_for_mask")  # fmt: skip
+_TRAINING = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
+             "activity_regularizer", "kernel_constraint", "recurrent_constraint",
+             "bias_constraint")  # fmt: skip
+
+
+def _activation(value: Any, arg: str, name: str) -> str:
+    if isinstance(value, str) and value in FROM_KERAS:
+        return FROM_KERAS[value]
+    raise ConversionError(
+        f"Keras layer {name!r}: {arg}={value!r} has no multirnn equivalent; multirnn takes "
+        f"the Keras 3 activations {', '.join(FROM_KERAS)}"
+    )
+
+
+def _dtype(layer) -> str:
+    dtype = getattr(layer, "variable_dtype", None) or layer.dtype
+    dtype = str(dtype)
+    if dtype not in ("float32", "float64"):
+        raise ConversionError(
+            f"Keras layer {layer.name!r} has dtype {dtype!r}; multirnn computes in float32 or "
+            "float64"
+        )
+    return dtype
+
+
+def spec_kwargs(layer, ignore_training_options: bool = False) -> tuple[str, dict[str, Any]]:
+    """(multirnn layer name, keyword arguments) computing what the Keras layer computes."""
+    kind = type(layer).__name__
+    if kind == "Bidirectional":
+        raise ConversionError(
+            "Keras Bidirectional needs multirnn's Bidirectional wrapper, which is not "
+            "available yet; convert its forward_layer and backward_layer separately"
+        )
+    if kind not in ("SimpleRNN", "LSTM", "GRU") or not type(layer).__module__.startswith("keras"):
+        raise ConversionError(
+            f"from_keras takes keras.layers.SimpleRNN, LSTM or GRU, got {type(layer).__name__}"
+        )
+    config = layer.get_config()
+    name = config.get("name", kind)
+    kwargs: dict[str, Any] = {k: config[k] for k in _PASSED if k in config}
+    kwargs["activation"] = _activation(config["activation"], "activation", name)
+    if kind != "SimpleRNN":
+        kwargs["recurrent_activation"] = _activation(
+            config["recurrent_activation"], "recurrent_activation", name
+        )
+    if kind == "GRU":
+        kwargs["reset_after"] = bool(config["reset_after"])
+    if isinstance(config.get("seed"), int):
+        kwargs["seed"] = config["seed"]
+    kwargs["dtype"] = _dtype(layer)
+    used = [k for k in _TRAINING if config.get(k) is not None]
+    if used and not ignore_training_options:
+        raise ConversionError(
+            f"Keras layer {name!r} uses {', '.join(used)}; multirnn's regularizers and "
+            "constraints are its own objects, so they are not converted. Pass "
+            "ignore_training_options=True to convert without them"
+        )
+    return kind, kwargs
+
+
+def from_keras(layer, *, backend: str | None = None, ignore_training_options: bool = False):
+    """The multirnn layer computing what a built Keras 3 ``SimpleRNN``/``LSTM``/``GRU``
+    computes, with its weights and options (initializers are not carried: the weights are)."""
+    from multirnn import serialization
+    from multirnn.spec import parse
+
+    kind, kwargs = spec_kwargs(layer, ignore_training_options)
+    if not layer.built:
+        raise ConversionError(f"Keras layer {layer.name!r} has no weights yet; build it first")
+    spec = parse(kind, (int(layer.get_config()["units"]),), kwargs)
+    built = serialization.from_config(spec.to_config(), backend=backend)
+    built.set_weights([np.asarray(w) for w in layer.get_weights()])
+    return built
+
+
+def keras_kwargs(spec: LayerSpec, ignore_training_options: bool = False) -> dict[str, Any]:
+    """Keyword arguments of the Keras 3 layer computing what ``spec`` computes."""
+    kwargs: dict[str, Any] = {"units": spec.units}
+    for arg in ("activation", "recurrent_activation"):
+        value = getattr(spec, arg)
+        if value is None:
+            continue
+        if not isinstance(value, str) or value not in TO_KERAS:
+            hint = (
+                " (multirnn's hard_sigmoid is Keras 2's, slope 0.2; Keras 3's hard_sigmoid "
+                "has slope 1/6)"
+                if value == "hard_sigmoid"
+                else ""
+            )
+            raise ConversionError(
+                f"{spec.layer}: {arg}={value!r} has no Keras 3 built-in activation{hint}"
+            )
+        kwargs[arg] = TO_KERAS[value]
+    kwargs.update({k: getattr(spec, k) for k in _PASSED})
+    if spec.layer == "GRU":
+        kwargs["reset_after"] = spec.reset_after
+    if spec.seed is not None:
+        kwargs["seed"] = spec.seed
+    if spec.dtype is not None:
+        kwargs["dtype"] = spec.dtype
+    used = [k for k in _TRAINING if getattr(spec, k) is not None]
+    if used and not ignore_training_options:
+        raise ConversionError(
+            f"{spec.layer}: {', '.join(used)} are multirnn objects and are not converted to "
+            "Keras; pass ignore_training_options=True to convert without them"
+        )
+    return kwargs
+
+
+def to_keras(layer, *, ignore_training_options: bool = False):
+    """A built Keras 3 layer (on the current Keras backend) computing what ``layer``
+    computes."""
+    import keras
+
+    if not getattr(layer, "built", False):
+        raise ConversionError("to_keras: the layer has no weights yet; build it first")
+    spec = layer.spec
+    kwargs = keras_kwargs(spec, ignore_training_options)
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    out = getattr(keras.layers, spec.layer)(**kwargs)
+    out.build((None, None, weights[0].shape[0]))
+    out.set_weights(weights)
+    return out

@@ -1,0 +1,170 @@
+"""PyTorch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` <-> multirnn layers (torch imported lazily)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from multirnn.convert import layouts
+from multirnn.convert.layouts import ConversionError
+from multirnn.spec import LayerSpec
+
+_KINDS = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
+_FIXED = {"activation": "tanh", "recurrent_activation": "sigmoid"}
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().copy()
+
+
+def _dtype(module) -> str:
+    dtypes = {str(p.dtype).removeprefix("torch.") for p in module.parameters()}
+    if len(dtypes) != 1 or not dtypes <= {"float32", "float64"}:
+        raise ConversionError(
+            f"torch module parameters must all be float32 or float64, got {dtypes}"
+        )
+    return dtypes.pop()
+
+
+def spec_kwargs(module) -> tuple[str, dict[str, Any]]:
+    """(multirnn layer name, keyword arguments) computing what ``module`` computes."""
+    kind = type(module).__name__
+    layer = _KINDS.get(kind)
+    if layer is None or not hasattr(module, "weight_ih_l0"):
+        raise ConversionError(
+            f"from_torch takes torch.nn.RNN, LSTM or GRU, got {type(module).__name__}"
+        )
+    if getattr(module, "proj_size", 0):
+        raise ConversionError(
+            f"torch LSTM proj_size={module.proj_size} projects the hidden state through "
+            "weight_hr; no multirnn LSTM computes that"
+        )
+    if module.bidirectional:
+        raise ConversionError(
+            "torch bidirectional=True needs multirnn's Bidirectional wrapper, which is not "
+            "available yet; convert a unidirectional module"
+        )
+    kwargs: dict[str, Any] = {"use_bias": bool(module.bias), "return_sequences": True,
+                              "dtype": _dtype(module)}  # fmt: skip
+    if layer == "SimpleRNN":
+        kwargs["activation"] = module.nonlinearity
+    else:
+        kwargs.update(_FIXED)
+    if layer == "GRU":
+        kwargs["reset_after"] = True
+    return layer, kwargs
+
+
+def from_torch(module, *, backend: str | None = None, ignore_training_options: bool = False):
+    """The multirnn layer (or, for ``num_layers > 1``, the list of layers, each fed the
+    previous one's sequence) computing what ``module`` computes.
+
+    Every layer returns sequences, like the torch module. ``batch_first`` is irrelevant:
+    multirnn layers take batch-major inputs. Inter-layer ``dropout`` (training only, a new
+    mask per step) has no multirnn form; it is refused unless ``ignore_training_options``.
+    """
+    from multirnn import serialization
+    from multirnn.spec import parse
+
+    layer, kwargs = spec_kwargs(module)
+    if module.dropout and module.num_layers > 1 and not ignore_training_options:
+        raise ConversionError(
+            f"torch dropout={module.dropout} between layers (training only) has no multirnn "
+            "form; pass ignore_training_options=True to convert without it"
+        )
+    layers = []
+    for k in range(module.num_layers):
+        params = {name: _numpy(getattr(module, f"{name}_l{k}"))
+                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                  if hasattr(module, f"{name}_l{k}")}  # fmt: skip
+        weights = layouts.from_torch(layer, module.hidden_size, params["weight_ih"],
+                                     params["weight_hh"], params.get("bias_ih"),
+                                     params.get("bias_hh"))  # fmt: skip
+        spec = parse(layer, (module.hidden_size,), kwargs)
+        built = serialization.from_config(spec.to_config(), backend=backend)
+        built.set_weights(weights)
+        layers.append(built)
+    return layers[0] if len(layers) == 1 else layers
+
+
+def check_exportable(spec: LayerSpec, ignore_training_options: bool = False) -> None:
+    """Refuse what no torch module computes (or, unless ignored, what it cannot train)."""
+    if spec.layer == "SimpleRNN":
+        if spec.activation not in ("tanh", "relu"):
+            raise ConversionError(
+                f"torch.nn.RNN computes tanh or relu only; this SimpleRNN has "
+                f"activation={spec.activation!r}"
+            )
+    elif spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
+        raise ConversionError(
+            f"torch.nn.{spec.layer} computes activation='tanh', recurrent_activation='sigmoid'"
+            f" only; this layer has {spec.activation!r}, {spec.recurrent_activation!r}"
+        )
+    if spec.layer == "GRU" and not spec.reset_after:
+        raise ConversionError(
+            "torch.nn.GRU applies the reset gate after the recurrent product "
+            "(reset_after=True); this GRU has reset_after=False, which no torch GRU computes"
+        )
+    if spec.go_backwards:
+        raise ConversionError(
+            "a go_backwards layer returns its outputs in reversed order; torch.nn modules "
+            "have no such mode (bidirectional modules need multirnn's Bidirectional)"
+        )
+    if ignore_training_options:
+        return
+    if spec.stateful:
+        raise ConversionError(
+            "torch.nn modules do not carry states between calls (stateful=True); pass "
+            "ignore_training_options=True to convert the weights anyway"
+        )
+    training = {k: getattr(spec, k) for k in ("dropout", "recurrent_dropout", "kernel_regularizer",
+                "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
+                "kernel_constraint", "recurrent_constraint", "bias_constraint")}  # fmt: skip
+    used = {k: v for k, v in training.items() if v}
+    if used:
+        raise ConversionError(
+            f"torch.nn.{spec.layer} has no equivalent of {', '.join(sorted(used))} (training "
+            "options); pass ignore_training_options=True to convert without them"
+        )
+
+
+def to_torch(layers, *, batch_first: bool = True, ignore_training_options: bool = False):
+    """A ``torch.nn.RNN``/``LSTM``/``GRU`` computing what ``layers`` compute: one built
+    layer, or a list of alike layers stacked (``num_layers = len(layers)``)."""
+    import torch
+
+    stack: Sequence[Any] = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    if not stack:
+        raise ConversionError("to_torch needs at least one layer")
+    specs = [layer.spec for layer in stack]
+    first = specs[0]
+    for k, spec in enumerate(specs):
+        check_exportable(spec, ignore_training_options)
+        if not getattr(stack[k], "built", False):
+            raise ConversionError(f"to_torch: layer {k} has no weights yet; build it first")
+        differs = [f for f in ("layer", "units", "activation", "use_bias", "reset_after")
+                   if getattr(spec, f) != getattr(first, f)]  # fmt: skip
+        if differs:
+            raise ConversionError(
+                f"to_torch: a torch module stacks alike layers; layer {k} differs from layer "
+                f"0 in {', '.join(differs)}"
+            )
+    weights = [[np.asarray(w) for w in layer.get_weights()] for layer in stack]
+    for k in range(1, len(stack)):
+        if weights[k][0].shape[0] != first.units:
+            raise ConversionError(
+                f"to_torch: layer {k} takes {weights[k][0].shape[0]} features, but layer "
+                f"{k - 1} outputs {first.units}"
+            )
+    cls = {"SimpleRNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[first.layer]
+    extra = {"nonlinearity": first.activation} if first.layer == "SimpleRNN" else {}
+    dtype = getattr(torch, str(weights[0][0].dtype))
+    module = cls(weights[0][0].shape[0], first.units, num_layers=len(stack), bias=first.use_bias,
+                 batch_first=batch_first, dtype=dtype, **extra)  # fmt: skip
+    with torch.no_grad():
+        for k, (spec, ws) in enumerate(zip(specs, weights)):
+            for name, value in layouts.to_torch(spec, ws).items():
+                getattr(module, f"{name}_l{k}").copy_(torch.from_numpy(value))
+    return module

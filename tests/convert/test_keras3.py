@@ -1,0 +1,94 @@
+"""Keras 3 SimpleRNN / LSTM / GRU <-> multirnn layers through the public converters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from multirnn import convert  # noqa: E402
+from multirnn.convert import ConversionError  # noqa: E402
+from multirnn.reference.layers import GRU, LSTM, SimpleRNN  # noqa: E402
+
+
+def _x(batch=3, time=6, features=4, dtype="float64"):
+    return np.random.default_rng(0).standard_normal((batch, time, features)).astype(dtype)
+
+
+def _keras(kind, **kwargs):
+    layer = getattr(keras.layers, kind)(5, dtype="float64", **kwargs)
+    layer.build((None, None, 4))
+    rng = np.random.default_rng(1)
+    layer.set_weights([rng.standard_normal(w.shape) * 0.5 for w in layer.get_weights()])
+    return layer
+
+
+CASES = [
+    ("LSTM", {}),
+    ("LSTM", {"recurrent_activation": "hard_sigmoid", "go_backwards": True}),
+    ("GRU", {}),
+    ("GRU", {"reset_after": False, "activation": "relu"}),
+    ("SimpleRNN", {"activation": "selu", "use_bias": False}),
+    ("GRU", {"return_state": True, "return_sequences": True}),
+]
+
+
+@pytest.mark.parametrize("kind,kwargs", CASES, ids=str)
+def test_keras_layers_and_multirnn_layers_compute_the_same(kind, kwargs):
+    peer = _keras(kind, **kwargs)
+    x = _x()
+    mask = np.arange(6)[None, :] < np.array([6, 3, 5])[:, None]
+    want = peer(x, mask=mask)
+    want = [
+        keras.ops.convert_to_numpy(w) for w in (want if isinstance(want, (list, tuple)) else [want])
+    ]
+    layer = convert.from_keras(peer, backend="numpy")
+    got = layer(x, mask=mask)
+    for g, w in zip(got if isinstance(got, (list, tuple)) else [got], want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-12)
+    back = convert.to_keras(layer)
+    assert back.get_config()["activation"] == peer.get_config()["activation"]
+    for a, b in zip(back.get_weights(), peer.get_weights()):
+        np.testing.assert_array_equal(a, b)  # keras -> multirnn -> keras is exact
+
+
+def test_keras_hard_sigmoid_means_slope_one_sixth():
+    layer = convert.from_keras(_keras("LSTM", recurrent_activation="hard_sigmoid"),
+                               backend="numpy")  # fmt: skip
+    assert layer.spec.recurrent_activation == "hard_sigmoid_relu6"
+
+
+def test_multirnn_hard_sigmoid_has_no_keras3_form():
+    with pytest.raises(ConversionError, match="Keras 2's, slope 0.2"):
+        convert.to_keras(LSTM(5, input_dim=4, seed=0))  # the documented default
+
+
+@pytest.mark.parametrize(
+    "peer,match",
+    [
+        (lambda: _keras("LSTM", activation="gelu"), "activation='gelu' has no multirnn"),
+        (lambda: _keras("GRU", kernel_regularizer="l2"), "kernel_regularizer"),
+        (lambda: keras.layers.Bidirectional(keras.layers.LSTM(3)), "Bidirectional"),
+        (lambda: keras.layers.Dense(3), "got Dense"),
+        (lambda: keras.layers.LSTM(3), "no weights yet"),
+    ],
+)
+def test_keras_layers_without_a_multirnn_form_are_refused(peer, match):
+    with pytest.raises(ConversionError, match=match):
+        convert.from_keras(peer(), backend="numpy")
+
+
+def test_to_keras_refuses_training_options_unless_asked():
+    layer = SimpleRNN(5, input_dim=4, seed=0, kernel_regularizer="l2")
+    with pytest.raises(ConversionError, match="kernel_regularizer"):
+        convert.to_keras(layer)
+    assert convert.to_keras(layer, ignore_training_options=True).kernel_regularizer is None
+
+
+def test_gru_default_reset_after_is_converted_explicitly():
+    # multirnn's GRU default is reset_after=False, Keras 3's is True: the flag travels
+    peer = _keras("GRU")
+    assert convert.from_keras(peer, backend="numpy").spec.reset_after is True
+    layer = GRU(5, input_dim=4, seed=0, recurrent_activation="sigmoid")
+    assert convert.to_keras(layer).get_config()["reset_after"] is False

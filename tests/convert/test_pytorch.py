@@ -1,0 +1,124 @@
+"""torch.nn.RNN / LSTM / GRU <-> multirnn layers through the public converters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from multirnn import convert  # noqa: E402
+from multirnn.convert import ConversionError  # noqa: E402
+
+
+def _module(cls, **kwargs):
+    torch.manual_seed(0)
+    return cls(4, 5, batch_first=True, **kwargs).double()
+
+
+def _x(batch=3, time=6, features=4):
+    return np.random.default_rng(0).standard_normal((batch, time, features))
+
+
+def _run_stack(layers, x):
+    out = x
+    for layer in layers if isinstance(layers, list) else [layers]:
+        out = np.asarray(layer(out))
+    return out
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (torch.nn.LSTM, {}),
+        (torch.nn.GRU, {}),
+        (torch.nn.RNN, {}),
+        (torch.nn.RNN, {"nonlinearity": "relu"}),
+        (torch.nn.LSTM, {"bias": False}),
+        (torch.nn.GRU, {"num_layers": 3}),
+        (torch.nn.LSTM, {"num_layers": 2}),
+    ],
+    ids=str,
+)
+def test_torch_modules_and_multirnn_layers_compute_the_same(cls, kwargs):
+    module = _module(cls, **kwargs)
+    x = _x()
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    layers = convert.from_torch(module, backend="numpy")
+    assert isinstance(layers, list) == (kwargs.get("num_layers", 1) > 1)
+    np.testing.assert_allclose(_run_stack(layers, x), want, atol=1e-12)
+    back = convert.to_torch(layers)
+    with torch.no_grad():
+        np.testing.assert_allclose(back(torch.from_numpy(x))[0].numpy(), want, atol=1e-12)
+    again = convert.from_torch(back, backend="numpy")
+    for a, b in zip(again if isinstance(again, list) else [again],
+                    layers if isinstance(layers, list) else [layers]):  # fmt: skip
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(wa, wb)  # multirnn -> torch -> multirnn is exact
+
+
+def test_torch_module_onto_the_torch_engine_in_float32():
+    torch.manual_seed(1)
+    module = torch.nn.GRU(4, 5, batch_first=False)
+    layer = convert.from_torch(module, backend="torch")
+    x = torch.from_numpy(_x().astype(np.float32))
+    with torch.no_grad():
+        want = module(x.transpose(0, 1))[0].transpose(0, 1)  # batch_first=False: time-major
+        got = layer(x)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert layer.spec.dtype == "float32" and layer.spec.reset_after
+
+
+@pytest.mark.parametrize(
+    "module,match",
+    [
+        (lambda: torch.nn.LSTM(4, 5, proj_size=3), "proj_size=3"),
+        (lambda: torch.nn.GRU(4, 5, bidirectional=True), "Bidirectional"),
+        (lambda: torch.nn.LSTM(4, 5, num_layers=2, dropout=0.3), "dropout=0.3 between layers"),
+        (lambda: torch.nn.Linear(4, 5), "takes torch.nn.RNN, LSTM or GRU, got Linear"),
+        (lambda: torch.nn.LSTM(4, 5).half(), "float32 or float64"),
+    ],
+)
+def test_torch_modules_without_a_multirnn_form_are_refused(module, match):
+    with pytest.raises(ConversionError, match=match):
+        convert.from_torch(module(), backend="numpy")
+
+
+def test_inter_layer_dropout_can_be_dropped_when_asked():
+    module = torch.nn.LSTM(4, 5, num_layers=2, dropout=0.3).double().eval()
+    layers = convert.from_torch(module, backend="numpy", ignore_training_options=True)
+    assert len(layers) == 2 and all(layer.spec.dropout == 0 for layer in layers)
+
+
+def _built(layer_cls, units=5, **kwargs):
+    from multirnn.reference.layers import GRU, LSTM, SimpleRNN
+
+    cls = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}[layer_cls]
+    return cls(units, seed=0, input_dim=4, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"layer_cls": "LSTM"}, "recurrent_activation='sigmoid' only"),  # the hard_sigmoid default
+        ({"layer_cls": "GRU", "recurrent_activation": "sigmoid"}, "reset_after=False"),
+        ({"layer_cls": "SimpleRNN", "activation": "elu"}, "tanh or relu only"),
+        ({"layer_cls": "SimpleRNN", "go_backwards": True}, "reversed order"),
+        ({"layer_cls": "SimpleRNN", "dropout": 0.5}, "dropout"),
+        ({"layer_cls": "SimpleRNN", "kernel_regularizer": "l2"}, "kernel_regularizer"),
+        ({"layer_cls": "SimpleRNN", "stateful": True}, "stateful"),
+    ],
+)
+def test_layers_without_a_torch_form_are_refused(kwargs, match):
+    with pytest.raises(ConversionError, match=match):
+        convert.to_torch(_built(**kwargs))
+
+
+def test_stacks_must_be_alike_and_chained():
+    a = _built("SimpleRNN")
+    b = _built("SimpleRNN", units=7)
+    with pytest.raises(ConversionError, match="differs from layer 0 in units"):
+        convert.to_torch([a, b])
+    with pytest.raises(ConversionError, match="layer 1 takes 4 features, but layer 0 outputs 5"):
+        convert.to_torch([a, _built("SimpleRNN")])
