@@ -44,11 +44,13 @@ def from_keras(layer, *, backend: str | None = None, ignore_training_options: bo
                              ignore_training_options=ignore_training_options)  # fmt: skip
 
 
-def to_keras(layer, *, ignore_training_options: bool = False):
-    """A built Keras 3 layer computing what a multirnn layer computes."""
+def to_keras(layer, *, batch_size: int | None = None, ignore_training_options: bool = False):
+    """A built Keras 3 layer computing what a multirnn layer computes (a stateful one
+    with its carried states)."""
     from multirnn.convert import keras3
 
-    return keras3.to_keras(layer, ignore_training_options=ignore_training_options)
+    return keras3.to_keras(layer, batch_size=batch_size,
+                           ignore_training_options=ignore_training_options)  # fmt: skip
 
 
 def from_keras2_h5(path, *, backend: str | None = None, layers=None, **options):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from multirnn.convert import layouts
+from multirnn.convert._common import build
 from multirnn.convert.layouts import ConversionError
 
 CELLS = {"SimpleCell": "SimpleRNN", "LSTMCell": "LSTM", "OptimizedLSTMCell": "LSTM",
@@ -60,9 +61,6 @@ def _get(cell, path: str) -> np.ndarray:
 def from_flax(cell, *, backend: str | None = None):
     """The multirnn layer (``return_sequences=True``) that runs ``cell`` over a sequence
     like ``nnx.RNN(cell)``; an ``nnx.RNN`` is accepted too (not one with ``reverse=True``)."""
-    from multirnn import serialization
-    from multirnn.spec import parse
-
     if type(cell).__name__ == "RNN" and hasattr(cell, "cell"):
         if getattr(cell, "reverse", False):
             raise ConversionError("nnx.RNN(reverse=True) needs multirnn's Bidirectional or "
@@ -89,10 +87,7 @@ def from_flax(cell, *, backend: str | None = None):
         kwargs["recurrent_activation"] = _name_of(cell.gate_fn, "gate_fn", kind)
     if layer == "GRU":
         kwargs["reset_after"] = True
-    spec = parse(layer, (units,), kwargs)
-    built = serialization.from_config(spec.to_config(), backend=backend)
-    built.set_weights(weights)
-    return built
+    return build(layer, units, kwargs, weights, backend)
 
 
 def to_flax(layer, *, kind: str | None = None, rngs=None):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from multirnn.convert._common import build
 from multirnn.convert.keras3 import FROM_KERAS
 from multirnn.convert.layouts import GATES, ConversionError
 
@@ -182,9 +183,6 @@ def from_keras2_h5(
     the activations must come from there (``activation=``, ``recurrent_activation=``),
     and they may not contradict a file's config.
     """
-    from multirnn import serialization
-    from multirnn.spec import parse
-
     version, found = read(path)
     keras3 = _keras3_file(version)
     by_name = {layer.name: layer for layer in found}
@@ -245,8 +243,5 @@ def from_keras2_h5(
                 "'hard_sigmoid' before Keras 2.3, 'sigmoid' from 2.3 and in tf.keras 2)"
             )
         kwargs.setdefault("dtype", str(weights[0].dtype))
-        spec = parse(layer_kind, (weights[1].shape[0],), kwargs)
-        built = serialization.from_config(spec.to_config(), backend=backend)
-        built.set_weights(weights)
-        out[layer.name] = built
+        out[layer.name] = build(layer_kind, weights[1].shape[0], kwargs, weights, backend)
     return out

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from multirnn.convert._common import build, states_of, to_numpy
 from multirnn.convert.layouts import ConversionError
 from multirnn.spec import LayerSpec
 
@@ -94,16 +95,20 @@ def spec_kwargs(layer, ignore_training_options: bool = False) -> tuple[str, dict
 def from_keras(layer, *, backend: str | None = None, ignore_training_options: bool = False):
     """The multirnn layer computing what a built Keras 3 ``SimpleRNN``/``LSTM``/``GRU``
     computes, with its weights and options (initializers are not carried: the weights are)."""
-    from multirnn import serialization
-    from multirnn.spec import parse
-
     kind, kwargs = spec_kwargs(layer, ignore_training_options)
     if not layer.built:
         raise ConversionError(f"Keras layer {layer.name!r} has no weights yet; build it first")
-    spec = parse(kind, (int(layer.get_config()["units"]),), kwargs)
-    built = serialization.from_config(spec.to_config(), backend=backend)
-    built.set_weights([np.asarray(w) for w in layer.get_weights()])
-    return built
+    states = None
+    if kwargs.get("stateful") and getattr(layer, "states", None) is not None:
+        import keras
+
+        states = [to_numpy(keras.ops.convert_to_numpy(s)) for s in _flat(layer.states)]
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    return build(kind, int(layer.get_config()["units"]), kwargs, weights, backend, states)
+
+
+def _flat(states) -> list:
+    return list(states) if isinstance(states, (list, tuple)) else [states]
 
 
 def keras_kwargs(spec: LayerSpec, ignore_training_options: bool = False) -> dict[str, Any]:
@@ -140,17 +145,39 @@ def keras_kwargs(spec: LayerSpec, ignore_training_options: bool = False) -> dict
     return kwargs
 
 
-def to_keras(layer, *, ignore_training_options: bool = False):
+def to_keras(layer, *, batch_size: int | None = None, ignore_training_options: bool = False):
     """A built Keras 3 layer (on the current Keras backend) computing what ``layer``
-    computes."""
+    computes.
+
+    A stateful Keras layer needs a static batch size: ``batch_size``, or that of the
+    states ``layer`` carries, which are copied over.
+    """
     import keras
 
     if not getattr(layer, "built", False):
         raise ConversionError("to_keras: the layer has no weights yet; build it first")
     spec = layer.spec
     kwargs = keras_kwargs(spec, ignore_training_options)
-    weights = [np.asarray(w) for w in layer.get_weights()]
+    weights = [to_numpy(w) for w in layer.get_weights()]
+    states = states_of(layer) if spec.stateful else None
+    if spec.stateful:
+        carried = None if states is None else states[0].shape[0]
+        if batch_size is None:
+            batch_size = carried
+        if batch_size is None:
+            raise ConversionError(
+                "to_keras: a stateful Keras layer needs a static batch size; pass batch_size="
+                " (or convert a layer that has been called, whose states fix it)"
+            )
+        if carried is not None and carried != batch_size:
+            raise ConversionError(
+                f"to_keras: batch_size={batch_size}, but the layer carries states for batch "
+                f"size {carried}; reset_states() first to start the Keras layer from zeros"
+            )
     out = getattr(keras.layers, spec.layer)(**kwargs)
-    out.build((None, None, weights[0].shape[0]))
+    out.build((batch_size if spec.stateful else None, None, weights[0].shape[0]))
     out.set_weights(weights)
+    if states is not None:
+        for variable, value in zip(_flat(out.states), states):
+            variable.assign(value)
     return out

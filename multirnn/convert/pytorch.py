@@ -8,15 +8,12 @@ from typing import Any
 import numpy as np
 
 from multirnn.convert import layouts
+from multirnn.convert._common import build, to_numpy
 from multirnn.convert.layouts import ConversionError
 from multirnn.spec import LayerSpec
 
 _KINDS = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
 _FIXED = {"activation": "tanh", "recurrent_activation": "sigmoid"}
-
-
-def _numpy(tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy().copy()
 
 
 def _dtype(module) -> str:
@@ -65,9 +62,6 @@ def from_torch(module, *, backend: str | None = None, ignore_training_options: b
     multirnn layers take batch-major inputs. Inter-layer ``dropout`` (training only, a new
     mask per step) has no multirnn form; it is refused unless ``ignore_training_options``.
     """
-    from multirnn import serialization
-    from multirnn.spec import parse
-
     layer, kwargs = spec_kwargs(module)
     if module.dropout and module.num_layers > 1 and not ignore_training_options:
         raise ConversionError(
@@ -76,16 +70,13 @@ def from_torch(module, *, backend: str | None = None, ignore_training_options: b
         )
     layers = []
     for k in range(module.num_layers):
-        params = {name: _numpy(getattr(module, f"{name}_l{k}"))
+        params = {name: to_numpy(getattr(module, f"{name}_l{k}")).copy()
                   for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                   if hasattr(module, f"{name}_l{k}")}  # fmt: skip
         weights = layouts.from_torch(layer, module.hidden_size, params["weight_ih"],
                                      params["weight_hh"], params.get("bias_ih"),
                                      params.get("bias_hh"))  # fmt: skip
-        spec = parse(layer, (module.hidden_size,), kwargs)
-        built = serialization.from_config(spec.to_config(), backend=backend)
-        built.set_weights(weights)
-        layers.append(built)
+        layers.append(build(layer, module.hidden_size, kwargs, weights, backend))
     return layers[0] if len(layers) == 1 else layers
 
 

@@ -92,3 +92,28 @@ def test_gru_default_reset_after_is_converted_explicitly():
     assert convert.from_keras(peer, backend="numpy").spec.reset_after is True
     layer = GRU(5, input_dim=4, seed=0, recurrent_activation="sigmoid")
     assert convert.to_keras(layer).get_config()["reset_after"] is False
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_stateful_layers_carry_their_states_both_ways(kind):
+    peer = getattr(keras.layers, kind)(5, stateful=True, return_sequences=True, dtype="float64")
+    peer.build((3, None, 4))
+    rng = np.random.default_rng(2)
+    peer.set_weights([rng.standard_normal(w.shape) * 0.5 for w in peer.get_weights()])
+    x = _x()
+    peer(x)  # the states are no longer zeros
+    layer = convert.from_keras(peer, backend="numpy")
+    back = convert.to_keras(layer)
+    want = keras.ops.convert_to_numpy(peer(x))  # each continues from the same states
+    np.testing.assert_allclose(layer(x), want, atol=1e-12)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x)), want, atol=1e-12)
+
+
+def test_a_stateful_layer_needs_a_batch_size_for_keras():
+    fresh = SimpleRNN(5, input_dim=4, seed=0, stateful=True)
+    with pytest.raises(ConversionError, match="needs a static batch size"):
+        convert.to_keras(fresh)
+    assert convert.to_keras(fresh, batch_size=2)(_x(batch=2)).shape == (2, 5)
+    fresh(_x(batch=3))
+    with pytest.raises(ConversionError, match="carries states for batch size 3"):
+        convert.to_keras(fresh, batch_size=2)

@@ -122,3 +122,24 @@ def test_stacks_must_be_alike_and_chained():
         convert.to_torch([a, b])
     with pytest.raises(ConversionError, match="layer 1 takes 4 features, but layer 0 outputs 5"):
         convert.to_torch([a, _built("SimpleRNN")])
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch", "jax", "tensorflow"])
+def test_a_torch_module_runs_on_every_engine(engine):
+    from multirnn import engines
+
+    if engine not in engines.available():
+        pytest.skip(f"engine {engine} is not installed")
+    torch.manual_seed(2)
+    module = torch.nn.LSTM(4, 5, num_layers=2, batch_first=True)
+    x = _x().astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    layers = convert.from_torch(module, backend=engine)
+    to_engine = getattr(engines.engine(engine).module, "from_numpy", lambda a: a)
+    out = to_engine(x)
+    for layer in layers:
+        out = layer(out)
+    from multirnn.convert._common import to_numpy
+
+    np.testing.assert_allclose(to_numpy(out), want, atol=1e-5)

@@ -1,0 +1,48 @@
+"""What every converter does on the multirnn side: build the layer, load weights and states."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """An engine or peer tensor as a NumPy array (detached, on the host)."""
+    if hasattr(value, "detach"):  # torch
+        value = value.detach().cpu()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        try:
+            return np.asarray(value.numpy())
+        except (TypeError, ValueError, AttributeError):
+            pass
+    return np.asarray(value)
+
+
+def build(
+    layer: str,
+    units: int,
+    kwargs: dict[str, Any],
+    weights: Sequence[np.ndarray],
+    backend: str | None,
+    states: Sequence[np.ndarray] | None = None,
+):
+    """A multirnn layer on ``backend`` with ``weights`` and, for a stateful layer, the
+    peer's carried ``states``."""
+    from multirnn import engines, serialization
+    from multirnn.spec import parse
+
+    spec = parse(layer, (units,), kwargs)
+    built = serialization.from_config(spec.to_config(), backend=backend)
+    built.set_weights([np.asarray(w) for w in weights])
+    if states is not None and spec.stateful:
+        convert = getattr(engines.engine(backend).module, "from_numpy", lambda a: a)
+        built.reset_states([convert(np.asarray(s, weights[0].dtype)) for s in states])
+    return built
+
+
+def states_of(layer) -> list[np.ndarray] | None:
+    """The carried states of a stateful multirnn layer (None when it has none yet)."""
+    states = getattr(layer, "states", None)
+    return None if states is None else [to_numpy(s) for s in states]
