@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from multirnn import activations, constraints, initializers, regularizers
+from multirnn import activations, constraints, convert, initializers, regularizers
 from multirnn._version import __version__
 from multirnn.engines import (
     EngineUnavailableError,
@@ -32,6 +32,7 @@ __all__ = [
     "activations",
     "backend",
     "constraints",
+    "convert",
     "engine",
     "from_config",
     "initializers",
