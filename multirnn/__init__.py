@@ -1,7 +1,8 @@
 """multirnn: the documented SimpleRNN, LSTM and GRU layers, with the same numbers on every engine.
 
-``multirnn.LSTM`` (and ``SimpleRNN``, ``GRU``, ``Recurrent``) resolve to the selected
-engine's class at attribute access; importing this package imports no framework.
+``multirnn.LSTM`` (and ``SimpleRNN``, ``GRU``, ``Recurrent``, ``Bidirectional``) resolve to
+the selected engine's class at attribute access; importing this package imports no
+framework.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from multirnn.spec import LayerSpec
 __all__ = [
     "GRU",
     "LSTM",
+    "Bidirectional",
     "EngineUnavailableError",
     "LayerSpec",
     "Recurrent",
@@ -42,7 +44,7 @@ __all__ = [
     "set_backend",
 ]
 
-_LAYER_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Recurrent")
+_LAYER_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Recurrent", "Bidirectional")
 
 
 def __getattr__(name: str) -> Any:

@@ -88,6 +88,13 @@ class Engine:
     def Recurrent(self) -> type:
         return self.module.Recurrent
 
+    @property
+    def Bidirectional(self) -> type:
+        cls = getattr(self.module, "Bidirectional", None)
+        if cls is None:
+            raise AttributeError(f"engine {self.name!r} provides no Bidirectional wrapper")
+        return cls
+
     def layer_class(self, layer: str) -> type:
         return getattr(self.module, layer)
 

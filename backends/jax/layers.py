@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import GetAttrKey
 from multirnn import calls, regularizers
+from multirnn.bidirectional import BidirectionalCore, merge
 from multirnn.layer import LayerCore
 
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
@@ -350,3 +351,72 @@ class GRU(Recurrent):
     """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
 
     layer_name = "GRU"
+
+
+class _BidirectionalOps:
+    concat = staticmethod(lambda arrays, axis: jnp.concatenate(arrays, axis=axis))
+    flip = staticmethod(lambda array, axis: jnp.flip(array, axis=axis))
+
+
+class Bidirectional(BidirectionalCore):
+    """A recurrent layer run forward and backward over the inputs, outputs merged (Keras
+    semantics; see ``multirnn.bidirectional``). A pytree whose children are the two
+    layers, so ``jit``, ``grad`` and optax take it like a single layer. ``key`` is split
+    between the two directions' dropout."""
+
+    engine_name = "jax"
+    _ops = _BidirectionalOps
+
+    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat") -> None:
+        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode)
+
+    def _flatten_with_keys(self):
+        children = (
+            (GetAttrKey("forward_layer"), self.forward_layer),
+            (GetAttrKey("backward_layer"), self.backward_layer),
+        )
+        return children, self.spec
+
+    def _flatten(self):
+        return (self.forward_layer, self.backward_layer), self.spec
+
+    @classmethod
+    def _unflatten(cls, spec, children):
+        wrapper = object.__new__(cls)
+        wrapper.spec = spec
+        wrapper.forward_layer, wrapper.backward_layer = children
+        return wrapper
+
+    def __call__(self, inputs, *, mask=None, initial_state=None, training: bool = False,
+                 key: jax.Array | None = None):  # fmt: skip
+        forward_key = backward_key = None
+        if key is not None:
+            forward_key, backward_key = jax.random.split(key)
+        forward_state, backward_state = self.spec.split_initial_state(initial_state)
+        y = self.forward_layer(inputs, mask=mask, initial_state=forward_state,
+                               training=training, key=forward_key)  # fmt: skip
+        y_rev = self.backward_layer(inputs, mask=mask, initial_state=backward_state,
+                                    training=training, key=backward_key)  # fmt: skip
+        out = merge(self.spec, y, y_rev, self._ops)
+        return out[0] if len(out) == 1 else out
+
+    @property
+    def losses(self) -> list[jax.Array]:
+        """The weight penalties of both directions (current weights)."""
+        return self.forward_layer.penalties() + self.backward_layer.penalties()
+
+    def apply_constraints(self) -> Bidirectional:  # type: ignore[override]
+        """A new wrapper with both directions' weights projected (layers are immutable)."""
+        return jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(self, is_leaf=lambda n: isinstance(n, Recurrent)),
+            [self.forward_layer.apply_constraints(), self.backward_layer.apply_constraints()],
+        )
+
+
+jax.tree_util.register_pytree_with_keys(
+    Bidirectional,
+    Bidirectional._flatten_with_keys,
+    Bidirectional._unflatten,
+    Bidirectional._flatten,
+)
+Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}

@@ -19,6 +19,7 @@ from multirnn_tensorflow.ops import TF_OPS
 
 import tensorflow as tf
 from multirnn import calls, constraints, regularizers
+from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
 
 
@@ -310,3 +311,84 @@ class GRU(Recurrent):
     """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
 
     layer_name = "GRU"
+
+
+class _BidirectionalOps:
+    concat = staticmethod(lambda tensors, axis: tf.concat(tensors, axis=axis))
+    flip = staticmethod(lambda tensor, axis: tf.reverse(tensor, [axis]))
+
+
+@keras.saving.register_keras_serializable(package="multirnn")
+class Bidirectional(BidirectionalCore, keras.layers.Layer):
+    """A recurrent layer run forward and backward over the inputs, outputs merged (Keras
+    semantics; see ``multirnn.bidirectional``). A Keras layer whose sublayers are the two
+    directions, so their weights, penalties and constraints reach Keras as usual."""
+
+    engine_name = "tensorflow"
+    _ops = _BidirectionalOps
+
+    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat", **kwargs: Any):
+        _require_tensorflow_backend("Bidirectional")
+        keras.layers.Layer.__init__(self, dtype=layer.dtype, autocast=False, **kwargs)
+        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode)
+        self.supports_masking = True
+
+    # Keras assigns ``built``; the wrapper is built when both directions are
+    @property
+    def built(self) -> bool:
+        layers = (getattr(self, "forward_layer", None), getattr(self, "backward_layer", None))
+        return all(layer is not None and layer.built for layer in layers)
+
+    @built.setter
+    def built(self, value: bool) -> None:
+        pass
+
+    def build(self, input_shape) -> None:
+        self.forward_layer.build(input_shape)
+        self.backward_layer.build(input_shape)
+
+    def call(self, inputs, mask=None, initial_state=None, training=None):
+        return self._run(inputs, mask=mask, initial_state=initial_state, training=training)
+
+    def compute_mask(self, inputs, mask=None):
+        spec = self.spec
+        output_mask = mask if spec.layer.return_sequences else None
+        outputs = [output_mask] * (2 if spec.merge_mode is None else 1)
+        states = [None] * (2 * spec.layer.num_states if spec.layer.return_state else 0)
+        masks = outputs + states
+        return masks[0] if len(masks) == 1 else masks
+
+    def compute_output_shape(self, input_shape):
+        spec = self.spec
+        batch, time = input_shape[0], input_shape[1]
+        width = spec.units
+        output = (batch, time, width) if spec.layer.return_sequences else (batch, width)
+        if spec.merge_mode is None:
+            output = self.forward_layer.compute_output_shape(input_shape)
+            output = output[0] if spec.layer.return_state else output
+            outputs = [output, output]
+        else:
+            outputs = [output]
+        states = [(batch, spec.layer.units)] * (
+            2 * spec.layer.num_states if spec.layer.return_state else 0
+        )
+        shapes = outputs + states
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def losses(self) -> list:
+        return list(self.forward_layer.losses) + list(self.backward_layer.losses)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, **self.spec.to_config()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        from multirnn import spec as specs
+
+        inner = specs.from_config(config["layer"])
+        layer = cls._classes[inner.layer].from_config(config["layer"])
+        return cls(layer, config.get("merge_mode", "concat"), name=config.get("name"))
+
+
+Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}

@@ -17,6 +17,7 @@ from multirnn_torch.ops import TORCH_OPS
 
 import torch
 from multirnn import calls, regularizers
+from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
 from torch import nn
 
@@ -253,3 +254,28 @@ class GRU(Recurrent):
     """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
 
     layer_name = "GRU"
+
+
+class _BidirectionalOps:
+    concat = staticmethod(lambda tensors, axis: torch.cat(tensors, dim=axis))
+    flip = staticmethod(lambda tensor, axis: torch.flip(tensor, dims=[axis]))
+
+
+class Bidirectional(BidirectionalCore, nn.Module):
+    """A recurrent layer run forward and backward over the inputs, outputs merged (Keras
+    semantics; see ``multirnn.bidirectional``). Both copies are submodules."""
+
+    engine_name = "torch"
+    _ops = _BidirectionalOps
+
+    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat") -> None:
+        nn.Module.__init__(self)
+        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode)
+
+    def forward(self, inputs, *, mask=None, initial_state=None, training=None):
+        return self._run(inputs, mask=mask, initial_state=initial_state, training=training)
+
+    __repr__ = nn.Module.__repr__
+
+
+Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}

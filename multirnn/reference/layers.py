@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from multirnn import calls, regularizers
+from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
 from multirnn.ops import NUMPY_OPS
 from multirnn.reference import kernels
@@ -204,3 +205,26 @@ class GRU(Recurrent):
     """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
 
     layer_name = "GRU"
+
+
+class _Ops:
+    """What Bidirectional's merge needs, on NumPy arrays."""
+
+    concat = staticmethod(lambda arrays, axis: np.concatenate(arrays, axis=axis))
+    flip = staticmethod(lambda array, axis: np.flip(array, axis=axis).copy())
+
+
+class Bidirectional(BidirectionalCore):
+    """A recurrent layer run forward and backward over the inputs, outputs merged
+    (Keras semantics; see ``multirnn.bidirectional``)."""
+
+    engine_name = "numpy"
+    _ops = _Ops
+
+    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat") -> None:
+        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode)
+
+    __call__ = BidirectionalCore._run
+
+
+Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}

@@ -1,0 +1,55 @@
+"""Bidirectional on the TensorFlow engine: a Keras layer equal to the NumPy engine's
+wrapper, usable in Sequential models, fit and .keras files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from multirnn_tensorflow.layers import GRU, LSTM, Bidirectional, SimpleRNN  # noqa: E402
+
+from multirnn.reference import layers as reference  # noqa: E402
+
+
+def _x():
+    return np.random.default_rng(0).standard_normal((3, 6, 4))
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", None])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_same_numbers_as_the_numpy_engine_with_masks(kind, merge_mode):
+    kwargs = {"return_sequences": True, "return_state": True, "dtype": "float64", "seed": 0}
+    cls = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}[kind]
+    layer = Bidirectional(cls(5, input_dim=4, **kwargs), merge_mode=merge_mode)
+    peer = reference.Bidirectional(getattr(reference, kind)(5, **kwargs), merge_mode=merge_mode)
+    peer.set_weights(layer.get_weights())
+    x = _x()
+    mask = np.arange(6)[None, :] < np.array([6, 2, 4])[:, None]
+    got = tf.function(lambda: layer(x, mask=mask))()
+    for g, w in zip(got, peer(x, mask=mask), strict=True):
+        np.testing.assert_allclose(g.numpy(), w, atol=1e-12)
+
+
+def test_in_a_sequential_model_with_masking_fit_and_a_keras_file(tmp_path):
+    x = _x().astype("float32")
+    x[1, 4:] = 0.0
+    model = keras.Sequential([
+        keras.Input((None, 4)),
+        keras.layers.Masking(0.0),
+        Bidirectional(LSTM(5, return_sequences=True, seed=0, kernel_regularizer="l2")),
+        Bidirectional(GRU(3, seed=1), merge_mode="ave"),
+        keras.layers.Dense(1),
+    ])  # fmt: skip
+    assert len(model.layers[1].trainable_weights) == 6
+    assert len(model.losses) == 2  # one kernel penalty per direction
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    history = model.fit(x, np.ones((3, 1), "float32"), epochs=10, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    path = tmp_path / "model.keras"
+    model.save(path)
+    again = keras.models.load_model(path)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)  # fmt: skip
