@@ -42,6 +42,22 @@ def build(
     return built
 
 
+def build_bidirectional(layer: str, units: int, kwargs: dict[str, Any],
+                        forward: Sequence[np.ndarray], backward: Sequence[np.ndarray],
+                        merge_mode: str | None, backend: str | None):  # fmt: skip
+    """A multirnn ``Bidirectional`` on ``backend`` with both directions' weights."""
+    from multirnn import engines
+
+    inner = build(layer, units, kwargs, forward, backend)
+    wrapper = engines.engine(backend).Bidirectional(inner, merge_mode)
+    wrapper.set_weights([np.asarray(w) for w in [*forward, *backward]])
+    return wrapper
+
+
+def is_bidirectional(layer) -> bool:
+    return hasattr(layer, "forward_layer") and hasattr(layer, "backward_layer")
+
+
 def states_of(layer) -> list[np.ndarray] | None:
     """The carried states of a stateful multirnn layer (None when it has none yet)."""
     states = getattr(layer, "states", None)

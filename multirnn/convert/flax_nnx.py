@@ -61,6 +61,11 @@ def _get(cell, path: str) -> np.ndarray:
 def from_flax(cell, *, backend: str | None = None):
     """The multirnn layer (``return_sequences=True``) that runs ``cell`` over a sequence
     like ``nnx.RNN(cell)``; an ``nnx.RNN`` is accepted too (not one with ``reverse=True``)."""
+    if type(cell).__name__ == "Bidirectional" and hasattr(cell, "forward_rnn"):
+        raise ConversionError(
+            "nnx.Bidirectional is not convertible yet; convert forward_rnn.cell and "
+            "backward_rnn.cell and wrap them in multirnn's Bidirectional yourself"
+        )
     if type(cell).__name__ == "RNN" and hasattr(cell, "cell"):
         if getattr(cell, "reverse", False):
             raise ConversionError("nnx.RNN(reverse=True) needs multirnn's Bidirectional or "

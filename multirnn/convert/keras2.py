@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn.convert._common import build
+from multirnn.convert._common import build, build_bidirectional
 from multirnn.convert.keras3 import FROM_KERAS
 from multirnn.convert.layouts import GATES, ConversionError
 
@@ -196,52 +196,75 @@ def from_keras2_h5(
         if layers is not None and layer.name not in layers:
             continue
         if layer.class_name == "Bidirectional":
-            raise ConversionError(
-                f"Keras layer {layer.name!r} is a Bidirectional, which needs multirnn's "
-                "Bidirectional wrapper (not available yet)"
-            )
+            out[layer.name] = _bidirectional(layer, keras3, options, backend)
+            continue
         if layer.class_name is not None and layer.class_name not in _RECURRENT:
             if layers is not None:
                 raise ConversionError(
                     f"Keras layer {layer.name!r} is a {layer.class_name}, not a recurrent "
-                    f"layer ({', '.join(_RECURRENT)})"
+                    f"layer ({', '.join(_RECURRENT)}, Bidirectional)"
                 )
             continue
         if layer.class_name is None and (not layer.weights or len(layer.weights) not in (2, 3)):
             continue  # weights-only file: groups of other layers
-        kind = _RECURRENT.get(layer.class_name) if layer.class_name else None
-        layer_kind, weights, decided = _canonical(layer, kind)
-        kwargs = dict(decided)
-        if layer.config is not None:
-            kwargs.update({k: layer.config[k] for k in _PASSED if k in layer.config})
-            if "CuDNN" not in layer.class_name:
-                kwargs["activation"] = _activation(layer.config.get("activation", "tanh"),
-                                                   "activation", layer, keras3)  # fmt: skip
-                if kind != "SimpleRNN":
-                    kwargs["recurrent_activation"] = _activation(
-                        layer.config.get("recurrent_activation", "hard_sigmoid"),
-                        "recurrent_activation", layer, keras3)  # fmt: skip
-            units = layer.config.get("units")
-            if units is not None and units != weights[1].shape[0]:
-                raise ConversionError(
-                    f"Keras layer {layer.name!r}: config says units={units}, weights hold "
-                    f"{weights[1].shape[0]}"
-                )
-        for key, value in options.items():
-            if key in kwargs and kwargs[key] != value:
-                raise ConversionError(
-                    f"Keras layer {layer.name!r}: {key}={value!r} contradicts the file "
-                    f"({key}={kwargs[key]!r})"
-                )
-            kwargs[key] = value
-        needed = ["activation"] + (["recurrent_activation"] if layer_kind != "SimpleRNN" else [])
-        if any(arg not in kwargs for arg in needed):
-            raise ConversionError(
-                f"Keras layer {layer.name!r}: this file holds weights only, so the "
-                f"activations are unknown; pass {'= and '.join(needed)}= as the layer was "
-                "built with (Keras 2 defaults: activation 'tanh'; recurrent_activation "
-                "'hard_sigmoid' before Keras 2.3, 'sigmoid' from 2.3 and in tf.keras 2)"
-            )
-        kwargs.setdefault("dtype", str(weights[0].dtype))
+        layer_kind, kwargs, weights = _convert(layer, keras3, options)
         out[layer.name] = build(layer_kind, weights[1].shape[0], kwargs, weights, backend)
     return out
+
+
+def _convert(layer: H5Layer, keras3: bool, options: dict[str, Any]):
+    """(multirnn layer, keyword arguments, canonical weights) of one recurrent layer."""
+    kind = _RECURRENT.get(layer.class_name) if layer.class_name else None
+    layer_kind, weights, decided = _canonical(layer, kind)
+    kwargs = dict(decided)
+    if layer.config is not None:
+        kwargs.update({k: layer.config[k] for k in _PASSED if k in layer.config})
+        if "CuDNN" not in (layer.class_name or ""):
+            kwargs["activation"] = _activation(layer.config.get("activation", "tanh"),
+                                               "activation", layer, keras3)  # fmt: skip
+            if layer_kind != "SimpleRNN":
+                kwargs["recurrent_activation"] = _activation(
+                    layer.config.get("recurrent_activation", "hard_sigmoid"),
+                    "recurrent_activation", layer, keras3)  # fmt: skip
+        units = layer.config.get("units")
+        if units is not None and units != weights[1].shape[0]:
+            raise ConversionError(
+                f"Keras layer {layer.name!r}: config says units={units}, weights hold "
+                f"{weights[1].shape[0]}"
+            )
+    for key, value in options.items():
+        if key in kwargs and kwargs[key] != value:
+            raise ConversionError(
+                f"Keras layer {layer.name!r}: {key}={value!r} contradicts the file "
+                f"({key}={kwargs[key]!r})"
+            )
+        kwargs[key] = value
+    needed = ["activation"] + (["recurrent_activation"] if layer_kind != "SimpleRNN" else [])
+    if any(arg not in kwargs for arg in needed):
+        raise ConversionError(
+            f"Keras layer {layer.name!r}: this file holds weights only, so the "
+            f"activations are unknown; pass {'= and '.join(needed)}= as the layer was "
+            "built with (Keras 2 defaults: activation 'tanh'; recurrent_activation "
+            "'hard_sigmoid' before Keras 2.3, 'sigmoid' from 2.3 and in tf.keras 2)"
+        )
+    kwargs.setdefault("dtype", str(weights[0].dtype))
+    return layer_kind, kwargs, weights
+
+
+def _bidirectional(layer: H5Layer, keras3: bool, options: dict[str, Any], backend):
+    """A Keras Bidirectional group: the forward layer's arrays, then the backward one's."""
+    inner = (layer.config or {}).get("layer", {})
+    cls, cfg = inner.get("class_name"), inner.get("config", {})
+    if cls not in _RECURRENT or len(layer.weights) % 2:
+        raise ConversionError(
+            f"Keras Bidirectional {layer.name!r} wraps {cls!r} with {len(layer.weights)} "
+            "arrays; convertible: SimpleRNN, LSTM, GRU, CuDNNLSTM, CuDNNGRU"
+        )
+    half = len(layer.weights) // 2
+    forward = H5Layer(layer.name, cls, cfg, layer.weights[:half])
+    backward = H5Layer(layer.name, cls, cfg, layer.weights[half:])
+    layer_kind, kwargs, forward_weights = _convert(forward, keras3, options)
+    _, _, backward_weights = _convert(backward, keras3, options)
+    merge_mode = layer.config.get("merge_mode", "concat")
+    return build_bidirectional(layer_kind, forward_weights[1].shape[0], kwargs, forward_weights,
+                               backward_weights, merge_mode, backend)  # fmt: skip

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from multirnn.convert._common import build, states_of, to_numpy
+from multirnn.convert._common import (
+    build,
+    build_bidirectional,
+    is_bidirectional,
+    states_of,
+    to_numpy,
+)
 from multirnn.convert.layouts import ConversionError
 from multirnn.spec import LayerSpec
 
@@ -60,11 +66,6 @@ def _dtype(layer) -> str:
 def spec_kwargs(layer, ignore_training_options: bool = False) -> tuple[str, dict[str, Any]]:
     """(multirnn layer name, keyword arguments) computing what the Keras layer computes."""
     kind = type(layer).__name__
-    if kind == "Bidirectional":
-        raise ConversionError(
-            "Keras Bidirectional needs multirnn's Bidirectional wrapper, which is not "
-            "available yet; convert its forward_layer and backward_layer separately"
-        )
     if kind not in ("SimpleRNN", "LSTM", "GRU") or not type(layer).__module__.startswith("keras"):
         raise ConversionError(
             f"from_keras takes keras.layers.SimpleRNN, LSTM or GRU, got {type(layer).__name__}"
@@ -95,6 +96,8 @@ def spec_kwargs(layer, ignore_training_options: bool = False) -> tuple[str, dict
 def from_keras(layer, *, backend: str | None = None, ignore_training_options: bool = False):
     """The multirnn layer computing what a built Keras 3 ``SimpleRNN``/``LSTM``/``GRU``
     computes, with its weights and options (initializers are not carried: the weights are)."""
+    if type(layer).__name__ == "Bidirectional" and hasattr(layer, "forward_layer"):
+        return _from_bidirectional(layer, backend, ignore_training_options)
     kind, kwargs = spec_kwargs(layer, ignore_training_options)
     if not layer.built:
         raise ConversionError(f"Keras layer {layer.name!r} has no weights yet; build it first")
@@ -105,6 +108,36 @@ def from_keras(layer, *, backend: str | None = None, ignore_training_options: bo
         states = [to_numpy(keras.ops.convert_to_numpy(s)) for s in _flat(layer.states)]
     weights = [np.asarray(w) for w in layer.get_weights()]
     return build(kind, int(layer.get_config()["units"]), kwargs, weights, backend, states)
+
+
+def _from_bidirectional(layer, backend, ignore_training_options):
+    if not layer.built:
+        raise ConversionError(f"Keras layer {layer.name!r} has no weights yet; build it first")
+    kind, forward = spec_kwargs(layer.forward_layer, ignore_training_options)
+    _, backward = spec_kwargs(layer.backward_layer, ignore_training_options)
+    # multirnn's wrapper derives the backward copy: only go_backwards may differ
+    ignored = {"go_backwards", "zero_output_for_mask"}
+    differs = sorted(k for k in forward.keys() | backward.keys()
+                     if k not in ignored and forward.get(k) != backward.get(k))  # fmt: skip
+    if differs or forward.get("go_backwards") == backward.get("go_backwards"):
+        raise ConversionError(
+            f"Keras Bidirectional {layer.name!r} has a backward_layer that is not the forward "
+            f"layer run backwards (differs in {', '.join(differs) or 'go_backwards'}); "
+            "multirnn's Bidirectional derives its backward copy from the forward layer"
+        )
+    if forward.get("stateful"):
+        raise ConversionError(
+            f"Keras Bidirectional {layer.name!r} is stateful; convert its forward_layer and "
+            "backward_layer separately to keep their states"
+        )
+    forward.pop("zero_output_for_mask", None)
+    units = int(layer.forward_layer.get_config()["units"])
+    return build_bidirectional(
+        kind, units, forward,
+        [np.asarray(w) for w in layer.forward_layer.get_weights()],
+        [np.asarray(w) for w in layer.backward_layer.get_weights()],
+        layer.merge_mode, backend,
+    )  # fmt: skip
 
 
 def _flat(states) -> list:
@@ -156,6 +189,20 @@ def to_keras(layer, *, batch_size: int | None = None, ignore_training_options: b
 
     if not getattr(layer, "built", False):
         raise ConversionError("to_keras: the layer has no weights yet; build it first")
+    if is_bidirectional(layer):
+        if layer.spec.layer.stateful:
+            raise ConversionError("to_keras: convert a stateful Bidirectional's two layers "
+                                  "separately, to keep their states")  # fmt: skip
+        inner = layer.spec.layer.replace(zero_output_for_mask=False)
+        kwargs = keras_kwargs(inner, ignore_training_options)
+        kwargs.pop("zero_output_for_mask")
+        weights = [to_numpy(w) for w in layer.get_weights()]
+        out = keras.layers.Bidirectional(getattr(keras.layers, inner.layer)(**kwargs),
+                                         merge_mode=layer.merge_mode,
+                                         dtype=kwargs.get("dtype"))  # fmt: skip
+        out.build((None, None, weights[0].shape[0]))
+        out.set_weights(weights)
+        return out
     spec = layer.spec
     kwargs = keras_kwargs(spec, ignore_training_options)
     weights = [to_numpy(w) for w in layer.get_weights()]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from multirnn.convert import layouts
-from multirnn.convert._common import build, to_numpy
+from multirnn.convert._common import build, build_bidirectional, is_bidirectional, to_numpy
 from multirnn.convert.layouts import ConversionError
 from multirnn.spec import LayerSpec
 
@@ -38,11 +38,6 @@ def spec_kwargs(module) -> tuple[str, dict[str, Any]]:
             f"torch LSTM proj_size={module.proj_size} projects the hidden state through "
             "weight_hr; no multirnn LSTM computes that"
         )
-    if module.bidirectional:
-        raise ConversionError(
-            "torch bidirectional=True needs multirnn's Bidirectional wrapper, which is not "
-            "available yet; convert a unidirectional module"
-        )
     kwargs: dict[str, Any] = {"use_bias": bool(module.bias), "return_sequences": True,
                               "dtype": _dtype(module)}  # fmt: skip
     if layer == "SimpleRNN":
@@ -68,15 +63,23 @@ def from_torch(module, *, backend: str | None = None, ignore_training_options: b
             f"torch dropout={module.dropout} between layers (training only) has no multirnn "
             "form; pass ignore_training_options=True to convert without it"
         )
+
+    def direction(k: int, suffix: str) -> list[np.ndarray]:
+        params = {name: to_numpy(getattr(module, f"{name}_l{k}{suffix}")).copy()
+                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                  if hasattr(module, f"{name}_l{k}{suffix}")}  # fmt: skip
+        return layouts.from_torch(layer, module.hidden_size, params["weight_ih"],
+                                  params["weight_hh"], params.get("bias_ih"),
+                                  params.get("bias_hh"))  # fmt: skip
+
     layers = []
     for k in range(module.num_layers):
-        params = {name: to_numpy(getattr(module, f"{name}_l{k}")).copy()
-                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                  if hasattr(module, f"{name}_l{k}")}  # fmt: skip
-        weights = layouts.from_torch(layer, module.hidden_size, params["weight_ih"],
-                                     params["weight_hh"], params.get("bias_ih"),
-                                     params.get("bias_hh"))  # fmt: skip
-        layers.append(build(layer, module.hidden_size, kwargs, weights, backend))
+        if module.bidirectional:  # torch's output is Keras's Bidirectional(merge "concat")
+            layers.append(build_bidirectional(layer, module.hidden_size, kwargs,
+                                              direction(k, ""), direction(k, "_reverse"),
+                                              "concat", backend))  # fmt: skip
+        else:
+            layers.append(build(layer, module.hidden_size, kwargs, direction(k, ""), backend))
     return layers[0] if len(layers) == 1 else layers
 
 
@@ -129,7 +132,21 @@ def to_torch(layers, *, batch_first: bool = True, ignore_training_options: bool 
     stack: Sequence[Any] = list(layers) if isinstance(layers, (list, tuple)) else [layers]
     if not stack:
         raise ConversionError("to_torch needs at least one layer")
-    specs = [layer.spec for layer in stack]
+    wrapped = [is_bidirectional(layer) for layer in stack]
+    if any(wrapped) and not all(wrapped):
+        raise ConversionError("to_torch: a torch module is bidirectional in every layer or in "
+                              "none; this stack mixes Bidirectional and plain layers")  # fmt: skip
+    bidirectional = all(wrapped)
+    if bidirectional:
+        for k, layer in enumerate(stack):
+            if layer.merge_mode != "concat":
+                raise ConversionError(
+                    f"to_torch: a bidirectional torch module concatenates the directions; "
+                    f"layer {k} has merge_mode={layer.merge_mode!r}"
+                )
+        directions = [(layer.forward_layer, layer.backward_layer) for layer in stack]
+        stack = [layer.forward_layer for layer in stack]
+    specs = [layer.spec.replace(zero_output_for_mask=False) for layer in stack]
     first = specs[0]
     for k, spec in enumerate(specs):
         check_exportable(spec, ignore_training_options)
@@ -143,19 +160,25 @@ def to_torch(layers, *, batch_first: bool = True, ignore_training_options: bool 
                 f"0 in {', '.join(differs)}"
             )
     weights = [[np.asarray(w) for w in layer.get_weights()] for layer in stack]
+    width = first.units * (2 if bidirectional else 1)
     for k in range(1, len(stack)):
-        if weights[k][0].shape[0] != first.units:
+        if weights[k][0].shape[0] != width:
             raise ConversionError(
                 f"to_torch: layer {k} takes {weights[k][0].shape[0]} features, but layer "
-                f"{k - 1} outputs {first.units}"
+                f"{k - 1} outputs {width}"
             )
     cls = {"SimpleRNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[first.layer]
     extra = {"nonlinearity": first.activation} if first.layer == "SimpleRNN" else {}
     dtype = getattr(torch, str(weights[0][0].dtype))
     module = cls(weights[0][0].shape[0], first.units, num_layers=len(stack), bias=first.use_bias,
-                 batch_first=batch_first, dtype=dtype, **extra)  # fmt: skip
+                 batch_first=batch_first, dtype=dtype, bidirectional=bidirectional,
+                 **extra)  # fmt: skip
     with torch.no_grad():
         for k, (spec, ws) in enumerate(zip(specs, weights)):
-            for name, value in layouts.to_torch(spec, ws).items():
-                getattr(module, f"{name}_l{k}").copy_(torch.from_numpy(value))
+            parts = [("", ws)]
+            if bidirectional:
+                parts.append(("_reverse", [np.asarray(w) for w in directions[k][1].get_weights()]))
+            for suffix, arrays in parts:
+                for name, value in layouts.to_torch(spec, arrays).items():
+                    getattr(module, f"{name}_l{k}{suffix}").copy_(torch.from_numpy(value))
     return module

@@ -69,6 +69,10 @@ def test_nnx_rnn_wrappers_are_accepted():
         (lambda: _cell("LSTMCell", activation_fn=jax.nn.gelu), "activation_fn='gelu'"),
         (lambda: nnx.Linear(3, 4, rngs=nnx.Rngs(0)), "got Linear"),
         (lambda: nnx.RNN(_cell("GRUCell"), reverse=True), "reverse=True"),
+        (
+            lambda: nnx.Bidirectional(nnx.RNN(_cell("GRUCell")), nnx.RNN(_cell("GRUCell"))),
+            "nnx.Bidirectional is not convertible yet",
+        ),
     ],
 )
 def test_flax_modules_without_a_multirnn_form_are_refused(make, match):

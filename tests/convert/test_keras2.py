@@ -165,3 +165,15 @@ def test_a_file_written_by_keras3_means_keras3_hard_sigmoid(tmp_path):
     assert layer.spec.recurrent_activation == "hard_sigmoid_relu6" and layer.spec.reset_after
     x = rng(3).standard_normal((2, 5, F)).astype("float32")
     np.testing.assert_allclose(layer(x), keras.ops.convert_to_numpy(model(x)), atol=1e-5)
+
+
+def test_a_bidirectional_layer_in_a_keras3_file(tmp_path):
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((5, F)), keras.layers.Bidirectional(
+        keras.layers.LSTM(H, return_sequences=True), merge_mode="sum", name="bi")])  # fmt: skip
+    path = tmp_path / "bi.h5"
+    model.save(path)
+    layer = convert.from_keras2_h5(path, backend="numpy")["bi"]
+    assert layer.merge_mode == "sum"
+    x = rng(4).standard_normal((2, 5, F)).astype("float32")
+    np.testing.assert_allclose(layer(x), keras.ops.convert_to_numpy(model(x)), atol=1e-5)

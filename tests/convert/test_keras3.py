@@ -69,7 +69,6 @@ def test_multirnn_hard_sigmoid_has_no_keras3_form():
     [
         (lambda: _keras("LSTM", activation="gelu"), "activation='gelu' has no multirnn"),
         (lambda: _keras("GRU", kernel_regularizer="l2"), "kernel_regularizer"),
-        (lambda: keras.layers.Bidirectional(keras.layers.LSTM(3)), "Bidirectional"),
         (lambda: keras.layers.Dense(3), "got Dense"),
         (lambda: keras.layers.LSTM(3), "no weights yet"),
     ],
@@ -117,3 +116,36 @@ def test_a_stateful_layer_needs_a_batch_size_for_keras():
     fresh(_x(batch=3))
     with pytest.raises(ConversionError, match="carries states for batch size 3"):
         convert.to_keras(fresh, batch_size=2)
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "mul", None])
+def test_keras_bidirectional_converts_both_ways(merge_mode):
+    peer = keras.layers.Bidirectional(
+        keras.layers.LSTM(5, return_sequences=True, return_state=True, dtype="float64"),
+        merge_mode=merge_mode, dtype="float64",
+    )  # fmt: skip
+    peer.build((None, None, 4))
+    rng = np.random.default_rng(3)
+    peer.set_weights([rng.standard_normal(w.shape) * 0.5 for w in peer.get_weights()])
+    x = _x()
+    mask = np.arange(6)[None, :] < np.array([6, 3, 5])[:, None]
+    want = [keras.ops.convert_to_numpy(w) for w in peer(x, mask=mask)]
+    layer = convert.from_keras(peer, backend="numpy")
+    for g, w in zip(layer(x, mask=mask), want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-12)
+    back = convert.to_keras(layer)
+    for a, b in zip(back.get_weights(), peer.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for g, w in zip(back(x, mask=mask), want, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(g), w, atol=1e-12)
+
+
+def test_a_keras_bidirectional_with_another_backward_layer_is_refused():
+    peer = keras.layers.Bidirectional(
+        keras.layers.GRU(3, dtype="float64"),
+        backward_layer=keras.layers.GRU(3, go_backwards=True, activation="relu", dtype="float64"),
+        dtype="float64",
+    )  # fmt: skip
+    peer.build((None, None, 4))
+    with pytest.raises(ConversionError, match="differs in activation"):
+        convert.from_keras(peer, backend="numpy")

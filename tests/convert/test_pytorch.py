@@ -37,6 +37,9 @@ def _run_stack(layers, x):
         (torch.nn.LSTM, {"bias": False}),
         (torch.nn.GRU, {"num_layers": 3}),
         (torch.nn.LSTM, {"num_layers": 2}),
+        (torch.nn.GRU, {"bidirectional": True}),
+        (torch.nn.LSTM, {"bidirectional": True, "num_layers": 2}),
+        (torch.nn.RNN, {"bidirectional": True, "nonlinearity": "relu", "bias": False}),
     ],
     ids=str,
 )
@@ -74,7 +77,6 @@ def test_torch_module_onto_the_torch_engine_in_float32():
     "module,match",
     [
         (lambda: torch.nn.LSTM(4, 5, proj_size=3), "proj_size=3"),
-        (lambda: torch.nn.GRU(4, 5, bidirectional=True), "Bidirectional"),
         (lambda: torch.nn.LSTM(4, 5, num_layers=2, dropout=0.3), "dropout=0.3 between layers"),
         (lambda: torch.nn.Linear(4, 5), "takes torch.nn.RNN, LSTM or GRU, got Linear"),
         (lambda: torch.nn.LSTM(4, 5).half(), "float32 or float64"),
@@ -143,3 +145,13 @@ def test_a_torch_module_runs_on_every_engine(engine):
     from multirnn.convert._common import to_numpy
 
     np.testing.assert_allclose(to_numpy(out), want, atol=1e-5)
+
+
+def test_bidirectional_stacks_must_concatenate_and_not_mix():
+    from multirnn.reference.layers import Bidirectional
+
+    inner = _built("GRU", reset_after=True, recurrent_activation="sigmoid")
+    with pytest.raises(ConversionError, match="merge_mode='sum'"):
+        convert.to_torch(Bidirectional(inner, merge_mode="sum"))
+    with pytest.raises(ConversionError, match="mixes Bidirectional and plain layers"):
+        convert.to_torch([Bidirectional(inner), inner])
