@@ -7,7 +7,8 @@ converter that needs them.
 - PyTorch ``nn.RNN``/``nn.LSTM``/``nn.GRU``: :func:`from_torch`, :func:`to_torch`
 - Keras 3 ``SimpleRNN``/``LSTM``/``GRU``: :func:`from_keras`, :func:`to_keras`
 - legacy Keras HDF5 files, ``CuDNNLSTM``/``CuDNNGRU`` included: :func:`from_keras2_h5`
-- Flax NNX cells: :func:`from_flax`, :func:`to_flax`
+- Flax NNX cells (and ``nnx.RNN``/``nnx.Bidirectional``): :func:`from_flax`, :func:`to_flax`
+- ONNX (run by ONNX Runtime or any other ONNX runtime): :func:`to_onnx`
 
 The array-level mappings (gate orders, transposes, biases) are in
 :mod:`multirnn.convert.layouts` and need only NumPy.
@@ -76,6 +77,27 @@ def to_flax(layer, *, kind: str | None = None, rngs=None):
     return flax_nnx.to_flax(layer, kind=kind, rngs=rngs)
 
 
+def to_onnx(
+    layer,
+    *,
+    path=None,
+    mask: bool = False,
+    initial_state: bool = False,
+    batch_size: int | None = None,
+    time: int | None = None,
+    opset: int | None = None,
+    dtype: str | None = None,
+    ignore_training_options: bool = False,
+):
+    """An ``onnx.ModelProto`` computing what a built layer (or ``Bidirectional``) computes
+    in inference, saved to ``path`` if given. See :func:`multirnn.convert.onnx.to_onnx`."""
+    from multirnn.convert import onnx
+
+    return onnx.to_onnx(layer, path=path, mask=mask, initial_state=initial_state,
+                        batch_size=batch_size, time=time, opset=opset, dtype=dtype,
+                        ignore_training_options=ignore_training_options)  # fmt: skip
+
+
 __all__ = [
     "ConversionError",
     "from_flax",
@@ -84,5 +106,6 @@ __all__ = [
     "from_torch",
     "to_flax",
     "to_keras",
+    "to_onnx",
     "to_torch",
 ]

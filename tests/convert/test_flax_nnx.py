@@ -9,7 +9,7 @@ nnx = pytest.importorskip("flax.nnx")
 jax = pytest.importorskip("jax")
 
 from multirnn import convert  # noqa: E402
-from multirnn.convert import ConversionError  # noqa: E402
+from multirnn.convert import ConversionError, flax_nnx  # noqa: E402
 from multirnn.reference.layers import GRU, LSTM  # noqa: E402
 
 
@@ -18,7 +18,7 @@ def _x():
 
 
 def _cell(kind, **kwargs):
-    cell = getattr(nnx, kind)(4, 5, rngs=nnx.Rngs(0), **kwargs)
+    cell = getattr(nnx, kind)(4, 5, **{"rngs": nnx.Rngs(0), **kwargs})
     # nonzero biases, so that a bias in the wrong slot shows
     for path, value in _params(cell).items():
         if path[-1] == "bias":
@@ -39,7 +39,13 @@ def _params(module):
         ("SimpleCell", {"activation_fn": jax.nn.relu}),
         ("SimpleCell", {"residual": True}),
     ],
-    ids=str,
+    ids=[
+        "LSTMCell",
+        "OptimizedLSTMCell-hard_sigmoid",
+        "GRUCell",
+        "SimpleCell-relu",
+        "SimpleCell-residual",
+    ],  # stable ids: the same in every pytest-xdist worker
 )
 def test_flax_cells_and_multirnn_layers_compute_the_same(kind, kwargs):
     cell = _cell(kind, **kwargs)
@@ -58,6 +64,70 @@ def test_flax_cells_and_multirnn_layers_compute_the_same(kind, kwargs):
                                       err_msg=str(path))  # fmt: skip
 
 
+def _rnn(kind, **kwargs):
+    return nnx.RNN(_cell(kind, **kwargs))
+
+
+@pytest.mark.parametrize(
+    "kind,merge_fn,mode",
+    [
+        ("LSTMCell", None, "concat"),
+        ("OptimizedLSTMCell", jax.numpy.multiply, "mul"),
+        ("GRUCell", jax.numpy.add, "sum"),
+        ("SimpleCell", flax_nnx.average, "ave"),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nnx_bidirectional_round_trips_with_its_numbers(kind, merge_fn, mode, dtype):
+    with jax.enable_x64(dtype == "float64"):
+        x = np.random.default_rng(1).standard_normal((3, 6, 4)).astype(dtype)
+        rnns = [nnx.RNN(_cell(kind, param_dtype=dtype, dtype=dtype, rngs=nnx.Rngs(seed)))
+                for seed in (0, 1)]  # fmt: skip
+        merge = {} if merge_fn is None else {"merge_fn": merge_fn}
+        module = nnx.Bidirectional(*rnns, return_carry=True, **merge)
+        (forward, backward), want = module(x)
+        layer = convert.from_flax(module, backend="numpy")
+        assert layer.merge_mode == mode and layer.spec.layer.return_state
+        got = layer(x)
+        atol = 1e-12 if dtype == "float64" else 1e-6
+        np.testing.assert_allclose(got[0], want, atol=atol)
+        states = [forward, backward] if kind == "SimpleCell" or kind == "GRUCell" else [
+            forward[1], forward[0], backward[1], backward[0]]  # fmt: skip
+        for g, w in zip(got[1:], states):
+            np.testing.assert_allclose(g, w, atol=atol)
+        (_, again) = convert.to_flax(layer, kind=kind)(x)
+        np.testing.assert_allclose(np.asarray(again), want, atol=atol)
+
+
+def test_nnx_bidirectional_carries_match_masked_last_steps():
+    # seq_lengths and a right-padded mask agree on the final carries
+    module = nnx.Bidirectional(_rnn("LSTMCell"), _rnn("LSTMCell"), return_carry=True)
+    x, lengths = _x(), np.array([6, 3, 1])
+    (forward, backward), _ = module(x, seq_lengths=lengths)
+    layer = convert.from_flax(module, backend="numpy")
+    got = layer(x, mask=np.arange(6) < lengths[:, None])
+    for g, w in zip(got[1:], [forward[1], forward[0], backward[1], backward[0]]):
+        np.testing.assert_allclose(g, w, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "changes,merge_mode,match",
+    [
+        ({}, None, "merge_mode=None"),
+        ({"go_backwards": True}, "concat", "go_backwards=True"),
+        ({"return_sequences": False}, "concat", "return_sequences=False"),
+    ],
+)
+def test_bidirectional_wrappers_without_an_nnx_form_are_refused(changes, merge_mode, match):
+    from multirnn import engines
+
+    inner = GRU(5, input_dim=4, seed=0, reset_after=True, recurrent_activation="sigmoid",
+                use_bias=False, **{"return_sequences": True, **changes})  # fmt: skip
+    wrapper = engines.engine("numpy").Bidirectional(inner, merge_mode)
+    with pytest.raises(ConversionError, match=match):
+        convert.to_flax(wrapper)
+
+
 def test_nnx_rnn_wrappers_are_accepted():
     layer = convert.from_flax(nnx.RNN(_cell("GRUCell")), backend="numpy")
     assert layer.spec.layer == "GRU" and layer.spec.reset_after
@@ -70,11 +140,29 @@ def test_nnx_rnn_wrappers_are_accepted():
         (lambda: nnx.Linear(3, 4, rngs=nnx.Rngs(0)), "got Linear"),
         (lambda: nnx.RNN(_cell("GRUCell"), reverse=True), "reverse=True"),
         (
-            lambda: nnx.Bidirectional(nnx.RNN(_cell("GRUCell")), nnx.RNN(_cell("GRUCell"))),
-            "nnx.Bidirectional is not convertible yet",
+            lambda: nnx.Bidirectional(_rnn("GRUCell"), _rnn("GRUCell"), merge_fn=jax.numpy.maximum),
+            "merge_fn='maximum'",
+        ),
+        (
+            lambda: nnx.Bidirectional(_rnn("GRUCell"), _rnn("GRUCell"), time_major=True),
+            "time_major=True",
+        ),
+        (lambda: nnx.Bidirectional(_rnn("GRUCell"), _rnn("LSTMCell")), "backward cell"),
+        (
+            lambda: nnx.Bidirectional(_rnn("GRUCell"), _rnn("GRUCell", activation_fn=jax.nn.relu)),
+            "backward cell",
+        ),
+        (
+            lambda: nnx.Bidirectional(_rnn("GRUCell"), _cell("GRUCell")),
+            "backward_rnn must be an nnx.RNN",
+        ),
+        (
+            lambda: _cell("SimpleCell", carry_init=nnx.initializers.ones_init()),
+            "nonzero initial carry",
         ),
     ],
 )
+@pytest.mark.filterwarnings("ignore:carry_init is provided")
 def test_flax_modules_without_a_multirnn_form_are_refused(make, match):
     with pytest.raises(ConversionError, match=match):
         convert.from_flax(make(), backend="numpy")
