@@ -12,15 +12,18 @@ nox.options.sessions = ["lint", "lite", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PINS = ("-c", "constraints.txt")
-FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "flax")
+#: pytest-xdist: one worker per core (CI has two); ``nox -- -n 0`` runs in one process
+PARALLEL = ("-n", "auto", "--dist", "worksteal")
+FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "flax", "onnx", "onnxruntime")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite with every engine's framework installed (pinned), plus optax for
-    the JAX engine's training test and Flax and h5py for the converters' tests."""
-    session.install(*PINS, ".[test,all,flax,h5]", "optax")
-    session.run("pytest", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "1"})
+    the JAX engine's training test, and Flax, h5py, onnx and ONNX Runtime for the converters'
+    tests and the peer oracles."""
+    session.install(*PINS, ".[test,all,flax,h5,onnx]", "optax")
+    session.run("pytest", *PARALLEL, *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "1"})
 
 
 @nox.session
@@ -34,15 +37,16 @@ def lite(session: nox.Session) -> None:
         f"found = [m for m in {FRAMEWORKS!r} if u.find_spec(m)]; "
         "sys.exit(f'lite session must not have {found}' if found else 0)",
     )
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *PARALLEL, *session.posargs)
 
 
 @nox.session
 def conformance(session: nox.Session) -> None:
-    """The full conformance run: every installed engine plus Keras 3 on TensorFlow, then
-    Keras on its JAX and torch backends as extra oracles. ``nox -s conformance -- ARGS``
-    passes ARGS to ``multirnn conformance`` instead."""
-    session.install(*PINS, ".[test,all]")
+    """The full conformance run: every engine, with the peers as extra oracles (Keras 3 on
+    TensorFlow, torch.nn, Flax NNX and ONNX Runtime, each through multirnn's converters),
+    then Keras on its JAX and torch backends, each in a process of its own.
+    ``nox -s conformance -- ARGS`` passes ARGS to ``multirnn conformance`` instead."""
+    session.install(*PINS, ".[test,all,flax,onnx]")
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", "JAX_ENABLE_X64": "1"}  # the JAX engine's float64
     if session.posargs:
         session.run("multirnn", "conformance", *session.posargs, env=env)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import sys
@@ -83,10 +82,9 @@ def _split(text: str | None) -> list[str]:
 
 
 def _default_engines() -> list[str]:
-    names = engines.available()
-    if importlib.util.find_spec("keras") is not None:
-        names.append("keras")
-    return names
+    from multirnn.conformance.adapters import installed_oracles
+
+    return engines.available() + installed_oracles()
 
 
 def _conformance(args: argparse.Namespace) -> int:
@@ -170,9 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     conf = sub.add_parser(
         "conformance",
-        help="check engines against the NumPy reference (and Keras 3 as a second oracle)",
+        help="check engines against the NumPy reference (and the peers' own layers as "
+        "further oracles)",
     )
-    conf.add_argument("--engines", help="comma-separated engine names (default: installed + keras)")
+    conf.add_argument(
+        "--engines",
+        help="comma-separated engine or oracle names: keras, torch.nn, flax.nnx, onnxruntime "
+        "(default: every installed engine and oracle)",
+    )
     conf.add_argument("--dtype", help="float32,float64 (default: both)")
     size = conf.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the deterministic grid (default)")

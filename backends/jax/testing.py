@@ -27,6 +27,12 @@ def _np(a) -> np.ndarray:
 class JaxAdapter(EngineAdapter):
     name = "jax"
 
+    def to_engine(self, array):
+        return _j(array)
+
+    def to_numpy(self, value):
+        return _np(value)
+
     def environment(self) -> str:
         return "JAX_ENABLE_X64=1"
 

@@ -27,6 +27,12 @@ def _np(t) -> np.ndarray:
 class TensorFlowAdapter(EngineAdapter):
     name = "tensorflow"
 
+    def to_engine(self, array):
+        return _t(array)
+
+    def to_numpy(self, value):
+        return _np(value)
+
     def environment(self) -> str:
         return "KERAS_BACKEND=tensorflow"
 

@@ -27,6 +27,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
 class TorchAdapter(EngineAdapter):
     name = "torch"
 
+    def to_engine(self, array):
+        return _t(array)
+
+    def to_numpy(self, value):
+        return _np(value)
+
     def _run(self, spec, weights, inputs, mask, initial_state, input_dropout, recurrent_dropout,
              grad=False):  # fmt: skip
         x, state = _t(inputs, grad), _t(initial_state, grad)

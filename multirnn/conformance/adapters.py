@@ -12,6 +12,7 @@ when ``spec.return_state``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,43 @@ class EngineAdapter:
         list, if given)}``. None when the engine has no autodiff."""
         return None
 
+    def bidirectional(
+        self,
+        spec: LayerSpec,
+        merge_mode: str | None,
+        weights: list[np.ndarray],
+        inputs: np.ndarray,
+        *,
+        mask: np.ndarray | None,
+        initial_state: list[np.ndarray] | None,
+    ) -> list[np.ndarray] | None:
+        """Build ``Bidirectional(layer of spec, merge_mode)``, load ``weights`` (the forward
+        layer's, then the backward layer's), call it once, return the result as a list: the
+        merged output (both outputs for ``merge_mode=None``), then with ``return_state`` the
+        forward states and the backward states. None when not supported.
+
+        The default builds the engine's own wrapper through its public API, converting arrays
+        with :meth:`to_engine` and :meth:`to_numpy`."""
+        try:
+            eng = engines.engine(self.name)
+        except (engines.UnknownEngineError, engines.EngineUnavailableError):
+            return None  # not a registered engine (a test double or custom oracle)
+        n = len(spec.weight_names)
+        wrapper = eng.Bidirectional(layer_from(spec, weights[:n], self.name), merge_mode)
+        wrapper.set_weights(weights)
+        state = None if initial_state is None else [self.to_engine(s) for s in initial_state]
+        mask = None if mask is None else self.to_engine(mask)
+        out = wrapper(self.to_engine(inputs), mask=mask, initial_state=state)
+        return [self.to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+    def to_engine(self, array: np.ndarray) -> Any:
+        """A NumPy array as the engine's tensor (for the default :meth:`bidirectional`)."""
+        return array
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """An engine tensor as a NumPy array."""
+        return np.asarray(value)
+
     def stateful(self, spec: LayerSpec, weights: list[np.ndarray], calls: list[Call]):
         """Run the calls on one stateful layer (``reset`` before each as the Call says) and
         return each call's result. None when not supported."""
@@ -112,18 +150,34 @@ def _instantiate(obj: Any) -> EngineAdapter:
     return adapter
 
 
-ORACLES = {"keras": "multirnn.conformance.keras_oracle"}
+#: External oracles: the peers' own layers, loaded through multirnn's converters (Keras
+#: takes the canonical weights directly). name -> (module, the packages it needs)
+ORACLES = {
+    "keras": ("multirnn.conformance.keras_oracle", "keras and one backend (tensorflow, jax "
+              "or torch)"),
+    "torch.nn": ("multirnn.conformance.torch_oracle", "torch"),
+    "flax.nnx": ("multirnn.conformance.flax_oracle", "flax"),
+    "onnxruntime": ("multirnn.conformance.onnx_oracle", "onnx and onnxruntime"),
+}  # fmt: skip
+
+
+def installed_oracles() -> list[str]:
+    """The oracles whose framework is importable (without importing it)."""
+    needs = {"keras": ("keras",), "torch.nn": ("torch",), "flax.nnx": ("flax",),
+             "onnxruntime": ("onnx", "onnxruntime")}  # fmt: skip
+    return [n for n, pkgs in needs.items() if all(importlib.util.find_spec(p) for p in pkgs)]
 
 
 def adapter(name: str) -> EngineAdapter:
-    """The adapter of engine ``name`` (or of an external oracle such as ``keras``)."""
+    """The adapter of engine ``name`` (or of an external oracle: one of :data:`ORACLES`)."""
     if name in ORACLES:
+        module, packages = ORACLES[name]
         try:
-            return _instantiate(importlib.import_module(ORACLES[name]).ADAPTER)
+            return _instantiate(importlib.import_module(module).ADAPTER)
         except ImportError as exc:
             raise engines.EngineUnavailableError(
                 f"the {name!r} oracle needs {exc.name or 'a missing package'}: "
-                "pip install keras and one backend (tensorflow, jax or torch)"
+                f"pip install {packages}"
             ) from exc
     eng = engines.engine(name)  # raises the selection errors (unknown, not installed)
     info = eng.info

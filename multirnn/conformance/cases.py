@@ -20,6 +20,9 @@ from multirnn import activations
 from multirnn.spec import LayerSpec, parse
 
 MASKS = ("none", "right_padded", "arbitrary", "fully_masked_rows")
+#: ``Case.bidirectional``: "off", or the merge mode of a ``Bidirectional`` wrapper ("none"
+#: is ``merge_mode=None``: both directions' outputs are returned)
+BIDIRECTIONAL = ("off", "concat", "sum", "mul", "ave", "none")
 DTYPES = ("float32", "float64")
 DROPOUT_RATE = 0.5  # both rates; kept entries scale by 2.0, exactly representable
 #: Activations with values in [0, 1], the ones that make gates contract the state.
@@ -47,6 +50,7 @@ class Case:
     reset_after: bool = False
     dropout: bool = False
     zero_output_for_mask: bool = False
+    bidirectional: str = "off"
     seed: int = 0
     family: str = field(default="", compare=False)
 
@@ -60,6 +64,25 @@ class Case:
                 "a stateful case threads its own states through layer calls: initial_state "
                 "and explicit dropout masks must be off"
             )
+        if self.bidirectional not in BIDIRECTIONAL:
+            raise ValueError(
+                f"case bidirectional must be one of {BIDIRECTIONAL}, got {self.bidirectional!r}"
+            )
+        if self.wrapped and (self.stateful or self.dropout):
+            raise ValueError(
+                "a bidirectional case runs the wrapper's layer API once: stateful and explicit "
+                "dropout masks must be off"
+            )
+
+    @property
+    def wrapped(self) -> bool:
+        """Whether the layer runs inside ``Bidirectional``."""
+        return self.bidirectional != "off"
+
+    @property
+    def merge_mode(self) -> str | None:
+        """The ``Bidirectional`` merge mode of a wrapped case."""
+        return None if self.bidirectional == "none" else self.bidirectional
 
     # -- naming ---------------------------------------------------------------------------
     @property
@@ -204,30 +227,34 @@ def _make_data(case: Case) -> CaseData:
     # Gates outside [0, 1] expand the state (unbounded ones multiply it by itself); small
     # weights keep those recurrences contracting instead of exploding.
     gain = 0.9 if case.recurrent_activation in (None, *UNIT_INTERVAL) else 0.35
+    directions = 2 if case.wrapped else 1  # a wrapper's weights: forward, then backward
     weights = []
-    for name, shape in spec.weight_shapes(case.input_dim).items():
-        scale = gain * 0.5 if name == "bias" else gain / np.sqrt(shape[0])
-        weights.append(_f32(rng.standard_normal(shape) * scale))
+    for _ in range(directions):
+        for name, shape in spec.weight_shapes(case.input_dim).items():
+            scale = gain * 0.5 if name == "bias" else gain / np.sqrt(shape[0])
+            weights.append(_f32(rng.standard_normal(shape) * scale))
     inputs = _f32(rng.standard_normal((case.batch, case.time, case.input_dim)))
     mask = _mask(case.mask, case.batch, case.time, rng)
     initial = None
     if case.initial_state:
         initial = [
-            _f32(rng.standard_normal((case.batch, case.units)) * 0.5) for _ in spec.state_names
+            _f32(rng.standard_normal((case.batch, case.units)) * 0.5)
+            for _ in range(directions * spec.num_states)
         ]
     in_drop = rec_drop = None
     if case.dropout:
         lead = () if case.implementation == 2 else (spec.gates,)
         in_drop = _dropout_mask(lead, case.batch, case.input_dim, rng)
         rec_drop = _dropout_mask(lead, case.batch, case.units, rng)
-    n_results = 1 + (spec.num_states if case.return_state else 0)
-    out_shape = (
-        (case.batch, case.time, case.units) if case.return_sequences else (case.batch, case.units)
-    )
-    cotangents = [_f32(rng.standard_normal(out_shape))]
-    cotangents += [
-        _f32(rng.standard_normal((case.batch, case.units))) for _ in range(n_results - 1)
-    ]
+    outputs = 2 if case.bidirectional == "none" else 1
+    width = 2 * case.units if case.bidirectional == "concat" else case.units
+    out_shape = (case.batch, case.time, width) if case.return_sequences else (case.batch, width)
+    cotangents = [_f32(rng.standard_normal(out_shape)) for _ in range(outputs)]
+    if case.return_state:
+        cotangents += [
+            _f32(rng.standard_normal((case.batch, case.units)))
+            for _ in range(directions * spec.num_states)
+        ]
     calls: list[Call] = []
     if case.stateful:
         given = [
@@ -255,7 +282,8 @@ def _variant_name(layer: str, extra: dict[str, Any]) -> str:
 
 def quick_cases() -> list[Case]:
     """A deterministic grid: every dimension varied at least once per cell variant, plus the
-    combinations that interact (masks with go_backwards, states, dropout and statefulness)."""
+    combinations that interact (masks with go_backwards, states, dropout and statefulness,
+    and the Bidirectional wrapper's merge modes with masks, states and outputs)."""
     out: list[Case] = []
     for layer, extra in VARIANTS:
         name = _variant_name(layer, extra)
@@ -300,6 +328,32 @@ def quick_cases() -> list[Case]:
             add("dropout", dropout=True, implementation=impl)
         add("dropout", dropout=True, mask="right_padded", go_backwards=True, initial_state=True)
         add("dropout", dropout=True, implementation=2, return_sequences=False)
+        for merge in BIDIRECTIONAL[1:]:
+            add("bidirectional", bidirectional=merge)
+        add("bidirectional", bidirectional="concat", mask="arbitrary", initial_state=True,
+            go_backwards=True)  # fmt: skip
+        add("bidirectional", bidirectional="sum", mask="right_padded", return_sequences=False)
+        add("bidirectional", bidirectional="none", mask="fully_masked_rows",
+            return_sequences=False, initial_state=True)  # fmt: skip
+        add("bidirectional", bidirectional="ave", units=1, time=1, batch=1, return_state=False)
+    return out + peer_form_cases()
+
+
+def peer_form_cases() -> list[Case]:
+    """Cases in the form every peer oracle has (torch.nn, Flax NNX, ONNX Runtime, Keras):
+    sigmoid gates, a GRU with ``reset_after=True`` and no bias, right-padded masks. The
+    grid's gated cases mostly keep the slope-0.2 ``hard_sigmoid``, which neither torch.nn
+    nor Flax computes."""
+    variants = [("SimpleRNN", {}), ("LSTM", {}), ("GRU", {"reset_after": True, "use_bias": False})]
+    out = []
+    for layer, extra in variants:
+        name = _variant_name(layer, extra)
+        common = {"recurrent_activation": "sigmoid", **extra, "batch": 3,
+                  "family": f"{name}/peer_form"}  # fmt: skip
+        last = {"mask": "right_padded", "return_sequences": False}
+        out.append(Case(layer, **common, **last, initial_state=True))
+        out.append(Case(layer, **common, bidirectional="concat", initial_state=True))
+        out.append(Case(layer, **common, **last, bidirectional="concat"))
     return out
 
 
@@ -321,6 +375,8 @@ def case_strategy():
         exploding = recurrent_activation not in (None, *UNIT_INTERVAL)
         stateful = False if exploding else draw(st.booleans())
         dropout = False if stateful else draw(st.booleans())
+        wrapped = not (stateful or dropout) and draw(st.integers(0, 3)) == 0
+        bidirectional = draw(st.sampled_from(BIDIRECTIONAL[1:])) if wrapped else "off"
         return Case(
             layer,
             **extra,
@@ -341,6 +397,7 @@ def case_strategy():
             implementation=draw(st.sampled_from((0, 1, 2))),
             dropout=dropout,
             zero_output_for_mask=draw(st.booleans()),
+            bidirectional=bidirectional,
             seed=draw(st.integers(0, 2**16)),
             family=f"{_variant_name(layer, extra)}/hypothesis",
         )

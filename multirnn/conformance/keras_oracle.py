@@ -16,6 +16,13 @@ from multirnn.conformance.adapters import EngineAdapter
 from multirnn.conformance.known_gaps import builtin_path
 
 
+def hard_sigmoid_slope_02(x):
+    """Keras 2's hard sigmoid, multirnn's ``hard_sigmoid``."""
+    import keras
+
+    return keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
 class KerasAdapter(EngineAdapter):
     name = "keras"
     checks_gradients = False
@@ -42,9 +49,10 @@ class KerasAdapter(EngineAdapter):
         return None
 
     def _activation(self, name):
-        ops = self.keras.ops
         if name == "hard_sigmoid":  # Keras 3's own hard_sigmoid has slope 1/6
-            return lambda x: ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+            # registered, because Bidirectional clones its layer through the layer's config
+            register = self.keras.saving.register_keras_serializable("multirnn_oracle")
+            return register(hard_sigmoid_slope_02)
         if name == "hard_sigmoid_relu6":
             return "hard_sigmoid"
         return name
@@ -87,6 +95,21 @@ class KerasAdapter(EngineAdapter):
     ):
         layer = self._layer(spec, weights, inputs.shape[0])
         return self._call(layer, spec, inputs, mask, initial_state)
+
+    def bidirectional(self, spec, merge_mode, weights, inputs, *, mask, initial_state):
+        n, batch = len(spec.weight_names), inputs.shape[0]
+        # The backward layer is passed in: Keras 3 would build it with go_backwards=True
+        # even when the wrapped layer already runs backwards (multirnn flips it, as Keras 2).
+        flipped = spec.replace(go_backwards=not spec.go_backwards)
+        wrapper = self.keras.layers.Bidirectional(
+            self._layer(spec, weights[:n], batch),
+            merge_mode=merge_mode,
+            backward_layer=self._layer(flipped, weights[n:], batch),
+            dtype=spec.dtype,
+        )
+        wrapper.build((None, None, weights[0].shape[0]))
+        wrapper.set_weights(weights)
+        return self._call(wrapper, spec, inputs, mask, initial_state)
 
     def stateful(self, spec, weights, calls):
         layer = self._layer(spec, weights, calls[0].inputs.shape[0])

