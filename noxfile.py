@@ -27,6 +27,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def distributed(session: nox.Session) -> None:
+    """Only the tests under tests/distributed: the layers under each framework's own
+    distributed engine (PyTorch DDP and FSDP over gloo, JAX sharding and shard_map over host
+    CPU devices, TensorFlow's MirroredStrategy over logical CPUs) and the scaling-out
+    examples. Not in the default list: ``nox`` (CI) already runs these tests in ``tests``."""
+    session.install(*PINS, ".[test,all]", "optax")
+    session.run("pytest", "tests/distributed", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "1"})
+
+
+@nox.session
 def lite(session: nox.Session) -> None:
     """The suite with no framework installed: proves the frameworks are optional."""
     session.install(*PINS, ".[test]")

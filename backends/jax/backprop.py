@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from multirnn_jax.scan import vary_like
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -73,8 +75,15 @@ def generic(spec, weights, x, mask, states, mi, act, ract):
         masks = None if masks is None else masks[::-1]
     if bias_rec is None:
         bias_rec = jnp.zeros((0,), kernel.dtype)  # a placeholder leaf: no recurrent bias
+    # Under shard_map every differentiable input of the custom_vjp varies over the same mesh
+    # axes, as its backward pass's results do; JAX differentiates the casts (into sums over
+    # the devices for replicated weights), as it does for its own operations.
+    kernel, recurrent, bias_in, bias_rec, *states = vary_like(
+        [kernel, recurrent, bias_in, bias_rec, *states], kernel, recurrent, bias_in, bias_rec,
+        xs, masks, states,
+    )  # fmt: skip
     outs, final = _loop(spec, act, ract, kernel, recurrent, bias_in, bias_rec, xs, masks,
-                        list(states))  # fmt: skip
+                        states)  # fmt: skip
     output = jnp.swapaxes(outs, 0, 1) if spec.return_sequences else outs[-1]
     return output, final
 
@@ -211,7 +220,8 @@ def _loop_bwd(spec, act, ract, saved, cotangents):
         d_old = [a + b for a, b in zip(d_old, passed)]
         return (d_old, d_previous), (dxp, drec)
 
-    start = (list(d_final), jnp.zeros_like(d_outs[0]))
+    d_final = vary_like(d_final, d_outs, U, masks, olds, residuals)  # under shard_map
+    start = (d_final, jnp.zeros_like(d_outs[0]))
     (d_states, _), (dxp, drec) = lax.scan(
         body, start, (d_outs, masks, olds, residuals), reverse=True
     )

@@ -13,11 +13,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from multirnn.spec import LayerSpec
 
 Array = jnp.ndarray
+
+
+def _varying(value) -> frozenset:
+    """The ``shard_map`` mesh axes ``value`` varies over (empty outside shard_map)."""
+    aval = jax.typeof(value)
+    manual = getattr(aval, "manual_axis_type", None)
+    return manual.varying if manual is not None else getattr(aval, "vma", frozenset())
+
+
+def vary_like(values: Sequence[Array], *like) -> list[Array]:
+    """``values`` marked as varying over every ``shard_map`` axis that the arrays in ``like``
+    vary over. A loop's carry must vary over the same axes on entry as on exit, and zero
+    initial states (or replicated ones) do not vary while the batch they meet does. A no-op
+    outside ``shard_map``."""
+    axes = frozenset().union(*(_varying(a) for a in jax.tree.leaves(like)))
+    out = []
+    for value in values:
+        missing = tuple(axes - _varying(value))
+        out.append(lax.pcast(value, missing, to="varying") if missing else value)
+    return out
 
 
 def split_bias(spec: LayerSpec, weights: Sequence[Array]) -> tuple[Array, Array | None]:
@@ -150,7 +171,7 @@ def generic(
         xs = xs[::-1]
         masks = None if masks is None else masks[::-1]
     sequences = spec.return_sequences
-    states = list(states)
+    states = vary_like(states, xs, recurrent, bias_rec, masks, mr)
     unroll = time if spec.unroll else 1
 
     if masks is None:

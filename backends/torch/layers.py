@@ -55,8 +55,11 @@ class Recurrent(LayerCore, nn.Module):
         self.name = spec.name or f"{self.layer_name.lower()}_{next(_names)}"
         for weight in _WEIGHTS:
             self.register_parameter(weight, None)
-        for index in range(spec.num_states):
-            self.register_buffer(f"state_{spec.state_names[index]}", None, persistent=False)
+        # Carried states are plain attributes, not buffers: DistributedDataParallel
+        # broadcasts rank 0's buffers before every forward, which would hand every rank the
+        # states of rank 0's rows. ``_apply`` moves them with ``.to()`` like buffers.
+        for name in spec.state_names:
+            setattr(self, f"state_{name}", None)
         self._activity_loss: torch.Tensor | None = None
         if spec.input_dim is not None:
             self.build((None, None, spec.input_dim))
@@ -93,7 +96,9 @@ class Recurrent(LayerCore, nn.Module):
     def _create(self, arrays) -> None:
         for name, value in zip(self.spec.weight_names, arrays):
             tensor = torch.as_tensor(value, dtype=self._dtype, device=self._device)
-            setattr(self, name, nn.Parameter(tensor.clone()))
+            # contiguous: NumPy's initializers may return transposed arrays (orthogonal),
+            # and FSDP shards only contiguous parameters
+            setattr(self, name, nn.Parameter(tensor.clone(memory_format=torch.contiguous_format)))
 
     def _weights(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in self.spec.weight_names]
@@ -187,6 +192,15 @@ class Recurrent(LayerCore, nn.Module):
             return None
         keep = torch.rand(shape, device=like.device, dtype=like.dtype) >= rate
         return keep.to(like.dtype) / (1.0 - rate)
+
+    def _apply(self, fn, recurse=True):
+        # .to(), .double(), .cuda() ... move the carried states too
+        super()._apply(fn, recurse)
+        for name in self.spec.state_names:
+            value = getattr(self, f"state_{name}")
+            if value is not None:
+                setattr(self, f"state_{name}", fn(value))
+        return self
 
     # -- state ----------------------------------------------------------------------------
     @property
