@@ -208,6 +208,19 @@ def stateful_sequence(layer, spec: LayerSpec, calls: list[Call], to_engine=None,
     return out
 
 
+def lengths_problem(mask: np.ndarray | None, peer: str) -> str | None:
+    """Why ``mask`` is not a per-row length that ``peer`` (which knows only lengths, like
+    torch's packed sequences or Flax's ``seq_lengths``) can take, or None."""
+    if mask is None:
+        return None
+    lengths = mask.sum(axis=1)
+    if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
+        return f"{peer} expresses right-padded rows only; this mask has gaps"
+    if np.any(lengths == 0):
+        return f"{peer} cannot express an empty (fully masked) row"
+    return None
+
+
 def layer_from(spec: LayerSpec, weights: list[np.ndarray], engine_name: str):
     """Build ``spec`` on an engine through its public API and load ``weights``."""
     cls = engines.engine(engine_name).layer_class(spec.layer)

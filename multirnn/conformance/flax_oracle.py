@@ -24,21 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.adapters import EngineAdapter, layer_from, lengths_problem
 from multirnn.convert.layouts import ConversionError
 
 
 def mask_problem(case, mask) -> str | None:
     """Why ``mask`` cannot be run as ``seq_lengths`` with the same results, or None."""
-    if mask is None:
-        return None
-    lengths = mask.sum(axis=1)
-    if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
-        return "nnx.RNN's seq_lengths express right-padded rows only; this mask has gaps"
-    if np.any(lengths == 0):
-        return "nnx.RNN's seq_lengths cannot express an empty (fully masked) row"
-    if np.all(lengths == mask.shape[1]):
-        return None
+    problem = lengths_problem(mask, "nnx.RNN's seq_lengths")
+    if problem or mask is None or mask.all():
+        return problem
     if case.return_sequences:
         return (
             "nnx.RNN keeps stepping through the padding: its outputs at masked steps are "

@@ -18,21 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.adapters import EngineAdapter, layer_from, lengths_problem
 from multirnn.convert.layouts import ConversionError
 
 
 def packing_problem(mask, return_sequences: bool, zero_output_for_mask: bool) -> str | None:
     """Why ``mask`` cannot be run as a packed sequence with the same results, or None."""
-    if mask is None:
-        return None
-    lengths = mask.sum(axis=1)
-    if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
-        return "a packed sequence has right-padded rows only; this mask has gaps"
-    if np.any(lengths == 0):
-        return "a packed sequence cannot hold an empty (fully masked) row"
-    if np.all(lengths == mask.shape[1]):
-        return None
+    problem = lengths_problem(mask, "a packed sequence")
+    if problem or mask is None or mask.all():
+        return problem
     if return_sequences and not zero_output_for_mask:
         return (
             "a packed sequence pads its outputs with zeros; with zero_output_for_mask=False "

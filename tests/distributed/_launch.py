@@ -11,11 +11,30 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 TIMEOUT = 120
+
+
+def run_scenarios(scenarios: dict[str, Callable[[], dict]], after=lambda: None) -> dict:
+    """Each scenario's measured values (or its traceback), with its time; used by the
+    worker scripts, so one broken scenario still reports the others. ``after`` runs after
+    each scenario (a barrier, for ranks)."""
+    report: dict = {}
+    for name, scenario in scenarios.items():
+        start = time.perf_counter()
+        try:
+            report[name] = scenario()
+        except Exception:
+            report[name] = {"error": traceback.format_exc()}
+        report[name]["seconds"] = round(time.perf_counter() - start, 3)
+        after()
+    return report
 
 
 def free_port() -> int:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-import traceback
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _launch import run_scenarios  # the script's own folder is on sys.path
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -186,13 +185,7 @@ SCENARIOS = {
 
 def main(out: str) -> None:
     report = {"devices": len(DEVICES), "x64": bool(jax.config.jax_enable_x64)}
-    for name, scenario in SCENARIOS.items():
-        start = time.perf_counter()
-        try:
-            report[name] = scenario()
-        except Exception:
-            report[name] = {"error": traceback.format_exc()}
-        report[name]["seconds"] = round(time.perf_counter() - start, 3)
+    report.update(run_scenarios(SCENARIOS))
     with open(out, "w") as file:
         json.dump(report, file, indent=1)
 

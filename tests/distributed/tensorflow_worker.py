@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-import traceback
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -23,6 +21,7 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
+from _launch import run_scenarios  # noqa: E402  (the script folder is on sys.path)
 
 import multirnn  # noqa: E402
 
@@ -194,14 +193,7 @@ SCENARIOS = {
 
 
 def main(out: str) -> None:
-    report = {"devices": DEVICES}
-    for name, scenario in SCENARIOS.items():
-        start = time.perf_counter()
-        try:
-            report[name] = scenario()
-        except Exception:
-            report[name] = {"error": traceback.format_exc()}
-        report[name]["seconds"] = round(time.perf_counter() - start, 3)
+    report = {"devices": DEVICES, **run_scenarios(SCENARIOS)}
     with open(out, "w") as file:
         json.dump(report, file, indent=1)
 

@@ -8,14 +8,14 @@ concatenated batch (or the error), and the seconds each scenario took.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-import time
-import traceback
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from _launch import run_scenarios  # the script's own folder is on sys.path
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -212,15 +212,8 @@ def worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=WORLD)  # fmt: skip
-    report = {}
-    for name, scenario in SCENARIOS.items():
-        start = time.perf_counter()
-        try:
-            report[name] = scenario(rank)
-        except Exception:
-            report[name] = {"error": traceback.format_exc()}
-        report[name]["seconds"] = round(time.perf_counter() - start, 3)
-        dist.barrier()
+    scenarios = {name: functools.partial(scenario, rank) for name, scenario in SCENARIOS.items()}
+    report = run_scenarios(scenarios, after=dist.barrier)
     reports = [None] * WORLD
     dist.all_gather_object(reports, report)
     if rank == 0:
