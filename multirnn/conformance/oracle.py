@@ -175,6 +175,15 @@ def float32_error(case: Case) -> float:
 
 
 @functools.lru_cache(maxsize=4096)
+def fd_roundoff(case: Case) -> float:
+    """The finite differences' roundoff on a case, ``eps * S / h``, where ``S`` sums the
+    magnitudes of the loss's terms (see tolerances)."""
+    data = case.data()
+    scale = sum(float(np.sum(np.abs(c * r))) for c, r in zip(data.cotangents, forward(case)))
+    return float(np.finfo(np.float64).eps) * scale / FD_STEP
+
+
+@functools.lru_cache(maxsize=4096)
 def gradients(case: Case) -> dict[str, object]:
     """Finite-difference gradients of the reference for a (non-stateful) case, float64."""
     return finite_difference_gradients(case.spec("float64"), case.data())

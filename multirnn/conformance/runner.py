@@ -170,7 +170,7 @@ def check_case(run: EngineRun, case: Case, dtype: str) -> list[Result]:
         return [result("stateful" if case.stateful else "forward", "error", detail=_error(exc))]
     if not ad.checks_gradients or case.wrapped:  # the wrapper's gradients: engine tests
         return out
-    gtol = tolerance(dtype, "gradients", ref_error)
+    gtol = tolerance(dtype, "gradients", ref_error, oracle.fd_roundoff(case))
     try:
         grads = ad.gradients(spec, data.weights, data.inputs, cotangents=data.cotangents, **kwargs)
         if grads is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn.conformance import oracle
-from multirnn.conformance.cases import Case
+from multirnn.conformance import oracle, tolerances
+from multirnn.conformance.cases import Case, quick_cases
 
 
 def test_finite_differences_match_the_closed_form_of_a_linear_step():
@@ -39,3 +39,20 @@ def test_stateful_oracle_threads_states():
         spec, data.__class__(data.weights, data.calls[2].inputs, None, None, None, None, [], [])
     )
     np.testing.assert_array_equal(results[2][0], third[0])
+
+
+def test_gradient_tolerance_never_tighter_than_the_finite_differences_roundoff():
+    # Unbounded gates: this short case's outputs grow to about 2e7 in five steps, and
+    # finite differences of a loss that large carry roundoff of about 1e-2.
+    exploding = Case.from_id(
+        "GRU(units=4,time=5,batch=4,activation=linear,recurrent_activation=linear,"
+        "go_backwards=True,initial_state=True,mask=right_padded,unroll=True,reset_after=True,"
+        "dropout=True,zero_output_for_mask=True,seed=22964)"
+    )
+    assert oracle.fd_roundoff(exploding) > 1e-3
+    assert tolerances.tolerance("float64", "gradients", 0.0, oracle.fd_roundoff(exploding)) > 1e-2
+    # the grid's cases keep the policy value
+    for case in [c for c in quick_cases() if not c.stateful][:60]:
+        fd = oracle.fd_roundoff(case)
+        assert tolerances.tolerance("float64", "gradients", 0.0, fd) == 1e-6
+        assert tolerances.tolerance("float64", "forward", 0.0, fd) == 1e-9
