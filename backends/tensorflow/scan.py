@@ -20,7 +20,7 @@ def split_bias(spec: LayerSpec, weights: Sequence[tf.Tensor]):
     """(input-side bias, recurrent-side bias or None) of canonical weights."""
     kernel = weights[0]
     if not spec.use_bias:
-        return tf.zeros([kernel.shape[1]], kernel.dtype), None
+        return tf.zeros([spec.gates * spec.units], kernel.dtype), None
     bias = weights[2]
     if spec.layer == "GRU" and spec.reset_after:
         return bias[0], bias[1]
@@ -35,7 +35,8 @@ def project_inputs(spec: LayerSpec, kernel, bias_in, x, mi) -> tf.Tensor:
         xp = tf.einsum("btf,fg->tbg", x * mi[:, None, :], kernel)
     else:
         g, u = spec.gates, spec.units
-        w = tf.reshape(kernel, [kernel.shape[0], g, u])
+        # the input size may be unknown here: traces relax it (reduce_retracing)
+        w = tf.reshape(kernel, [-1, g, u])
         xp = tf.einsum("btf,kbf,fku->tbku", x, mi, w)
         xp = tf.reshape(xp, [tf.shape(xp)[0], tf.shape(xp)[1], g * u])
     return xp + bias_in

@@ -49,6 +49,23 @@ def test_forward_matches_the_reference(variant):
             np.testing.assert_allclose(g, w, atol=1e-12)
 
 
+def test_per_gate_dropout_with_input_sizes_that_relax_the_trace():
+    # The traced function relaxes shapes that change between calls (reduce_retracing):
+    # the input size is then unknown while tracing. Found by the full conformance run.
+    s = parse("LSTM", (1,), {"use_bias": False, "dtype": "float64"})
+    rng = np.random.default_rng(0)
+    for input_dim in (1, 2, 3, 1):
+        shapes = s.weight_shapes(input_dim)
+        weights = [rng.standard_normal(shapes[n]) for n in s.weight_names]
+        x = rng.standard_normal((1, 3, input_dim))
+        mi = (rng.random((4, 1, input_dim)) > 0.5) * 2.0
+        mr = (rng.random((4, 1, 1)) > 0.5) * 2.0
+        kwargs = {"input_dropout": mi, "recurrent_dropout": mr}
+        want, _ = reference.forward(s, weights, x, **kwargs)
+        got, _ = kernels.forward(s, weights, x, **kwargs)
+        np.testing.assert_allclose(got, want, atol=1e-12, err_msg=f"input_dim={input_dim}")
+
+
 @pytest.mark.parametrize(
     "case_id",
     [
