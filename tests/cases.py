@@ -16,3 +16,20 @@ VARIANTS = (
 def variant_id(variant) -> str:
     layer, kwargs = variant
     return layer + "".join(f"-{k}={v}" for k, v in kwargs.items())
+
+
+def bidirectional_and_reference(layers, kind: str, merge_mode: str | None):
+    """An engine's ``Bidirectional(kind)`` (from its ``layers`` module), its inputs and
+    right-padded mask, and what the NumPy engine's wrapper returns with the same weights:
+    the traced-call checks of the engines that trace (the grid calls eagerly)."""
+    import numpy as np
+
+    from multirnn.reference import layers as reference
+
+    kwargs = {"return_sequences": True, "return_state": True, "dtype": "float64", "seed": 0}
+    layer = layers.Bidirectional(getattr(layers, kind)(5, input_dim=4, **kwargs), merge_mode)
+    peer = reference.Bidirectional(getattr(reference, kind)(5, **kwargs), merge_mode)
+    peer.set_weights(layer.get_weights())
+    x = np.random.default_rng(0).standard_normal((3, 6, 4))
+    mask = np.arange(6)[None, :] < np.array([6, 2, 4])[:, None]
+    return layer, x, mask, peer(x, mask=mask)

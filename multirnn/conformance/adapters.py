@@ -151,21 +151,22 @@ def _instantiate(obj: Any) -> EngineAdapter:
 
 
 #: External oracles: the peers' own layers, loaded through multirnn's converters (Keras
-#: takes the canonical weights directly). name -> (module, the packages it needs)
+#: takes the canonical weights directly). name -> (module, the packages it imports)
 ORACLES = {
-    "keras": ("multirnn.conformance.keras_oracle", "keras and one backend (tensorflow, jax "
-              "or torch)"),
-    "torch.nn": ("multirnn.conformance.torch_oracle", "torch"),
-    "flax.nnx": ("multirnn.conformance.flax_oracle", "flax"),
-    "onnxruntime": ("multirnn.conformance.onnx_oracle", "onnx and onnxruntime"),
-}  # fmt: skip
+    "keras": ("multirnn.conformance.keras_oracle", ("keras",)),
+    "torch.nn": ("multirnn.conformance.torch_oracle", ("torch",)),
+    "flax.nnx": ("multirnn.conformance.flax_oracle", ("flax",)),
+    "onnxruntime": ("multirnn.conformance.onnx_oracle", ("onnx", "onnxruntime")),
+}
 
 
 def installed_oracles() -> list[str]:
-    """The oracles whose framework is importable (without importing it)."""
-    needs = {"keras": ("keras",), "torch.nn": ("torch",), "flax.nnx": ("flax",),
-             "onnxruntime": ("onnx", "onnxruntime")}  # fmt: skip
-    return [n for n, pkgs in needs.items() if all(importlib.util.find_spec(p) for p in pkgs)]
+    """The oracles whose packages are importable (without importing them)."""
+    return [
+        name
+        for name, (_, packages) in ORACLES.items()
+        if all(importlib.util.find_spec(p) for p in packages)
+    ]
 
 
 def adapter(name: str) -> EngineAdapter:
@@ -177,7 +178,8 @@ def adapter(name: str) -> EngineAdapter:
         except ImportError as exc:
             raise engines.EngineUnavailableError(
                 f"the {name!r} oracle needs {exc.name or 'a missing package'}: "
-                f"pip install {packages}"
+                f"pip install {' '.join(packages)}"
+                + (" and one Keras backend (tensorflow, jax or torch)" if name == "keras" else "")
             ) from exc
     eng = engines.engine(name)  # raises the selection errors (unknown, not installed)
     info = eng.info

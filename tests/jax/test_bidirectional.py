@@ -7,27 +7,21 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-from multirnn_jax.layers import GRU, LSTM, Bidirectional, SimpleRNN  # noqa: E402
+from multirnn_jax import layers  # noqa: E402
+from multirnn_jax.layers import LSTM, Bidirectional  # noqa: E402
 
-from multirnn.reference import layers as reference  # noqa: E402
+from ..cases import bidirectional_and_reference  # noqa: E402
 
 
 def _x():
     return np.random.default_rng(0).standard_normal((3, 6, 4))
 
 
-# Every cell and merge mode is in the conformance grid (eagerly); this is the jitted call.
-@pytest.mark.parametrize("kind,merge_mode", [("LSTM", None)])
-def test_same_numbers_as_the_numpy_engine_with_masks_under_jit(kind, merge_mode):
-    kwargs = {"return_sequences": True, "return_state": True, "dtype": "float64", "seed": 0}
-    cls = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}[kind]
-    layer = Bidirectional(cls(5, input_dim=4, **kwargs), merge_mode=merge_mode)
-    peer = reference.Bidirectional(getattr(reference, kind)(5, **kwargs), merge_mode=merge_mode)
-    peer.set_weights(layer.get_weights())
-    x = _x()
-    mask = np.arange(6)[None, :] < np.array([6, 2, 4])[:, None]
+def test_same_numbers_as_the_numpy_engine_with_masks_under_jit():
+    # every cell and merge mode is in the conformance grid, called eagerly
+    layer, x, mask, want = bidirectional_and_reference(layers, "LSTM", None)
     got = jax.jit(lambda m, x, k: m(x, mask=k))(layer, x, mask)
-    for g, w in zip(got, peer(x, mask=mask), strict=True):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(g), w, atol=1e-12)
 
 
