@@ -96,12 +96,10 @@ class EngineAdapter:
         The default builds the engine's own wrapper through its public API, converting arrays
         with :meth:`to_engine` and :meth:`to_numpy`."""
         try:
-            eng = engines.engine(self.name)
+            engines.engine(self.name)
         except (engines.UnknownEngineError, engines.EngineUnavailableError):
             return None  # not a registered engine (a test double or custom oracle)
-        n = len(spec.weight_names)
-        wrapper = eng.Bidirectional(layer_from(spec, weights[:n], self.name), merge_mode)
-        wrapper.set_weights(weights)
+        wrapper = wrapper_from(spec, merge_mode, weights, self.name)
         state = None if initial_state is None else [self.to_engine(s) for s in initial_state]
         mask = None if mask is None else self.to_engine(mask)
         out = wrapper(self.to_engine(inputs), mask=mask, initial_state=state)
@@ -208,6 +206,17 @@ def stateful_sequence(layer, spec: LayerSpec, calls: list[Call], to_engine=None,
         result = layer(to_engine(call.inputs), mask=mask)
         out.append([to_numpy(r) for r in (result if spec.return_state else [result])])
     return out
+
+
+def wrapper_from(spec: LayerSpec, merge_mode: str | None, weights: list[np.ndarray],
+                 engine_name: str):  # fmt: skip
+    """``Bidirectional(layer of spec, merge_mode)`` built on an engine through its public
+    API, loaded with both directions' weights (the forward layer's first)."""
+    n = len(spec.weight_names)
+    inner = layer_from(spec, weights[:n], engine_name)
+    wrapper = engines.engine(engine_name).Bidirectional(inner, merge_mode)
+    wrapper.set_weights(weights)
+    return wrapper
 
 
 def lengths_problem(mask: np.ndarray | None, peer: str) -> str | None:

@@ -24,7 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn.conformance.adapters import EngineAdapter, layer_from, lengths_problem
+from multirnn.conformance.adapters import (
+    EngineAdapter,
+    layer_from,
+    lengths_problem,
+    wrapper_from,
+)
 from multirnn.convert.layouts import ConversionError
 
 
@@ -94,17 +99,11 @@ class FlaxNNXAdapter(EngineAdapter):
         return self.nnx.RNN(cell, reverse=spec.go_backwards, keep_order=False)
 
     def _wrapper(self, spec, merge_mode, weights):
-        from multirnn import engines
         from multirnn.convert import to_flax
 
         # the module returns sequences; without them the last outputs are the carries
         spec = spec.replace(return_sequences=True)
-        n = len(spec.weight_names)
-        layer = engines.engine("numpy").Bidirectional(
-            layer_from(spec, weights[:n], "numpy"), merge_mode
-        )
-        layer.set_weights(weights)
-        return to_flax(layer, kind=_kind(spec))
+        return to_flax(wrapper_from(spec, merge_mode, weights, "numpy"), kind=_kind(spec))
 
     def _carry(self, spec, states):
         """multirnn states ([h] or [h, c]) as a Flax carry (h, or (c, h))."""

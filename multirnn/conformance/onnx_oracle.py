@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn.conformance.adapters import EngineAdapter, layer_from
+from multirnn.conformance.adapters import EngineAdapter, layer_from, wrapper_from
 from multirnn.convert.layouts import ConversionError
 
 
@@ -51,16 +51,12 @@ class OnnxRuntimeAdapter(EngineAdapter):
         return None
 
     def _export(self, spec, merge_mode, weights, mask, initial_state):
-        from multirnn import engines
         from multirnn.convert.onnx import to_onnx
 
         if merge_mode is False:
             layer = layer_from(spec, weights, "numpy")
         else:
-            n = len(spec.weight_names)
-            inner = layer_from(spec, weights[:n], "numpy")
-            layer = engines.engine("numpy").Bidirectional(inner, merge_mode)
-            layer.set_weights(weights)
+            layer = wrapper_from(spec, merge_mode, weights, "numpy")
         return to_onnx(layer, mask=mask, initial_state=initial_state)
 
     def _run(self, model, inputs, mask, initial_state):

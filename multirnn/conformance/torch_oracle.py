@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn.conformance.adapters import EngineAdapter, layer_from, lengths_problem
+from multirnn.conformance.adapters import (
+    EngineAdapter,
+    layer_from,
+    lengths_problem,
+    wrapper_from,
+)
 from multirnn.convert.layouts import ConversionError
 
 
@@ -68,17 +73,11 @@ class TorchNNAdapter(EngineAdapter):
         return packing_problem(data.mask, case.return_sequences, zeros)
 
     def _module(self, spec, merge_mode, weights):
-        from multirnn import engines
         from multirnn.convert import to_torch
 
         if merge_mode is False:
             return to_torch(layer_from(spec, weights, "numpy"))
-        n = len(spec.weight_names)
-        layer = engines.engine("numpy").Bidirectional(
-            layer_from(spec, weights[:n], "numpy"), merge_mode
-        )
-        layer.set_weights(weights)
-        return to_torch(layer)
+        return to_torch(wrapper_from(spec, merge_mode, weights, "numpy"))
 
     def _run(self, module, spec, inputs, mask, initial_state):
         """The layer call's result from one torch call: the output sequence, or the top
