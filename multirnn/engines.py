@@ -56,8 +56,11 @@ class EngineInfo:
         return all(importlib.util.find_spec(req) is not None for req in self.requires)
 
     def install_hint(self) -> str:
+        """The command that installs what the engine needs. multirnn's own extras install
+        from a multirnn checkout (multirnn is not on PyPI); a third-party engine's
+        requirements are named as they are."""
         if self.extra:
-            return f"pip install 'multirnn[{self.extra}]'"
+            return f'pip install ".[{self.extra}]" (from a multirnn checkout)'
         return "pip install " + " ".join(self.requires)
 
 

@@ -145,7 +145,9 @@ def test_third_party_engine_is_discovered_and_selected_automatically(plugin_path
     rows = {row["name"]: row for row in report["rows"]}
     assert rows["fake"]["installed"] and rows["fake"]["selected"]
     assert not rows["needs-missing"]["installed"]
-    assert rows["needs-missing"]["install"] == "pip install 'multirnn[missing]'"
+    assert rows["needs-missing"]["install"] == (
+        'pip install ".[missing]" (from a multirnn checkout)'
+    )
     assert "broken" in rows["broken"]["description"]
     assert report["loaded_by_name"] == "numpy"
 
@@ -166,7 +168,7 @@ def test_selection_errors_name_the_fix(plugin_path):
     missing, broken, unknown = result.stdout.strip().splitlines()
     assert missing.startswith("EngineUnavailableError")
     assert "needs no_such_framework_xyz" in missing
-    assert "pip install 'multirnn[missing]'" in missing
+    assert 'pip install ".[missing]" (from a multirnn checkout)' in missing
     assert broken.startswith("EngineUnavailableError") and "DOES_NOT_EXIST" in broken
     assert unknown.startswith("UnknownEngineError")
     assert "fake (installed)" in unknown and "needs-missing (not installed" in unknown
