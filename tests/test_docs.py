@@ -1,0 +1,129 @@
+"""The documentation as tests, beyond what ``pytest --markdown-docs README.md docs`` runs
+(see the root conftest.py): the README's first example on every installed engine, and the
+install commands the docs and the code give.
+
+Blocks are read with pytest-markdown-docs' own extraction, so this file and the plugin
+agree on what a block is, which blocks are ``notest`` and which fixtures a block names.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from markdown_it import MarkdownIt
+from pytest_markdown_docs.plugin import extract_fence_tests
+
+from conftest import OPTIONAL
+from multirnn import engines
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+ENGINES = ("numpy", "torch", "jax", "tensorflow")
+#: the distribution that provides an importable module, where the names differ
+DISTRIBUTION = {"tensorflow": "tensorflow-cpu"}
+#: what a declared package brings along (TensorFlow 2.16 and later depend on Keras 3)
+IMPLIES = {"tensorflow": {"keras"}}
+
+
+def python_blocks(path: Path):
+    """The runnable Python blocks of one page (``notest`` ones left out), in order."""
+    parser = MarkdownIt("commonmark")
+    return list(extract_fence_tests(parser, path.read_text("utf8"), 0, source_path=path))
+
+
+def extras() -> dict[str, list[str]]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf8"))["project"]
+    return project["optional-dependencies"]
+
+
+def distributions(extra: str, table: dict[str, list[str]]) -> set[str]:
+    """The distributions an extra installs, following ``multirnn[...]`` references."""
+    names = set()
+    for requirement in table[extra]:
+        name, _, rest = re.match(r"([A-Za-z0-9_.-]+)(\[([^\]]*)\])?", requirement).groups()
+        if name == "multirnn":
+            for inner in rest.split(","):
+                names |= distributions(inner.strip(), table)
+        else:
+            names.add(name.lower())
+    return names
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_readme_first_example_runs_on_every_installed_engine(engine, tmp_path):
+    """The README's first block, verbatim, in a fresh process with MULTIRNN_BACKEND set,
+    in an empty directory (it writes encoder.safetensors)."""
+    if not engines.registry()[engine].installed():
+        pytest.skip(f"the {engine} engine is not installed")
+    block = python_blocks(ROOT / "README.md")[0]
+    env = {**os.environ, engines.ENV_VAR: engine, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", block.source + "\nassert multirnn.backend() == same.engine_name"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"README.md:{block.start_line} on {engine}:\n{result.stderr}"
+    assert (tmp_path / "encoder.safetensors").is_file()
+
+
+def test_every_optional_import_of_a_block_is_declared_and_installed_by_an_extra():
+    """A block that imports an optional package names ``fixture:needs_<package>`` (so it
+    is skipped where the package is missing), and the extra the skip message names
+    installs that package."""
+    table = extras()
+    undeclared = []
+    for page in PAGES:
+        for block in python_blocks(page):
+            tree = ast.parse(block.source)
+            imported = {
+                alias.name.partition(".")[0]
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Import)
+                for alias in node.names
+            } | {
+                node.module.partition(".")[0]
+                for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module
+            }
+            declared = {f.removeprefix("needs_") for f in block.fixture_names}
+            declared |= {m for d in declared for m in IMPLIES.get(d, ())}
+            where = f"{page.relative_to(ROOT)}:{block.start_line}"
+            undeclared += [(where, m) for m in sorted(imported & OPTIONAL.keys() - declared)]
+            assert declared <= OPTIONAL.keys(), f"{where}: unknown fixtures {declared}"
+    assert not undeclared, f"blocks importing an optional package without needs_: {undeclared}"
+    for module, extra in OPTIONAL.items():
+        assert DISTRIBUTION.get(module, module) in distributions(extra, table), (module, extra)
+
+
+def test_install_commands_name_a_checkout_not_pypi():
+    """multirnn is not on PyPI: no page and no error message may tell users to
+    pip install multirnn[...]; the engines' hints name extras that exist."""
+    wrong = re.compile(r"pip install\s+['\"]?multirnn\[")
+    sources = [*PAGES, *ROOT.glob("multirnn/**/*.py"), *ROOT.glob("backends/*/*.py")]
+    hits = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sources
+        for number, line in enumerate(path.read_text("utf8").splitlines(), 1)
+        if wrong.search(line)
+    ]
+    assert not hits
+    table = extras()
+    for name in ENGINES[1:]:
+        info = engines.registry()[name]
+        assert info.extra in table
+        assert info.install_hint() == f'pip install ".[{info.extra}]" (from a multirnn checkout)'
+
+
+def test_readme_and_index_link_the_installing_page():
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        assert "installing.md" in page.read_text("utf8"), page
