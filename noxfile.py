@@ -1,4 +1,4 @@
-"""Developer and CI sessions. ``nox`` alone runs lint, lite and tests (what CI runs).
+"""Developer and CI sessions. ``nox`` alone runs lint, lite, tests and package (what CI runs).
 
 Exact versions of everything we test with live in ``constraints.txt`` (one place); the
 extras in pyproject.toml carry only lower bounds. pip's output is shown (``silent=False``)
@@ -7,9 +7,16 @@ so that a long install, such as the frameworks', visibly makes progress in CI lo
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["lint", "lite", "tests"]
+nox.options.sessions = ["lint", "lite", "tests", "package"]
 nox.options.reuse_existing_virtualenvs = True
 
 PINS = ("-c", "constraints.txt")
@@ -102,3 +109,87 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
+
+#: the smoke test in a fresh environment that has only the wheel and its dependencies
+SMOKE = f"""
+import importlib.util
+import numpy as np
+import multirnn
+
+found = [m for m in {FRAMEWORKS!r} if importlib.util.find_spec(m)]
+assert not found, f"a framework came with the wheel: {{found}}"
+assert multirnn.backend() == "numpy", multirnn.backend()
+output, h, c = multirnn.LSTM(4, return_state=True, seed=0)(np.zeros((2, 3, 5)))
+assert output.shape == h.shape == c.shape == (2, 4)
+print("multirnn", multirnn.__version__, "from", multirnn.__file__)
+"""
+
+
+def _expected_files(patterns: tuple[str, ...]) -> set[str]:
+    """Files of the checkout, relative to it, that the distributions must carry."""
+    return {
+        p.as_posix()
+        for pattern in patterns
+        for p in Path().glob(pattern)
+        if "__pycache__" not in p.parts
+    }
+
+
+def check_sdist(session: nox.Session, path: Path) -> None:
+    """The sdist builds everything: the engines under backends/, the known-gap data, the
+    README (the long description) and pyproject.toml."""
+    with tarfile.open(path) as tar:
+        names = {name.partition("/")[2] for name in tar.getnames()}
+    need = _expected_files(
+        ("multirnn/**/*.py", "multirnn/conformance/gaps/*.txt", "backends/*/*.py")
+    ) | {"README.md", "pyproject.toml"}
+    if missing := sorted(need - names):
+        session.error(f"{path.name} lacks {missing}")
+    session.log(f"{path.name}: {len(names)} entries, with backends/, gaps/*.txt and README.md")
+
+
+def check_wheel(session: nox.Session, path: Path) -> None:
+    """The wheel holds the three engine packages, the known-gap data and the entry points."""
+    with zipfile.ZipFile(path) as whl:
+        names = set(whl.namelist())
+        entry_points = next(
+            whl.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt")
+        )
+    need = {
+        f"multirnn/conformance/gaps/{p.name}"
+        for p in Path().glob("multirnn/conformance/gaps/*.txt")
+    }
+    need |= {f"multirnn_{name}/__init__.py" for name in ("torch", "jax", "tensorflow")}
+    if missing := sorted(need - names):
+        session.error(f"{path.name} lacks {missing}")
+    if "[multirnn.backends]" not in entry_points:
+        session.error(f"{path.name} registers no multirnn.backends entry points")
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Builds the sdist and the wheel (``python -m build``), checks them with ``twine check``
+    and for the files they must carry, then installs the wheel into a fresh virtual
+    environment (it brings only NumPy and safetensors) and runs ``multirnn info`` and a
+    NumPy-engine layer there, outside the checkout."""
+    install(session, ".[package]")
+    tmp = Path(session.create_tmp()).resolve()
+    dist, venv = tmp / "dist", tmp / "fresh-venv"
+    for old in (dist, venv):
+        shutil.rmtree(old, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
+    (sdist,) = dist.glob("*.tar.gz")
+    (wheel,) = dist.glob("*.whl")
+    session.run("twine", "check", "--strict", str(sdist), str(wheel))
+    check_sdist(session, sdist)
+    check_wheel(session, wheel)
+
+    session.run(sys.executable, "-m", "venv", str(venv), external=True)
+    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+    python = str(bin_dir / "python")
+    session.run(python, "-m", "pip", "install", *PINS, str(wheel), external=True, silent=False)
+    session.run(python, "-m", "pip", "list", external=True)
+    (tmp / "smoke.py").write_text(SMOKE)
+    with session.chdir(tmp):  # away from the checkout, whose multirnn/ would shadow the wheel's
+        session.run(str(bin_dir / "multirnn"), "info", external=True)
+        session.run(python, "smoke.py", external=True)
