@@ -127,3 +127,18 @@ def test_install_commands_name_a_checkout_not_pypi():
 def test_readme_and_index_link_the_installing_page():
     for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
         assert "installing.md" in page.read_text("utf8"), page
+
+
+def test_ci_runs_the_readme_test_command():
+    """.ci/run runs the README's test command (Quick start, step 2) as written."""
+    readme = (ROOT / "README.md").read_text("utf8")
+    commands = [
+        line.partition("#")[0].strip()
+        for token in MarkdownIt("commonmark").parse(readme)
+        if token.type == "fence" and token.info.strip() == "bash"
+        for line in token.content.splitlines()
+        if "-m nox" in line
+    ]
+    assert commands == ["python -m pip install nox && python -m nox"]
+    ci = (ROOT / ".ci" / "run").read_text("utf8").splitlines()
+    assert commands[0] in ci
