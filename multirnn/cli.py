@@ -91,6 +91,7 @@ def _conformance(args: argparse.Namespace) -> int:
     if args.keras_backend:
         os.environ["KERAS_BACKEND"] = args.keras_backend
     from multirnn import conformance as conf
+    from multirnn.conformance import environment
     from multirnn.conformance import report as rep
 
     names = _split(args.engines) or _default_engines()
@@ -115,13 +116,16 @@ def _conformance(args: argparse.Namespace) -> int:
     else:
         cases = conf.quick_cases()
     mode = "cases given" if args.case else ("full" if args.full else "quick")
-    print(f"multirnn conformance ({mode}): engines {', '.join(names)}; {len(cases)} cases")
+    runs = conf.runner.prepare(names, args.known_gaps)  # imports the engines' frameworks
+    env = environment.collect([r.adapter for r in runs])
+    print(rep.header(mode, names, len(cases), dtypes, env), flush=True)
     progress = None if args.no_progress else conf.runner.progress_bar()
-    result = conf.run(names, cases, dtypes, known_gaps=args.known_gaps, progress=progress)
+    result = conf.run(names, cases, dtypes, progress=progress, runs=runs)
     print(rep.table(result))
     print(rep.summary(result))
     if result.failures:
         print(rep.failures(result))
+    print(rep.closing(result))
     if args.json:
         Path(args.json).write_text(rep.to_json(result))
     if args.junit:

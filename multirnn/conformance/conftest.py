@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from multirnn.conformance.plugin import ENV_ENGINES
+from multirnn.conformance.plugin import CASE, DEVICE, DTYPE, ENGINE, ENV_ENGINES, PAIRWISE
 
 
 def _option(config, name, default=None):
@@ -68,3 +68,26 @@ def pytest_generate_tests(metafunc):
         params = [pytest.param(c, id=c.id) for c in state["cases"] if not c.stateful]
         params = params if several else []
         metafunc.parametrize("pairwise_case", params)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each conformance test carries its engine, device, dtype and case as user properties,
+    from which the plugin's terminal summary tells what was compared and what was skipped
+    (in the process that prints it, which under pytest-xdist has not imported the engines)."""
+    from multirnn.conformance import cases, environment
+
+    devices: dict[str, str] = {}
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "conformance_run" in params:
+            ad = params["conformance_run"].adapter
+            if ad.name not in devices:
+                devices[ad.name] = environment.device(ad)
+            item.user_properties += [
+                (ENGINE, ad.name),
+                (DEVICE, devices[ad.name]),
+                (DTYPE, params["dtype"]),
+                (CASE, params["case"].id),
+            ]
+        elif isinstance(params.get("pairwise_case"), cases.Case):  # not an empty parameter set
+            item.user_properties.append((PAIRWISE, params["pairwise_case"].id))

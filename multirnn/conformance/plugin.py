@@ -1,10 +1,23 @@
-"""Pytest plugin (registered under ``pytest11``): only adds the ``--multirnn-*`` options, so
+"""Pytest plugin (registered under ``pytest11``): adds the ``--multirnn-*`` options, so
 ``pytest --pyargs multirnn.conformance --multirnn-engines=NAME`` works anywhere. The tests
-themselves live in this package and run only when it is collected."""
+themselves live in this package and run only when it is collected.
+
+When an engine is selected, the plugin also records the environment (the report header,
+and global properties of ``--junitxml``), and closes the run with a summary section: what
+was compared, which groups were skipped and how to run them. Nothing is imported, and
+nothing printed, in pytest runs that do not select the suite.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
+
 ENV_ENGINES = "MULTIRNN_CONFORMANCE_ENGINES"
+#: The user properties each conformance test carries (they travel with pytest-xdist's
+#: reports, and appear in ``--junitxml``).
+ENGINE, DEVICE, DTYPE = "multirnn_engine", "multirnn_device", "multirnn_dtype"
+CASE, PAIRWISE = "multirnn_case", "multirnn_pairwise"
 
 
 def pytest_addoption(parser):
@@ -18,3 +31,95 @@ def pytest_addoption(parser):
     group.addoption(
         "--multirnn-known-gaps", action="append", default=[], help="extra known-gap file"
     )
+
+
+def _selected(config) -> str:
+    try:
+        given = config.getoption("--multirnn-engines")
+    except ValueError:
+        given = None
+    return given or os.environ.get(ENV_ENGINES, "")
+
+
+def pytest_report_header(config):
+    if not _selected(config):
+        return None
+    from multirnn.conformance import environment
+
+    lines = environment.describe(environment.collect())
+    return [f"multirnn conformance: {lines[0]}", *(f"  {line}" for line in lines[1:])]
+
+
+def pytest_sessionstart(session):
+    """The versions and modes as global properties of ``--junitxml`` (written by the
+    process that writes the file, so they are there with pytest-xdist too)."""
+    if not _selected(session.config):
+        return
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pytest moved it: the properties are a convenience
+        return
+    xml = session.config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    from multirnn.conformance import environment
+
+    xml.add_global_property("multirnn_engines", _selected(session.config))
+    for name, value in environment.flatten(environment.collect()):
+        xml.add_global_property(name, value)
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, (tuple, list)) else str(longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from multirnn.conformance import environment
+    from multirnn.conformance.report import (
+        Outcome,
+        compared_lines,
+        installed_engines,
+        reference_only_lines,
+        skip_groups,
+        skipped_lines,
+    )
+
+    rows, pairwise, devices = [], False, {}
+    for key in ("passed", "failed", "skipped", "xfailed", "xpassed", "error"):
+        for report in terminalreporter.stats.get(key, []):
+            props = dict(getattr(report, "user_properties", []) or [])
+            pairwise = pairwise or PAIRWISE in props
+            if ENGINE not in props or not (report.when == "call" or report.skipped):
+                continue
+            devices.setdefault(props[ENGINE], props.get(DEVICE, "unknown"))
+            skipped = report.skipped and not hasattr(report, "wasxfail")
+            reason = _skip_reason(report) if skipped else ""
+            rows.append(Outcome(props[ENGINE], props[DTYPE], props[CASE], not skipped, reason))
+    if not rows:
+        return
+    engines = list(dict.fromkeys(r.engine for r in rows))
+    dtypes = sorted({r.dtype for r in rows})
+    total = len({r.case for r in rows})
+    state = getattr(config, "_multirnn_conformance", None)  # None in pytest-xdist's controller
+    env = environment.collect([run.adapter for run in state["runs"]] if state else [])
+    for name, dev in devices.items():  # as the process that ran the tests saw them
+        env["engines"].setdefault(name, {"device": dev, "versions": {}})
+    pairs = [f"{a}:{b}" for a, b in itertools.combinations(engines, 2)] if pairwise else []
+    write = terminalreporter.write_line
+    terminalreporter.write_sep("=", "multirnn conformance")
+    for line in environment.describe(env):
+        write(line)
+    for line in skipped_lines(skip_groups(rows, total)):
+        write(line, yellow=True, bold=line.startswith("SKIPPED"))
+    for line in compared_lines(engines, dtypes, rows, total, pairs):
+        write(line)
+    notice = reference_only_lines(
+        engines,
+        installed_engines(),
+        select="select them with --multirnn-engines",
+        rerun="pytest --pyargs multirnn.conformance --multirnn-engines=NAME",
+    )
+    for line in notice:
+        write(line, yellow=True)

@@ -1,15 +1,31 @@
-"""Rendering a conformance report: the summary table, JSON and JUnit XML."""
+"""Rendering a conformance report: the header, the summary table, what was compared and
+skipped, JSON and JUnit XML."""
 
 from __future__ import annotations
 
 import json
-import platform
+import re
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 from xml.etree import ElementTree as ET
 
 import multirnn
-from multirnn.conformance import tolerances
+from multirnn.conformance import environment, tolerances
 from multirnn.conformance.runner import FAILING, Report
+
+#: The engine every other one is compared with.
+REFERENCE = "numpy"
+
+#: How to add an engine: multirnn is installed from a checkout (it is not on PyPI), with
+#: the tested framework versions from constraints.txt. JAX first: its extra is a CPU build,
+#: where PyTorch's default Linux wheels pull in CUDA.
+INSTALL_LINES = (
+    "To add one, run this in a checkout of multirnn:",
+    '    python -m pip install -c constraints.txt ".[jax]"'
+    '    (or ".[tensorflow]", ".[torch]", ".[all]")',
+    "  docs/installing.md covers PyTorch's CPU-only build.",
+)
 
 
 def _cell(results) -> str:
@@ -73,11 +89,196 @@ def failures(report: Report, limit: int = 50) -> str:
     return "\n".join(lines)
 
 
+def header(mode: str, engines: Sequence[str], cases: int, dtypes: Sequence[str], env: dict) -> str:
+    """The first lines of a run: what runs, and on which versions, devices and modes."""
+    first = (
+        f"multirnn conformance ({mode}): engines {', '.join(engines)}; {cases} cases; "
+        f"dtypes {', '.join(dtypes)}"
+    )
+    return "\n".join([first, *environment.describe(env)])
+
+
+def _cases(n: int) -> str:
+    return f"{n} case" if n == 1 else f"{n} cases"
+
+
+class Outcome(NamedTuple):
+    """One engine, dtype and case: ``ran`` (at least one check held to the policy), or
+    skipped with the reason. What the closing lines are computed from, for both the
+    command line and the pytest plugin."""
+
+    engine: str
+    dtype: str
+    case: str
+    ran: bool
+    reason: str = ""
+
+
+def outcomes(report: Report) -> list[Outcome]:
+    """Per engine, dtype and case (pairwise results left out): ran or skipped."""
+    by_key: dict[tuple[str, str, str], list] = defaultdict(list)
+    for r in report.results:
+        if r.check != "pairwise":
+            by_key[(r.engine, r.dtype, r.case.id)].append(r)
+    out = []
+    for (engine, dtype, case), results in by_key.items():
+        skips = [r for r in results if r.status == "skip"]
+        ran = len(skips) < len(results)
+        out.append(Outcome(engine, dtype, case, ran, "" if ran else skips[0].detail))
+    return out
+
+
+_VARIABLE = re.compile(r"\b([A-Z][A-Z0-9_]*=[^\s);,]+)")
+
+
+def how_to_enable(reason: str) -> str | None:
+    """How to run cases skipped for ``reason``, when a setting can: a reason that names an
+    environment variable (``JAX_ENABLE_X64=1``) is enabled by setting it."""
+    found = _VARIABLE.search(reason)
+    return f"set {found.group(1)} and run again" if found else None
+
+
+def skip_groups(rows: Iterable[Outcome], total: int) -> list[dict]:
+    """Skipped outcomes grouped by engine, dtype and reason: ``engine``, ``dtype``,
+    ``reason``, ``cases`` (how many), ``of`` (the cases in the run), ``enable`` (how to run
+    them, or None when the engine cannot express them) and ``whole`` (every case of the
+    engine in that dtype was skipped)."""
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    ran: set[tuple[str, str]] = set()
+    for row in rows:
+        if row.ran:
+            ran.add((row.engine, row.dtype))
+        else:
+            counts[(row.engine, row.dtype, row.reason)] += 1
+    return [
+        {
+            "engine": engine,
+            "dtype": dtype,
+            "reason": reason,
+            "cases": n,
+            "of": total,
+            "enable": how_to_enable(reason),
+            "whole": (engine, dtype) not in ran,
+        }
+        for (engine, dtype, reason), n in counts.items()
+    ]
+
+
+def skipped_lines(groups: Sequence[dict]) -> list[str]:
+    """One line per skipped group, groups that differ only in dtype merged. Groups a
+    setting would run, and engines that ran nothing in a dtype, come first, in capitals."""
+    merged: dict[tuple, list[str]] = defaultdict(list)
+    for g in groups:
+        key = (g["engine"], g["reason"], g["cases"], g["of"], g["enable"], g["whole"])
+        merged[key].append(g["dtype"])
+    lines = []
+    for (engine, reason, n, of, enable, whole), dtypes in merged.items():
+        loud = bool(enable) or whole
+        each = " each" if len(dtypes) > 1 else ""
+        text = (
+            f"{'SKIPPED' if loud else 'skipped'}: {engine} {', '.join(sorted(dtypes))}, "
+            f"{n} of {_cases(of)}{each}: {reason}"
+        )
+        text += f"; to run them, {enable}" if enable else ""
+        lines.append((not loud, text))
+    return [text for _, text in sorted(lines, key=lambda item: item[0])]
+
+
+def _ran(rows: Iterable[Outcome]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        if row.ran:
+            out[row.engine][row.dtype] += 1
+    return {e: dict(d) for e, d in out.items()}
+
+
+def compared_lines(
+    engines: Sequence[str],
+    dtypes: Sequence[str],
+    rows: Sequence[Outcome],
+    total: int,
+    pairs: Sequence[str] = (),
+) -> list[str]:
+    """What was compared with what: each engine's dtypes against the reference, and the
+    float32 pairs."""
+    ran = _ran(rows)
+    width = max([len(e) for e in engines] + [6])
+    lines = [f"compared with the NumPy reference on {_cases(total)}:"]
+    for engine in engines:
+        done = ran.get(engine, {})
+        parts = [d if done[d] == total else f"{d} ({done[d]} of {_cases(total)})"
+                 for d in dtypes if d in done]  # fmt: skip
+        text = ", ".join(parts) or "nothing (every case was skipped)"
+        missing = [d for d in dtypes if d not in done]
+        if parts and missing:
+            text += f"; {', '.join(missing)} skipped (see above)"
+        if engine == REFERENCE:
+            text += "  (the reference against itself)"
+        lines.append(f"  {engine:<{width}}  {text}")
+    if len(pairs) > 3:
+        lines.append(f"  float32 results pairwise: {len(pairs)} pairs of the engines above")
+    elif pairs:
+        lines.append(f"  float32 results pairwise: {', '.join(pairs)}")
+    return lines
+
+
+def reference_only_lines(
+    engines: Sequence[str], installed: Sequence[str], select: str, rerun: str
+) -> list[str]:
+    """The notice for a run in which only the reference ran: it was compared with itself.
+    ``installed``: the engines and oracles installed; ``select``: how to select them;
+    ``rerun``: the command to run again after installing one."""
+    if not engines or any(e != REFERENCE for e in engines):
+        return []
+    lines = [
+        "NOTE: only the NumPy reference ran, so it was compared with itself: its float64",
+        "  results agree by construction (0.0e+00) and float32 measures only its own rounding.",
+        "  No framework engine (PyTorch, JAX, TensorFlow) was checked.",
+    ]
+    others = [n for n in installed if n != REFERENCE]
+    if others:
+        lines.append(f"  Installed but not in this run: {', '.join(others)}; {select}.")
+    else:
+        lines.append(f"  No other engine is installed. {INSTALL_LINES[0]}")
+        lines += [*INSTALL_LINES[1:-1], f"{INSTALL_LINES[-1]} Then run it again: {rerun}"]
+    return lines
+
+
+def installed_engines() -> list[str]:
+    """The engines and oracles installed here (without importing their frameworks)."""
+    from multirnn import engines
+    from multirnn.conformance.adapters import installed_oracles
+
+    return engines.available() + installed_oracles()
+
+
+def closing(
+    report: Report,
+    installed: Sequence[str] | None = None,
+    select: str = "`multirnn conformance` without --engines checks every installed one",
+    rerun: str = "multirnn conformance",
+) -> str:
+    """The last lines of a run: the skipped groups, what was compared with what, and the
+    notice when only the reference ran."""
+    rows = outcomes(report)
+    total = len(report.cases)
+    pairs = sorted({r.engine for r in report.results if r.check == "pairwise"})
+    lines = skipped_lines(skip_groups(rows, total))
+    lines += compared_lines(report.engines, report.dtypes, rows, total, pairs)
+    if report.reference_only:
+        installed = installed_engines() if installed is None else installed
+        lines += reference_only_lines(report.engines, installed, select, rerun)
+    return "\n".join(lines)
+
+
 def to_json(report: Report) -> str:
+    rows = outcomes(report)
+    env = report.environment or environment.collect()
     return json.dumps(
         {
             "multirnn": multirnn.__version__,
-            "python": platform.python_version(),
+            "python": env["python"],
+            "environment": env,
             "engines": report.engines,
             "dtypes": report.dtypes,
             "cases": len(report.cases),
@@ -86,6 +287,10 @@ def to_json(report: Report) -> str:
             "counts": report.counts(),
             "tolerances": {f"{d}/{q}": t for (d, q), t in tolerances.POLICY.items()},
             "unused_known_gaps": [f"{g.source}: {g.pattern}" for g in report.unused_gaps],
+            "reference_only": report.reference_only,
+            "compared": _ran(rows),
+            "pairwise": sorted({r.engine for r in report.results if r.check == "pairwise"}),
+            "skipped": skip_groups(rows, len(report.cases)),
             "results": [r.to_dict() for r in report.results],
         },
         indent=1,
@@ -94,6 +299,8 @@ def to_json(report: Report) -> str:
 
 def to_junit(report: Report) -> str:
     suites = ET.Element("testsuites", name="multirnn-conformance")
+    properties = environment.flatten(report.environment or environment.collect())
+    properties.append(("reference_only", str(report.reference_only).lower()))
     by_engine = defaultdict(list)
     for r in report.results:
         by_engine[r.engine].append(r)
@@ -102,6 +309,9 @@ def to_junit(report: Report) -> str:
         suite.set("failures", str(sum(r.status == "fail" for r in results)))
         suite.set("errors", str(sum(r.status == "error" for r in results)))
         suite.set("skipped", str(sum(r.status in ("skip", "xfail") for r in results)))
+        props = ET.SubElement(suite, "properties")  # every suite: tools read them per suite
+        for name, value in properties:
+            ET.SubElement(props, "property", name=name, value=value)
         for r in results:
             case = ET.SubElement(
                 suite, "testcase", classname=f"{engine}.{r.dtype}.{r.check}", name=r.case.id

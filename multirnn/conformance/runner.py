@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn.conformance import oracle
+from multirnn.conformance import environment, oracle
 from multirnn.conformance.adapters import EngineAdapter, adapter
 from multirnn.conformance.cases import Case
 from multirnn.conformance.known_gaps import Gap, builtin_path, load
@@ -240,6 +240,8 @@ class Report:
     cases: list[Case]
     unused_gaps: list[Gap]
     seconds: float
+    #: versions, devices and modes (see :func:`multirnn.conformance.environment.collect`)
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Result]:
@@ -248,6 +250,11 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def reference_only(self) -> bool:
+        """Only the NumPy reference ran: it was compared with itself."""
+        return bool(self.engines) and all(e == "numpy" for e in self.engines)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -279,6 +286,7 @@ def run(
     """Check ``cases`` on ``engines`` in ``dtypes``; returns every result."""
     start = time.perf_counter()
     runs = list(runs) if runs is not None else prepare(engines, known_gaps)
+    env = environment.collect([r.adapter for r in runs])
     results: list[Result] = []
     total = len(runs) * len(cases) * len(dtypes)
     done = 0
@@ -299,6 +307,7 @@ def run(
         list(cases),
         unused,
         time.perf_counter() - start,
+        env,
     )
 
 

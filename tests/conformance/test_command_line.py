@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+from xml.etree import ElementTree as ET
 
+import numpy as np
 import pytest
 
-from multirnn import cli
+import multirnn
+from multirnn import cli, engines
+from multirnn.conformance import adapters
 from multirnn.conformance.cases import quick_cases
 
 from .. import plugins
@@ -49,6 +54,52 @@ ADAPTER = Adapter
 """
 
 
+MODAL_ENGINE = """
+from multirnn.engines import EngineInfo
+from multirnn.reference import layers as _ref
+from multirnn.reference.testing import NumpyAdapter
+
+ENGINE = EngineInfo(name="modal", module="modal_engine", testing="modal_engine", priority=-200)
+
+
+class Recurrent(_ref.Recurrent):
+    engine_name = "modal"
+
+
+class SimpleRNN(Recurrent, _ref.SimpleRNN):
+    pass
+
+
+class LSTM(Recurrent, _ref.LSTM):
+    pass
+
+
+class GRU(Recurrent, _ref.GRU):
+    pass
+
+
+class Adapter(NumpyAdapter):
+    name = "modal"
+
+    def supports(self, case, dtype):
+        return "float64 needs the 64-bit mode (MODAL_X64=1)" if dtype == "float64" else None
+
+    def device(self):
+        return "accelerator 0"
+
+
+ADAPTER = Adapter
+"""
+
+
+@pytest.fixture
+def modal_engine(tmp_path):
+    """A correct engine that computes float64 only in a mode it names."""
+    return plugins.write_plugin(
+        tmp_path, "modal_engine", MODAL_ENGINE, "[multirnn.backends]\nmodal = modal_engine:ENGINE\n"
+    )
+
+
 @pytest.fixture
 def broken_engine(tmp_path):
     return plugins.write_plugin(
@@ -76,8 +127,109 @@ def test_cli_passes_on_numpy_and_writes_reports(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "LSTM/mask" in text and "tolerance policy" in text
-    assert json.loads(out_json.read_text())["ok"] is True
-    assert out_xml.read_text().startswith("<testsuites")
+    lines = text.splitlines()
+    assert lines[0].startswith("multirnn conformance (quick): engines numpy;")
+    assert lines[1].startswith(f"multirnn {multirnn.__version__}, Python ")
+    assert f"numpy {np.__version__}" in lines[2] and lines[3] == "devices: numpy cpu"
+    data = json.loads(out_json.read_text())
+    assert data["ok"] is True and data["reference_only"] is True
+    assert data["environment"]["multirnn"] == multirnn.__version__
+    assert data["environment"]["packages"]["numpy"] == np.__version__
+    assert data["environment"]["engines"]["numpy"]["device"] == "cpu"
+    xml = ET.fromstring(out_xml.read_text())
+    props = {p.get("name"): p.get("value") for p in xml.find("testsuite").find("properties")}
+    assert props["multirnn"] == multirnn.__version__
+    assert props["package.numpy"] == np.__version__ and props["engine.numpy.device"] == "cpu"
+    # the last lines: what was compared with what, and that this was the reference alone
+    closing = text[text.index("compared with the NumPy reference") :].splitlines()
+    assert closing[:3] == [
+        f"compared with the NumPy reference on {len(quick_cases())} cases:",
+        "  numpy   float32, float64  (the reference against itself)",
+        "NOTE: only the NumPy reference ran, so it was compared with itself: its float64",
+    ]
+
+
+def test_with_only_the_reference_installed_the_run_says_so_and_how_to_add_an_engine(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr(engines, "available", lambda: ["numpy"])
+    monkeypatch.setattr(adapters, "installed_oracles", list)
+    assert cli.main(["conformance", "--case", "LSTM()", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("multirnn conformance (cases given): engines numpy; 1 cases")
+    assert text.rstrip().splitlines()[-8:] == [
+        "compared with the NumPy reference on 1 case:",
+        "  numpy   float32, float64  (the reference against itself)",
+        "NOTE: only the NumPy reference ran, so it was compared with itself: its float64",
+        "  results agree by construction (0.0e+00) and float32 measures only its own rounding.",
+        "  No framework engine (PyTorch, JAX, TensorFlow) was checked.",
+        "  No other engine is installed. To add one, run this in a checkout of multirnn:",
+        '    python -m pip install -c constraints.txt ".[jax]"    (or ".[tensorflow]", '
+        '".[torch]", ".[all]")',
+        "  docs/installing.md covers PyTorch's CPU-only build. Then run it again: "
+        "multirnn conformance",
+    ]
+    assert "pip install multirnn" not in text and "'multirnn[" not in text  # not on PyPI
+
+
+def test_skipped_groups_are_loud_on_the_command_line_and_in_pytest(modal_engine, tmp_path):
+    report = tmp_path / "modal.json"
+    cases = ["LSTM()", "GRU(mask=arbitrary)", "SimpleRNN()"]
+    args = ["-m", "multirnn.cli", "conformance", "--engines", "modal,numpy", "--no-progress"]
+    args += [f"--case={c}" for c in cases] + ["--json", str(report)]
+    cli_run = plugins.run(args, modal_engine)
+    assert cli_run.returncode == 0, cli_run.stderr
+    out = cli_run.stdout
+    assert "devices: modal accelerator 0, numpy cpu" in out
+    loud = (
+        "SKIPPED: modal float64, 3 of 3 cases: float64 needs the 64-bit mode (MODAL_X64=1); "
+        "to run them, set MODAL_X64=1 and run again"
+    )
+    assert loud in out
+    assert out.rstrip().splitlines()[-4:] == [
+        "compared with the NumPy reference on 3 cases:",
+        "  modal   float32; float64 skipped (see above)",
+        "  numpy   float32, float64  (the reference against itself)",
+        "  float32 results pairwise: modal:numpy",
+    ]
+    data = json.loads(report.read_text())
+    assert data["skipped"][0]["enable"] == "set MODAL_X64=1 and run again"
+    assert data["environment"]["engines"]["modal"]["device"] == "accelerator 0"
+    # the same suite in pytest, spread over two workers: the skips stay skips, but visible
+    selection = "LSTM and mask and not bidirectional"
+    run = plugins.run(
+        ["-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--pyargs",
+         "multirnn.conformance", "-k", selection, "-rN"],
+        modal_engine,
+        {"MULTIRNN_CONFORMANCE_ENGINES": "modal"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    passed, skipped = map(int, re.search(r"(\d+) passed, (\d+) skipped in", run.stdout).groups())
+    assert passed == skipped > 0  # float32 ran, float64 skipped
+    assert f"multirnn conformance: multirnn {multirnn.__version__}" in run.stdout  # header
+    summary = run.stdout[run.stdout.index("= multirnn conformance =") :]
+    assert "devices: modal accelerator 0" in summary
+    assert (
+        f"SKIPPED: modal float64, {skipped} of {skipped} cases: float64 needs the 64-bit mode "
+        "(MODAL_X64=1); to run them, set MODAL_X64=1 and run again"
+    ) in summary
+    assert "  modal   float32; float64 skipped (see above)" in summary
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
+def test_jax_float64_without_x64_is_a_loud_skip():
+    run = plugins.run(
+        ["-m", "multirnn.cli", "conformance", "--engines", "jax", "--case", "LSTM()",
+         "--no-progress"],
+        env_extra={"JAX_ENABLE_X64": "0"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "modes: jax_enable_x64 off" in run.stdout
+    assert (
+        "SKIPPED: jax float64, 1 of 1 case: float64 needs JAX's 64-bit mode (JAX_ENABLE_X64=1); "
+        "to run them, set JAX_ENABLE_X64=1 and run again"
+    ) in run.stdout
+    assert run.stdout.rstrip().endswith("  jax     float32; float64 skipped (see above)")
 
 
 def test_cli_single_case_and_bad_arguments(capsys):
@@ -132,6 +284,9 @@ def test_pytest_integration(broken_engine):
     )
     assert ok.returncode == 0, ok.stdout[-2000:]
     assert f"{len(quick_cases())} passed" in ok.stdout  # one per case; no pairwise alone
+    summary = ok.stdout[ok.stdout.index("= multirnn conformance =") :]
+    assert f"compared with the NumPy reference on {len(quick_cases())} cases:" in summary
+    assert "only the NumPy reference ran, so it was compared with itself" in summary
     none = plugins.run(
         ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "multirnn.conformance"]
     )

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import importlib.util
 import json
 import subprocess
 import sys
 from xml.etree import ElementTree as ET
 
+import numpy as np
 import pytest
 
+import multirnn
 import multirnn.conformance as conf
-from multirnn.conformance import known_gaps, report, runner
+from multirnn.conformance import environment, known_gaps, report, runner
+from multirnn.conformance.adapters import EngineAdapter
 from multirnn.conformance.cases import quick_cases
+from multirnn.conformance.oracle import results
+from multirnn.reference import kernels
 
 from .doubles import BrokenBidirectional, Crashing, ForgetBiasOffByOne, ResetAfterGRU
 
@@ -148,3 +156,136 @@ def test_reports_render():
 def test_unknown_engine_names_the_choices():
     with pytest.raises(conf.adapters.engines.UnknownEngineError, match="Known engines"):
         conf.run(["nope"], QUICK[:1])
+
+
+class ModalEngine(EngineAdapter):
+    """A correct engine (the reference kernels) that computes float64 only in a mode it
+    names, cannot express GRU, and reports its own device and framework version."""
+
+    name = "modal"
+
+    def supports(self, case, dtype):
+        if dtype == "float64":
+            return "float64 needs the 64-bit mode (MODAL_X64=1)"
+        return "modal has no GRU" if case.layer == "GRU" else None
+
+    def forward(self, spec, weights, inputs, **kw):
+        return results(spec, *kernels.forward(spec, weights, inputs, **kw))
+
+    def device(self):
+        return "accelerator 0 (Modal-9000)"
+
+    def versions(self):
+        return {"modalframework": "1.2.3"}
+
+
+PLAIN = [c for c in QUICK if not c.wrapped and not c.stateful and c.time <= 8]
+PLAIN = [c for c in PLAIN if c.layer == "LSTM"][:6] + [c for c in PLAIN if c.layer == "GRU"][:4]
+
+
+def run_with_modal(cases=PLAIN):
+    runs = [runner.EngineRun(conf.adapter("numpy"), []), runner.EngineRun(ModalEngine(), [])]
+    return conf.run([], cases, ["float32", "float64"], runs=runs)
+
+
+def installed_frameworks():
+    """The framework distributions installed here, by pip's names."""
+    names = ("numpy", "torch", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "keras", "flax",
+             "onnx", "onnxruntime")  # fmt: skip
+    out = {}
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def test_json_and_junit_record_versions_devices_and_modes():
+    rep = run_with_modal()
+    data = json.loads(report.to_json(rep))
+    env = data["environment"]
+    assert env["multirnn"] == multirnn.__version__ == data["multirnn"]
+    assert env["python"] and env["platform"]
+    frameworks = installed_frameworks()
+    assert frameworks["numpy"] == np.__version__
+    assert env["packages"].items() >= frameworks.items()  # every installed framework
+    assert env["engines"]["numpy"] == {"device": "cpu", "versions": {"numpy": np.__version__}}
+    assert env["engines"]["modal"] == {
+        "device": "accelerator 0 (Modal-9000)",
+        "versions": {"modalframework": "1.2.3"},
+    }
+    if "jax" in frameworks:  # the mode deciding whether JAX computes float64 at all
+        assert isinstance(env["modes"]["jax_enable_x64"], bool)
+    suites = ET.fromstring(report.to_junit(rep)).findall("testsuite")
+    assert {s.get("name") for s in suites} == {"numpy", "modal", "numpy:modal"}
+    for suite in suites:  # every suite carries them, for tools that read one suite
+        props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+        assert props["multirnn"] == multirnn.__version__
+        for name, version in frameworks.items():
+            assert props[f"package.{name}"] == version
+        assert props["engine.modal.device"] == "accelerator 0 (Modal-9000)"
+        assert props["engine.modal.version.modalframework"] == "1.2.3"
+        assert props["engine.numpy.device"] == "cpu"
+        assert props["reference_only"] == "false"
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="needs jax")
+def test_jax_mode_and_device_come_from_jax_once_it_is_imported():
+    import jax
+
+    env = environment.collect([conf.adapter("jax")])
+    assert env["modes"]["jax_enable_x64"] is bool(jax.config.jax_enable_x64)
+    assert env["engines"]["jax"]["device"].startswith(jax.default_backend())  # cpu, gpu (...)
+    assert env["engines"]["jax"]["versions"]["jaxlib"] == importlib.metadata.version("jaxlib")
+
+
+def test_skipped_groups_are_summarised_with_how_to_run_them():
+    rep = run_with_modal()
+    lines = report.closing(rep).splitlines()
+    n, gru = len(PLAIN), sum(c.layer == "GRU" for c in PLAIN)
+    assert 0 < gru < n
+    loud = (
+        f"SKIPPED: modal float64, {n} of {n} cases: float64 needs the 64-bit mode "
+        "(MODAL_X64=1); to run them, set MODAL_X64=1 and run again"
+    )
+    assert loud in lines
+    assert f"skipped: modal float32, {gru} of {n} cases: modal has no GRU" in lines
+    assert lines.index(loud) < lines.index(f"skipped: modal float32, {gru} of {n} cases: "
+                                           "modal has no GRU")  # fmt: skip
+    data = json.loads(report.to_json(rep))
+    assert sorted(data["skipped"], key=lambda g: g["dtype"]) == [
+        {"engine": "modal", "dtype": "float32", "reason": "modal has no GRU", "cases": gru,
+         "of": n, "enable": None, "whole": False},
+        {"engine": "modal", "dtype": "float64",
+         "reason": "float64 needs the 64-bit mode (MODAL_X64=1)", "cases": n, "of": n,
+         "enable": "set MODAL_X64=1 and run again", "whole": True},
+    ]  # fmt: skip
+
+
+def test_closing_lines_say_what_was_compared_with_what():
+    rep = run_with_modal()
+    n, ran = len(PLAIN), sum(c.layer != "GRU" for c in PLAIN)
+    text = report.closing(rep)
+    compared = text[text.index("compared with the NumPy reference") :].splitlines()
+    assert compared == [
+        f"compared with the NumPy reference on {n} cases:",
+        "  numpy   float32, float64  (the reference against itself)",
+        f"  modal   float32 ({ran} of {n} cases); float64 skipped (see above)",
+        "  float32 results pairwise: numpy:modal",
+    ]
+    assert "NOTE" not in text and not rep.reference_only
+    data = json.loads(report.to_json(rep))
+    assert data["compared"] == {"numpy": {"float32": n, "float64": n}, "modal": {"float32": ran}}
+    assert data["pairwise"] == ["numpy:modal"] and data["reference_only"] is False
+
+
+def test_a_reference_only_run_says_it_compared_the_reference_with_itself():
+    rep = conf.run(["numpy"], PLAIN[:2])
+    assert rep.reference_only and json.loads(report.to_json(rep))["reference_only"] is True
+    alone = report.closing(rep, installed=["numpy"])
+    assert "only the NumPy reference ran, so it was compared with itself" in alone
+    assert 'python -m pip install -c constraints.txt ".[jax]"' in alone
+    assert "pip install multirnn" not in alone and "'multirnn[" not in alone  # not on PyPI
+    assert alone.endswith("Then run it again: multirnn conformance")
+    more = report.closing(rep, installed=["numpy", "torch", "keras"])
+    assert "compared with itself" in more and "pip install" not in more
+    assert "Installed but not in this run: torch, keras" in more
