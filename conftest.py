@@ -3,11 +3,13 @@ turns every ``python`` block of the README and of docs/*.md into a test; nox run
 ``lite`` and ``tests`` sessions.
 
 In the markdown source, a block marked ``python notest`` is a fragment that cannot run
-alone, ``python continuation`` runs after the blocks before it, and ``fixture:needs_NAME``
-skips the block, with the reason, where the package NAME is not installed. Each block runs
-in an empty temporary directory of its own, so files it writes never land in the checkout,
-and starts from the engine selection of the environment (no ``set_backend`` left over
-from an earlier block).
+alone, ``python continuation`` runs after the blocks before it, ``fixture:needs_NAME``
+skips the block, with the reason, where the package NAME is not installed, and
+``fixture:every_engine`` marks a block that works on whichever engine is selected:
+tests/test_docs.py runs it once more under each installed engine (MULTIRNN_BACKEND). Each
+block runs in an empty temporary directory of its own, so files it writes never land in
+the checkout, and starts from the engine selection of the environment (no
+``set_backend`` left over from an earlier block).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def _needs(module: str, extra: str):
 
 for _module, _extra in OPTIONAL.items():
     globals()[f"needs_{_module}"] = _needs(_module, _extra)
+
+
+@pytest.fixture
+def every_engine() -> None:
+    """Marks a documentation block that tests/test_docs.py also runs on every engine."""
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """The documentation as tests, beyond what ``pytest --markdown-docs README.md docs`` runs
-(see the root conftest.py): the README's first example on every installed engine, and the
-install commands the docs and the code give.
+(see the root conftest.py): the blocks marked ``fixture:every_engine`` (the README's first
+example among them) on every installed engine, and the install commands the docs and the
+code give.
 
 Blocks are read with pytest-markdown-docs' own extraction, so this file and the plugin
 agree on what a block is, which blocks are ``notest`` and which fixtures a block names.
@@ -9,6 +10,7 @@ agree on what a block is, which blocks are ``notest`` and which fixtures a block
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import re
 import subprocess
@@ -56,24 +58,43 @@ def distributions(extra: str, table: dict[str, list[str]]) -> set[str]:
     return names
 
 
+def blocks_for_every_engine():
+    """The blocks marked ``fixture:every_engine``, as pytest params."""
+    return [
+        pytest.param(block, id=f"{page.relative_to(ROOT)}:{block.start_line}")
+        for page in PAGES
+        for block in python_blocks(page)
+        if "every_engine" in block.fixture_names
+    ]
+
+
+def test_the_readme_first_example_is_run_on_every_engine():
+    first = python_blocks(ROOT / "README.md")[0]
+    assert "every_engine" in first.fixture_names
+    assert first.source.lstrip().startswith("import numpy as np\nimport multirnn\n")
+
+
 @pytest.mark.parametrize("engine", ENGINES)
-def test_readme_first_example_runs_on_every_installed_engine(engine, tmp_path):
-    """The README's first block, verbatim, in a fresh process with MULTIRNN_BACKEND set,
-    in an empty directory (it writes encoder.safetensors)."""
+@pytest.mark.parametrize("block", blocks_for_every_engine())
+def test_blocks_for_every_engine_run_on_each_installed_engine(block, engine, tmp_path):
+    """A block marked every_engine, verbatim, in a fresh process with MULTIRNN_BACKEND set,
+    in an empty directory (the README's first block writes encoder.safetensors)."""
     if not engines.registry()[engine].installed():
         pytest.skip(f"the {engine} engine is not installed")
-    block = python_blocks(ROOT / "README.md")[0]
-    env = {**os.environ, engines.ENV_VAR: engine, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    needs = [f.removeprefix("needs_") for f in block.fixture_names if f.startswith("needs_")]
+    if missing := [m for m in needs if importlib.util.find_spec(m) is None]:
+        pytest.skip(f"needs {', '.join(missing)}")
+    check = f"\nassert multirnn.backend() == {engine!r}, multirnn.backend()\n"
     result = subprocess.run(
-        [sys.executable, "-c", block.source + "\nassert multirnn.backend() == same.engine_name"],
+        [sys.executable, "-c", block.source + check],
         cwd=tmp_path,
-        env=env,
+        env={**os.environ, engines.ENV_VAR: engine, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, f"README.md:{block.start_line} on {engine}:\n{result.stderr}"
-    assert (tmp_path / "encoder.safetensors").is_file()
+    where = f"{block.source_path.relative_to(ROOT)}:{block.start_line}"
+    assert result.returncode == 0, f"{where} on {engine}:\n{result.stderr}"
 
 
 def test_every_optional_import_of_a_block_is_declared_and_installed_by_an_extra():
@@ -95,7 +116,9 @@ def test_every_optional_import_of_a_block_is_declared_and_installed_by_an_extra(
                 for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module
             }
-            declared = {f.removeprefix("needs_") for f in block.fixture_names}
+            declared = {
+                f.removeprefix("needs_") for f in block.fixture_names if f.startswith("needs_")
+            }
             declared |= {m for d in declared for m in IMPLIES.get(d, ())}
             where = f"{page.relative_to(ROOT)}:{block.start_line}"
             undeclared += [(where, m) for m in sorted(imported & OPTIONAL.keys() - declared)]
