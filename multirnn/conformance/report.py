@@ -164,24 +164,57 @@ def skip_groups(rows: Iterable[Outcome], total: int) -> list[dict]:
     ]
 
 
+def _shorten(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
 def skipped_lines(groups: Sequence[dict]) -> list[str]:
-    """One line per skipped group, groups that differ only in dtype merged. Groups a
-    setting would run, and engines that ran nothing in a dtype, come first, in capitals."""
-    merged: dict[tuple, list[str]] = defaultdict(list)
+    """The skipped groups in a few lines. In capitals, one line each: every group a setting
+    would run (with the setting), and every engine and dtype in which nothing ran. Then one
+    line per engine for the cases it cannot express (the JSON report lists every reason)."""
+    loud: list[str] = []
+    merged: dict[tuple, list[str]] = defaultdict(list)  # enable-able groups, dtypes merged
+    columns: dict[tuple[str, str], list[dict]] = defaultdict(list)  # nothing ran there
+    limits: dict[str, list[dict]] = defaultdict(list)  # cases an engine cannot express
     for g in groups:
-        key = (g["engine"], g["reason"], g["cases"], g["of"], g["enable"], g["whole"])
-        merged[key].append(g["dtype"])
-    lines = []
-    for (engine, reason, n, of, enable, whole), dtypes in merged.items():
-        loud = bool(enable) or whole
+        if g["enable"]:
+            merged[(g["engine"], g["reason"], g["cases"], g["of"], g["enable"])].append(g["dtype"])
+        elif g["whole"]:
+            columns[(g["engine"], g["dtype"])].append(g)
+        else:
+            limits[g["engine"]].append(g)
+    for (engine, reason, n, of, enable), dtypes in merged.items():
         each = " each" if len(dtypes) > 1 else ""
-        text = (
-            f"{'SKIPPED' if loud else 'skipped'}: {engine} {', '.join(sorted(dtypes))}, "
-            f"{n} of {_cases(of)}{each}: {reason}"
-        )
-        text += f"; to run them, {enable}" if enable else ""
-        lines.append((not loud, text))
-    return [text for _, text in sorted(lines, key=lambda item: item[0])]
+        loud.append(f"SKIPPED: {engine} {', '.join(sorted(dtypes))}, {n} of {_cases(of)}{each}: "
+                    f"{reason}; to run them, {enable}")  # fmt: skip
+    for (engine, dtype), found in columns.items():
+        top = max(found, key=lambda g: g["cases"])
+        total = sum(g["cases"] for g in found)
+        if len(found) == 1:
+            why = _shorten(top["reason"])
+        else:
+            why = (f"{top['cases']} of them: {_shorten(top['reason'])}; {total - top['cases']} "
+                   f"for {len(found) - 1} other reasons")  # fmt: skip
+        loud.append(f"SKIPPED: {engine} {dtype}, all {_cases(total)} (nothing ran): {why}")
+    quiet = []
+    width = max([len(e) for e in limits] + [6])
+    for engine, found in limits.items():
+        per_dtype: dict[str, int] = defaultdict(int)
+        for g in found:
+            per_dtype[g["dtype"]] += g["cases"]
+        of = found[0]["of"]
+        counts = set(per_dtype.values())
+        if len(counts) == 1:
+            where = f"{counts.pop()} of {_cases(of)} in {', '.join(sorted(per_dtype))}"
+        else:
+            where = ", ".join(f"{n} of {_cases(of)} in {d}" for d, n in sorted(per_dtype.items()))
+        reasons = {g["reason"] for g in found}
+        top = max(reasons, key=lambda r: sum(g["cases"] for g in found if g["reason"] == r))
+        why = top if len(reasons) == 1 else f"{len(reasons)} reasons, most often: {top}"
+        quiet.append(f"  {engine:<{width}}  {where}: {_shorten(why)}")
+    if quiet:
+        quiet.insert(0, "skipped, as the engine cannot express them (each reason: --json):")
+    return loud + quiet
 
 
 def _ran(rows: Iterable[Outcome]) -> dict[str, dict[str, int]]:

@@ -238,27 +238,58 @@ def test_jax_mode_and_device_come_from_jax_once_it_is_imported():
     assert env["engines"]["jax"]["versions"]["jaxlib"] == importlib.metadata.version("jaxlib")
 
 
+class Float32Only(ModalEngine):
+    name = "half"
+    dtypes = ("float32",)
+
+    def supports(self, case, dtype):
+        return None
+
+
 def test_skipped_groups_are_summarised_with_how_to_run_them():
-    rep = run_with_modal()
-    lines = report.closing(rep).splitlines()
+    runs = [runner.EngineRun(ModalEngine(), []), runner.EngineRun(Float32Only(), [])]
+    rep = conf.run([], PLAIN, ["float32", "float64"], runs=runs)
     n, gru = len(PLAIN), sum(c.layer == "GRU" for c in PLAIN)
     assert 0 < gru < n
-    loud = (
-        f"SKIPPED: modal float64, {n} of {n} cases: float64 needs the 64-bit mode "
-        "(MODAL_X64=1); to run them, set MODAL_X64=1 and run again"
-    )
-    assert loud in lines
-    assert f"skipped: modal float32, {gru} of {n} cases: modal has no GRU" in lines
-    assert lines.index(loud) < lines.index(f"skipped: modal float32, {gru} of {n} cases: "
-                                           "modal has no GRU")  # fmt: skip
+    lines = report.closing(rep).splitlines()
+    assert lines[: lines.index(f"compared with the NumPy reference on {n} cases:")] == [
+        f"SKIPPED: modal float64, {n} of {n} cases: float64 needs the 64-bit mode (MODAL_X64=1); "
+        "to run them, set MODAL_X64=1 and run again",
+        f"SKIPPED: half float64, all {n} cases (nothing ran): half does not support float64",
+        "skipped, as the engine cannot express them (each reason: --json):",
+        f"  modal   {gru} of {n} cases in float32: modal has no GRU",
+    ]
     data = json.loads(report.to_json(rep))
-    assert sorted(data["skipped"], key=lambda g: g["dtype"]) == [
+    assert sorted(data["skipped"], key=lambda g: (g["engine"], g["dtype"])) == [
+        {"engine": "half", "dtype": "float64", "reason": "half does not support float64",
+         "cases": n, "of": n, "enable": None, "whole": True},
         {"engine": "modal", "dtype": "float32", "reason": "modal has no GRU", "cases": gru,
          "of": n, "enable": None, "whole": False},
         {"engine": "modal", "dtype": "float64",
          "reason": "float64 needs the 64-bit mode (MODAL_X64=1)", "cases": n, "of": n,
          "enable": "set MODAL_X64=1 and run again", "whole": True},
     ]  # fmt: skip
+
+
+def test_many_skip_reasons_stay_a_few_lines():
+    groups = [
+        {"engine": "peer", "dtype": d, "reason": f"peer lacks activation {i}",
+         "cases": 1 + (i == 7), "of": 50, "enable": None, "whole": False}
+        for d in ("float32", "float64") for i in range(30)
+    ] + [
+        {"engine": "peer", "dtype": "float16", "reason": r, "cases": c, "of": 50,
+         "enable": None, "whole": True}
+        for r, c in (("no float16 kernels " + "x" * 200, 40), ("no masks", 6), ("no state", 4))
+    ]  # fmt: skip
+    lines = report.skipped_lines(groups)
+    assert len(lines) == 3
+    assert lines[0].startswith("SKIPPED: peer float16, all 50 cases (nothing ran): 40 of them: "
+                               "no float16 kernels xxx")  # fmt: skip
+    assert lines[0].endswith("...; 10 for 2 other reasons") and len(lines[0]) < 200
+    assert lines[2] == (
+        "  peer    31 of 50 cases in float32, float64: 30 reasons, most often: peer lacks "
+        "activation 7"
+    )
 
 
 def test_closing_lines_say_what_was_compared_with_what():
