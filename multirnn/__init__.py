@@ -11,6 +11,7 @@ from typing import Any
 
 from multirnn import activations, constraints, convert, initializers, regularizers
 from multirnn._version import __version__
+from multirnn.arrays import to_numpy
 from multirnn.engines import (
     EngineUnavailableError,
     UnknownEngineError,
@@ -42,6 +43,7 @@ __all__ = [
     "regularizers",
     "save",
     "set_backend",
+    "to_numpy",
 ]
 
 _LAYER_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Recurrent", "Bidirectional")

@@ -29,6 +29,12 @@ def _softplus(x, ops):
     return ops.log1p(ops.exp(-ops.abs(x))) + ops.maximum(x, 0.0)
 
 
+def _softmax(x, ops):
+    # over the last axis (each gate block's units), shifted by the maximum: exact and finite
+    e = ops.exp(x - ops.max(x, axis=-1, keepdims=True))
+    return e / ops.sum(e, axis=-1, keepdims=True)
+
+
 FORMULAS: dict[str, Callable[[Any, Any], Any]] = {
     "tanh": lambda x, ops: ops.tanh(x),
     "sigmoid": lambda x, ops: ops.sigmoid(x),
@@ -42,6 +48,8 @@ FORMULAS: dict[str, Callable[[Any, Any], Any]] = {
     "selu": lambda x, ops: (
         _SELU_SCALE * ops.where(x > 0, x, _SELU_ALPHA * ops.expm1(ops.minimum(x, 0.0)))
     ),
+    "exponential": lambda x, ops: ops.exp(x),
+    "softmax": _softmax,
 }
 
 NAMES: tuple[str, ...] = tuple(FORMULAS)

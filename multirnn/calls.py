@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from multirnn.spec import DTYPES, LayerSpec
+
+#: What every engine accepts besides its own tensors: data on the host.
+HOST_TYPES = (np.ndarray, np.generic, list, tuple)
+
+_KINDS = {"b": "booleans", "i": "integers", "u": "unsigned integers", "c": "complex numbers"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,55 @@ def _compatible(shape: tuple, want: tuple) -> bool:
 
 def _shape(shape: Sequence[int | None]) -> tuple:
     return tuple(None if s is None else int(s) for s in shape)
+
+
+def type_name(value: object) -> str:
+    """``torch.Tensor``, ``ndarray``, ``str``: enough to tell which framework a value is from."""
+    cls = type(value)
+    root = cls.__module__.split(".")[0]
+    return cls.__name__ if root in ("builtins", "numpy") else f"{root}.{cls.__name__}"
+
+
+def host_array(
+    value: Any, *, owner: str, arg: str, native: str | None, dtype: str | None
+) -> np.ndarray:
+    """A NumPy array or (nested) list given where an engine takes its own tensor, as a
+    NumPy array, under the one rule every engine documents: floating-point data is cast to
+    the layer's dtype (``dtype``; Keras 3 does the same on every backend); integer, boolean
+    and complex data is refused rather than guessed at. With ``dtype=None`` (masks) the
+    values are kept as they are for :func:`mask` to check. ``native`` names the engine's
+    own tensor type for the error message (None for the NumPy engine).
+
+    A framework's own tensors never come here: the engine keeps them as they are (no cast
+    inside a traced graph), and another framework's tensors are refused with their type.
+    """
+    if not isinstance(value, HOST_TYPES):
+        accepted = "a NumPy array or a nested list of numbers"
+        raise TypeError(
+            f"{owner}: {arg} must be {'' if native is None else f'a {native}, '}{accepted}, "
+            f"got {type_name(value)}"
+        )
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{owner}: {arg} given as a nested list must be rectangular (every row of a level "
+            f"the same length): {exc}"
+        ) from None
+    if array.dtype == object:
+        raise TypeError(
+            f"{owner}: {arg} must hold numbers; its entries include "
+            f"{type_name(array.flat[0]) if array.size else 'objects'}"
+        )
+    if dtype is None:
+        return array
+    if array.dtype.kind != "f":
+        what = _KINDS.get(array.dtype.kind, f"dtype {array.dtype}")
+        raise TypeError(
+            f"{owner}: {arg} must be floating-point data (cast to the layer's {dtype}); got "
+            f"{what} ({array.dtype}). Convert them yourself, e.g. x.astype({dtype!r})"
+        )
+    return array.astype(dtype, copy=False)
 
 
 def inputs(
@@ -57,6 +114,18 @@ def inputs(
         raise ValueError(f"{owner}: inputs need at least one feature, got shape {shape}")
     if time is not None and time < 1:
         raise ValueError(f"{owner}: inputs need at least one time step, got shape {shape}")
+    if spec.input_length is not None and time is not None and time != spec.input_length:
+        raise ValueError(
+            f"{owner}: the layer was created with input_length={spec.input_length} (from "
+            f"input_shape/batch_input_shape/input_length) but the inputs have {time} time "
+            f"steps; got input shape {shape}"
+        )
+    if spec.batch_size is not None and batch is not None and batch != spec.batch_size:
+        raise ValueError(
+            f"{owner}: the layer was created with batch_size={spec.batch_size} (from "
+            f"batch_input_shape/batch_size) but the inputs have batch size {batch}; got input "
+            f"shape {shape}"
+        )
     if dtype != expected_dtype:
         fix = f"cast the inputs to {expected_dtype}"
         if dtype in DTYPES:
@@ -89,6 +158,12 @@ def state_count(spec: LayerSpec, count: int, *, arg: str = "initial_state") -> N
             f"{spec.layer}: {arg} must be a list of {spec.num_states} array(s) [{names}], "
             f"each of shape (batch, {spec.units}); got {count}"
         )
+
+
+def state_list(value: Any) -> list:
+    """``initial_state`` (or ``reset_states(states)``) as a list: a list or tuple holds one
+    entry per state; anything else is the one state of a one-state layer."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def states(

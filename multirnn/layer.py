@@ -15,7 +15,7 @@ import numpy as np
 from multirnn import calls, constraints, regularizers
 from multirnn import spec as specs
 from multirnn import weights as canonical
-from multirnn._checks import is_int, show
+from multirnn._checks import check_bool, is_int, show
 
 
 class LayerCore:
@@ -31,7 +31,38 @@ class LayerCore:
                 f"{type(self).__name__} is the abstract base of the recurrent layers; "
                 "instantiate SimpleRNN, LSTM or GRU"
             )
+        kwargs = dict(kwargs)
+        given = kwargs.pop("weights", None)
         self.spec = specs.parse(self.layer_name, args, kwargs)
+        self._given_weights = None
+        if given is not None:  # Keras 2's weights=: the initial weights, canonical layout
+            self._given_weights = canonical.check(
+                self.spec, given, self.spec.input_dim, what=f"{self.layer_name}(weights=...)"
+            )
+
+    def _build_from_arguments(self) -> None:
+        """Build at creation when the arguments fix the input size (``input_dim``,
+        ``input_shape``, ``batch_input_shape``) or give the weights (``weights=``)."""
+        given, self._given_weights = self._given_weights, None
+        if given is not None:
+            self.set_weights(given)
+        elif self.spec.input_dim is not None:
+            self.build((None, None, self.spec.input_dim))
+
+    # -- trainable ------------------------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        """Whether training updates the weights (Keras 2's ``trainable``). Engines freeze
+        them in their own idiom; setting it later works as in Keras."""
+        return self.spec.trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self.spec = self.spec.replace(trainable=check_bool(self.spec.layer, "trainable", value))
+        self._apply_trainable()
+
+    def _apply_trainable(self) -> None:
+        """Engines whose framework records trainability on the weights update it here."""
 
     # -- config ---------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -144,5 +175,6 @@ for _key in {k for layer in specs.LAYERS for k in specs.keywords(layer)} - {
     "name",
     "dtype",
     "input_dim",
+    "trainable",
 }:
     setattr(LayerCore, _key, _spec_property(_key))

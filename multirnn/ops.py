@@ -26,6 +26,7 @@ REQUIRED = (
     "clip",
     "where",
     "sum",
+    "max",
 )
 
 
@@ -36,6 +37,10 @@ def _sigmoid(x):
 
 def _sum(x, axis=None, keepdims=False):
     return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+def _max(x, axis=None, keepdims=False):
+    return np.max(x, axis=axis, keepdims=keepdims)
 
 
 NUMPY_OPS = SimpleNamespace(
@@ -52,6 +57,7 @@ NUMPY_OPS = SimpleNamespace(
     clip=np.clip,
     where=np.where,
     sum=_sum,
+    max=_max,
 )
 
 

@@ -93,11 +93,24 @@ EXTENSIONS: tuple[tuple[str, Any], ...] = (
     ("name", None),
 )
 
+#: Keras 2 layer keywords kept with their Keras 2 meaning (keyword-only). ``input_length``
+#: and ``batch_size`` are checked at every call; ``trainable`` freezes the weights in each
+#: engine's idiom.
+KERAS2_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("input_length", None),
+    ("batch_size", None),
+    ("trainable", True),
+)
+
+#: Keras 2 shorthands parsed into the options above and ``input_dim`` (never stored).
+KERAS2_SHAPES = ("input_shape", "batch_input_shape")
+
 
 def keywords(layer: str) -> tuple[str, ...]:
     """Every keyword ``layer`` accepts, documented ones first."""
     names = [n for n, _ in SIGNATURES[layer]] + [n for n, _ in RECURRENT_OPTIONS]
     names += [n for n, _ in EXTENSIONS if n != "reset_after" or layer == "GRU"]
+    names += [n for n, _ in KERAS2_OPTIONS]
     return tuple(names)
 
 
@@ -140,6 +153,9 @@ class LayerSpec:
     dtype: str | None = None
     input_dim: int | None = None
     name: str | None = None
+    input_length: int | None = None
+    batch_size: int | None = None
+    trainable: bool = True
 
     # -- derived facts every engine needs -------------------------------------------------
     @property
@@ -236,6 +252,47 @@ def _check_units_like(owner: str, arg: str, value: object) -> int | None:
     return check_positive_int(owner, arg, value)
 
 
+def _apply_shapes(owner: str, shapes: dict[str, Any], given: dict[str, Any]) -> None:
+    """Fold Keras 2's ``input_shape=(time, features)`` and ``batch_input_shape=(batch, time,
+    features)`` into ``input_length``, ``input_dim`` and ``batch_size`` in ``given``. A size
+    given twice must agree; a conflict names both keywords."""
+    source: dict[str, str] = {
+        k: k for k in ("input_dim", "input_length", "batch_size") if k in given
+    }
+    # batch_input_shape first: Keras 2 prefers it when both are given
+    for key in ("batch_input_shape", "input_shape"):
+        if key not in shapes:
+            continue
+        value = shapes[key]
+        names = ("batch_size", "input_length", "input_dim")[3 - _SHAPE_RANK[key] :]
+        form = "(batch, time, features)" if key == "batch_input_shape" else "(time, features)"
+        if not isinstance(value, (tuple, list)) or len(value) != len(names):
+            raise ValueError(
+                f"{owner}: {key} must be a tuple {form} (None for a size left open), got "
+                f"{show(value)}"
+            )
+        for name, size in zip(names, value):
+            if size is None:
+                continue
+            if not is_int(size) or size < 1:
+                raise ValueError(
+                    f"{owner}: {key} must be a tuple {form} of positive integers or None, got "
+                    f"{show(value)}"
+                )
+            if name in given and given[name] is not None and given[name] != size:
+                raise ValueError(
+                    f"{owner}: {key}={tuple(value)} gives {name}={size} but {source[name]} "
+                    f"gives {given[name]}; pass one of them, or make them agree"
+                )
+            given[name], source[name] = int(size), f"{key}={tuple(value)}"
+    if given.get("input_dim") is None and shapes:
+        key = next(iter(shapes))
+        raise ValueError(f"{owner}: {key} must give the feature size (last entry), got None")
+
+
+_SHAPE_RANK = {"input_shape": 2, "batch_input_shape": 3}
+
+
 def parse(
     layer: str,
     args: tuple[Any, ...],
@@ -257,6 +314,8 @@ def parse(
     for (key, _), value in zip(signature, args):
         given[key] = value
     valid = keywords(layer)
+    kwargs = dict(kwargs)
+    shapes = {key: kwargs.pop(key) for key in KERAS2_SHAPES if key in kwargs}
     for key, value in kwargs.items():
         if key == "layer":  # present in configs
             if value != layer:
@@ -273,8 +332,9 @@ def parse(
         given[key] = value
     if "units" not in given:
         raise TypeError(f"{owner} missing required argument 'units' (a positive integer)")
+    _apply_shapes(owner, shapes, given)
 
-    defaults = dict(signature) | dict(RECURRENT_OPTIONS) | dict(EXTENSIONS)
+    defaults = dict(signature) | dict(RECURRENT_OPTIONS) | dict(EXTENSIONS) | dict(KERAS2_OPTIONS)
 
     def get(key: str) -> Any:
         return given.get(key, defaults[key])
@@ -331,7 +391,9 @@ def parse(
         raise ValueError(f"{owner}: seed must be None or an integer >= 0, got {show(seed)}")
     fields["seed"] = None if seed is None else int(seed)
     fields["dtype"] = _dtype(owner, get("dtype"))
-    fields["input_dim"] = _check_units_like(owner, "input_dim", get("input_dim"))
+    for key in ("input_dim", "input_length", "batch_size"):
+        fields[key] = _check_units_like(owner, key, get(key))
+    fields["trainable"] = check_bool(owner, "trainable", get("trainable"))
     name = get("name")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"{owner}: name must be a string or None, got {show(name)}")

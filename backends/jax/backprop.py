@@ -41,6 +41,7 @@ def _inside(y, slope):
 DERIVATIVES: dict[str, Callable[[Array], Array]] = {
     "tanh": lambda y: 1.0 - y * y,
     "sigmoid": lambda y: y * (1.0 - y),
+    "exponential": lambda y: y,  # exp' = exp
     "hard_sigmoid": lambda y: _inside(y, 0.2),
     "hard_sigmoid_relu6": lambda y: _inside(y, 1.0 / 6.0),
     "relu": lambda y: (y > 0).astype(y.dtype),

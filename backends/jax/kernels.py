@@ -137,6 +137,17 @@ def platform_of(*values: Any) -> str:
 # -- the functional entry ------------------------------------------------------------------------
 
 
+def call_array(value: Any, what: str, dtype: str | None, owner: str = "") -> Array:
+    """A call argument as a JAX array: JAX arrays (and tracers) as they are, NumPy arrays
+    and nested lists under the common input rule (floats cast to ``dtype``; ``None`` for
+    masks)."""
+    if isinstance(value, jax.Array):
+        return value
+    array = calls.host_array(value, owner=owner or "multirnn", arg=what, native="jax.Array",
+                             dtype=dtype)  # fmt: skip
+    return jnp.asarray(array)
+
+
 def check_weights(
     spec: LayerSpec, weights: Sequence[Any], input_dim: int | None = None
 ) -> list[Array]:
@@ -184,11 +195,11 @@ def forward(
     weights = check_weights(spec, weights)
     kernel = weights[0]
     dtype = dtype_name(kernel.dtype)
-    x = as_array(inputs, "inputs")
+    x = call_array(inputs, "inputs", dtype, spec.layer)
     call = calls.inputs(spec, x.shape, dtype_name(x.dtype), expected_dtype=dtype,
                         input_dim=kernel.shape[0])  # fmt: skip
     if mask is not None:
-        mask = as_array(mask, "mask")
+        mask = call_array(mask, "mask", None, spec.layer)
         calls.mask(spec, mask.shape, dtype_name(mask.dtype), call)
     states = initial_states(spec, initial_state, call, dtype)
     mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", dtype)
@@ -196,20 +207,16 @@ def forward(
     return run(spec, weights, x, mask, states, mi, mr)
 
 
-def initial_states(spec, initial_state, call, dtype: str) -> list[Array] | None:
+def initial_states(
+    spec, initial_state, call, dtype: str, arg: str = "initial_state", owner: str = ""
+) -> list[Array] | None:
     """Validated initial states (None means zeros)."""
     if initial_state is None:
         return None
-    if isinstance(initial_state, (jax.Array, np.ndarray)):
-        initial_state = [initial_state]
-    if not isinstance(initial_state, (list, tuple)):
-        raise TypeError(
-            f"{spec.layer}: initial_state must be a list of arrays "
-            f"[{', '.join(spec.state_names)}], got {type(initial_state).__name__}"
-        )
-    states = [as_array(s, "initial_state") for s in initial_state]
+    states = [call_array(s, arg, dtype, owner or spec.layer)
+              for s in calls.state_list(initial_state)]  # fmt: skip
     calls.states(spec, [s.shape for s in states], [dtype_name(s.dtype) for s in states],
-                 batch=call.batch, expected_dtype=dtype)  # fmt: skip
+                 batch=call.batch, expected_dtype=dtype, arg=arg)  # fmt: skip
     return states
 
 

@@ -97,8 +97,7 @@ class Recurrent(LayerCore):
         self.name = spec.name or self.layer_name.lower()
         self.kernel = self.recurrent_kernel = self.bias = None
         self._states: list[jax.Array] | None = None
-        if spec.input_dim is not None:
-            self.build((None, None, spec.input_dim))
+        self._build_from_arguments()
 
     # -- pytree protocol --------------------------------------------------------------------
     def _flatten_with_keys(self):
@@ -205,6 +204,7 @@ class Recurrent(LayerCore):
         """Run the layer. ``key`` (a ``jax.random`` key) is required when ``training=True``
         and the layer has dropout. A stateful layer starts from its carried states (unless
         ``initial_state`` is given) and keeps its final states, eagerly only."""
+        inputs = kernels.call_array(inputs, "inputs", self._dtype, self.name)
         if not self.spec.stateful:
             return self.apply(inputs, states=initial_state, mask=mask, training=training, key=key)[
                 0
@@ -244,18 +244,20 @@ class Recurrent(LayerCore):
                 f"{self.name}: training must be True or False, got {training!r} (under jit, "
                 "pass it as a static argument: jax.jit(f, static_argnames='training'))"
             )
-        x = kernels.as_array(inputs, f"{self.name}: inputs")
+        x = kernels.call_array(inputs, "inputs", self._dtype, self.name)
         if not self.built:
             if kernels.is_traced(x):
                 self._require_built("a call inside a JAX transformation")
             self.build(x.shape)
         weights = self._weights()
+        if not spec.trainable:  # frozen: no gradient reaches the weights
+            weights = [jax.lax.stop_gradient(w) for w in weights]
         call = calls.inputs(spec, x.shape, kernels.dtype_name(x.dtype),
                             expected_dtype=self._dtype, input_dim=self.input_dim)  # fmt: skip
         if mask is not None:
-            mask = kernels.as_array(mask, f"{self.name}: mask")
+            mask = kernels.call_array(mask, "mask", None, self.name)
             calls.mask(spec, mask.shape, kernels.dtype_name(mask.dtype), call)
-        initial = kernels.initial_states(spec, states, call, self._dtype)
+        initial = kernels.initial_states(spec, states, call, self._dtype, owner=self.name)
         mi = mr = None
         if training and (spec.dropout > 0 or spec.recurrent_dropout > 0):
             if key is None:
@@ -292,11 +294,8 @@ class Recurrent(LayerCore):
             if self._states is not None:
                 self._states = [jnp.zeros_like(s) for s in self._states]
             return
-        if isinstance(states, (jax.Array, np.ndarray)):
-            states = [states]
-        if not isinstance(states, (list, tuple)):
-            raise TypeError(f"{self.name}: reset_states(states) takes a list of arrays")
-        arrays = [kernels.as_array(s, "reset_states(states)") for s in states]
+        arrays = [kernels.call_array(s, "reset_states(states)", self._dtype, self.name)
+                  for s in calls.state_list(states)]  # fmt: skip
         self._check_reset([s.shape for s in arrays],
                           [kernels.dtype_name(s.dtype) for s in arrays], self._dtype)  # fmt: skip
         self._states = arrays

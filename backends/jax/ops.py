@@ -13,6 +13,10 @@ def _sum(x, axis=None, keepdims=False):
     return jnp.sum(x, axis=axis, keepdims=keepdims)
 
 
+def _max(x, axis=None, keepdims=False):
+    return jnp.max(x, axis=axis, keepdims=keepdims)
+
+
 JAX_OPS = SimpleNamespace(
     abs=jnp.abs,
     square=jnp.square,
@@ -27,4 +31,5 @@ JAX_OPS = SimpleNamespace(
     clip=jnp.clip,
     where=jnp.where,
     sum=_sum,
+    max=_max,
 )

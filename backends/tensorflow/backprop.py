@@ -33,6 +33,7 @@ def _inside(y, slope):
 DERIVATIVES: dict[str, Callable] = {
     "tanh": lambda y: 1.0 - y * y,
     "sigmoid": lambda y: y * (1.0 - y),
+    "exponential": lambda y: y,  # exp' = exp
     "hard_sigmoid": lambda y: _inside(y, 0.2),
     "hard_sigmoid_relu6": lambda y: _inside(y, 1.0 / 6.0),
     "relu": lambda y: tf.cast(y > 0, y.dtype),

@@ -9,6 +9,8 @@ a caller's ``tf.function`` it is inlined.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +47,23 @@ def as_tensor(value: Any, what: str) -> tf.Tensor:
     if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray, np.generic)):
         return tf.convert_to_tensor(value)
     raise TypeError(f"{what} must be a tf.Tensor or numpy.ndarray, got {type(value).__name__}")
+
+
+def call_tensor(value: Any, what: str, dtype: str | None, owner: str = "") -> tf.Tensor:
+    """A call argument as a tensor: TensorFlow tensors and variables as they are, NumPy
+    arrays and nested lists under the common input rule (floats cast to ``dtype``; ``None``
+    for masks)."""
+    if isinstance(value, (tf.Tensor, tf.Variable)) or _is_keras_variable(value):
+        return tf.convert_to_tensor(value)
+    array = calls.host_array(value, owner=owner or "multirnn", arg=what, native="tf.Tensor",
+                             dtype=dtype)  # fmt: skip
+    return tf.convert_to_tensor(array)
+
+
+def _is_keras_variable(value: Any) -> bool:
+    import keras
+
+    return isinstance(value, keras.Variable)
 
 
 def check_weights(spec: LayerSpec, weights: Sequence[Any]) -> list[tf.Tensor]:
@@ -91,12 +110,12 @@ def forward(
     weights = check_weights(spec, weights)
     kernel = weights[0]
     dtype = dtype_name(kernel.dtype)
-    x = as_tensor(inputs, "inputs")
+    x = call_tensor(inputs, "inputs", dtype, spec.layer)
     call = calls.inputs(spec, x.shape.as_list() if x.shape.rank is not None else [None],
                         dtype_name(x.dtype), expected_dtype=dtype,
                         input_dim=kernel.shape[0])  # fmt: skip
     if mask is not None:
-        mask = as_tensor(mask, "mask")
+        mask = call_tensor(mask, "mask", None, spec.layer)
         calls.mask(spec, mask.shape.as_list(), dtype_name(mask.dtype), call)
     states = initial_states(spec, initial_state, call, dtype)
     mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", dtype)
@@ -104,21 +123,17 @@ def forward(
     return run(spec, weights, x, mask, states, mi, mr)
 
 
-def initial_states(spec, initial_state, call, dtype: str) -> list[tf.Tensor] | None:
+def initial_states(
+    spec, initial_state, call, dtype: str, arg: str = "initial_state", owner: str = ""
+) -> list[tf.Tensor] | None:
     """Validated initial states (None means zeros)."""
     if initial_state is None:
         return None
-    if isinstance(initial_state, (tf.Tensor, tf.Variable)) or hasattr(initial_state, "dtype"):
-        initial_state = [initial_state]
-    if not isinstance(initial_state, (list, tuple)):
-        raise TypeError(
-            f"{spec.layer}: initial_state must be a list of tensors "
-            f"[{', '.join(spec.state_names)}], got {type(initial_state).__name__}"
-        )
-    states = [as_tensor(s, "initial_state") for s in initial_state]
+    states = [call_tensor(s, arg, dtype, owner or spec.layer)
+              for s in calls.state_list(initial_state)]  # fmt: skip
     calls.states(spec, [s.shape.as_list() for s in states],
                  [dtype_name(s.dtype) for s in states], batch=call.batch,
-                 expected_dtype=dtype)  # fmt: skip
+                 expected_dtype=dtype, arg=arg)  # fmt: skip
     return states
 
 
@@ -161,6 +176,10 @@ def run(
         return _generic(spec, hand_written)(list(weights), x, mask, states, mi, mr)
     # one function per dropout-mask form: relaxed retracing would otherwise merge a shared
     # (batch, width) mask and a per-gate one into a mask of unknown rank
+    # Layers that compute alike share one function: keyed by what the graph depends on, not
+    # by names, seeds or initializers, so that building many layers does not trace (and
+    # warn about retracing) once per layer.
+    spec = _computation(spec)
     key = (spec, None if mi is None else mi.shape.rank, None if mr is None else mr.shape.rank,
            hand_written)  # fmt: skip
     fn = _COMPILED.get(key)
@@ -170,6 +189,41 @@ def run(
             _generic(spec, hand_written), reduce_retracing=not spec.unroll
         )
     return fn(list(weights), x, mask, states, mi, mr)
+
+
+def _computation(spec: LayerSpec) -> LayerSpec:
+    """The spec with every argument the computation does not read set to its default."""
+    blank = LayerSpec(spec.layer, spec.units)
+    return dataclasses.replace(
+        spec,
+        **{f: getattr(blank, f) for f in _NOT_COMPUTED},
+    )
+
+
+#: arguments that shape the weights' values or the call's checks, never the graph
+_NOT_COMPUTED = (
+    "kernel_initializer", "recurrent_initializer", "bias_initializer", "unit_forget_bias",
+    "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
+    "kernel_constraint", "recurrent_constraint", "bias_constraint", "dropout",
+    "recurrent_dropout", "stateful", "return_state", "seed", "input_dim", "name",
+    "input_length", "batch_size", "trainable", "dtype",
+)  # fmt: skip
+
+
+class _OwnRetracing(logging.Filter):
+    """Drops TensorFlow's "frequent retracing" warning about multirnn's own functions.
+
+    TensorFlow counts traces per Python code object, so one function per layer
+    configuration (each traced once per input signature, shapes relaxed after that) looks
+    like retracing in a loop once a script builds a few kinds of layers. Warnings about the
+    user's own functions pass through untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("retracing" in message and "multirnn_layer_call" in message)
+
+
+tf.get_logger().addFilter(_OwnRetracing())
 
 
 def _generic(spec: LayerSpec, hand_written: bool = True):
@@ -182,7 +236,7 @@ def _generic(spec: LayerSpec, hand_written: bool = True):
             return backprop.generic(spec, weights, x, mask, states, mi, act, ract)
         return scan.generic(spec, weights, x, mask, states, mi, mr, act, ract, hoist=hoist)
 
-    def compute(weights, x, mask, states, mi, mr):
+    def multirnn_layer_call(weights, x, mask, states, mi, mr):
         if states is None:
             zeros = tf.zeros(tf.stack([tf.shape(x)[0], spec.units]), x.dtype)
             states = [zeros] * spec.num_states
@@ -217,7 +271,7 @@ def _generic(spec: LayerSpec, hand_written: bool = True):
             ),
         )
 
-    return compute
+    return multirnn_layer_call
 
 
 # -- the cuDNN path ---------------------------------------------------------------------------

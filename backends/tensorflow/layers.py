@@ -19,6 +19,7 @@ from multirnn_tensorflow.ops import TF_OPS
 
 import tensorflow as tf
 from multirnn import calls, constraints, regularizers
+from multirnn._checks import check_bool
 from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
 
@@ -59,12 +60,12 @@ class _MainOutputPenalty:
 class Recurrent(LayerCore, keras.layers.Layer):
     """Base class of the TensorFlow engine's layers (use SimpleRNN, LSTM or GRU).
 
-    ``dtype`` defaults to Keras's ``floatx()``. ``trainable`` is passed to Keras.
+    ``dtype`` defaults to Keras's ``floatx()``. ``trainable`` is Keras's own flag.
     """
 
     engine_name = "tensorflow"
 
-    def __init__(self, *args: Any, trainable: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         _require_tensorflow_backend(type(self).__name__)
         self._init_core(args, kwargs)
         spec = self.spec
@@ -74,14 +75,13 @@ class Recurrent(LayerCore, keras.layers.Layer):
             self,
             name=spec.name,
             dtype=spec.dtype or keras.config.floatx(),
-            trainable=trainable,
+            trainable=spec.trainable,
             autocast=False,
         )
         self.supports_masking = True
         self._seed_generator = keras.random.SeedGenerator(spec.seed)
         self._state_variables: list[keras.Variable] | None = None
-        if spec.input_dim is not None:
-            self.build((None, None, spec.input_dim))
+        self._build_from_arguments()
 
     # Keras sets and applies ``activity_regularizer``; the layer's own comes from its spec.
     @property
@@ -156,21 +156,38 @@ class Recurrent(LayerCore, keras.layers.Layer):
         for variable, value in zip(self._weights(), arrays):
             variable.assign(value.astype(variable.dtype))
 
+    # Keras's flag, which also reaches the variables; the spec follows it for get_config
+    @property
+    def trainable(self) -> bool:
+        return keras.layers.Layer.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        value = check_bool(self.name, "trainable", value)
+        keras.layers.Layer.trainable.fset(self, value)
+        if getattr(self, "spec", None) is not None and self.spec.trainable != value:
+            self.spec = self.spec.replace(trainable=value)
+
     # -- calling ----------------------------------------------------------------------------
+    def __call__(self, inputs, *args, **kwargs):
+        inputs, kwargs = _host_arguments(self, self.compute_dtype, inputs, kwargs)
+        return super().__call__(inputs, *args, **kwargs)
+
     def call(self, inputs, mask=None, initial_state=None, training=None):
         spec = self.spec
-        x = kernels.as_tensor(inputs, f"{self.name}: inputs")
+        x = kernels.call_tensor(inputs, "inputs", self.compute_dtype, self.name)
         call = calls.inputs(spec, x.shape.as_list() if x.shape.rank is not None else [None],
                             kernels.dtype_name(x.dtype), expected_dtype=self.compute_dtype,
                             input_dim=self.input_dim)  # fmt: skip
         if mask is not None:
-            mask = kernels.as_tensor(mask, f"{self.name}: mask")
+            mask = kernels.call_tensor(mask, "mask", None, self.name)
             calls.mask(spec, mask.shape.as_list(), kernels.dtype_name(mask.dtype), call)
         carried = None
         if spec.stateful:
             carried = self._carried_states(call, x)
         if initial_state is not None:
-            states = kernels.initial_states(spec, initial_state, call, self.compute_dtype)
+            states = kernels.initial_states(spec, initial_state, call, self.compute_dtype,
+                                            owner=self.name)  # fmt: skip
         else:
             states = carried
         mi = mr = None
@@ -209,12 +226,14 @@ class Recurrent(LayerCore, keras.layers.Layer):
     def _carried_states(self, call, x) -> list[tf.Tensor]:
         spec = self.spec
         if self._state_variables is None:
-            if call.batch is None:
+            batch = call.batch if call.batch is not None else spec.batch_size
+            if batch is None:
                 raise ValueError(
-                    f"{self.name}: a stateful layer needs a fixed batch size; give the inputs "
-                    "a static batch dimension (keras.Input(batch_size=...))"
+                    f"{self.name}: a stateful layer needs a fixed batch size; create it with "
+                    "batch_input_shape=(batch, time, features) or batch_size=, or give the "
+                    "inputs a static batch dimension (keras.Input(batch_size=...))"
                 )
-            self._state_variables = self._new_states((call.batch, spec.units))
+            self._state_variables = self._new_states((batch, spec.units))
         fixed = int(self._state_variables[0].shape[0])
         if call.batch is None:  # traced with an unknown batch size (e.g. model.export)
             try:
@@ -267,9 +286,8 @@ class Recurrent(LayerCore, keras.layers.Layer):
             for variable in self._state_variables or []:
                 variable.assign(tf.zeros_like(variable))
             return
-        if not isinstance(states, (list, tuple)):
-            states = [states]
-        tensors = [kernels.as_tensor(s, "reset_states(states)") for s in states]
+        tensors = [kernels.call_tensor(s, "reset_states(states)", self.compute_dtype, self.name)
+                   for s in calls.state_list(states)]  # fmt: skip
         self._check_reset([t.shape.as_list() for t in tensors],
                           [kernels.dtype_name(t.dtype) for t in tensors],
                           self.compute_dtype)  # fmt: skip
@@ -292,6 +310,25 @@ class Recurrent(LayerCore, keras.layers.Layer):
 
     def __repr__(self) -> str:
         return LayerCore.__repr__(self)
+
+
+def _host_arguments(layer, dtype: str, inputs, kwargs: dict[str, Any]):
+    """NumPy arrays and nested lists converted before Keras sees them (Keras would map a
+    nested list element by element), and ``training`` checked, as on every engine."""
+    training = kwargs.get("training")
+    if training is not None and not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"{layer.name}: training must be True, False or None, got {training!r}")
+    if not isinstance(inputs, (tf.Tensor, tf.Variable, keras.Variable, keras.KerasTensor)):
+        inputs = kernels.call_tensor(inputs, "inputs", dtype, layer.name)
+    if isinstance(kwargs.get("mask"), calls.HOST_TYPES):
+        kwargs = {**kwargs, "mask": kernels.call_tensor(kwargs["mask"], "mask", None, layer.name)}
+    state = kwargs.get("initial_state")
+    if state is not None:
+        state = [kernels.call_tensor(s, "initial_state", dtype, layer.name)
+                 if isinstance(s, calls.HOST_TYPES) else s
+                 for s in calls.state_list(state)]  # fmt: skip
+        kwargs = {**kwargs, "initial_state": state}
+    return inputs, kwargs
 
 
 def _penalty(regularizer):
@@ -356,6 +393,11 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
     def build(self, input_shape) -> None:
         self.forward_layer.build(input_shape)
         self.backward_layer.build(input_shape)
+
+    def __call__(self, inputs, *args, **kwargs):
+        dtype = self.forward_layer.compute_dtype
+        inputs, kwargs = _host_arguments(self, dtype, inputs, kwargs)
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
         return self._run(inputs, mask=mask, initial_state=initial_state, training=training)

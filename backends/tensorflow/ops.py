@@ -17,6 +17,10 @@ def _sum(x, axis=None, keepdims=False):
     return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
 
 
+def _max(x, axis=None, keepdims=False):
+    return tf.reduce_max(x, axis=axis, keepdims=keepdims)
+
+
 def _where(cond, a, b):
     return tf.where(cond, a, _like(b, a.dtype))
 
@@ -47,4 +51,5 @@ TF_OPS = SimpleNamespace(
     clip=_clip,
     where=_where,
     sum=_sum,
+    max=_max,
 )

@@ -48,6 +48,7 @@ ACTIVATIONS = {
         lambda y: _inside(y, 0.0, 1.0, 1 / 6),
     ),
     "relu": (torch.relu_, lambda y: (y > 0).to(y.dtype)),
+    "exponential": (torch.exp_, lambda y: y),  # exp' = exp
     "linear": (lambda v: v, torch.ones_like),
     "softsign": (lambda v: v.div_(v.abs().add_(1.0)), lambda y: torch.square(1.0 - y.abs())),
     "softplus": (

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from multirnn_torch import scan
 from multirnn_torch.ops import TORCH_OPS
 
@@ -97,15 +98,20 @@ def _mask_kind(mask: torch.Tensor | None) -> tuple[str, torch.Tensor | None]:
 # -- the functional entry ---------------------------------------------------------------------
 
 
-def _tensor(value, what: str, device, dtype=None) -> torch.Tensor:
+def _tensor(value, what: str, device, dtype: str | None = None, owner: str = "") -> torch.Tensor:
+    """A call argument as a tensor on ``device``: tensors as they are (on the right device),
+    NumPy arrays and nested lists under the common input rule (floats cast to ``dtype``;
+    ``dtype=None`` for masks)."""
     if torch.is_tensor(value):
         if value.device != device:
             raise ValueError(
-                f"{what} is on {value.device} but the weights are on {device}; move it with "
-                f".to({str(device)!r})"
+                f"{owner}{what} is on {value.device} but the weights are on {device}; move it "
+                f"with .to({str(device)!r})"
             )
         return value
-    raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+    array = calls.host_array(value, owner=owner.rstrip(": ") or "multirnn", arg=what,
+                             native="torch.Tensor", dtype=dtype)  # fmt: skip
+    return torch.as_tensor(np.require(array, requirements="W"), device=device)
 
 
 def forward(
@@ -141,11 +147,11 @@ def forward(
                 f"weights: {name!r} must have shape {shapes[name]}, got {tuple(w.shape)}"
             )
     device, dtype = kernel.device, dtype_name(kernel.dtype)
-    x = _tensor(inputs, "inputs", device)
+    x = _tensor(inputs, "inputs", device, dtype, f"{spec.layer}: ")
     call = calls.inputs(spec, tuple(x.shape), dtype_name(x.dtype), expected_dtype=dtype,
                         input_dim=kernel.shape[0])  # fmt: skip
     if mask is not None:
-        mask = _tensor(mask, "mask", device)
+        mask = _tensor(mask, "mask", device, None, f"{spec.layer}: ")
         calls.mask(spec, tuple(mask.shape), dtype_name(mask.dtype), call)
     states = initial_states(spec, initial_state, call, kernel)
     mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", kernel)
@@ -153,15 +159,17 @@ def forward(
     return run(spec, weights, x, mask, states, mi, mr)
 
 
-def initial_states(spec, initial_state, call, kernel) -> list[torch.Tensor] | None:
+def initial_states(
+    spec, initial_state, call, kernel, arg: str = "initial_state", owner: str = ""
+) -> list[torch.Tensor] | None:
     """Validated initial states (None means zeros)."""
     if initial_state is None:
         return None
-    if torch.is_tensor(initial_state):
-        initial_state = [initial_state]
-    states = [_tensor(s, "initial_state", kernel.device) for s in initial_state]
+    dtype = dtype_name(kernel.dtype)
+    states = [_tensor(s, arg, kernel.device, dtype, owner or f"{spec.layer}: ")
+              for s in calls.state_list(initial_state)]  # fmt: skip
     calls.states(spec, [tuple(s.shape) for s in states], [dtype_name(s.dtype) for s in states],
-                 batch=call.batch, expected_dtype=dtype_name(kernel.dtype))  # fmt: skip
+                 batch=call.batch, expected_dtype=dtype, arg=arg)  # fmt: skip
     return states
 
 

@@ -61,8 +61,7 @@ class Recurrent(LayerCore, nn.Module):
         for name in spec.state_names:
             setattr(self, f"state_{name}", None)
         self._activity_loss: torch.Tensor | None = None
-        if spec.input_dim is not None:
-            self.build((None, None, spec.input_dim))
+        self._build_from_arguments()
 
     # -- building and weights -------------------------------------------------------------
     @property
@@ -98,7 +97,14 @@ class Recurrent(LayerCore, nn.Module):
             tensor = torch.as_tensor(value, dtype=self._dtype, device=self._device)
             # contiguous: NumPy's initializers may return transposed arrays (orthogonal),
             # and FSDP shards only contiguous parameters
-            setattr(self, name, nn.Parameter(tensor.clone(memory_format=torch.contiguous_format)))
+            param = nn.Parameter(tensor.clone(memory_format=torch.contiguous_format))
+            setattr(self, name, param.requires_grad_(self.spec.trainable))
+
+    def _apply_trainable(self) -> None:
+        # trainable=False is requires_grad=False: optimizers and autograd skip the weights
+        if self.built:
+            for param in self._weights():
+                param.requires_grad_(self.spec.trainable)
 
     def _weights(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in self.spec.weight_names]
@@ -150,18 +156,19 @@ class Recurrent(LayerCore, nn.Module):
             training = self.training
         elif not isinstance(training, bool):
             raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
-        if not torch.is_tensor(inputs):
-            raise TypeError(
-                f"{self.name}: inputs must be a torch.Tensor, got {type(inputs).__name__}"
-            )
-        device = self.kernel.device if self.built else (self._device or inputs.device)
-        x = kernels._tensor(inputs, "inputs", device)
-        call = calls.inputs(
-            spec, tuple(x.shape), kernels.dtype_name(x.dtype),
-            expected_dtype=kernels.dtype_name(self.dtype), input_dim=self.input_dim,
-        )  # fmt: skip
+        if self.built:
+            device = self.kernel.device
+        elif torch.is_tensor(inputs):
+            device = self._device or inputs.device
+        else:
+            device = self._device or torch.device("cpu")
+        owner = f"{self.name}: "
+        dtype = kernels.dtype_name(self.dtype)
+        x = kernels._tensor(inputs, "inputs", device, dtype, owner)
+        call = calls.inputs(spec, tuple(x.shape), kernels.dtype_name(x.dtype),
+                            expected_dtype=dtype, input_dim=self.input_dim)  # fmt: skip
         if mask is not None:
-            mask = kernels._tensor(mask, "mask", device)
+            mask = kernels._tensor(mask, "mask", device, None, owner)
             calls.mask(spec, tuple(mask.shape), kernels.dtype_name(mask.dtype), call)
         carried = self.states
         if spec.stateful and carried is not None:
@@ -169,7 +176,7 @@ class Recurrent(LayerCore, nn.Module):
         self.build(x.shape)
         kernel = self.kernel
         if initial_state is not None:
-            states = kernels.initial_states(spec, initial_state, call, kernel)
+            states = kernels.initial_states(spec, initial_state, call, kernel, owner=owner)
         else:
             states = carried if spec.stateful else None
         mi = mr = None
@@ -219,10 +226,10 @@ class Recurrent(LayerCore, nn.Module):
                 if value is not None:
                     setattr(self, f"state_{name}", torch.zeros_like(value))
             return
-        if torch.is_tensor(states):
-            states = [states]
-        if not all(torch.is_tensor(s) for s in states):
-            raise TypeError(f"{self.name}: reset_states(states) takes torch tensors")
+        device = self.kernel.device if self.built else (self._device or torch.device("cpu"))
+        dtype = kernels.dtype_name(self.dtype)
+        states = [kernels._tensor(s, "reset_states(states)", device, dtype, f"{self.name}: ")
+                  for s in calls.state_list(states)]  # fmt: skip
         self._check_reset([tuple(s.shape) for s in states],
                           [kernels.dtype_name(s.dtype) for s in states],
                           kernels.dtype_name(self.dtype))  # fmt: skip

@@ -14,6 +14,12 @@ def _sum(x, axis=None, keepdims=False):
     return torch.sum(x, dim=axis, keepdim=keepdims)
 
 
+def _max(x, axis=None, keepdims=False):
+    if axis is None:
+        return torch.amax(x)
+    return torch.amax(x, dim=axis, keepdim=keepdims)
+
+
 def _where(cond, a, b):
     if not torch.is_tensor(b):
         b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
@@ -38,4 +44,5 @@ TORCH_OPS = SimpleNamespace(
     clip=_clip,
     where=_where,
     sum=_sum,
+    max=_max,
 )

@@ -51,6 +51,7 @@ class Case:
     dropout: bool = False
     zero_output_for_mask: bool = False
     bidirectional: str = "off"
+    fixed_shape: bool = False
     seed: int = 0
     family: str = field(default="", compare=False)
 
@@ -136,6 +137,8 @@ class Case:
             kwargs["reset_after"] = self.reset_after
         if self.dropout:  # the rates document the masks; the masks are given explicitly
             kwargs["dropout"] = kwargs["recurrent_dropout"] = DROPOUT_RATE
+        if self.fixed_shape:  # Keras 2's way: sizes fixed at creation, checked at every call
+            kwargs["batch_input_shape"] = (self.batch, self.time, self.input_dim)
         return parse(self.layer, (self.units,), kwargs, warn=False)
 
     def data(self) -> CaseData:
@@ -227,6 +230,8 @@ def _make_data(case: Case) -> CaseData:
     # Gates outside [0, 1] expand the state (unbounded ones multiply it by itself); small
     # weights keep those recurrences contracting instead of exploding.
     gain = 0.9 if case.recurrent_activation in (None, *UNIT_INTERVAL) else 0.35
+    if "exponential" in (case.activation, case.recurrent_activation):
+        gain = 0.1  # exp(x) fed back into itself overflows float64 within a few steps
     directions = 2 if case.wrapped else 1  # a wrapper's weights: forward, then backward
     weights = []
     for _ in range(directions):
@@ -319,6 +324,8 @@ def quick_cases() -> list[Case]:
             add("mask", mask=kind, zero_output_for_mask=True)
         add("mask", mask="arbitrary", batch=1, time=1)
         add("stateful", stateful=True)
+        add("keras2", fixed_shape=True)
+        add("keras2", fixed_shape=True, stateful=True, mask="arbitrary")
         add("stateful", stateful=True, mask="arbitrary", go_backwards=True)
         add("unroll", unroll=True)
         add("unroll", unroll=True, mask="arbitrary", initial_state=True)

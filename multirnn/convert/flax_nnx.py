@@ -45,6 +45,8 @@ def _functions() -> dict[str, Any]:
         "softplus": jax.nn.softplus,
         "elu": jax.nn.elu,
         "selu": jax.nn.selu,
+        "exponential": jax.numpy.exp,
+        "softmax": jax.nn.softmax,  # default axis=-1, as multirnn's
     }
 
 

@@ -33,6 +33,8 @@ FROM_KERAS = {
     "softplus": "softplus",
     "elu": "elu",
     "selu": "selu",
+    "exponential": "exponential",
+    "softmax": "softmax",  # Keras's default axis is the last, as multirnn's
 }
 TO_KERAS = {v: k for k, v in FROM_KERAS.items()}
 

@@ -59,6 +59,8 @@ NO_ONNX_FORM = {
     "softplus": "ONNX Runtime evaluates the operators' Softplus as log(1 + exp(x)), which "
     "overflows to inf, then NaN, for x above about 88 in float32, where multirnn's "
     "softplus returns x",
+    "exponential": "the ONNX recurrent operators offer no exponential activation",
+    "softmax": "the ONNX recurrent operators apply activations elementwise; softmax is not",
 }
 
 _TRAINING = (

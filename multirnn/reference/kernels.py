@@ -129,16 +129,17 @@ def forward(
 
     Returns ``(output, final_states)`` where ``output`` is ``(batch, units)``, or
     ``(batch, time, units)`` with ``return_sequences`` (in processing order). Computes in
-    ``spec.dtype`` (float64 when None); inputs and states must already have that dtype.
+    ``spec.dtype`` (float64 when None); inputs and states are cast to it (see
+    :func:`multirnn.calls.host_array`).
     """
     dtype = spec.dtype or DEFAULT_DTYPE
     kernel, recurrent_kernel, *rest = canonical.check(spec, list(weights), what="weights")
     bias = rest[0] if rest else None
-    x = as_array(inputs, "inputs")
+    x = host(spec.layer, inputs, "inputs", dtype)
     input_dim = kernel.shape[0]
     call = calls.inputs(spec, x.shape, x.dtype.name, expected_dtype=dtype, input_dim=input_dim)
     if mask is not None:
-        mask = as_array(mask, "mask")
+        mask = host(spec.layer, mask, "mask", None)
         calls.mask(spec, mask.shape, mask.dtype.name, call)
     states = initial_states(spec, initial_state, call, dtype)
     mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", dtype)
@@ -147,12 +148,16 @@ def forward(
     return scan(spec, kernel, recurrent_kernel, bias, x, mask, states, mi, mr)
 
 
-def initial_states(spec, initial_state, call, dtype) -> list[np.ndarray]:
+def host(owner: str, value: object, what: str, dtype: str | None) -> np.ndarray:
+    """A call argument under the engines' common input rule (floats cast to ``dtype``)."""
+    return calls.host_array(value, owner=owner, arg=what, native=None, dtype=dtype)
+
+
+def initial_states(spec, initial_state, call, dtype, owner=None) -> list[np.ndarray]:
     if initial_state is None:
         return [np.zeros((call.batch, spec.units), dtype) for _ in range(spec.num_states)]
-    if isinstance(initial_state, np.ndarray):
-        initial_state = [initial_state]
-    states = [as_array(s, "initial_state") for s in initial_state]
+    states = calls.state_list(initial_state)
+    states = [host(owner or spec.layer, s, "initial_state", dtype) for s in states]
     calls.states(
         spec,
         [s.shape for s in states],

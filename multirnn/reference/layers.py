@@ -40,8 +40,7 @@ class Recurrent(LayerCore):
         self._activity_loss: float | None = None
         seed = spec.seed if spec.seed is not None else int(np.random.randint(0, 2**31 - 1))
         self._dropout_rng = np.random.default_rng([seed, 0xD50])
-        if spec.input_dim is not None:
-            self.build((None, None, spec.input_dim))
+        self._build_from_arguments()
 
     # -- building and weights -------------------------------------------------------------
     @property
@@ -112,17 +111,17 @@ class Recurrent(LayerCore):
         spec = self.spec
         if training is not None and not isinstance(training, (bool, np.bool_)):
             raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
-        x = kernels.as_array(inputs, "inputs")
+        x = kernels.host(self.name, inputs, "inputs", self.dtype)
         call = calls.inputs(
             spec, x.shape, x.dtype.name, expected_dtype=self.dtype, input_dim=self.input_dim
         )
         if mask is not None:
-            mask = kernels.as_array(mask, "mask")
+            mask = kernels.host(self.name, mask, "mask", None)
             calls.mask(spec, mask.shape, mask.dtype.name, call)
         if spec.stateful and self._states is not None:
             calls.stateful_batch(spec, call.batch, self._states[0].shape[0])
         if initial_state is not None:
-            states = kernels.initial_states(spec, initial_state, call, self.dtype)
+            states = kernels.initial_states(spec, initial_state, call, self.dtype, self.name)
         elif spec.stateful and self._states is not None:
             states = self._states
         else:
@@ -165,9 +164,10 @@ class Recurrent(LayerCore):
             if self._states is not None:
                 self._states = [np.zeros_like(s) for s in self._states]
             return
-        if isinstance(states, np.ndarray):
-            states = [states]
-        arrays = [kernels.as_array(s, "states") for s in states]
+        arrays = [
+            kernels.host(self.name, s, "reset_states(states)", self.dtype)
+            for s in calls.state_list(states)
+        ]
         self._check_reset([a.shape for a in arrays], [a.dtype.name for a in arrays], self.dtype)
         self._states = [a.copy() for a in arrays]
 

@@ -244,8 +244,10 @@ def test_weights_are_checked_by_name():
         kernels.forward(s, [weights[0], weights[0], weights[2]], x)
     with pytest.raises(ValueError, match="takes 3"):
         kernels.forward(s, weights[:2], x)
-    with pytest.raises(TypeError, match="must be a jax.Array or numpy.ndarray"):
-        kernels.forward(s, weights, x.tolist())
+    np.testing.assert_array_equal(kernels.forward(s, weights, np.asarray(x).tolist())[0],
+                                  kernels.forward(s, weights, x)[0])  # fmt: skip
+    with pytest.raises(TypeError, match="must be a jax.Array, a NumPy array or a nested list"):
+        kernels.forward(s, weights, {"x": x})
 
 
 def test_dispatch_on_a_gpu_takes_cudnn_only_when_eligible(monkeypatch):

@@ -167,8 +167,9 @@ def test_dtypes_follow_jax_64_bit_mode():
         assert layer.dtype == "float32" and layer.kernel.dtype == jnp.float32
         with pytest.raises(ValueError, match="jax_enable_x64"):
             LSTM(3, dtype="float64")
-        with pytest.raises(TypeError, match="dtype float64, which JAX holds as float32"):
-            layer(np.zeros((2, 5, 4)))
+        assert layer(np.zeros((2, 5, 4))).dtype == jnp.float32  # NumPy data: cast
+        with pytest.raises(TypeError, match=r"floating-point data .*\(int64\)"):
+            layer(np.zeros((2, 5, 4), np.int64))
     assert LSTM(3).dtype == "float64"
     single = LSTM(3, dtype="float32", input_dim=2)
     assert single(x(features=2, dtype="float32")).dtype == jnp.float32
@@ -321,7 +322,7 @@ def test_config_round_trip():
         (lambda m: m(jnp.zeros((2, 4))), ValueError, r"inputs must be 3-D \(batch, time"),
         (lambda m: m(jnp.zeros((2, 5, 3))), ValueError, "inputs have 3 features .* input_dim=4"),
         (lambda m: m(jnp.zeros((2, 5, 4), jnp.float32)), TypeError, "dtype float32 .* float64"),
-        (lambda m: m([[[0.0] * 4]]), TypeError, "inputs must be a jax.Array"),
+        (lambda m: m("x"), TypeError, "inputs must be a jax.Array, a NumPy array or"),
         (lambda m: m(x(), mask=jnp.ones((2, 4), bool)), ValueError, r"mask must have shape"),
         (lambda m: m(x(), mask=jnp.ones((2, 5))), TypeError, "mask must be a boolean"),
         (lambda m: m(x(), initial_state=[jnp.zeros((2, 3))]), ValueError, r"\[h, c\]"),

@@ -317,8 +317,8 @@ def test_functional_entry_validates_everything():
     s, w, x = random_case("LSTM", {})
     with pytest.raises(ValueError, match=r"inputs must be 3-D \(batch, time, features\)"):
         forward(s, w, x[0])
-    with pytest.raises(TypeError, match="inputs have dtype float32 but the layer computes"):
-        forward(s, w, x.astype(np.float32))
+    with pytest.raises(TypeError, match=r"inputs must be floating-point data .* integers"):
+        forward(s, w, x.astype(np.int64))
     with pytest.raises(ValueError, match="inputs have 3 features .* built for input_dim=4"):
         forward(s, w, x[:, :, :3])
     with pytest.raises(ValueError, match="at least one time step"):

@@ -126,13 +126,16 @@ def test_bad_calls_fail_while_tracing(signature, match):
         fn.get_concrete_function(**args, **({"initial_state": state_specs} if state_specs else {}))
 
 
-def test_inputs_must_be_tensors_of_the_weights_dtype():
+def test_tensors_must_have_the_weights_dtype_numpy_data_is_cast():
     s = parse("GRU", (3,), {"dtype": "float32"})
     weights = [np.zeros(shape, np.float32) for shape in s.weight_shapes(2).values()]
     with pytest.raises(TypeError, match="dtype float64 .* float32"):
-        kernels.forward(s, weights, np.zeros((1, 2, 2)))
-    with pytest.raises(TypeError, match="must be a tf.Tensor or numpy.ndarray"):
-        kernels.forward(s, weights, [[[0.0, 0.0]]])
+        kernels.forward(s, weights, tf.zeros((1, 2, 2), tf.float64))
+    out, _ = kernels.forward(s, weights, np.zeros((1, 2, 2)))
+    assert out.dtype == tf.float32
+    assert kernels.forward(s, weights, [[[0.0, 0.0]]])[0].shape == (1, 3)
+    with pytest.raises(TypeError, match="must be a tf.Tensor, a NumPy array or a nested list"):
+        kernels.forward(s, weights, "x")
 
 
 def _gradients(s, weights, x, kwargs, *, jit=False):

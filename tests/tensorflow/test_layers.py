@@ -256,3 +256,23 @@ def test_training_false_gives_the_same_outputs_and_gradients(variant):
         results.append([out, *tape.gradient(loss, layer.trainable_weights)])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_many_layers_and_lengths_print_no_retracing_warning(caplog):
+    # TensorFlow counts traces per code object, so one function per layer configuration
+    # looked like retracing in a loop as soon as a script built a few kinds of layers
+    caplog.set_level("WARNING", logger="tensorflow")
+    for seed in range(3):
+        for make in (LSTM, GRU, SimpleRNN):
+            layer = make(3, seed=seed)
+            for time in (2, 3, 5, 7):
+                layer(np.ones((2, time, 4), "float32"))
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
+def test_the_users_own_retracing_is_still_reported(caplog):
+    caplog.set_level("WARNING", logger="tensorflow")
+    square = tf.function(lambda v: v * v)
+    for size in range(1, 9):
+        square(tf.ones((size, size + 1)))
+    assert [r for r in caplog.records if "retracing" in r.getMessage()]

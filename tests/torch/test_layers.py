@@ -239,7 +239,8 @@ def test_save_on_torch_load_on_numpy_and_back(variant, tmp_path):
             TypeError,
             "dtype float64 .* float32",
         ),
-        (lambda layer: layer(np.zeros((2, 5, 4))), TypeError, "inputs must be a torch.Tensor"),
+        (lambda layer: layer("x"), TypeError, "inputs must be a torch.Tensor, a NumPy array"),
+        (lambda layer: layer(np.zeros((2, 5, 4), int)), TypeError, r"floating-point .*\(int64\)"),
         (lambda layer: layer(torch.zeros(2, 5, 4, device="meta")), ValueError, "inputs is on meta"),
         (
             lambda layer: layer(x(), mask=torch.ones(2, 4, dtype=torch.bool)),
