@@ -239,9 +239,11 @@ class Recurrent(LayerCore):
         (zeros when None). Never reads or writes the carried states, so it is what a
         jitted step uses to thread a stateful layer's states."""
         spec = self.spec
+        if training is None:  # as on every engine: the default, which is off in JAX
+            training = False
         if not isinstance(training, bool):
             raise TypeError(
-                f"{self.name}: training must be True or False, got {training!r} (under jit, "
+                f"{self.name}: training must be True, False or None, got {training!r} (under jit, "
                 "pass it as a static argument: jax.jit(f, static_argnames='training'))"
             )
         x = kernels.call_array(inputs, "inputs", self._dtype, self.name)

@@ -199,7 +199,7 @@ def test_dropout_needs_a_key_and_is_reproducible():
     assert not np.allclose(a, plain)
     jitted = jax.jit(lambda m, v, k: m(v, training=True, key=k))
     np.testing.assert_allclose(jitted(layer, inputs, jax.random.key(1)), a, atol=1e-12)
-    with pytest.raises(TypeError, match="training must be True or False"):
+    with pytest.raises(TypeError, match="training must be True, False or None"):
         layer(inputs, training=1)
 
 
