@@ -66,10 +66,16 @@ def test_wrong_gru_reset_is_caught_exactly_where_it_differs():
 def test_forget_bias_off_by_one_is_caught():
     rep = run_double(ForgetBiasOffByOne())
     lstm = {c.id for c in SHORT if c.layer == "LSTM"}
+    # A softmax gate is blind to the bug: adding 1 to every unit of the forget gate's input
+    # shifts the whole softmax argument, which softmax ignores.
     visible = {
         c.id
         for c in SHORT
-        if c.layer == "LSTM" and c.time > 1 and c.mask == "none" and not c.stateful
+        if c.layer == "LSTM"
+        and c.time > 1
+        and c.mask == "none"
+        and not c.stateful
+        and c.recurrent_activation != "softmax"
     }
     assert visible and visible <= failing_ids(rep) <= lstm
 
