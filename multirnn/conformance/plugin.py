@@ -76,6 +76,19 @@ def _skip_reason(report) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    found, pairwise, devices = [], False, {}
+    for key in ("passed", "failed", "skipped", "xfailed", "xpassed", "error"):
+        for report in terminalreporter.stats.get(key, []):
+            props = dict(getattr(report, "user_properties", []) or [])
+            pairwise = pairwise or PAIRWISE in props
+            if ENGINE not in props or not (report.when == "call" or report.skipped):
+                continue
+            devices.setdefault(props[ENGINE], props.get(DEVICE, "unknown"))
+            skipped = report.skipped and not hasattr(report, "wasxfail")
+            reason = _skip_reason(report) if skipped else ""
+            found.append((props[ENGINE], props[DTYPE], props[CASE], not skipped, reason))
+    if not found:  # the suite did not run: import nothing, print nothing
+        return
     from multirnn.conformance import environment
     from multirnn.conformance.report import (
         Outcome,
@@ -86,23 +99,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         skipped_lines,
     )
 
-    rows, pairwise, devices = [], False, {}
-    for key in ("passed", "failed", "skipped", "xfailed", "xpassed", "error"):
-        for report in terminalreporter.stats.get(key, []):
-            props = dict(getattr(report, "user_properties", []) or [])
-            pairwise = pairwise or PAIRWISE in props
-            if ENGINE not in props or not (report.when == "call" or report.skipped):
-                continue
-            devices.setdefault(props[ENGINE], props.get(DEVICE, "unknown"))
-            skipped = report.skipped and not hasattr(report, "wasxfail")
-            reason = _skip_reason(report) if skipped else ""
-            rows.append(Outcome(props[ENGINE], props[DTYPE], props[CASE], not skipped, reason))
-    if not rows:
-        return
-    engines = list(dict.fromkeys(r.engine for r in rows))
+    rows = [Outcome(*row) for row in found]
+    state = getattr(config, "_multirnn_conformance", None)  # None in pytest-xdist's controller
+    order = [run.adapter.name for run in state["runs"]] if state else []
+    engines = list(dict.fromkeys([e for e in order if e in devices] + list(devices)))
     dtypes = sorted({r.dtype for r in rows})
     total = len({r.case for r in rows})
-    state = getattr(config, "_multirnn_conformance", None)  # None in pytest-xdist's controller
     env = environment.collect([run.adapter for run in state["runs"]] if state else [])
     for name, dev in devices.items():  # as the process that ran the tests saw them
         env["engines"].setdefault(name, {"device": dev, "versions": {}})
