@@ -592,6 +592,8 @@ def _bidirectional(layer: H5Layer, keras3, options, merge_mode, flags, backend):
             for k in forward.keys() | backward.keys()
             if k not in ignored and forward.get(k) != backward.get(k)
         )
+        if backward_weights[1].shape != forward_weights[1].shape:
+            differs.insert(0, "units")
         if back_kind != kind:
             differs.insert(0, f"class ({back_kind}, not {kind})")
         if differs or forward.get("go_backwards") == backward.get("go_backwards"):

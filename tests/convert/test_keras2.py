@@ -257,6 +257,19 @@ def test_a_config_that_contradicts_the_weights_is_refused(tmp_path):
         convert.from_keras2_h5(path, backend="numpy")
 
 
+def test_a_backward_layer_of_other_units_is_refused(tmp_path):
+    path = tmp_path / "model.h5"
+    backward = [("bi/backward_lstm/kernel:0", np.zeros((F, 8))),
+                ("bi/backward_lstm/recurrent_kernel:0", np.zeros((2, 8)))]  # fmt: skip
+    write(path, [("bi", "Bidirectional", {
+        "layer": {"class_name": "LSTM", "config": {"units": H}}, "merge_mode": "concat",
+        "backward_layer": {"class_name": "LSTM", "config": {"units": 2, "go_backwards": True}},
+    }, zeros("bi/forward_lstm", 4) + backward)])  # fmt: skip
+    with pytest.raises(ConversionError, match=r"not the forward layer run backwards \(differs "
+                       r"in units\)"):  # fmt: skip
+        convert.from_keras2_h5(path, backend="numpy")
+
+
 # -- real Keras 2 files, written by tf-keras ------------------------------------------------
 
 HERE = Path(__file__).parent
