@@ -39,7 +39,8 @@ def tests(session: nox.Session) -> None:
     peer oracles; then every Python block of the documentation."""
     install(session, ".[test,all,flax,h5,onnx]")
     env = {"TF_CPP_MIN_LOG_LEVEL": "1"}
-    session.run("pytest", *PARALLEL, *session.posargs, env=env)
+    # --durations: the slowest tests in the CI log, to keep the run within its budget
+    session.run("pytest", *PARALLEL, "--durations=15", *session.posargs, env=env)
     session.run("pytest", *DOCS, env=env)
 
 
