@@ -19,7 +19,7 @@ from multirnn.engines import (
     engine,
     set_backend,
 )
-from multirnn.serialization import from_config, load, save
+from multirnn.serialization import LayerFileError, from_config, load, save
 from multirnn.spec import LayerSpec
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "LSTM",
     "Bidirectional",
     "EngineUnavailableError",
+    "LayerFileError",
     "LayerSpec",
     "Recurrent",
     "SimpleRNN",

@@ -81,6 +81,11 @@ def resolve(
                 f"{{'class_name': ..., 'config': {{...}}}}, got {show(value)}"
             )
         alias = value["class_name"]
+        if not isinstance(alias, str):
+            raise TypeError(
+                f"{owner}: {arg}['class_name'] must be a string naming a {kind} class, got "
+                f"{show(alias)}"
+            )
         class_name = names.get(alias, alias)
         if class_name not in classes:
             hint = did_you_mean(str(class_name), list(classes))
@@ -93,9 +98,46 @@ def resolve(
             raise TypeError(f"{owner}: {arg}['config'] must be a dict, got {show(config)}")
         defaults = (name_defaults or {}).get(alias, {})
         return _instantiate(classes[class_name], defaults | config, owner=owner, arg=arg)
+    framework = _framework(value)
+    if framework is not None:
+        return _foreign(value, framework, owner=owner, arg=arg, kind=kind, classes=classes,
+                        accepted=accepted)  # fmt: skip
     if callable(value):
         return value
     raise TypeError(f"{owner}: {arg} must be {accepted} or a callable, got {show(value)}")
+
+
+#: frameworks whose objects a layer argument may come from by mistake or by habit
+_FRAMEWORKS = {"torch", "tensorflow", "keras", "tf_keras", "jax", "jaxlib", "flax", "optax"}
+
+
+def _framework(value: object) -> str | None:
+    module = value.__module__ if inspect.isroutine(value) else type(value).__module__
+    root = (module or "").split(".")[0]
+    return root if root in _FRAMEWORKS else None
+
+
+def _foreign(value: object, framework: str, *, owner, arg, kind, classes, accepted) -> Any:
+    """A framework's object: converted exactly where multirnn has the same class (Keras's
+    regularizers and constraints, by their config), kept where it computes NumPy-compatible
+    values on every engine (Keras's initializers, as before), else refused now rather than
+    failing inside another engine later."""
+    name = type(value).__name__
+    if kind != "initializer" and name in classes and hasattr(value, "get_config"):
+        config = {k: v for k, v in value.get_config().items() if v is not None}
+        return _instantiate(classes[name], config, owner=owner, arg=arg)
+    if (
+        kind == "initializer"
+        and framework in ("keras", "tf_keras")
+        and not inspect.isroutine(value)
+    ):
+        return value
+    what = getattr(value, "__qualname__", None) or name
+    raise TypeError(
+        f"{owner}: {arg} is {framework}'s {what}, which multirnn cannot apply the same way "
+        f"on every engine; give {accepted} of multirnn's own {kind}s (the same formulas as "
+        "Keras's), or a plain Python callable"
+    )
 
 
 def serialize(value: Any, *, arg: str, base: type) -> dict[str, Any] | None:

@@ -7,7 +7,9 @@ canonical weight layout, seeding and dropout-mask bookkeeping live here once.
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,6 +18,9 @@ from multirnn import calls, constraints, regularizers
 from multirnn import spec as specs
 from multirnn import weights as canonical
 from multirnn._checks import check_bool, is_int, show
+
+#: Building is rare and quick; one lock for every layer keeps layers picklable and copyable.
+_BUILD_LOCK = threading.RLock()
 
 
 class LayerCore:
@@ -79,6 +84,25 @@ class LayerCore:
             return cls(**spec.to_config(strict=False))
 
     # -- weights --------------------------------------------------------------------------
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Create the weights for inputs of shape ``(batch, time, features)``.
+
+        Once, also when several threads make a layer's first call at the same time: the
+        others wait and then use the weights the first one created."""
+        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
+        with _BUILD_LOCK:
+            if self.input_dim is None:
+                self._create_weights(input_dim)
+                return
+        if input_dim != self.input_dim:
+            raise ValueError(
+                f"{self.name}: already built for input_dim={self.input_dim}, "
+                f"cannot rebuild for {input_dim}"
+            )
+
+    def _create_weights(self, input_dim: int) -> None:
+        raise NotImplementedError
+
     def _layer_seed(self) -> int:
         """The seed the initial weights are drawn from (the engine's RNG when none given)."""
         if self.spec.seed is not None:

@@ -155,3 +155,70 @@ def test_to_numpy_refuses_what_has_no_values():
 
         with pytest.raises(TypeError, match="JAX tracer"):
             jax.jit(multirnn.to_numpy)(np.ones(2))
+
+
+# -- training, empty batches, threads ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("training", ["no", 1, 0.0, "False"])
+def test_training_is_true_false_or_none(eng, training):
+    layer = eng.GRU(2, dropout=0.5, input_dim=3, seed=0)
+    with pytest.raises(TypeError, match="training must be True, False or None"):
+        layer(np.ones((1, 2, 3)), training=training)
+    layer(np.ones((1, 2, 3)), training=None)
+
+
+@pytest.mark.parametrize(
+    "kind,kwargs",
+    [
+        ("LSTM", {}),
+        ("LSTM", {"recurrent_activation": "sigmoid"}),  # fused-eligible where there is one
+        ("GRU", {"reset_after": True, "recurrent_activation": "sigmoid"}),
+        ("GRU", {"unroll": True, "go_backwards": True}),
+        ("SimpleRNN", {}),
+    ],
+)
+def test_batch_size_zero_returns_empty_results(eng, kind, kwargs):
+    layer = getattr(eng, kind)(3, return_sequences=True, return_state=True, seed=0, **kwargs)
+    for mask in (None, np.zeros((0, 4), bool)):
+        out = multirnn.to_numpy(layer(np.zeros((0, 4, 2)), mask=mask))
+        assert [o.shape for o in out][:2] == [(0, 4, 3), (0, 3)]
+
+
+def test_the_first_call_from_several_threads_builds_once(eng):
+    import threading
+
+    layer = eng.LSTM(4, return_sequences=True)  # unseeded: a second build would differ
+    x = np.random.default_rng(0).standard_normal((2, 3, 5))
+    results, errors = [], []
+    barrier = threading.Barrier(8)
+
+    def first_call():
+        try:
+            barrier.wait()
+            results.append(multirnn.to_numpy(layer(x)))
+        except Exception as exc:  # collected and reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    want = multirnn.to_numpy(layer(x))  # the layer's final weights
+    for got in results:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_concurrent_calls_of_a_built_layer_stay_correct(eng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    layer = eng.GRU(3, seed=0, input_dim=2)
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((2, 4 + k % 3, 2)) for k in range(12)]
+    want = [multirnn.to_numpy(layer(x)) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: multirnn.to_numpy(layer(x)), inputs))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)

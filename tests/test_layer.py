@@ -108,3 +108,27 @@ def test_conflicting_keywords_name_both(eng):
         eng.LSTM(3, input_shape=(4,))
     with pytest.raises(TypeError, match="trainable must be True or False"):
         eng.LSTM(3, trainable="no")
+
+
+def test_framework_objects_are_converted_exactly_or_refused_at_creation(eng):
+    keras = pytest.importorskip("keras")
+    layer = eng.LSTM(2, input_dim=3, seed=0, kernel_regularizer=keras.regularizers.L1L2(0.1, 0.2),
+                     recurrent_constraint=keras.constraints.MaxNorm(1.5, axis=0))  # fmt: skip
+    assert layer.kernel_regularizer == multirnn.regularizers.L1L2(l1=0.1, l2=0.2)
+    assert layer.recurrent_constraint == multirnn.constraints.MaxNorm(max_value=1.5, axis=0)
+    same = eng.LSTM(2, input_dim=3, seed=0, kernel_regularizer={"class_name": "L1L2", "config":
+                    {"l1": 0.1, "l2": 0.2}}, recurrent_constraint="max_norm")  # fmt: skip
+
+    def penalty(m):  # JAX layers are pure: penalties() instead of collected losses
+        return float(multirnn.to_numpy((m.penalties() if eng.name == "jax" else m.losses)[0]))
+
+    assert np.isclose(penalty(layer), penalty(same))
+    if "torch" in engines.available():
+        import torch
+
+        with pytest.raises(TypeError, match="kernel_initializer is torch's xavier_uniform_"):
+            eng.LSTM(2, kernel_initializer=torch.nn.init.xavier_uniform_)
+    with pytest.raises(TypeError, match="kernel_constraint is keras's Constraint"):
+        eng.GRU(2, kernel_constraint=keras.constraints.Constraint())
+    with pytest.raises(TypeError, match="kernel_regularizer is keras's OrthogonalRegularizer"):
+        eng.GRU(2, kernel_regularizer=keras.regularizers.OrthogonalRegularizer())

@@ -99,18 +99,10 @@ class Recurrent(LayerCore, keras.layers.Layer):
     # -- building and weights ---------------------------------------------------------------
     @property
     def input_dim(self) -> int | None:
-        return int(self.kernel.shape[0]) if self.built else None
+        kernel = getattr(self, "kernel", None)  # set while Keras's build is still running
+        return None if kernel is None else int(kernel.shape[0])
 
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        """Create the weights for inputs of shape ``(batch, time, features)``."""
-        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
-        if getattr(self, "kernel", None) is not None:
-            if input_dim != self.input_dim:
-                raise ValueError(
-                    f"{self.name}: already built for input_dim={self.input_dim}, "
-                    f"cannot rebuild for {input_dim}"
-                )
-            return
+    def _create_weights(self, input_dim: int) -> None:
         spec = self.spec
         chosen = {
             "kernel": (spec.kernel_regularizer, spec.kernel_constraint),

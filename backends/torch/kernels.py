@@ -183,6 +183,8 @@ def dropout_mask(spec, mask, batch, width, arg, kernel) -> torch.Tensor | None:
 
 def run(spec, weights, x, mask, states, mi, mr) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Dispatch a validated call to the fused kernel or the generic path."""
+    if x.shape[0] == 0:  # the kernels cannot pack or reshape an empty batch
+        return _empty_batch(spec, weights, x, states)
     kind, lengths = _mask_kind(mask)
     input_kind = "none" if mi is None else ("shared" if mi.dim() == 2 else "per_gate")
     reason = fused_ineligibility(
@@ -191,6 +193,18 @@ def run(spec, weights, x, mask, states, mi, mr) -> tuple[torch.Tensor, list[torc
     if reason is None:
         return _fused(spec, weights, x, lengths, states, mi)
     return scan.generic(spec, weights, x, mask, states, mi, mr, activation)
+
+
+def _empty_batch(spec, weights, x, states) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """What every engine returns for batch size 0: empty outputs and states, still attached
+    to the weights' graph so that a loss built on them can be differentiated (to zeros)."""
+    zero = sum(w.sum() for w in weights) * 0
+    time = x.shape[1]
+    shape = (0, time, spec.units) if spec.return_sequences else (0, spec.units)
+    output = x.new_zeros(shape) + zero
+    if states is None:
+        states = [x.new_zeros((0, spec.units)) + zero for _ in spec.state_names]
+    return output, list(states)
 
 
 # -- the fused path -----------------------------------------------------------------------------

@@ -80,16 +80,7 @@ class Recurrent(LayerCore, nn.Module):
         # Unseeded layers follow torch.manual_seed.
         return int(torch.randint(0, 2**31 - 1, ()).item())
 
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        """Create the weights for inputs of shape ``(batch, time, features)``."""
-        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
-        if self.built:
-            if input_dim != self.input_dim:
-                raise ValueError(
-                    f"{self.name}: already built for input_dim={self.input_dim}, "
-                    f"cannot rebuild for {input_dim}"
-                )
-            return
+    def _create_weights(self, input_dim: int) -> None:
         self._create(self._initial_weights(input_dim))
 
     def _create(self, arrays) -> None:

@@ -52,16 +52,7 @@ class Recurrent(LayerCore):
         """The feature size the layer was built for (None before it is built)."""
         return None if self._weights is None else self._weights[0].shape[0]
 
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        """Create the weights for inputs of shape ``(batch, time, features)``."""
-        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
-        if self.built:
-            if input_dim != self.input_dim:
-                raise ValueError(
-                    f"{self.name}: already built for input_dim={self.input_dim}, "
-                    f"cannot rebuild for {input_dim}"
-                )
-            return
+    def _create_weights(self, input_dim: int) -> None:
         self._weights = [w.astype(self.dtype) for w in self._initial_weights(input_dim)]
 
     def _require_built(self, what: str) -> list[np.ndarray]:

@@ -1,0 +1,263 @@
+"""Fuzzing the boundaries: layer keywords, call arguments and file contents, on every
+installed engine. Each draw either gives the NumPy reference's numbers or raises one of the
+documented exception types (``TypeError``, ``ValueError``; ``LayerFileError`` for files)
+with a message that names the argument, and the same on every engine: never another
+exception type, never an error from inside a framework.
+
+``MULTIRNN_FUZZ=long`` (``nox -s fuzz``) runs many more draws than CI's quick profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import multirnn  # noqa: E402
+from multirnn import engines  # noqa: E402
+
+settings.register_profile(
+    "quick", max_examples=25, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)  # fmt: skip
+settings.register_profile(
+    "long", max_examples=600, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)  # fmt: skip
+PROFILE = "long" if os.environ.get("MULTIRNN_FUZZ") == "long" else "quick"
+
+ENGINES = [e for e in ("numpy", "torch", "jax", "tensorflow") if e in engines.available()]
+DOCUMENTED = (TypeError, ValueError)
+
+# -- layer keywords ---------------------------------------------------------------------------
+
+_BAD = st.sampled_from([None, -1, 0, 2.5, "x", True, [1], {"a": 1}, float("nan")])
+
+KEYWORDS = {
+    "units": st.one_of(st.integers(1, 4), _BAD),
+    "activation": st.one_of(st.sampled_from(multirnn.activations.NAMES), st.just("hardsigmoid"),
+                            _BAD),
+    "recurrent_activation": st.one_of(st.sampled_from(multirnn.activations.NAMES), _BAD),
+    "use_bias": st.one_of(st.booleans(), _BAD),
+    "kernel_initializer": st.one_of(
+        st.sampled_from(["glorot_uniform", "orthogonal", "zeros", "he_normal"]),
+        st.just({"class_name": "Constant", "config": {"value": 0.1}}),
+        st.just({"class_name": ["Constant"]}), _BAD,
+    ),
+    "kernel_regularizer": st.one_of(st.sampled_from([None, "l2", "l1_l2"]), _BAD),
+    "recurrent_constraint": st.one_of(st.sampled_from([None, "max_norm", "non_neg"]), _BAD),
+    "dropout": st.one_of(st.sampled_from([0.0, 0.3]), st.floats(-1, 2), _BAD),
+    "return_sequences": st.one_of(st.booleans(), _BAD),
+    "return_state": st.booleans(),
+    "go_backwards": st.one_of(st.booleans(), _BAD),
+    "implementation": st.one_of(st.integers(-1, 3), _BAD),
+    "unroll": st.booleans(),
+    "reset_after": st.one_of(st.booleans(), _BAD),
+    "seed": st.one_of(st.integers(0, 5), _BAD),
+    "dtype": st.sampled_from([None, "float32", "float64", "float16", np.float64, "x"]),
+    "input_shape": st.one_of(
+        st.tuples(st.sampled_from([None, 3, 0]), st.sampled_from([2, None, -1])), _BAD
+    ),
+    "input_dim": st.one_of(st.just(2), _BAD),
+    "batch_size": st.one_of(st.sampled_from([None, 2]), _BAD),
+    "trainable": st.one_of(st.booleans(), _BAD),
+    "unknown_option": st.just(1),
+}  # fmt: skip
+
+
+@st.composite
+def layer_arguments(draw):
+    kind = draw(st.sampled_from(["SimpleRNN", "LSTM", "GRU"]))
+    chosen = draw(st.lists(st.sampled_from(sorted(KEYWORDS)), max_size=4, unique=True))
+    kwargs = {"units": 3} | {k: draw(KEYWORDS[k]) for k in chosen}
+    return kind, kwargs
+
+
+def _build(name: str, kind: str, kwargs: dict):
+    if name == "jax" and kwargs.get("dtype") in ("float64", np.float64):
+        kwargs = {**kwargs, "dtype": "float32"}  # 64-bit mode is off in this process
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # unit_forget_bias notices
+        return getattr(multirnn.engine(name), kind)(**kwargs)
+
+
+def _outcome(fn):
+    try:
+        return fn(), None
+    except Exception as exc:  # every exception is classified by the caller
+        return None, exc
+
+
+def _names_an_argument(exc: Exception, names) -> bool:
+    text = str(exc)
+    return any(n in text for n in names)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@settings(settings.get_profile(PROFILE))
+@given(drawn=layer_arguments())
+def test_layer_keywords_construct_or_are_refused_alike(name, drawn):
+    kind, kwargs = drawn
+    _, want = _outcome(lambda: _build("numpy", kind, kwargs))
+    _, got = _outcome(lambda: _build(name, kind, kwargs))
+    if want is None:
+        assert got is None, f"{name} refused what the reference accepts: {got!r}"
+        return
+    assert isinstance(want, DOCUMENTED), f"reference raised {want!r}"
+    assert _names_an_argument(want, kwargs), f"message names no argument: {want}"
+    assert type(got) is type(want), f"{name}: {got!r} where the reference raised {want!r}"
+
+
+# -- call arguments ---------------------------------------------------------------------------
+
+
+@st.composite
+def calls(draw):
+    kind = draw(st.sampled_from(["SimpleRNN", "LSTM", "GRU"]))
+    n_states = 2 if kind == "LSTM" else 1
+    options = {
+        "return_sequences": draw(st.booleans()),
+        "go_backwards": draw(st.booleans()),
+        "zero_output_for_mask": draw(st.booleans()),
+        "recurrent_activation": draw(st.sampled_from(["sigmoid", "hard_sigmoid"])),
+    }
+    if kind == "SimpleRNN":
+        del options["recurrent_activation"]
+    batch, time = draw(st.integers(0, 3)), draw(st.integers(0, 4))
+    features = draw(st.sampled_from([2, 2, 2, 3]))
+    dtype = draw(st.sampled_from(["float64", "float32", "float16", "int64", "bool", "complex"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((batch, time, features)).astype(dtype)
+    rank = draw(st.sampled_from([3, 3, 3, 2]))
+    if rank == 2:
+        x = x.reshape(batch * time, features)
+    as_list = draw(st.booleans())
+    mask_kind = draw(st.sampled_from(["none", "bool", "bool", "int", "shape"]))
+    mask = None
+    if mask_kind != "none":
+        shape = (batch, time + (mask_kind == "shape"))
+        mask = rng.random(shape) < 0.7
+        if mask_kind == "int":
+            mask = mask.astype(np.int64)
+    state_kind = draw(st.sampled_from(["none", "none", "ok", "count", "shape", "int"]))
+    state = None
+    if state_kind != "none":
+        count = n_states + (state_kind == "count")
+        width = 3 + (state_kind == "shape")
+        state = [rng.standard_normal((batch, width)) for _ in range(count)]
+        if state_kind == "int":
+            state = [s.astype(np.int32) for s in state]
+    training = draw(st.sampled_from([None, False, True, "no", 1]))
+    call = {"inputs": x.tolist() if as_list else x, "mask": mask, "initial_state": state,
+            "training": training}  # fmt: skip
+    return kind, options, call
+
+
+def _call(name, kind, options, call):
+    layer = _build(
+        name,
+        kind,
+        {
+            "units": 3,
+            "return_state": True,
+            "seed": 0,
+            "input_dim": 2,
+            "dtype": "float32" if name == "jax" else None,
+            **options,
+        },
+    )
+    return multirnn.to_numpy(layer(call["inputs"], mask=call["mask"],
+                                   initial_state=call["initial_state"],
+                                   training=call["training"]))  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@settings(settings.get_profile(PROFILE))
+@given(drawn=calls())
+def test_calls_match_the_reference_or_are_refused_alike(name, drawn):
+    kind, options, call = drawn
+    want, want_error = _outcome(lambda: _call("numpy", kind, options, call))
+    got, error = _outcome(lambda: _call(name, kind, options, call))
+    if want_error is not None:
+        assert isinstance(want_error, DOCUMENTED), f"reference raised {want_error!r}"
+        assert _names_an_argument(want_error, ["inputs", "mask", "initial_state", "training"])
+        assert error is not None, f"{name} accepted what the reference refused: {want_error}"
+        assert type(error) is type(want_error), f"{name}: {error!r}, reference {want_error!r}"
+        return
+    assert error is None, f"{name} raised {error!r} where the reference computed"
+    for g, w in zip(got, want, strict=True):
+        rtol = 1e-12 if g.dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol)
+
+
+# -- file contents ----------------------------------------------------------------------------
+
+_GOOD = {"layer": "GRU", "units": 2, "use_bias": True, "reset_after": False}
+
+
+@st.composite
+def file_contents(draw):
+    config = dict(_GOOD)
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(
+            st.sampled_from(
+                [
+                    "layer",
+                    "units",
+                    "activation",
+                    "dtype",
+                    "kernel_initializer",
+                    "merge_mode",
+                    "use_bias",
+                    "unknown",
+                    "stateful",
+                ]
+            )
+        )
+        config[key] = draw(st.one_of(_BAD, st.sampled_from(["LSTM", "GRU", "tanh", 2, {}])))
+    text = json.dumps(config, default=str)
+    text = draw(
+        st.sampled_from(
+            [
+                text,
+                text,
+                text[: len(text) // 2],
+                "[" * 3000 + "]" * 3000,
+                json.dumps([config]),
+                json.dumps({"layer": config}),
+            ]
+        )
+    )
+    tensors = {"kernel": np.zeros((2, 6)), "recurrent_kernel": np.zeros((2, 6)),
+               "bias": np.zeros(6)}  # fmt: skip
+    drop = draw(st.sampled_from([None, "bias", "kernel"]))
+    if drop:
+        del tensors[drop]
+    if draw(st.booleans()):
+        tensors["state/h"] = np.zeros((1, 2))
+    return text, tensors
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@settings(settings.get_profile(PROFILE))
+@given(drawn=file_contents())
+def test_files_load_or_raise_one_error_naming_the_file(name, drawn, tmp_path):
+    from safetensors.numpy import save_file
+
+    text, tensors = drawn
+    path = tmp_path / "fuzzed.safetensors"
+    save_file(tensors, str(path), {"multirnn.format": "multirnn.layer/1",
+                                   "multirnn.config": text})  # fmt: skip
+    layer, error = _outcome(lambda: multirnn.load(path, backend=name))
+    if error is None:
+        assert layer.built
+        return
+    assert isinstance(error, multirnn.LayerFileError), f"{name}: {error!r}"
+    assert str(path) in str(error)
