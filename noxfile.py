@@ -24,7 +24,7 @@ PINS = ("-c", "constraints.txt")
 DOCS = ("--markdown-docs", "README.md", "docs")
 #: pytest-xdist: one worker per core (CI has two); ``nox -- -n 0`` runs in one process
 PARALLEL = ("-n", "auto", "--dist", "worksteal")
-FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "flax", "onnx", "onnxruntime")
+FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "tf_keras", "flax", "onnx", "onnxruntime")
 
 
 def install(session: nox.Session, *args: str) -> None:
@@ -38,10 +38,24 @@ def tests(session: nox.Session) -> None:
     the jax extra), and Flax, h5py, onnx and ONNX Runtime for the converters' tests and the
     peer oracles; then every Python block of the documentation."""
     install(session, ".[test,all,flax,h5,onnx]")
+    # tf-keras (Keras 2) writes real Keras 2 files for tests/convert/test_keras2.py; it needs
+    # the `tensorflow` distribution, which tensorflow-cpu provides, so no dependencies
+    install(session, "--no-deps", "tf-keras")
     env = {"TF_CPP_MIN_LOG_LEVEL": "1"}
     # --durations: the slowest tests in the CI log, to keep the run within its budget
     session.run("pytest", *PARALLEL, "--durations=15", *session.posargs, env=env)
     session.run("pytest", *DOCS, env=env)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The boundary fuzz tests (tests/test_fuzz.py: layer keywords, call arguments and file
+    contents on every engine) with the long Hypothesis profile: hundreds of draws per test
+    where CI's quick profile runs a few dozen. Not in the default list."""
+    install(session, ".[test,all]")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "MULTIRNN_FUZZ": "long"}
+    session.run("pytest", "tests/test_fuzz.py", *PARALLEL, "--hypothesis-show-statistics",
+                *session.posargs, env=env)  # fmt: skip
 
 
 @nox.session
