@@ -222,3 +222,13 @@ def test_concurrent_calls_of_a_built_layer_stay_correct(eng):
         got = list(pool.map(lambda x: multirnn.to_numpy(layer(x)), inputs))
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
+def test_arguments_are_checked_in_one_order_on_every_engine(eng):
+    # found by the fuzz test: TensorFlow converted the states before Keras saw the call, so
+    # a bad state was reported before bad inputs, unlike every other engine
+    layer = eng.SimpleRNN(3, input_dim=2)
+    with pytest.raises(ValueError, match="inputs need at least one time step"):
+        layer(np.zeros((0, 0, 2)), initial_state=[np.zeros((0, 3), np.int32)])
+    with pytest.raises(ValueError, match="inputs have 4 features"):
+        layer(np.zeros((1, 2, 4)), mask=[[1, 0]])

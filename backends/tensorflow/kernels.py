@@ -49,10 +49,21 @@ def as_tensor(value: Any, what: str) -> tf.Tensor:
     raise TypeError(f"{what} must be a tf.Tensor or numpy.ndarray, got {type(value).__name__}")
 
 
+class Deferred:
+    """A call argument the input rule refused before Keras saw the call: carried through
+    Keras untouched, so that the call checks its arguments in the order every engine does
+    (inputs first) and raises the refusal in turn."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 def call_tensor(value: Any, what: str, dtype: str | None, owner: str = "") -> tf.Tensor:
     """A call argument as a tensor: TensorFlow tensors and variables as they are, NumPy
     arrays and nested lists under the common input rule (floats cast to ``dtype``; ``None``
     for masks)."""
+    if isinstance(value, Deferred):
+        value = value.value
     if isinstance(value, (tf.Tensor, tf.Variable)) or _is_keras_variable(value):
         return tf.convert_to_tensor(value)
     array = calls.host_array(value, owner=owner or "multirnn", arg=what, native="tf.Tensor",

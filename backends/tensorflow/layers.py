@@ -177,6 +177,8 @@ class Recurrent(LayerCore, keras.layers.Layer):
         carried = None
         if spec.stateful:
             carried = self._carried_states(call, x)
+        if isinstance(initial_state, kernels.Deferred):
+            initial_state = initial_state.value
         if initial_state is not None:
             states = kernels.initial_states(spec, initial_state, call, self.compute_dtype,
                                             owner=self.name)  # fmt: skip
@@ -312,14 +314,23 @@ def _host_arguments(layer, dtype: str, inputs, kwargs: dict[str, Any]):
         raise TypeError(f"{layer.name}: training must be True, False or None, got {training!r}")
     if not isinstance(inputs, (tf.Tensor, tf.Variable, keras.Variable, keras.KerasTensor)):
         inputs = kernels.call_tensor(inputs, "inputs", dtype, layer.name)
-    if isinstance(kwargs.get("mask"), calls.HOST_TYPES):
-        kwargs = {**kwargs, "mask": kernels.call_tensor(kwargs["mask"], "mask", None, layer.name)}
+
+    def convert(value, arg, dtype):
+        if not isinstance(value, calls.HOST_TYPES):
+            return value
+        try:
+            return kernels.call_tensor(value, arg, dtype, layer.name)
+        except (TypeError, ValueError):  # raised by call() after the inputs are checked
+            return kernels.Deferred(value)
+
+    if kwargs.get("mask") is not None:
+        kwargs = {**kwargs, "mask": convert(kwargs["mask"], "mask", None)}
     state = kwargs.get("initial_state")
     if state is not None:
-        state = [kernels.call_tensor(s, "initial_state", dtype, layer.name)
-                 if isinstance(s, calls.HOST_TYPES) else s
-                 for s in calls.state_list(state)]  # fmt: skip
-        kwargs = {**kwargs, "initial_state": state}
+        converted = [convert(s, "initial_state", dtype) for s in calls.state_list(state)]
+        if any(isinstance(s, kernels.Deferred) for s in converted):
+            converted = kernels.Deferred(state)  # Keras takes no mix of tensors and others
+        kwargs = {**kwargs, "initial_state": converted}
     return inputs, kwargs
 
 
@@ -392,6 +403,8 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
+        if isinstance(initial_state, kernels.Deferred):
+            initial_state = initial_state.value  # each direction's layer refuses it in turn
         return self._run(inputs, mask=mask, initial_state=initial_state, training=training)
 
     def compute_mask(self, inputs, mask=None):
