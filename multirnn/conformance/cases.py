@@ -10,6 +10,7 @@ and float64 engines are fed exactly the same numbers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from multirnn import activations
-from multirnn.spec import LayerSpec, parse
+from multirnn._checks import did_you_mean, is_bool, is_int, show
+from multirnn.spec import LAYERS, LayerSpec, parse
 
 MASKS = ("none", "right_padded", "arbitrary", "fully_masked_rows")
 #: ``Case.bidirectional``: "off", or the merge mode of a ``Bidirectional`` wrapper ("none"
@@ -27,6 +29,13 @@ DTYPES = ("float32", "float64")
 DROPOUT_RATE = 0.5  # both rates; kept entries scale by 2.0, exactly representable
 #: Activations with values in [0, 1], the ones that make gates contract the state.
 UNIT_INTERVAL = ("sigmoid", "hard_sigmoid", "hard_sigmoid_relu6")
+#: Fields that hold a size: positive integers.
+SIZES = ("units", "input_dim", "time", "batch")
+
+
+class CaseError(ValueError):
+    """A case that cannot be built as written: a field of the wrong type or value, an
+    unknown field or layer, or layer arguments the layer itself refuses."""
 
 
 @dataclass(frozen=True)
@@ -56,24 +65,37 @@ class Case:
     family: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or self.layer not in LAYERS:
+            raise CaseError(
+                f"unknown layer {show(self.layer)}; a case is "
+                f"{', '.join(f'{name}(...)' for name in LAYERS)}"
+            )
+        for f in dataclasses.fields(self):
+            _check_field(f.name, f.type, getattr(self, f.name))
         if self.layer == "SimpleRNN" and self.recurrent_activation is not None:
             object.__setattr__(self, "recurrent_activation", None)
+        if self.reset_after and self.layer != "GRU":
+            raise CaseError(f"case field reset_after applies to GRU only, not {self.layer}")
         if self.mask not in MASKS:
-            raise ValueError(f"case mask must be one of {MASKS}, got {self.mask!r}")
+            raise CaseError(f"case mask must be one of {MASKS}, got {self.mask!r}")
         if self.stateful and (self.initial_state or self.dropout):
-            raise ValueError(
+            raise CaseError(
                 "a stateful case threads its own states through layer calls: initial_state "
                 "and explicit dropout masks must be off"
             )
         if self.bidirectional not in BIDIRECTIONAL:
-            raise ValueError(
+            raise CaseError(
                 f"case bidirectional must be one of {BIDIRECTIONAL}, got {self.bidirectional!r}"
             )
         if self.wrapped and (self.stateful or self.dropout):
-            raise ValueError(
+            raise CaseError(
                 "a bidirectional case runs the wrapper's layer API once: stateful and explicit "
                 "dropout masks must be off"
             )
+        try:  # the layer arguments, checked by the layer's own validation
+            self.spec("float64")
+        except (TypeError, ValueError) as exc:
+            raise CaseError(str(exc)) from None
 
     @property
     def wrapped(self) -> bool:
@@ -89,7 +111,7 @@ class Case:
     @property
     def id(self) -> str:
         """``LAYER(key=value,...)`` listing the fields that differ from the defaults."""
-        defaults = Case(self.layer)
+        defaults = _defaults(self.layer)
         parts = []
         for f in dataclasses.fields(self):
             if f.name in ("layer", "family"):
@@ -101,17 +123,28 @@ class Case:
 
     @classmethod
     def from_id(cls, text: str) -> Case:
+        """The case an id names (see :attr:`id`). Raises :class:`CaseError` naming the field,
+        the value and what is accepted when the id is not a valid case."""
         text = text.strip()
         if "(" not in text or not text.endswith(")"):
-            raise ValueError(f"not a case id: {text!r} (expected LAYER(key=value,...))")
+            raise CaseError(f"not a case id: {text!r} (expected LAYER(key=value,...))")
         layer, body = text[:-1].split("(", 1)
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        types = {f.name: f.type for f in dataclasses.fields(cls) if f.name not in _NOT_IN_IDS}
         kwargs: dict[str, Any] = {}
-        for item in filter(None, body.split(",")):
-            key, _, raw = item.partition("=")
-            if key not in types or key in ("layer", "family"):
-                raise ValueError(f"unknown case field {key!r} in {text!r}")
-            kwargs[key] = _parse_value(raw)
+        for item in filter(None, (part.strip() for part in body.split(","))):
+            key, equals, raw = (part.strip() for part in item.partition("="))
+            if not equals:
+                raise CaseError(f"expected key=value in a case id, got {item!r}")
+            if key not in types:
+                hint = did_you_mean(key, types)
+                raise CaseError(
+                    f"unknown case field {key!r}.{hint} Case fields: {', '.join(types)}"
+                )
+            if key in kwargs:
+                raise CaseError(f"case field {key} given twice")
+            kwargs[key] = _parse_value(raw, types[key])
+        if layer == "SimpleRNN" and kwargs.get("recurrent_activation") is not None:
+            raise CaseError("SimpleRNN has no recurrent_activation; leave it out of the id")
         return cls(layer, **kwargs)
 
     def __str__(self) -> str:
@@ -145,15 +178,46 @@ class Case:
         return _make_data(self)
 
 
-def _parse_value(raw: str) -> Any:
-    if raw in ("True", "False"):
+#: Case fields an id never names.
+_NOT_IN_IDS = ("layer", "family")
+
+
+@functools.cache
+def _defaults(layer: str) -> Case:
+    return Case(layer)
+
+
+def _parse_value(raw: str, annotation: str) -> Any:
+    """The value of ``raw`` for a field of type ``annotation``; a string that is not of
+    that type stays a string, for the field's check to refuse with its message."""
+    if annotation == "bool" and raw in ("True", "False"):
         return raw == "True"
-    if raw == "None":
+    if annotation == "str | None" and raw == "None":
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        return raw
+    if annotation == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _check_field(name: str, annotation: str, value: Any) -> None:
+    """Refuse a field value of the wrong type (or a size that is not positive)."""
+    if annotation == "bool" and not is_bool(value):
+        extra = " (True: explicit dropout masks at both rates 0.5)" if name == "dropout" else ""
+        raise CaseError(f"case field {name} must be True or False{extra}, got {show(value)}")
+    if annotation == "int":
+        if name in SIZES and not (is_int(value) and value > 0):
+            raise CaseError(f"case field {name} must be a positive integer, got {show(value)}")
+        if not (is_int(value) and value >= 0):
+            raise CaseError(f"case field {name} must be an integer >= 0, got {show(value)}")
+    if annotation == "str" and not isinstance(value, str):
+        raise CaseError(f"case field {name} must be a string, got {show(value)}")
+    if name == "activation" and value == "None":  # the layer's None; a case names it
+        raise CaseError("case field activation must be an activation name (None is 'linear')")
+    if annotation == "str | None" and not (value is None or isinstance(value, str)):
+        raise CaseError(f"case field {name} must be a string or None, got {show(value)}")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ from multirnn.conformance.cases import (
     BIDIRECTIONAL,
     MASKS,
     Case,
+    CaseError,
     full_cases,
     hypothesis_cases,
     quick_cases,
 )
+from multirnn.spec import parse
 
 QUICK = quick_cases()
 
@@ -32,6 +34,76 @@ def test_bad_ids():
         Case.from_id("LSTM(colour=red)")
     with pytest.raises(ValueError, match="mask must be one of"):
         Case.from_id("GRU(mask=sometimes)")
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        # each of these ran, or ended in a traceback from deep inside a run
+        ("LSTM(units=0)", "case field units must be a positive integer, got 0"),
+        ("LSTM(units=two)", "case field units must be a positive integer, got 'two'"),
+        ("GRU(time=-1)", "case field time must be a positive integer, got -1"),
+        ("LSTM(go_backwards=maybe)", "case field go_backwards must be True or False, got 'maybe'"),
+        ("LSTM(go_backwards=true)", "case field go_backwards must be True or False, got 'true'"),
+        # ran as dropout=True: the field says whether explicit masks are fed, it is no rate
+        (
+            "LSTM(dropout=2.0)",
+            "case field dropout must be True or False (True: explicit "
+            "dropout masks at both rates 0.5), got '2.0'",
+        ),
+        ("LSTM(seed=-1)", "case field seed must be an integer >= 0, got -1"),
+        ("Foo()", "unknown layer 'Foo'; a case is SimpleRNN(...), LSTM(...), GRU(...)"),
+        ("LSTM(unit=3)", "unknown case field 'unit'. Did you mean 'units'? Case fields: units,"),
+        ("LSTM(family=x)", "unknown case field 'family'"),
+        ("LSTM(units)", "expected key=value in a case id, got 'units'"),
+        ("LSTM(units=2,units=3)", "case field units given twice"),
+        # the id said so, the run ignored it
+        ("LSTM(reset_after=True)", "case field reset_after applies to GRU only, not LSTM"),
+        ("SimpleRNN(recurrent_activation=sigmoid)", "SimpleRNN has no recurrent_activation"),
+        ("GRU(activation=None)", "case field activation must be an activation name"),
+    ],
+)
+def test_bad_case_values_are_refused_naming_the_field_and_what_is_accepted(text, message):
+    with pytest.raises(CaseError) as info:
+        Case.from_id(text)
+    assert str(info.value).startswith(message)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "text,arguments",
+    [
+        ("LSTM(activation=foo)", {"activation": "foo"}),
+        ("GRU(recurrent_activation=hardsigmoid)", {"recurrent_activation": "hardsigmoid"}),
+        ("SimpleRNN(implementation=3)", {"implementation": 3}),
+    ],
+)
+def test_case_layer_arguments_go_through_the_layers_own_validation(text, arguments):
+    layer = text.split("(")[0]
+    with pytest.raises((TypeError, ValueError)) as spec_error:
+        parse(layer, (3,), arguments, warn=False)
+    with pytest.raises(CaseError) as case_error:
+        Case.from_id(text)
+    assert str(case_error.value) == str(spec_error.value)
+
+
+def test_cases_built_in_code_are_checked_like_ids():
+    with pytest.raises(CaseError, match="case field dropout must be True or False"):
+        Case("LSTM", dropout=0.2)
+    with pytest.raises(CaseError, match="case field units must be a positive integer, got True"):
+        Case("GRU", units=True)
+    with pytest.raises(CaseError, match="case field activation must be a string"):
+        Case("GRU", activation=np.tanh)
+    with pytest.raises(CaseError, match="unknown layer 'lstm'"):
+        Case("lstm")
+
+
+def test_valid_ids_keep_their_meaning():
+    assert Case.from_id("LSTM(units=2, time=3)") == Case("LSTM", units=2, time=3)
+    assert Case.from_id("LSTM(units=3)") == Case("LSTM")  # the default, spelled out
+    assert Case.from_id("SimpleRNN(recurrent_activation=None)") == Case("SimpleRNN")
+    assert Case.from_id("LSTM(recurrent_activation=None)").recurrent_activation is None
+    assert Case.from_id("GRU(reset_after=True)").reset_after is True
 
 
 @pytest.mark.parametrize(
