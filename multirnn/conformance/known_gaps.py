@@ -13,8 +13,15 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
+from multirnn.conformance.cases import Case, CaseError
+
 CHECKS = ("forward", "gradients", "stateful", "pairwise")
 DTYPES = ("float32", "float64")
+
+
+class KnownGapsError(ValueError):
+    """A known-gap file that is missing, unreadable or malformed (the message names the
+    file, and the line for a malformed entry)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ def parse(text: str, source: str = "<string>") -> list[Gap]:
         if not fields:
             continue
         pattern, rest = fields[0], fields[1:]
+        _check_pattern(pattern, f"{source}:{number}")
         dtype = check = None
         for item in rest:
             if item in DTYPES and dtype is None:
@@ -48,7 +56,7 @@ def parse(text: str, source: str = "<string>") -> list[Gap]:
             elif item in CHECKS and check is None:
                 check = item
             else:
-                raise ValueError(
+                raise KnownGapsError(
                     f"{source}:{number}: unexpected {item!r}; an entry is "
                     f"'<pattern> [{'|'.join(DTYPES)}] [{'|'.join(CHECKS)}]  # reason'"
                 )
@@ -56,11 +64,41 @@ def parse(text: str, source: str = "<string>") -> list[Gap]:
     return gaps
 
 
+def _check_pattern(pattern: str, where: str) -> None:
+    """A pattern without glob characters names one case: it must be that case's id."""
+    if any(c in pattern for c in "*?["):
+        return
+    try:
+        case = Case.from_id(pattern)
+    except CaseError as exc:
+        raise KnownGapsError(
+            f"{where}: {pattern!r} is neither a glob (*, ?, [...]) nor a case id: {exc}"
+        ) from None
+    if case.id != pattern:
+        raise KnownGapsError(
+            f"{where}: {pattern!r} would match nothing: that case's id is {case.id!r}"
+        )
+
+
 def load(path: str | Path | None) -> list[Gap]:
     if path is None:
         return []
     path = Path(path)
-    return parse(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KnownGapsError(f"known-gap file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise KnownGapsError(f"known-gap file {str(path)!r} is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise KnownGapsError(
+            f"known-gap file {str(path)!r} is not UTF-8 text (byte {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise KnownGapsError(
+            f"known-gap file {str(path)!r} cannot be read: {exc.strerror or exc}"
+        ) from None
+    return parse(text, str(path))
 
 
 def builtin_path(engine: str) -> Path | None:

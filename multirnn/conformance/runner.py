@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import os
 import sys
 import time
 import traceback
@@ -12,13 +14,75 @@ from typing import Any
 
 import numpy as np
 
+from multirnn import engines as _engines
 from multirnn.conformance import environment, oracle
-from multirnn.conformance.adapters import EngineAdapter, adapter
-from multirnn.conformance.cases import Case
+from multirnn.conformance.adapters import ORACLES, EngineAdapter, adapter
+from multirnn.conformance.cases import DTYPES, Case
 from multirnn.conformance.known_gaps import Gap, builtin_path, load
 from multirnn.conformance.tolerances import compare, tolerance
 
 FAILING = ("fail", "error")
+#: The Keras backends the keras oracle runs on (each has its known-gap file).
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+class UsageError(ValueError):
+    """A setting of a run that cannot be honoured, found before anything runs (the message
+    names the setting, the value and what is accepted)."""
+
+
+def split_names(text: str, option: str, accepted: Sequence[str] | None = None) -> list[str]:
+    """The comma-separated names given to ``option``: at least one, none empty, none twice,
+    and each one of ``accepted`` when given."""
+    names = [part.strip() for part in text.split(",")]
+    if not any(names):
+        raise UsageError(f"{option} needs at least one name, got {text!r}")
+    if "" in names:
+        raise UsageError(f"{option} has an empty name in {text!r} (names are comma-separated)")
+    twice = [n for i, n in enumerate(names) if n in names[:i]]
+    if twice:
+        raise UsageError(f"{option} names {twice[0]!r} twice")
+    bad = [n for n in names if accepted is not None and n not in accepted]
+    if bad:
+        raise UsageError(f"{option} accepts {', '.join(accepted or ())}; got {bad[0]!r}")
+    return names
+
+
+def split_dtypes(text: str, option: str) -> list[str]:
+    return split_names(text, option, DTYPES)
+
+
+def check_count(value: object, option: str) -> int:
+    """The number of Hypothesis cases: a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{option} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_engines(names: Sequence[str]) -> None:
+    """Refuse, without importing any framework, an engine or oracle that is unknown, broken
+    or not installed, and a ``KERAS_BACKEND`` the keras oracle does not run on."""
+    registry = _engines.registry()
+    for name in names:
+        if name in ORACLES:
+            missing = [p for p in ORACLES[name][1] if importlib.util.find_spec(p) is None]
+            if missing:
+                raise _engines.EngineUnavailableError(
+                    f"the {name!r} oracle needs {', '.join(missing)}: pip install "
+                    f"{' '.join(ORACLES[name][1])}"
+                )
+            continue
+        if name in registry and registry[name].installed():
+            continue
+        try:
+            _engines.engine(name)  # raises the unknown, broken and not-installed errors
+        except _engines.UnknownEngineError as exc:
+            raise _engines.UnknownEngineError(f"{exc} Oracles: {', '.join(ORACLES)}.") from None
+    backend = os.environ.get("KERAS_BACKEND")
+    if "keras" in names and backend and backend not in KERAS_BACKENDS:
+        raise UsageError(
+            f"KERAS_BACKEND={backend!r}: the keras oracle runs on {', '.join(KERAS_BACKENDS)}"
+        )
 
 
 @dataclass
@@ -264,13 +328,15 @@ class Report:
 
 
 def prepare(names: Sequence[str], extra_gaps: Sequence[str] = ()) -> list[EngineRun]:
+    """An :class:`EngineRun` per engine. The names and the extra known-gap files are checked
+    before any framework is imported (:class:`UsageError`, the engines' selection errors,
+    :class:`~multirnn.conformance.known_gaps.KnownGapsError`)."""
+    check_engines(names)
+    extra = [gap for path in extra_gaps for gap in load(path)]
     runs = []
     for name in names:
         ad = adapter(name)
-        gaps = load(ad.known_gaps or builtin_path(name))
-        for path in extra_gaps:
-            gaps += [g for g in load(path)]
-        runs.append(EngineRun(ad, gaps))
+        runs.append(EngineRun(ad, load(ad.known_gaps or builtin_path(name)) + extra))
     return runs
 
 

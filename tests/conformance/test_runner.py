@@ -126,8 +126,55 @@ def test_known_gaps_turn_failures_into_xfail_and_report_unused_entries():
 
 
 def test_known_gap_syntax_errors_name_the_line():
-    with pytest.raises(ValueError, match="gaps.txt:2: unexpected 'float16'"):
+    with pytest.raises(known_gaps.KnownGapsError, match="gaps.txt:2: unexpected 'float16'"):
         known_gaps.parse("LSTM(*)\nGRU(*) float16\n", "gaps.txt")
+    # a pattern without glob characters names one case, and must be its id as printed
+    with pytest.raises(known_gaps.KnownGapsError, match="gaps.txt:1: 'LSTM' is neither a glob"):
+        known_gaps.parse("LSTM  # every LSTM?\n", "gaps.txt")
+    with pytest.raises(
+        known_gaps.KnownGapsError,
+        match=r"gaps.txt:2: 'LSTM\(units=3\)' would match nothing: that case's id is 'LSTM\(\)'",
+    ):
+        known_gaps.parse("GRU(*)\nLSTM(units=3)\n", "gaps.txt")
+    with pytest.raises(known_gaps.KnownGapsError, match="gaps.txt:1: .* case field units must"):
+        known_gaps.parse("LSTM(units=0) float32\n", "gaps.txt")
+
+
+def test_known_gap_files_that_cannot_be_read_are_named(tmp_path):
+    with pytest.raises(known_gaps.KnownGapsError, match="known-gap file '.*nope.txt' does not"):
+        known_gaps.load(tmp_path / "nope.txt")
+    with pytest.raises(known_gaps.KnownGapsError, match="is a directory"):
+        known_gaps.load(tmp_path)
+    (tmp_path / "latin1.txt").write_bytes(b"LSTM(*)  # caf\xe9\n")
+    with pytest.raises(known_gaps.KnownGapsError, match="is not UTF-8 text"):
+        known_gaps.load(tmp_path / "latin1.txt")
+
+
+@pytest.mark.parametrize(
+    "text,accepted,message",
+    [
+        ("", None, "--x needs at least one name, got ''"),
+        (" , ", None, "--x needs at least one name"),
+        ("numpy,,torch", None, "--x has an empty name in 'numpy,,torch'"),
+        ("numpy,torch,numpy", None, "--x names 'numpy' twice"),
+        ("float32,float16", ("float32", "float64"), "--x accepts float32, float64; got 'float16'"),
+    ],
+)
+def test_name_lists_are_exact(text, accepted, message):
+    with pytest.raises(runner.UsageError, match=message):
+        runner.split_names(text, "--x", accepted)
+    assert runner.split_names(" numpy , torch ", "--x") == ["numpy", "torch"]
+
+
+def test_engines_are_checked_before_any_framework_is_imported(monkeypatch):
+    from multirnn import engines
+
+    with pytest.raises(engines.UnknownEngineError, match="'nope'.* Oracles: keras, torch.nn"):
+        runner.prepare(["numpy", "nope"])
+    monkeypatch.setenv("KERAS_BACKEND", "foo")
+    with pytest.raises(runner.UsageError, match="KERAS_BACKEND='foo': the keras oracle runs on"):
+        runner.check_engines(["keras"])
+    runner.check_engines(["numpy"])  # only the keras oracle reads it
 
 
 def test_reproducers_name_what_is_needed():
