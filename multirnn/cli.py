@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,8 +79,109 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split(text: str | None) -> list[str]:
-    return [p.strip() for p in (text or "").split(",") if p.strip()]
+class Refused(Exception):
+    """A usage error: the message names the bad value and what is accepted. The command
+    prints it on one line and exits 2, before anything runs."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit status 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class Output:
+    """A file a command writes at the end of its run (``--json``, ``--junit``, ``--report``).
+
+    Created with the option, before the run: refused unless its directory exists and takes
+    a new file, which is checked by creating a temporary file there. :meth:`write` fills the
+    temporary file and renames it over the target, so a reader never sees half a report;
+    :meth:`discard` (on any failure or interruption) removes it, leaving nothing behind.
+    A target that exists and is not a regular file (``/dev/stdout``) is written directly.
+    """
+
+    def __init__(self, option: str, path: str):
+        self.option, self.path = option, path
+        self.target = Path(os.path.realpath(path))
+        self.temp: Path | None = None
+        self.written = False
+        if self.target.is_dir():
+            raise Refused(f"{option} {path!r} is a directory; give a file name")
+        if self.target.exists() and not self.target.is_file():  # a device or pipe
+            if not os.access(self.target, os.W_OK):
+                raise Refused(f"{option} {path!r} is not writable")
+            return
+        parent = self.target.parent
+        if not parent.is_dir():
+            what = "is not a directory" if parent.exists() else "does not exist"
+            raise Refused(f"{option} {path!r}: the directory {str(parent)!r} {what}")
+        try:
+            fd, temp = tempfile.mkstemp(dir=parent, prefix=f".{self.target.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise Refused(
+                f"{option} {path!r}: cannot write in {str(parent)!r} ({exc.strerror or exc})"
+            ) from None
+        os.close(fd)
+        self.temp = Path(temp)
+
+    def write(self, text: str) -> None:
+        if self.temp is None:  # a device or pipe
+            with open(self.target, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            self.written = True
+            return
+        self.temp.write_text(text, encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.temp, 0o666 & ~umask)  # as a plain open() would have made it
+        os.replace(self.temp, self.target)
+        self.temp, self.written = None, True
+
+    def discard(self) -> None:
+        if self.temp is not None:
+            self.temp.unlink(missing_ok=True)
+            self.temp = None
+
+
+def _outputs(pairs: Sequence[tuple[str, str | None]]) -> list[Output]:
+    """An :class:`Output` for each option given; refused if two name the same file."""
+    given = [(option, path) for option, path in pairs if path is not None]
+    seen: dict[str, str] = {}
+    for option, path in given:
+        real = os.path.realpath(path)
+        if real in seen and (os.path.isfile(real) or not os.path.exists(real)):
+            raise Refused(f"{seen[real]} and {option} name the same file {path!r}")
+        seen[real] = option
+    made: list[Output] = []
+    try:
+        for option, path in given:
+            made.append(Output(option, path))
+    except Refused:
+        for out in made:
+            out.discard()
+        raise
+    return made
 
 
 def _default_engines() -> list[str]:
@@ -88,87 +191,251 @@ def _default_engines() -> list[str]:
 
 
 def _conformance(args: argparse.Namespace) -> int:
-    if args.keras_backend:
-        os.environ["KERAS_BACKEND"] = args.keras_backend
-    from multirnn import conformance as conf
-    from multirnn.conformance import environment
-    from multirnn.conformance import report as rep
+    from multirnn.conformance import cases as case_module
+    from multirnn.conformance import known_gaps, runner
 
-    names = _split(args.engines) or _default_engines()
-    dtypes = _split(args.dtype) or ["float32", "float64"]
-    bad = [d for d in dtypes if d not in ("float32", "float64")]
-    if bad:
-        print(f"multirnn conformance: --dtype accepts float32, float64; got {bad}", file=sys.stderr)
-        return 2
+    try:
+        return _run_conformance(args)
+    except (runner.UsageError, known_gaps.KnownGapsError, case_module.CaseError) as exc:
+        raise Refused(str(exc)) from None
+
+
+def _selected_cases(args: argparse.Namespace):
+    from multirnn.conformance import cases as case_module
+
+    if not args.full:
+        for option, value in (("--count", args.count), ("--seed", args.seed)):
+            if value is not None:
+                raise Refused(f"{option} applies to --full only; add --full or leave {option} out")
     if args.case:
+        selected: dict = {}
+        for text in args.case:
+            try:
+                case = case_module.Case.from_id(text)
+            except case_module.CaseError as exc:
+                raise Refused(f"--case {text!r}: {exc}") from None
+            if case in selected:
+                raise Refused(f"--case {text!r} is the same case as --case {selected[case]!r}")
+            selected[case] = text
+        return "cases given", list(selected)
+    if args.full:
+        if importlib.util.find_spec("hypothesis") is None:
+            raise Refused("--full needs hypothesis (pip install hypothesis)")
+        count = 300 if args.count is None else args.count
+        return "full", lambda: case_module.full_cases(count, args.seed or 0)
+    return "quick", case_module.quick_cases
+
+
+def _run_conformance(args: argparse.Namespace) -> int:
+    from multirnn.conformance import environment, known_gaps, runner
+    from multirnn.conformance import report as rep
+    from multirnn.conformance.cases import DTYPES
+
+    names = (
+        _default_engines()
+        if args.engines is None
+        else runner.split_names(args.engines, "--engines")
+    )
+    dtypes = list(DTYPES) if args.dtype is None else runner.split_dtypes(args.dtype, "--dtype")
+    mode, selected = _selected_cases(args)
+    for path in args.known_gaps:
         try:
-            cases = [conf.Case.from_id(c) for c in args.case]
-        except (ValueError, TypeError) as exc:
-            print(f"multirnn conformance: --case: {exc}", file=sys.stderr)
-            return 2
-    elif args.full:
-        try:
-            cases = conf.full_cases(args.count, args.seed)
-        except ImportError:
-            print("multirnn conformance: --full needs hypothesis (pip install hypothesis)",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-    else:
-        cases = conf.quick_cases()
-    mode = "cases given" if args.case else ("full" if args.full else "quick")
-    runs = conf.runner.prepare(names, args.known_gaps)  # imports the engines' frameworks
-    env = environment.collect([r.adapter for r in runs])
-    print(rep.header(mode, names, len(cases), dtypes, env), flush=True)
-    progress = None if args.no_progress else conf.runner.progress_bar()
-    result = conf.run(names, cases, dtypes, progress=progress, runs=runs)
-    print(rep.table(result))
-    print(rep.summary(result))
-    if result.failures:
-        print(rep.failures(result))
-    print(rep.closing(result))
-    if args.json:
-        Path(args.json).write_text(rep.to_json(result))
-    if args.junit:
-        Path(args.junit).write_text(rep.to_junit(result))
+            known_gaps.load(path)
+        except known_gaps.KnownGapsError as exc:
+            raise Refused(f"--known-gaps: {exc}") from None
+    if args.keras_backend:
+        if "keras" not in names:
+            raise Refused(
+                f"--keras-backend sets the backend of the keras oracle, which is not in this "
+                f"run (engines: {', '.join(names)})"
+            )
+        os.environ["KERAS_BACKEND"] = args.keras_backend
+    outputs = _outputs([("--json", args.json), ("--junit", args.junit)])
+    done = [0, 0]  # checks done, checks in the run
+    bar = None
+    try:
+        runs = runner.prepare(names, args.known_gaps)  # imports the engines' frameworks
+        for engine_run in runs:
+            backend = getattr(engine_run.adapter, "backend", None)
+            if engine_run.adapter.name == "keras" and args.keras_backend not in (None, backend):
+                raise Refused(
+                    f"--keras-backend {args.keras_backend}: keras was already imported with "
+                    f"the {backend} backend in this process"
+                )
+        cases = selected if isinstance(selected, list) else selected()
+        env = environment.collect([r.adapter for r in runs])
+        print(rep.header(mode, names, len(cases), dtypes, env), flush=True)
+        bar = None if args.no_progress else runner.progress_bar()
+        done[1] = len(runs) * len(cases) * len(dtypes)
+
+        def progress(count: int, total: int, engine: str) -> None:
+            done[0] = count
+            if bar:
+                bar(count, total, engine)
+
+        result = runner.run(names, cases, dtypes, progress=progress, runs=runs)
+        print(rep.table(result))
+        print(rep.summary(result))
+        if result.failures:
+            print(rep.failures(result))
+        print(rep.closing(result))
+        for out in outputs:
+            out.write(rep.to_json(result) if out.option == "--json" else rep.to_junit(result))
+    except KeyboardInterrupt:
+        if bar and sys.stderr.isatty():
+            sys.stderr.write("\n")
+        ran = f"after {done[0]} of {done[1]} checks" if done[1] else "before any check ran"
+        written = [out.option for out in outputs if out.written]
+        lost = [out.option for out in outputs if not out.written]
+        tail = "; no report written" if outputs and not written else ""
+        if written and lost:
+            tail = f"; {', '.join(lost)} not written"
+        print(f"multirnn conformance: interrupted {ran}{tail}", file=sys.stderr)
+        return 130
+    finally:
+        for out in outputs:
+            out.discard()
     return 0 if result.ok else 1
+
+
+def _bench_names(args: argparse.Namespace) -> list[str] | None:
+    """The contenders of ``--engines`` and ``--peers``, checked without importing anything."""
+    from multirnn.bench import contenders
+    from multirnn.conformance import runner
+
+    names = None
+    if args.engines is not None:
+        registry = engines.registry()
+        names = []
+        for given in runner.split_names(args.engines, "--engines"):
+            name, plus, variant = given.partition("+")
+            if name not in registry:
+                raise Refused(
+                    f"--engines: unknown engine {name!r}; engines: {', '.join(registry)}"
+                    " (NAME or NAME+VARIANT)"
+                )
+            info = registry[name]
+            if not info.installed():
+                raise Refused(f"--engines: engine {name!r} is not installed: {info.install_hint()}")
+            if plus and variant not in info.benchmark_variants:
+                accepted = ", ".join(f"{name}+{v}" for v in info.benchmark_variants)
+                raise Refused(
+                    f"--engines: engine {name!r} has no benchmark variant {variant!r} "
+                    f"(variants: {accepted or 'none'})"
+                )
+            names.append(f"multirnn:{given}")
+    if args.peers is not None:
+        from multirnn.bench import harness
+
+        peers = []  # --peers '': every engine, no peer
+        if args.peers.strip():
+            peers = runner.split_names(args.peers, "--peers", list(contenders.PEERS))
+        for peer in peers:
+            contender = contenders.make(peer)
+            if not contender.available():
+                raise Refused(
+                    f"--peers: {peer} needs {', '.join(contender.requires)}, not all installed"
+                )
+        names = (names or harness.engine_contenders()) + peers
+    return names
+
+
+def _bench_record(path: str) -> dict:
+    import json
+
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Refused(f"--from-json {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Refused(f"--from-json {path!r} cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise Refused(f"--from-json {path!r} is not JSON: {exc}") from None
+    if not isinstance(record, dict) or not {"contenders", "workloads"} <= set(record):
+        raise Refused(f"--from-json {path!r} is not a record written by multirnn bench --json")
+    return record
 
 
 def _bench(args: argparse.Namespace) -> int:
     import json
 
     from multirnn.bench import harness, render
+    from multirnn.conformance import runner
 
-    if args.from_json:
-        record = json.loads(Path(args.from_json).read_text())
-    else:
-        names = [f"multirnn:{e}" for e in _split(args.engines)] if args.engines else None
-        if args.peers is not None:
-            names = (names or harness.engine_contenders()) + _split(args.peers)
-        mode = "full" if args.full else "smoke" if args.smoke else "quick"
-        layers = _split(args.layers) or None
-        unknown = [x for x in layers or [] if x not in harness.LAYERS]
-        if unknown:
-            print(f"multirnn bench: --layers accepts {', '.join(harness.LAYERS)}; got {unknown}",
+    run_options = {
+        "--engines": args.engines,
+        "--peers": args.peers,
+        "--layers": args.layers,
+        "--quick": args.quick,
+        "--full": args.full,
+        "--smoke": args.smoke,
+        "--memory": args.memory,
+        "--no-memory": args.no_memory,
+        "--rounds": args.rounds,
+    }
+    try:
+        if args.from_json:
+            given = [option for option, value in run_options.items() if value not in (None, False)]
+            if given:
+                raise Refused(f"--from-json renders a saved record; {given[0]} is for a new run")
+            record = _bench_record(args.from_json)
+        else:
+            names = _bench_names(args)
+            layers = None
+            if args.layers is not None:
+                layers = runner.split_names(args.layers, "--layers", list(harness.LAYERS))
+    except runner.UsageError as exc:
+        raise Refused(str(exc)) from None
+    if args.plot:
+        _check_directory("--plot", args.plot)
+        if importlib.util.find_spec("matplotlib") is None:
+            raise Refused("--plot needs matplotlib (pip install matplotlib)")
+    outputs = _outputs([("--json", args.json), ("--report", args.report)])
+    try:
+        if not args.from_json:
+            mode = "full" if args.full else "smoke" if args.smoke else "quick"
+            print(f"multirnn bench ({mode}); matrix-multiply peak and machine first",
                   file=sys.stderr)  # fmt: skip
-            return 2
-        print(f"multirnn bench ({mode}); matrix-multiply peak and machine first", file=sys.stderr)
-        memory = True if args.memory else False if args.no_memory else None
-        record = harness.run(names, layers, mode, memory=memory, rounds=args.rounds,
-                             progress=lambda text: print(text, file=sys.stderr))  # fmt: skip
-    if args.json:  # first: a long run is saved even if rendering fails
-        Path(args.json).write_text(json.dumps(record, indent=1))
-    print(render.table(record, "S"))
-    for line in render.skipped(record):
-        print(line)
-    written = render.plots(record, args.plot) if args.plot else []
-    if args.report:
-        report_path = Path(args.report)
-        report_path.write_text(render.report(record, written, relative_to=report_path.parent))
+            memory = True if args.memory else False if args.no_memory else None
+            record = harness.run(names, layers, mode, memory=memory, rounds=args.rounds,
+                                 progress=lambda text: print(text, file=sys.stderr))  # fmt: skip
+        for out in outputs:  # the record first: a long run is saved even if rendering fails
+            if out.option == "--json":
+                out.write(json.dumps(record, indent=1))
+        print(render.table(record, "S"))
+        for line in render.skipped(record):
+            print(line)
+        written = render.plots(record, args.plot) if args.plot else []
+        for out in outputs:
+            if out.option == "--report":
+                out.write(render.report(record, written, relative_to=Path(out.path).parent))
+    except KeyboardInterrupt:
+        saved = [out.option for out in outputs if out.written]
+        tail = f"; {', '.join(saved)} written" if saved else "; no record written"
+        print(f"multirnn bench: interrupted{tail if outputs else ''}", file=sys.stderr)
+        return 130
+    finally:
+        for out in outputs:
+            out.discard()
     return 0
 
 
+def _check_directory(option: str, path: str) -> None:
+    """A directory that exists and takes new files, or can be created."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_dir():
+        raise Refused(f"{option} {path!r} is not a directory")
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise Refused(f"{option} {path!r}: cannot create or write in {str(existing)!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="multirnn", description=__doc__)
+    """Run the command; returns its exit status: 0 success, 1 failures found (conformance),
+    2 a usage error (nothing ran), 130 interrupted."""
+    parser = _Parser(prog="multirnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     conf = sub.add_parser(
         "conformance",
@@ -184,11 +451,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = conf.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the deterministic grid (default)")
     size.add_argument("--full", action="store_true", help="grid plus Hypothesis-generated cases")
-    conf.add_argument("--count", type=int, default=300, help="Hypothesis cases in --full")
-    conf.add_argument("--seed", type=int, default=0, help="Hypothesis seed in --full")
+    conf.add_argument(
+        "--count", type=_positive_int, help="Hypothesis cases in --full (default 300)"
+    )
+    conf.add_argument("--seed", type=_nonnegative_int, help="Hypothesis seed in --full (default 0)")
     conf.add_argument("--case", action="append", help="run only this case id (repeatable)")
     conf.add_argument("--known-gaps", action="append", default=[], help="extra known-gap file")
-    conf.add_argument("--keras-backend", help="KERAS_BACKEND for the keras oracle")
+    conf.add_argument(
+        "--keras-backend",
+        choices=("tensorflow", "jax", "torch"),
+        help="KERAS_BACKEND for the keras oracle",
+    )
     conf.add_argument("--json", help="write every result as JSON here")
     conf.add_argument("--junit", help="write a JUnit XML report here")
     conf.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -202,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument(
         "--peers",
         help="peers: torch.nn, keras:tensorflow, keras:tensorflow+xla, keras:jax, "
-        "keras:torch, flax.nnx (default: every installed one)",
+        "keras:torch, flax.nnx (default: every installed one; '' for none)",
     )
     bench.add_argument("--layers", help="lstm,gru,simple_rnn (default: all)")
     speed = bench.add_mutually_exclusive_group()
@@ -214,8 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--memory", action="store_true", help="measure peak memory (default: --full)"
     )
     memory.add_argument("--no-memory", action="store_true", help="skip peak-memory workers")
-    bench.add_argument("--rounds", type=int, help="round-robin passes, best median kept "
-                       "(default 2; 1 for --smoke)")  # fmt: skip
+    bench.add_argument("--rounds", type=_positive_int, help="round-robin passes, best median "
+                       "kept (default 2; 1 for --smoke)")  # fmt: skip
     bench.add_argument("--json", help="write the whole record here")
     bench.add_argument("--plot", help="directory for time_vs_length.png and shape_s.png")
     bench.add_argument("--report", help="write the Markdown report (e.g. docs/benchmarks.md)")
@@ -227,12 +500,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run every documented layer on one engine")
     demo.add_argument("--backend", default=None, help="engine name (default: the selected one)")
     demo.set_defaults(run=_demo)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (2) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 0
+    command = f"multirnn {args.command}"
     try:
         return args.run(args)
-    except (engines.UnknownEngineError, engines.EngineUnavailableError) as exc:
-        print(f"multirnn: {exc}", file=sys.stderr)
+    except (Refused, engines.UnknownEngineError, engines.EngineUnavailableError) as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,49 +6,35 @@ variable; collecting the suite with neither is an error, never an empty pass.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from multirnn.conformance.plugin import CASE, DEVICE, DTYPE, ENGINE, ENV_ENGINES, PAIRWISE
-
-
-def _option(config, name, default=None):
-    try:
-        value = config.getoption(name)
-    except ValueError:  # the plugin was disabled (-p no:multirnn): env vars only
-        return default
-    return default if value is None else value
+from multirnn.conformance.plugin import CASE, DEVICE, DTYPE, ENGINE, PAIRWISE, selection
 
 
 def _state(config):
     if hasattr(config, "_multirnn_conformance"):
         return config._multirnn_conformance
     from multirnn import engines
-    from multirnn.conformance import cases, runner
+    from multirnn.conformance import cases, known_gaps, runner
 
-    text = _option(config, "--multirnn-engines") or os.environ.get(ENV_ENGINES, "")
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise pytest.UsageError(
-            "multirnn conformance: no engine selected. Pass --multirnn-engines=NAME[,NAME] or "
-            f"set {ENV_ENGINES}. Installed engines: {', '.join(engines.available())}"
-            " (and 'keras' as an oracle where Keras 3 is installed)."
-        )
-    dtypes = _option(config, "--multirnn-dtypes", "float32,float64")
-    dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
-    if not dtypes or set(dtypes) - {"float32", "float64"}:
-        raise pytest.UsageError(f"--multirnn-dtypes accepts float32,float64; got {dtypes}")
+    chosen = selection(config)  # a bad option is a pytest.UsageError naming it
     try:
-        runs = runner.prepare(names, _option(config, "--multirnn-known-gaps", []))
+        runs = runner.prepare(chosen["names"], chosen["known_gaps"])
     except (engines.UnknownEngineError, engines.EngineUnavailableError) as exc:
-        raise pytest.UsageError(f"multirnn conformance: {exc}") from exc
-    if _option(config, "--multirnn-full", False):
-        selected = cases.full_cases(_option(config, "--multirnn-count", 300))
-    else:
-        selected = cases.quick_cases()
-    config._multirnn_conformance = {"runs": runs, "dtypes": dtypes, "cases": selected}
+        raise pytest.UsageError(f"multirnn conformance: {exc}") from None
+    except (runner.UsageError, known_gaps.KnownGapsError) as exc:
+        raise pytest.UsageError(f"multirnn conformance: {exc}") from None
+    selected = cases.full_cases(chosen["count"]) if chosen["full"] else cases.quick_cases()
+    config._multirnn_conformance = {"runs": runs, "dtypes": chosen["dtypes"], "cases": selected}
     return config._multirnn_conformance
+
+
+def pytest_collectstart(collector):
+    """The selection is made as the suite's module starts collecting, where a usage error
+    stops pytest with its one-line message (in pytest_generate_tests it would be a
+    collection error with a traceback)."""
+    if isinstance(collector, pytest.Module) and collector.path.name == "test_conformance.py":
+        _state(collector.config)
 
 
 def pytest_generate_tests(metafunc):

@@ -20,25 +20,98 @@ ENGINE, DEVICE, DTYPE = "multirnn_engine", "multirnn_device", "multirnn_dtype"
 CASE, PAIRWISE = "multirnn_case", "multirnn_pairwise"
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("multirnn", "multirnn conformance suite")
     group.addoption("--multirnn-engines", help=f"comma-separated engines (or ${ENV_ENGINES})")
     group.addoption("--multirnn-dtypes", default="float32,float64", help="dtypes to check")
     group.addoption("--multirnn-full", action="store_true", help="add Hypothesis-generated cases")
     group.addoption(
-        "--multirnn-count", type=int, default=300, help="Hypothesis cases in --multirnn-full"
+        "--multirnn-count",
+        type=_positive_int,
+        default=None,
+        help="Hypothesis cases in --multirnn-full (default 300)",
     )
     group.addoption(
         "--multirnn-known-gaps", action="append", default=[], help="extra known-gap file"
     )
 
 
-def _selected(config) -> str:
+def option(config, name, default=None):
+    """An option's value; ``default`` when it is not given or the plugin is disabled
+    (``-p no:multirnn``: then the suite reads the environment variable only)."""
     try:
-        given = config.getoption("--multirnn-engines")
+        value = config.getoption(name)
     except ValueError:
-        given = None
-    return given or os.environ.get(ENV_ENGINES, "")
+        return default
+    return default if value is None else value
+
+
+def _selected(config) -> str:
+    return option(config, "--multirnn-engines") or os.environ.get(ENV_ENGINES, "")
+
+
+def selection(config) -> dict:
+    """The engines, dtypes, Hypothesis count and extra known-gap files the options select,
+    each checked before anything is imported or run; a bad value is a ``pytest.UsageError``
+    naming it and what is accepted."""
+    import pytest
+
+    from multirnn import engines
+    from multirnn.conformance import known_gaps, runner
+
+    given = option(config, "--multirnn-engines")
+    source = "--multirnn-engines" if given else ENV_ENGINES
+    text = given or os.environ.get(ENV_ENGINES, "")
+    try:
+        if not text.strip():
+            raise pytest.UsageError(
+                "multirnn conformance: no engine selected. Pass --multirnn-engines=NAME[,NAME] "
+                f"or set {ENV_ENGINES}. Installed engines: {', '.join(engines.available())}"
+                " (and 'keras' as an oracle where Keras 3 is installed)."
+            )
+        names = runner.split_names(text, source)
+        dtypes = runner.split_dtypes(
+            option(config, "--multirnn-dtypes", "float32,float64"), "--multirnn-dtypes"
+        )
+        full = option(config, "--multirnn-full", False)
+        count = option(config, "--multirnn-count")
+        if count is not None and not full:
+            raise runner.UsageError(
+                "--multirnn-count applies to --multirnn-full only; add --multirnn-full or leave "
+                "--multirnn-count out"
+            )
+        count = runner.check_count(300 if count is None else count, "--multirnn-count")
+        gaps = list(option(config, "--multirnn-known-gaps", []))
+        for path in gaps:
+            try:
+                known_gaps.load(path)
+            except known_gaps.KnownGapsError as exc:
+                raise runner.UsageError(f"--multirnn-known-gaps: {exc}") from None
+        runner.check_engines(names)
+    except (runner.UsageError, known_gaps.KnownGapsError) as exc:
+        raise pytest.UsageError(f"multirnn conformance: {exc}") from None
+    except (engines.UnknownEngineError, engines.EngineUnavailableError) as exc:
+        raise pytest.UsageError(f"multirnn conformance: {source}: {exc}") from None
+    return {"names": names, "dtypes": dtypes, "full": full, "count": count, "known_gaps": gaps}
+
+
+def pytest_configure(config):
+    """A run that selects the suite has its options checked now, before collection (and,
+    under pytest-xdist, before any worker starts)."""
+    if _selected(config):
+        selection(config)
 
 
 def pytest_report_header(config):

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -13,7 +18,7 @@ import pytest
 
 import multirnn
 from multirnn import cli, engines
-from multirnn.conformance import adapters
+from multirnn.conformance import adapters, runner
 from multirnn.conformance.cases import quick_cases
 
 from .. import plugins
@@ -246,6 +251,239 @@ def test_cli_single_case_and_bad_arguments(capsys):
     assert "unknown multirnn engine 'nope'" in capsys.readouterr().err
 
 
+@pytest.fixture
+def nothing_runs(monkeypatch):
+    """A usage error must stop the command before any case runs."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a case ran")
+
+    monkeypatch.setattr(runner, "check_case", refuse)
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err and err.endswith("\n") and err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
+USAGE_ERRORS = [
+    # --case: each of these ran (dropout=2.0 as dropout=True) or ended in a traceback
+    (
+        ["--case", "LSTM(units=0)"],
+        "--case 'LSTM(units=0)': case field units must be a positive integer, got 0",
+    ),
+    (
+        ["--case", "LSTM(units=two)"],
+        "--case 'LSTM(units=two)': case field units must be a positive integer, got 'two'",
+    ),
+    (
+        ["--case", "Foo()"],
+        "--case 'Foo()': unknown layer 'Foo'; a case is SimpleRNN(...), LSTM(...), GRU(...)",
+    ),
+    (
+        ["--case", "LSTM(go_backwards=maybe)"],
+        "--case 'LSTM(go_backwards=maybe)': case field go_backwards must be True or False, got "
+        "'maybe'",
+    ),
+    (
+        ["--case", "LSTM(dropout=2.0)"],
+        "--case 'LSTM(dropout=2.0)': case field dropout must be True or False (True: explicit "
+        "dropout masks at both rates 0.5), got '2.0'",
+    ),
+    (
+        ["--case", "LSTM(activation=foo)"],
+        "--case 'LSTM(activation=foo)': LSTM: unknown activation 'foo'. Accepted: tanh,",
+    ),
+    (["--case", "LSTM(colour=red)"], "--case 'LSTM(colour=red)': unknown case field 'colour'"),
+    (
+        ["--case", "LSTM()", "--case", "LSTM(units=3)"],
+        "--case 'LSTM(units=3)' is the same case as --case 'LSTM()'",
+    ),
+    # engines and dtypes
+    (["--engines", "nope"], "unknown multirnn engine 'nope'."),
+    (["--engines", "numpy,,numpy"], "--engines has an empty name in 'numpy,,numpy'"),
+    (["--engines", "numpy,numpy"], "--engines names 'numpy' twice"),
+    (["--engines", ""], "--engines needs at least one name, got ''"),
+    (["--dtype", "float16"], "--dtype accepts float32, float64; got 'float16'"),
+    (["--dtype", "float64,float64"], "--dtype names 'float64' twice"),
+    # Hypothesis settings: a traceback from Hypothesis, or silently ignored without --full
+    (["--full", "--count", "-3"], "argument --count: must be a positive integer, got '-3'"),
+    (["--full", "--count", "x"], "argument --count: must be a positive integer, got 'x'"),
+    (["--full", "--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+    (["--count", "5"], "--count applies to --full only; add --full or leave --count out"),
+    (["--seed", "5"], "--seed applies to --full only; add --full or leave --seed out"),
+    # known-gap files: a traceback
+    (
+        ["--known-gaps", "{tmp}/none.txt"],
+        "--known-gaps: known-gap file '{tmp}/none.txt' does not exist",
+    ),
+    (["--known-gaps", "{tmp}"], "--known-gaps: known-gap file '{tmp}' is a directory"),
+    (
+        ["--known-gaps", "{tmp}/gaps.txt"],
+        "--known-gaps: {tmp}/gaps.txt:2: unexpected 'float16'; an entry is '<pattern> ",
+    ),
+    # the keras oracle's backend: a traceback from Keras after the header
+    (
+        ["--keras-backend", "foo"],
+        "argument --keras-backend: invalid choice: 'foo' (choose from 'tensorflow', 'jax', "
+        "'torch')",
+    ),
+    (
+        ["--keras-backend", "jax"],
+        "--keras-backend sets the backend of the keras oracle, which is not in this run "
+        "(engines: numpy)",
+    ),
+    # reports: a traceback after the whole run, its results lost
+    (
+        ["--json", "{tmp}/missing/r.json"],
+        "--json '{tmp}/missing/r.json': the directory '{tmp}/missing' does not exist",
+    ),
+    (
+        ["--junit", "{tmp}/gaps.txt/r.xml"],
+        "--junit '{tmp}/gaps.txt/r.xml': the directory '{tmp}/gaps.txt' is not a directory",
+    ),
+    (["--json", "{tmp}"], "--json '{tmp}' is a directory; give a file name"),
+    (["--json", "{tmp}/r", "--junit", "{tmp}/r"], "--json and --junit name the same file"),
+    # a report requested, then an engine refused: the report's temporary file goes too
+    (["--engines", "numpy,nope", "--json", "{tmp}/r.json"], "unknown multirnn engine 'nope'."),
+]
+
+
+@pytest.mark.parametrize("argv,message", USAGE_ERRORS)
+def test_usage_errors_exit_2_with_one_line_before_any_case_runs(
+    argv, message, tmp_path, capsys, nothing_runs
+):
+    tmp = str(Path(os.path.realpath(tmp_path)))
+    (tmp_path / "gaps.txt").write_text("LSTM(*)  # fine\nGRU(*) float16\n")
+    before = sorted(tmp_path.iterdir())
+    argv = [a.format(tmp=tmp) for a in argv]
+    if "--engines" not in argv:
+        argv = ["--engines", "numpy", *argv]
+    assert cli.main(["conformance", "--no-progress", *argv]) == 2
+    captured = capsys.readouterr()
+    line = one_line(captured.err)
+    assert line.startswith("multirnn conformance: " + message.format(tmp=tmp)), line
+    assert captured.out == ""  # not even the header: nothing ran
+    assert sorted(tmp_path.iterdir()) == before  # no report, no temporary file
+
+
+def test_ctrl_c_exits_130_and_writes_no_report(tmp_path, capsys, monkeypatch):
+    calls = []
+    check_case = runner.check_case
+
+    def interrupted_after_three(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return check_case(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "check_case", interrupted_after_three)
+    reports = ["--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml")]
+    assert cli.main(["conformance", "--engines", "numpy", "--no-progress", *reports]) == 130
+    captured = capsys.readouterr()
+    total = 2 * len(quick_cases())
+    assert captured.err == (
+        f"multirnn conformance: interrupted after 3 of {total} checks; no report written\n"
+    )
+    assert captured.out.startswith("multirnn conformance (quick)") and "family" not in captured.out
+    assert list(tmp_path.iterdir()) == []  # neither the reports nor their temporary files
+
+
+def test_ctrl_c_while_the_engines_load(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "prepare", interrupted)
+    assert cli.main(["conformance", "--engines", "numpy", "--case", "LSTM()"]) == 130
+    assert capsys.readouterr().err == "multirnn conformance: interrupted before any check ran\n"
+
+
+def test_sigint_during_a_run_exits_130_with_one_line_and_no_report(tmp_path):
+    env = dict(os.environ)
+    env.pop(engines.ENV_VAR, None)
+    command = [sys.executable, "-m", "multirnn.cli", "conformance", "--engines", "numpy",
+               "--json", "r.json", "--junit", "r.xml"]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        first = proc.stderr.readline()  # the progress bar's first line: a check has run
+        assert re.match(r"\[[#.]+\] 1/\d+ numpy", first), first
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert re.fullmatch(
+        r"multirnn conformance: interrupted after \d+ of \d+ checks; no report written",
+        err.splitlines()[-1],
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+class Options:
+    """A pytest config holding the plugin's options."""
+
+    def __init__(self, **given):
+        self.given = {
+            "--multirnn-engines": None,
+            "--multirnn-dtypes": "float32,float64",
+            "--multirnn-full": False,
+            "--multirnn-count": None,
+            "--multirnn-known-gaps": [],
+        }
+        self.given.update({"--multirnn-" + k.replace("_", "-"): v for k, v in given.items()})
+
+    def getoption(self, name):
+        return self.given[name]
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"engines": "numpy,,torch"}, "--multirnn-engines has an empty name in 'numpy,,torch'"),
+        ({"engines": "numpy,numpy"}, "--multirnn-engines names 'numpy' twice"),
+        ({"engines": "nope"}, "--multirnn-engines: unknown multirnn engine 'nope'."),
+        ({"dtypes": "float16"}, "--multirnn-dtypes accepts float32, float64; got 'float16'"),
+        ({"dtypes": ","}, "--multirnn-dtypes needs at least one name"),
+        ({"count": 5}, "--multirnn-count applies to --multirnn-full only"),
+        ({"full": True, "count": 0}, "--multirnn-count must be a positive integer, got 0"),
+        (
+            {"known_gaps": ["{tmp}/none.txt"]},
+            "--multirnn-known-gaps: known-gap file '{tmp}/none.txt' does not exist",
+        ),
+    ],
+)
+def test_pytest_plugin_options_are_checked(options, message, tmp_path):
+    from multirnn.conformance import plugin
+
+    options = {"engines": "numpy", **options}
+    if "known_gaps" in options:
+        options["known_gaps"] = [p.format(tmp=tmp_path) for p in options["known_gaps"]]
+    with pytest.raises(pytest.UsageError) as info:
+        plugin.selection(Options(**options))
+    assert str(info.value).startswith("multirnn conformance: " + message.format(tmp=tmp_path))
+    chosen = plugin.selection(Options(engines="numpy", dtypes="float64"))
+    assert chosen["names"] == ["numpy"] and chosen["dtypes"] == ["float64"]
+
+
+def test_pytest_plugin_usage_errors_stop_pytest_with_one_line():
+    for args, message in [
+        (["--multirnn-engines=numpy", "--multirnn-dtypes=float16"],
+         "ERROR: multirnn conformance: --multirnn-dtypes accepts float32, float64; got "
+         "'float16'"),
+        ([], "ERROR: multirnn conformance: no engine selected."),  # at collection
+    ]:  # fmt: skip
+        run = plugins.run(
+            ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "multirnn.conformance",
+             *args]
+        )  # fmt: skip
+        text = run.stdout + run.stderr
+        assert run.returncode == 4, text  # pytest's usage error
+        assert message in text and "Traceback" not in text and "conftest.py" not in text
+
+
 def test_registered_third_party_engine_is_checked_by_name(broken_engine):
     result = plugins.run(
         [
@@ -290,7 +528,7 @@ def test_pytest_integration(broken_engine):
     none = plugins.run(
         ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "multirnn.conformance"]
     )
-    assert none.returncode != 0 and "no engine selected" in none.stdout + none.stderr
+    assert none.returncode == 4 and "no engine selected" in none.stdout + none.stderr
     broken = plugins.run(
         [
             "-m",
