@@ -77,3 +77,17 @@ def check_real(owner: str, arg: str, value: object) -> float:
     if not is_real(value) or not np.isfinite(value):
         raise ValueError(f"{owner}: {arg} must be a finite number, got {show(value)}")
     return float(value)
+
+
+def positive_int_option(text: str) -> int:
+    """A command-line option's positive integer (an ``argparse`` type; ``multirnn`` and
+    the pytest plugin share it)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value

@@ -16,6 +16,7 @@ import numpy as np
 
 import multirnn
 from multirnn import engines
+from multirnn._checks import positive_int_option
 
 DEMO_CASES: tuple[tuple[str, dict], ...] = (
     ("SimpleRNN", {}),
@@ -82,16 +83,6 @@ def _demo(args: argparse.Namespace) -> int:
 class Refused(Exception):
     """A usage error: the message names the bad value and what is accepted. The command
     prints it on one line and exits 2, before anything runs."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _nonnegative_int(text: str) -> int:
@@ -452,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size.add_argument("--quick", action="store_true", help="the deterministic grid (default)")
     size.add_argument("--full", action="store_true", help="grid plus Hypothesis-generated cases")
     conf.add_argument(
-        "--count", type=_positive_int, help="Hypothesis cases in --full (default 300)"
+        "--count", type=positive_int_option, help="Hypothesis cases in --full (default 300)"
     )
     conf.add_argument("--seed", type=_nonnegative_int, help="Hypothesis seed in --full (default 0)")
     conf.add_argument("--case", action="append", help="run only this case id (repeatable)")
@@ -487,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--memory", action="store_true", help="measure peak memory (default: --full)"
     )
     memory.add_argument("--no-memory", action="store_true", help="skip peak-memory workers")
-    bench.add_argument("--rounds", type=_positive_int, help="round-robin passes, best median "
+    bench.add_argument("--rounds", type=positive_int_option, help="round-robin passes, best median "
                        "kept (default 2; 1 for --smoke)")  # fmt: skip
     bench.add_argument("--json", help="write the whole record here")
     bench.add_argument("--plot", help="directory for time_vs_length.png and shape_s.png")

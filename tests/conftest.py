@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+import multirnn
 from multirnn import engines
+
+#: the built-in engines, in the order tests are parametrised over them
+ENGINES = ("numpy", "torch", "jax", "tensorflow")
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +17,12 @@ def _clean_selection(monkeypatch):
     engines.set_backend(None)
     yield
     engines.set_backend(None)
+
+
+@pytest.fixture(params=ENGINES)
+def eng(request):
+    """Each built-in engine in turn (skipped where its framework is not installed), for the
+    behaviours every engine shares: one test, parametrised, instead of a copy per engine."""
+    if request.param not in engines.available():
+        pytest.skip(f"{request.param} is not installed")
+    return multirnn.engine(request.param)

@@ -12,15 +12,6 @@ import pytest
 import multirnn
 from multirnn import engines
 
-ENGINES = ("numpy", "torch", "jax", "tensorflow")
-
-
-@pytest.fixture(params=ENGINES)
-def eng(request):
-    if request.param not in engines.available():
-        pytest.skip(f"{request.param} is not installed")
-    return multirnn.engine(request.param)
-
 
 def _data(batch=3, time=5, features=4):
     rng = np.random.default_rng(0)

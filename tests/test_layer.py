@@ -11,15 +11,6 @@ import pytest
 import multirnn
 from multirnn import engines
 
-ENGINES = ("numpy", "torch", "jax", "tensorflow")
-
-
-@pytest.fixture(params=ENGINES)
-def eng(request):
-    if request.param not in engines.available():
-        pytest.skip(f"{request.param} is not installed")
-    return multirnn.engine(request.param)
-
 
 def keras2_script(eng, x: np.ndarray) -> list[np.ndarray]:
     """Written as Keras 2 code would be: shapes, initial weights, frozen layers, a

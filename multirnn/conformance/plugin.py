@@ -14,6 +14,8 @@ import itertools
 import os
 
 ENV_ENGINES = "MULTIRNN_CONFORMANCE_ENGINES"
+
+
 #: The user properties each conformance test carries (they travel with pytest-xdist's
 #: reports, and appear in ``--junitxml``).
 ENGINE, DEVICE, DTYPE = "multirnn_engine", "multirnn_device", "multirnn_dtype"
@@ -21,15 +23,9 @@ CASE, PAIRWISE = "multirnn_case", "multirnn_pairwise"
 
 
 def _positive_int(text: str) -> int:
-    import argparse
+    from multirnn._checks import positive_int_option  # imported only when the option is used
 
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+    return positive_int_option(text)
 
 
 def pytest_addoption(parser):
