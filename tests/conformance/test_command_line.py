@@ -401,8 +401,9 @@ def test_ctrl_c_while_the_engines_load(capsys, monkeypatch):
 def test_sigint_during_a_run_exits_130_with_one_line_and_no_report(tmp_path):
     env = dict(os.environ)
     env.pop(engines.ENV_VAR, None)
+    # thousands of cases, so that the run is still going when the signal arrives
     command = [sys.executable, "-m", "multirnn.cli", "conformance", "--engines", "numpy",
-               "--json", "r.json", "--junit", "r.xml"]  # fmt: skip
+               "--full", "--count", "3000", "--json", "r.json", "--junit", "r.xml"]  # fmt: skip
     proc = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -419,7 +420,7 @@ def test_sigint_during_a_run_exits_130_with_one_line_and_no_report(tmp_path):
         r"multirnn conformance: interrupted after \d+ of \d+ checks; no report written",
         err.splitlines()[-1],
     )
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] in ([], [".hypothesis"])  # Hypothesis' cache
 
 
 class Options:
