@@ -12,6 +12,7 @@ from typing import Any
 from multirnn import activations, constraints, convert, initializers, regularizers
 from multirnn._version import __version__
 from multirnn.arrays import to_numpy
+from multirnn.cells import Cell, register_cell
 from multirnn.engines import (
     EngineUnavailableError,
     UnknownEngineError,
@@ -24,6 +25,8 @@ from multirnn.spec import LayerSpec
 
 __all__ = [
     "GRU",
+    "RNN",
+    "Cell",
     "LSTM",
     "Bidirectional",
     "EngineUnavailableError",
@@ -41,13 +44,14 @@ __all__ = [
     "from_config",
     "initializers",
     "load",
+    "register_cell",
     "regularizers",
     "save",
     "set_backend",
     "to_numpy",
 ]
 
-_LAYER_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Recurrent", "Bidirectional")
+_LAYER_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Recurrent", "Bidirectional", "RNN")
 
 
 def __getattr__(name: str) -> Any:

@@ -98,6 +98,17 @@ class Engine:
             raise AttributeError(f"engine {self.name!r} provides no Bidirectional wrapper")
         return cls
 
+    @property
+    def RNN(self) -> type:
+        cls = getattr(self.module, "RNN", None)
+        if cls is None:
+            runs = [n for n, e in _loaded.items() if getattr(e.module, "RNN", None) is not None]
+            raise AttributeError(
+                f"engine {self.name!r} does not run users' cells (RNN) yet; engines that do: "
+                f"{', '.join(sorted(set(runs) | {'numpy'}))}"
+            )
+        return cls
+
     def layer_class(self, layer: str) -> type:
         return getattr(self.module, layer)
 

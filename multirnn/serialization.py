@@ -39,6 +39,8 @@ def from_config(config: dict[str, Any], backend: str | None = None):
     """A new, unbuilt layer (or ``Bidirectional``) on ``backend`` (default: the selected
     engine) from a config that ``get_config()`` returned."""
     eng = engines.engine(backend)
+    if isinstance(config, dict) and "cell" in config:
+        return eng.RNN.from_config(config)
     if _is_bidirectional(config):
         unknown = sorted(set(config) - {"layer", "merge_mode", "name"})
         if unknown:
@@ -48,6 +50,12 @@ def from_config(config: dict[str, Any], backend: str | None = None):
         return eng.Bidirectional.from_config(config)
     spec = specs.from_config(config)
     return eng.layer_class(spec.layer).from_config(config)
+
+
+def _weight_names(layer: Any) -> list[str]:
+    """A layer's weight names in order: its spec's, or (``RNN``) its cell's declarations."""
+    names = getattr(layer, "weight_names", None)
+    return list(names) if names is not None else list(layer.spec.weight_names)
 
 
 def _layers(layer: Any) -> list[tuple[str, Any]]:
@@ -71,7 +79,7 @@ def save(layer: Any, path: str | os.PathLike, *, states: bool = True) -> None:
         )
     tensors: dict[str, np.ndarray] = {}
     for prefix, part in _layers(layer):
-        for name, w in zip(part.spec.weight_names, part.get_weights()):
+        for name, w in zip(_weight_names(part), part.get_weights()):
             tensors[prefix + name] = np.ascontiguousarray(w)
         carried = part.states if states and part.spec.stateful else None
         if carried is not None:
@@ -126,7 +134,7 @@ def load(
         reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise LayerFileError(f"load: {path}: metadata key {_META_CONFIG!r}: {reason}") from None
     parts = _layers(layer)
-    expected = {prefix + n for prefix, part in parts for n in part.spec.weight_names}
+    expected = {prefix + n for prefix, part in parts for n in _weight_names(part)}
     stored = {k for k in tensors if _STATE not in k}
     if stored != expected:
         raise LayerFileError(
@@ -134,7 +142,7 @@ def load(
         )
     for prefix, part in parts:
         try:
-            part.set_weights([tensors[prefix + n] for n in part.spec.weight_names])
+            part.set_weights([tensors[prefix + n] for n in _weight_names(part)])
         except (TypeError, ValueError) as exc:
             raise LayerFileError(f"load: {path}: {exc}") from exc
         carried = [tensors.get(f"{prefix}{_STATE}{n}") for n in part.spec.state_names]

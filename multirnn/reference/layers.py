@@ -219,3 +219,7 @@ class Bidirectional(BidirectionalCore):
 
 
 Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
+
+from multirnn.reference.rnn import RNN  # noqa: E402 - users' cells, after the built-in layers
+
+__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Recurrent", "SimpleRNN"]

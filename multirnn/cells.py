@@ -1,0 +1,429 @@
+"""Users' own recurrent cells: declared once, run by every engine, checked by the suite.
+
+A :class:`Cell` declares its weights (canonical NumPy arrays, initialised from the
+layer's seed like the built-in layers') and its states, and writes one ``step`` against
+an array namespace: the Python array API standard, plus ``ops.activation(name)`` for
+multirnn's activations. ``multirnn.RNN(cell, **options)`` runs it over a sequence on the
+selected engine with the ``Recurrent`` options (masks, ``go_backwards``, states, ...).
+
+Nothing here imports a framework: engines hand their namespace to :func:`namespace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from multirnn import activations, constraints, initializers, regularizers
+from multirnn._checks import check_bool, check_positive_int, did_you_mean, is_int, show
+
+__all__ = ["Cell", "Ops", "WeightDecl", "cell_from_config", "namespace", "register_cell"]
+
+_REGISTRY: dict[str, type[Cell]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightDecl:
+    """One weight a cell declared in ``build``: its name, shape and training options."""
+
+    name: str
+    shape: tuple[int, ...]
+    initializer: Any
+    regularizer: Any = None
+    constraint: Any = None
+
+
+class Cell:
+    """Base class of a user's recurrent cell.
+
+    Subclasses set ``state_names`` (every state is ``(batch, units)``), declare their
+    weights in ``build(input_dim)`` with :meth:`add_weight`, and compute one step in
+    ``step(ops, w, x, states) -> (output, new_states)``, where ``w`` maps weight names to
+    the engine's arrays, ``x`` is ``(batch, input_dim)`` and the output is
+    ``(batch, units)``. ``Cell(units, **config)`` keeps extra hyperparameters as
+    attributes; they are the cell's config, so give JSON values.
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+
+    def __init__(self, units: int, **config: Any) -> None:
+        owner = type(self).__name__
+        self.units = check_positive_int(owner, "units", units)
+        for key in config:
+            if not key.isidentifier() or keyword.iskeyword(key) or hasattr(Cell, key):
+                raise ValueError(f"{owner}: {key!r} cannot be a cell option (a reserved name)")
+        self._config = dict(config)
+        for key, value in config.items():
+            setattr(self, key, value)
+        self._recording: list[WeightDecl] | None = None
+        names = type(self).state_names
+        if (
+            not isinstance(names, tuple)
+            or not names
+            or not all(isinstance(n, str) and n.isidentifier() for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise TypeError(
+                f"{owner}.state_names must be a non-empty tuple of distinct names, got "
+                f"{show(names)}"
+            )
+
+    # -- what a user writes ---------------------------------------------------------------
+    def build(self, input_dim: int) -> None:
+        """Declare the weights for inputs of ``input_dim`` features (``add_weight``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define build(self, input_dim)")
+
+    def step(self, ops: Any, w: dict[str, Any], x: Any, states: Sequence[Any]):
+        """One step: ``(output, new_states)``; written against ``ops`` only."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define step(self, ops, w, x, states)"
+        )
+
+    def add_weight(
+        self,
+        name: str,
+        shape: Sequence[int],
+        initializer: Any = "glorot_uniform",
+        regularizer: Any = None,
+        constraint: Any = None,
+    ) -> None:
+        """Declare a weight (only inside ``build``). Initializers, regularizers and
+        constraints take multirnn's names, config dicts or objects, as layer arguments do."""
+        owner = type(self).__name__
+        if self._recording is None:
+            raise RuntimeError(f"{owner}: add_weight is called from build(self, input_dim)")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"{owner}: a weight name is an identifier, got {show(name)}")
+        if any(d.name == name for d in self._recording):
+            raise ValueError(f"{owner}: weight {name!r} is declared twice")
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            dims = None
+        if not dims or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in dims):
+            raise ValueError(
+                f"{owner}: add_weight({name!r}) shape must be a tuple of positive integers, "
+                f"got {show(shape)}"
+            )
+        arg = f"add_weight({name!r})"
+        self._recording.append(
+            WeightDecl(
+                name,
+                tuple(int(d) for d in dims),
+                initializers.resolve(initializer, owner=owner, arg=f"{arg} initializer"),
+                regularizers.resolve(regularizer, owner=owner, arg=f"{arg} regularizer"),
+                constraints.resolve(constraint, owner=owner, arg=f"{arg} constraint"),
+            )
+        )
+
+    # -- what engines use -----------------------------------------------------------------
+    def declare(self, input_dim: int) -> tuple[WeightDecl, ...]:
+        """The weights ``build(input_dim)`` declares, in order."""
+        self._recording = []
+        try:
+            self.build(int(input_dim))
+            declared = tuple(self._recording)
+        finally:
+            self._recording = None
+        if not declared:
+            raise ValueError(f"{type(self).__name__}.build declared no weight (add_weight)")
+        return declared
+
+    def initial_weights(self, input_dim: int, seed: int) -> list[np.ndarray]:
+        """The declared weights' initial values in float64, a pure function of the input
+        size and the seed (weight ``i`` draws from ``default_rng([seed, i])``, as the
+        built-in layers' do), so one seed gives the same weights on every engine."""
+        out = []
+        for index, decl in enumerate(self.declare(input_dim)):
+            init = decl.initializer
+            if isinstance(init, initializers.Initializer):
+                value = init(decl.shape, np.random.default_rng([seed, index]))
+            else:
+                value = np.asarray(init(decl.shape), dtype=np.float64)
+            if value.shape != decl.shape:
+                raise ValueError(
+                    f"{type(self).__name__}: the initializer of {decl.name!r} returned shape "
+                    f"{value.shape}, expected {decl.shape}"
+                )
+            out.append(np.asarray(value, dtype=np.float64))
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        """``units`` and the extra options given at creation."""
+        return {"units": self.units, **self._config}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Cell:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def register_cell(cls: type[Cell] | None = None, *, name: str | None = None):
+    """Class decorator: register a cell under ``name`` (default: its class name) so that
+    configs and files naming it can be loaded. Registering another class under a taken
+    name is an error."""
+
+    def register(target: type[Cell]) -> type[Cell]:
+        if not (isinstance(target, type) and issubclass(target, Cell)):
+            raise TypeError(f"register_cell takes a subclass of multirnn.Cell, got {target!r}")
+        key = name or target.__name__
+        known = _REGISTRY.get(key)
+        if known is not None and _qualified(known) != _qualified(target):
+            raise ValueError(
+                f"register_cell: the name {key!r} is taken by {_qualified(known)}; "
+                "pass name= to register this one under another"
+            )
+        _REGISTRY[key] = target
+        target.registered_name = key
+        return target
+
+    return register if cls is None else register(cls)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def cell_config(cell: Cell) -> dict[str, Any]:
+    """A cell as ``{"class_name": registered name, "config": ...}`` (JSON-compatible)."""
+    key = getattr(type(cell), "registered_name", None)
+    if key is None or _REGISTRY.get(key) is not type(cell):
+        raise TypeError(
+            f"{type(cell).__name__} is not registered, so a config or file could not name it; "
+            "decorate the class with @multirnn.register_cell"
+        )
+    return {"class_name": key, "config": cell.get_config()}
+
+
+def cell_from_config(config: dict[str, Any]) -> Cell:
+    """The cell a :func:`cell_config` dict describes (its class must be registered)."""
+    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
+        raise ValueError(
+            f"a cell config is {{'class_name': <registered name>, 'config': {{...}}}}, got "
+            f"{show(config)}"
+        )
+    key = config["class_name"]
+    if key not in _REGISTRY:
+        hint = did_you_mean(key, _REGISTRY)
+        raise ValueError(
+            f"unknown cell {key!r}.{hint} Registered: {', '.join(sorted(_REGISTRY)) or 'none'}; "
+            "import the module that defines it (decorated with @multirnn.register_cell) first"
+        )
+    inner = config.get("config") or {}
+    if not isinstance(inner, dict):
+        raise ValueError(f"cell {key!r}: 'config' must be a dict, got {show(inner)}")
+    return _REGISTRY[key].from_config(inner)
+
+
+# -- the namespace a step sees ------------------------------------------------------------------
+
+
+class Ops:
+    """An engine's array namespace (array API standard) plus ``activation(name)``.
+
+    Attribute access goes to the namespace (``ops.tanh``, ``ops.concat``, ``ops.where``);
+    ``ops.activation("hard_sigmoid")`` is multirnn's activation of that name, evaluated
+    with the engine's ops, so a cell's gates compute exactly the built-in layers' formula.
+    """
+
+    def __init__(self, xp: Any, activation_ops: Any, name: str) -> None:
+        self._xp = xp
+        self._activation_ops = activation_ops
+        self.name = name
+        self._cache: dict[str, Callable[[Any], Any]] = {}
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._xp, attr)
+
+    def activation(self, name: Any) -> Callable[[Any], Any]:
+        key = activations.resolve(name, owner="ops", arg="activation")
+        if not isinstance(key, str):
+            return key
+        if key not in self._cache:
+            self._cache[key] = activations.function(key, self._activation_ops)
+        return self._cache[key]
+
+    def __repr__(self) -> str:
+        return f"Ops({self.name})"
+
+
+def namespace(xp: Any, activation_ops: Any, name: str) -> Ops:
+    """The ``ops`` a step receives on one engine."""
+    return Ops(xp, activation_ops, name)
+
+
+# -- the layer's options --------------------------------------------------------------------
+
+#: ``RNN(cell, ...)``'s options: the documented Recurrent options and multirnn's extensions
+#: that apply to any cell (no dropout: a cell that wants it draws it in its own step).
+RNN_OPTIONS: dict[str, Any] = {
+    "return_sequences": False,
+    "return_state": False,
+    "go_backwards": False,
+    "stateful": False,
+    "unroll": False,
+    "zero_output_for_mask": False,
+    "seed": None,
+    "dtype": None,
+    "input_dim": None,
+    "name": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNSpec:
+    """A cell and the options it runs with, validated (the cell's counterpart of
+    :class:`multirnn.spec.LayerSpec`)."""
+
+    cell: Cell
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+    stateful: bool = False
+    unroll: bool = False
+    zero_output_for_mask: bool = False
+    seed: int | None = None
+    dtype: str | None = None
+    input_dim: int | None = None
+    name: str | None = None
+
+    @property
+    def layer(self) -> str:
+        return type(self.cell).__name__
+
+    @property
+    def units(self) -> int:
+        return self.cell.units
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return type(self.cell).state_names
+
+    # the Keras 2 size checks of the built-in layers do not apply to RNN(cell)
+    input_length = None
+    batch_size = None
+
+    @property
+    def num_states(self) -> int:
+        return len(self.state_names)
+
+    def weight_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
+        return {d.name: d.shape for d in self.cell.declare(input_dim)}
+
+    def to_config(self) -> dict[str, Any]:
+        return {"cell": cell_config(self.cell)} | {key: getattr(self, key) for key in RNN_OPTIONS}
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+
+def parse_rnn(cell: Any, kwargs: dict[str, Any]) -> RNNSpec:
+    """Validate ``RNN(cell, **kwargs)``."""
+    from multirnn import spec as specs
+
+    if not isinstance(cell, Cell):
+        raise TypeError(f"RNN takes a multirnn.Cell as its first argument, got {show(cell)}")
+    unknown = sorted(set(kwargs) - set(RNN_OPTIONS))
+    if unknown:
+        hint = did_you_mean(unknown[0], RNN_OPTIONS)
+        extra = (
+            " (a cell that needs dropout draws it in its own step)"
+            if {"dropout", "recurrent_dropout"} & set(unknown)
+            else ""
+        )
+        raise TypeError(
+            f"RNN got an unexpected keyword argument {unknown[0]!r}.{hint}{extra} Valid "
+            f"keywords: {', '.join(RNN_OPTIONS)}"
+        )
+    owner = f"RNN({type(cell).__name__})"
+    given = RNN_OPTIONS | kwargs
+    fields: dict[str, Any] = {"cell": cell}
+    for key in ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
+                "zero_output_for_mask"):  # fmt: skip
+        fields[key] = check_bool(owner, key, given[key])
+    # seed, dtype, input_dim and name mean what they mean on the built-in layers
+    seed = given["seed"]
+    if seed is not None and (not is_int(seed) or seed < 0):
+        raise ValueError(f"{owner}: seed must be None or an integer >= 0, got {show(seed)}")
+    fields["seed"] = None if seed is None else int(seed)
+    fields["dtype"] = specs._dtype(owner, given["dtype"])
+    dim = given["input_dim"]
+    fields["input_dim"] = None if dim is None else check_positive_int(owner, "input_dim", dim)
+    if given["name"] is not None and not isinstance(given["name"], str):
+        raise TypeError(f"{owner}: name must be a string or None, got {show(given['name'])}")
+    fields["name"] = given["name"]
+    return RNNSpec(**fields)
+
+
+# -- portability ----------------------------------------------------------------------------
+
+
+class CellNotPortable(TypeError):
+    """A cell's ``step`` used something outside the array API namespace it was given."""
+
+
+def _strict_activation_ops(xp: Any) -> Any:
+    from types import SimpleNamespace
+
+    def _sum(x, axis=None, keepdims=False):
+        return xp.sum(x, axis=axis, keepdims=keepdims)
+
+    def _max(x, axis=None, keepdims=False):
+        return xp.max(x, axis=axis, keepdims=keepdims)
+
+    return SimpleNamespace(
+        abs=xp.abs, square=xp.square, sqrt=xp.sqrt, exp=xp.exp, expm1=xp.expm1,
+        log1p=xp.log1p, tanh=xp.tanh, sigmoid=lambda x: 1.0 / (1.0 + xp.exp(-x)),
+        maximum=xp.maximum, minimum=xp.minimum, clip=xp.clip, where=xp.where, sum=_sum,
+        max=_max,
+    )  # fmt: skip
+
+
+def check_portable(cell: Cell, input_dim: int = 3, batch: int = 2) -> None:
+    """Run ``cell.step`` once on array-api-strict arrays, the standard and nothing more: a
+    step that calls a framework's own function (``torch.sigmoid``) or a method outside the
+    standard fails here with :class:`CellNotPortable`, naming the call and its line."""
+    import traceback
+
+    try:
+        import array_api_strict as xp
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise ImportError(
+            'checking a cell needs array-api-strict: pip install ".[test]" from a multirnn '
+            "checkout, or pip install array-api-strict"
+        ) from exc
+    owner = type(cell).__name__
+    rng = np.random.default_rng(0)
+    weights = cell.initial_weights(input_dim, seed=0)
+    names = [d.name for d in cell.declare(input_dim)]
+    w = {n: xp.asarray(v) for n, v in zip(names, weights)}
+    x = xp.asarray(rng.standard_normal((batch, input_dim)))
+    states = [xp.asarray(rng.standard_normal((batch, cell.units))) for _ in cell.state_names]
+    ops = namespace(xp, _strict_activation_ops(xp), "array-api-strict")
+    try:
+        cell.step(ops, w, x, states)
+    except Exception as exc:
+        import inspect
+
+        source = inspect.getsourcefile(type(cell))
+        frames = traceback.extract_tb(exc.__traceback__)
+        frames = [f for f in frames if f.filename == source] or [
+            f for f in frames if f.filename != __file__
+        ]
+        where = (
+            f" at {frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else ""
+        )
+        raise CellNotPortable(
+            f"{owner}.step is not portable: on the array API standard alone (array-api-strict) "
+            f"it raised {type(exc).__name__}: {exc}{where}. Use only the functions of the ops "
+            "namespace it is given (ops.tanh, ops.activation('sigmoid'), ...), not a "
+            "framework's own"
+        ) from exc

@@ -1,0 +1,240 @@
+"""``RNN(cell)`` on the NumPy engine: a user's cell run over a sequence, written plainly.
+
+It is the oracle the other engines' ``RNN`` is checked against, so it shares none of their
+loop code: the mask rule, ``go_backwards`` and the states are spelled out here once more.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from multirnn import calls, cells, regularizers
+from multirnn import constraints as constraint_module
+from multirnn.layer import _BUILD_LOCK
+from multirnn.ops import NUMPY_OPS
+from multirnn.reference import kernels
+
+_names = itertools.count()
+
+
+def numpy_namespace() -> cells.Ops:
+    """NumPy (2.0 and later follow the array API standard) with multirnn's activations."""
+    if not hasattr(np, "__array_api_version__"):
+        try:
+            import array_api_compat.numpy as xp
+        except ImportError as exc:
+            raise ImportError(
+                "RNN(cell) on NumPy < 2.0 needs array-api-compat: pip install array-api-compat"
+            ) from exc
+        return cells.namespace(xp, NUMPY_OPS, "numpy")
+    return cells.namespace(np, NUMPY_OPS, "numpy")
+
+
+def check_step(spec, output, states, batch: int) -> None:
+    """A step's result must be ``(output (batch, units), [one (batch, units) per state])``."""
+    owner = f"{spec.layer}.step"
+    want = (batch, spec.units)
+    if not isinstance(states, (list, tuple)) or len(states) != spec.num_states:
+        raise ValueError(
+            f"{owner} must return (output, new_states) with {spec.num_states} state(s) "
+            f"[{', '.join(spec.state_names)}]; got {type(states).__name__} "
+            f"{len(states) if isinstance(states, (list, tuple)) else ''}"
+        )
+    for what, value in [("output", output)] + list(zip(spec.state_names, states)):
+        if tuple(getattr(value, "shape", ())) != want:
+            raise ValueError(
+                f"{owner} returned {what} of shape {tuple(getattr(value, 'shape', ()))}; every "
+                f"output and state is (batch, units) = {want}"
+            )
+
+
+class RNN:
+    """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
+    ``Recurrent`` options, on NumPy arrays."""
+
+    engine_name = "numpy"
+
+    def __init__(self, cell: cells.Cell, **kwargs: Any) -> None:
+        self.spec = cells.parse_rnn(cell, kwargs)
+        self.cell = cell
+        self.dtype: str = self.spec.dtype or kernels.DEFAULT_DTYPE
+        self.name: str = self.spec.name or f"rnn_{next(_names)}"
+        self._weights: list[np.ndarray] | None = None
+        self._names: list[str] = []
+        self._states: list[np.ndarray] | None = None
+        self._ops = numpy_namespace()
+        if self.spec.input_dim is not None:
+            self.build((None, None, self.spec.input_dim))
+
+    # -- weights ------------------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self._weights is not None
+
+    @property
+    def input_dim(self) -> int | None:
+        return None if self._weights is None else self._input_dim
+
+    @property
+    def weight_names(self) -> list[str]:
+        return list(self._names)
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        input_dim = int(input_shape[-1])
+        with _BUILD_LOCK:
+            if self._weights is None:
+                seed = self.spec.seed
+                if seed is None:
+                    seed = int(np.random.randint(0, 2**31 - 1))
+                values = self.cell.initial_weights(input_dim, seed)
+                self._names = [d.name for d in self.cell.declare(input_dim)]
+                self._input_dim = input_dim
+                self._weights = [v.astype(self.dtype) for v in values]
+                return
+        if input_dim != self._input_dim:
+            raise ValueError(
+                f"{self.name}: already built for input_dim={self._input_dim}, cannot rebuild "
+                f"for {input_dim}"
+            )
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights, in the order the cell declared them."""
+        if self._weights is None:
+            raise ValueError(f"{self.name}: get_weights needs the weights; call build() first")
+        return [w.copy() for w in self._weights]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace the weights (the cell's declared order and shapes); builds from them."""
+        weights = [np.asarray(w) for w in weights]
+        if not weights or weights[0].ndim < 1:
+            raise ValueError(f"{self.name}: set_weights takes the cell's weights, in order")
+        input_dim = self._input_dim if self.built else None
+        if input_dim is None:
+            input_dim = _input_dim_of(self.cell, weights)
+        decls = self.cell.declare(input_dim)
+        if len(weights) != len(decls):
+            raise ValueError(
+                f"{self.name}: {self.spec.layer} has {len(decls)} weights "
+                f"({', '.join(d.name for d in decls)}), got {len(weights)}"
+            )
+        for decl, value in zip(decls, weights):
+            if value.shape != decl.shape:
+                raise ValueError(
+                    f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "
+                    f"{value.shape}"
+                )
+        self._names, self._input_dim = [d.name for d in decls], input_dim
+        self._weights = [np.array(w, dtype=self.dtype) for w in weights]
+
+    # -- calling ------------------------------------------------------------------------------
+    def __call__(self, inputs: Any, *, mask: Any = None, initial_state: Any = None,
+                 training: bool | None = None):  # fmt: skip
+        spec = self.spec
+        if training is not None and not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
+        x = kernels.host(self.name, inputs, "inputs", self.dtype)
+        call = calls.inputs(spec, x.shape, x.dtype.name, expected_dtype=self.dtype,
+                            input_dim=self.input_dim)  # fmt: skip
+        if mask is not None:
+            mask = kernels.host(self.name, mask, "mask", None)
+            calls.mask(spec, mask.shape, mask.dtype.name, call)
+        if spec.stateful and self._states is not None:
+            calls.stateful_batch(spec, call.batch, self._states[0].shape[0])
+        if initial_state is not None:
+            states = kernels.initial_states(spec, initial_state, call, self.dtype, self.name)
+        elif spec.stateful and self._states is not None:
+            states = self._states
+        else:
+            states = [np.zeros((call.batch, spec.units), self.dtype) for _ in spec.state_names]
+        self.build(x.shape)
+        output, states = self._scan(x, mask, list(states))
+        if spec.stateful:
+            self._states = [s.copy() for s in states]
+        return [output, *states] if spec.return_state else output
+
+    def _scan(self, x, mask, states):
+        spec = self.spec
+        w = dict(zip(self._names, self._weights))
+        steps = range(x.shape[1] - 1, -1, -1) if spec.go_backwards else range(x.shape[1])
+        previous = np.zeros((x.shape[0], spec.units), self.dtype)
+        outputs = []
+        for t in steps:
+            output, new = self.cell.step(self._ops, w, x[:, t], states)
+            check_step(spec, output, new, x.shape[0])
+            output, new = np.asarray(output, self.dtype), [np.asarray(s, self.dtype) for s in new]
+            if mask is not None:
+                keep = mask[:, t][:, None]
+                new = [np.where(keep, n, s) for n, s in zip(new, states)]
+                held = np.zeros_like(output) if spec.zero_output_for_mask else previous
+                output = np.where(keep, output, held)
+            states, previous = new, output
+            outputs.append(output)
+        if spec.return_sequences:
+            return np.stack(outputs, axis=1), states
+        return outputs[-1], states
+
+    # -- states, penalties, constraints, config ---------------------------------------------------
+    @property
+    def states(self) -> list[np.ndarray] | None:
+        return None if self._states is None else [s.copy() for s in self._states]
+
+    def reset_states(self, states: Sequence[Any] | None = None) -> None:
+        if not self.spec.stateful:
+            raise ValueError(f"{self.name}: reset_states() applies to stateful layers")
+        if states is None:
+            if self._states is not None:
+                self._states = [np.zeros_like(s) for s in self._states]
+            return
+        arrays = [kernels.host(self.name, s, "reset_states(states)", self.dtype)
+                  for s in calls.state_list(states)]  # fmt: skip
+        calls.states(self.spec, [a.shape for a in arrays], [a.dtype.name for a in arrays],
+                     batch=arrays[0].shape[0] if arrays and arrays[0].ndim == 2 else None,
+                     expected_dtype=self.dtype, arg="reset_states(states)")  # fmt: skip
+        self._states = [a.copy() for a in arrays]
+
+    @property
+    def losses(self) -> list[float]:
+        if self._weights is None:
+            return []
+        decls = self.cell.declare(self._input_dim)
+        return [float(regularizers.penalty(d.regularizer, w, NUMPY_OPS))
+                for d, w in zip(decls, self._weights) if d.regularizer is not None]  # fmt: skip
+
+    def apply_constraints(self) -> None:
+        if self._weights is None:
+            raise ValueError(f"{self.name}: apply_constraints needs the weights")
+        decls = self.cell.declare(self._input_dim)
+        for d, w in zip(decls, self._weights):
+            if d.constraint is not None:
+                w[...] = constraint_module.project(d.constraint, w, NUMPY_OPS)
+
+    def get_config(self) -> dict[str, Any]:
+        """The cell (by its registered name) and the options; a built layer records its
+        input size, which the cell's declarations depend on."""
+        return self.spec.to_config() | {"input_dim": self.input_dim or self.spec.input_dim}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RNN:
+        config = dict(config)
+        cell = cells.cell_from_config(config.pop("cell", None))
+        return cls(cell, **config)
+
+    def __repr__(self) -> str:
+        return f"RNN({self.cell!r}) [numpy]"
+
+
+def _input_dim_of(cell: cells.Cell, weights: list[np.ndarray]) -> int:
+    """The input size whose declared shapes the given weights have (tried from their
+    shapes, since declarations depend on it)."""
+    for candidate in sorted({d for w in weights for d in w.shape}):
+        decls = cell.declare(candidate)
+        if len(decls) == len(weights) and all(d.shape == w.shape for d, w in zip(decls, weights)):
+            return candidate
+    raise ValueError(
+        f"{type(cell).__name__}: set_weights got shapes {[w.shape for w in weights]}, which "
+        "the cell declares for no input size; build the layer first"
+    )
