@@ -25,10 +25,10 @@ from multirnn.spec import LayerSpec
 
 __all__ = [
     "GRU",
-    "RNN",
-    "Cell",
     "LSTM",
+    "RNN",
     "Bidirectional",
+    "Cell",
     "EngineUnavailableError",
     "LayerFileError",
     "LayerSpec",

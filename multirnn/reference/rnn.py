@@ -44,7 +44,7 @@ def check_step(spec, output, states, batch: int) -> None:
             f"[{', '.join(spec.state_names)}]; got {type(states).__name__} "
             f"{len(states) if isinstance(states, (list, tuple)) else ''}"
         )
-    for what, value in [("output", output)] + list(zip(spec.state_names, states)):
+    for what, value in [("output", output), *list(zip(spec.state_names, states))]:
         if tuple(getattr(value, "shape", ())) != want:
             raise ValueError(
                 f"{owner} returned {what} of shape {tuple(getattr(value, 'shape', ()))}; every "
