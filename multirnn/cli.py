@@ -217,8 +217,36 @@ def _selected_cases(args: argparse.Namespace):
     return "quick", case_module.quick_cases
 
 
+def _certify_cell(args: argparse.Namespace) -> int:
+    """``--cell module:Name``: the cell's portability and its values on every engine that
+    runs cells, against the NumPy engine's RNN."""
+    from multirnn.conformance import cell_suite, runner
+
+    others = [opt for opt, value in (("--case", args.case), ("--full", args.full),
+                                     ("--json", args.json), ("--junit", args.junit))
+              if value]  # fmt: skip
+    if others:
+        raise Refused(f"--cell runs the cell checks; {others[0]} applies to the layer grid")
+    try:
+        cell = cell_suite.load_cell(args.cell, args.cell_units)
+    except (ValueError, TypeError) as exc:
+        raise Refused(str(exc)) from None
+    names = None
+    if args.engines is not None:
+        names = runner.split_names(args.engines, "--engines")
+        for name in names:
+            if not cell_suite._runs_cells(name):
+                raise Refused(f"--engines: engine {name!r} does not run users' cells (RNN)")
+    results = cell_suite.certify(cell, names)
+    print(cell_suite.summary(cell, results))
+    return 1 if any(r.status == "fail" for r in results) else 0
+
+
 def _run_conformance(args: argparse.Namespace) -> int:
     from multirnn.conformance import environment, known_gaps, runner
+
+    if args.cell is not None:
+        return _certify_cell(args)
     from multirnn.conformance import report as rep
     from multirnn.conformance.cases import DTYPES
 
@@ -447,6 +475,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     conf.add_argument("--seed", type=_nonnegative_int, help="Hypothesis seed in --full (default 0)")
     conf.add_argument("--case", action="append", help="run only this case id (repeatable)")
+    conf.add_argument(
+        "--cell",
+        help="certify a user's cell instead: module:Name of a multirnn.Cell subclass (or of a "
+        "function returning a cell), checked on every engine that runs cells",
+    )
+    conf.add_argument(
+        "--cell-units", type=positive_int_option, default=3, help="units of the --cell cell"
+    )
     conf.add_argument("--known-gaps", action="append", default=[], help="extra known-gap file")
     conf.add_argument(
         "--keras-backend",
