@@ -449,3 +449,4 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
 
 
 Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
+from multirnn_tensorflow.rnn import RNN  # noqa: E402, F401

@@ -1,0 +1,669 @@
+"""``RNN(cell)`` on the TensorFlow engine: a user's :class:`multirnn.Cell` as a Keras layer.
+
+The cell's ``step`` runs on TensorFlow tensors through a thin array-API adapter
+(:class:`ArrayAPI`): TensorFlow has no array-API namespace of its own. The steps run in a
+``tf.while_loop`` over TensorArrays when traced (``tf.function``, ``model.fit``; any
+time length) and in a Python loop eagerly or with ``unroll=True``. Masks, ``go_backwards``,
+states and ``stateful`` follow the NumPy engine's ``RNN`` (``multirnn.reference.rnn``),
+the oracle, exactly.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import keras
+import numpy as np
+from multirnn_tensorflow import kernels
+from multirnn_tensorflow.ops import TF_OPS
+
+import tensorflow as tf
+from multirnn import calls, cells
+from multirnn import constraints as constraint_module
+from multirnn._checks import check_bool
+from multirnn.layer import _BUILD_LOCK, LayerCore
+from multirnn.reference.rnn import _input_dim_of, check_step
+
+__all__ = ["RNN", "ArrayAPI"]
+
+
+# -- the array-API adapter ----------------------------------------------------------------------
+
+
+def _axes(axis):
+    return list(axis) if isinstance(axis, tuple) else axis
+
+
+class ArrayAPI:
+    """The array API standard's functions that recurrent cells use, on TensorFlow tensors,
+    with the standard's argument names. Python numbers mixed with tensors take the
+    tensor's dtype; arrays created from nothing (``zeros``, ``asarray`` of numbers)
+    default to the layer's dtype."""
+
+    __array_api_version__ = "2023.12"
+
+    bool = tf.bool
+    int8, int16, int32, int64 = tf.int8, tf.int16, tf.int32, tf.int64
+    uint8 = tf.uint8
+    float16, float32, float64 = tf.float16, tf.float32, tf.float64
+    e, pi, inf, nan = np.e, np.pi, np.inf, np.nan
+    newaxis = None
+
+    def __init__(self, default_dtype: str = "float32") -> None:
+        self.default_dtype = tf.as_dtype(default_dtype)
+
+    # conversions ------------------------------------------------------------------------
+    def _t(self, x, like=None):
+        """A tensor; a Python number or NumPy scalar takes ``like``'s dtype."""
+        if tf.is_tensor(x) or isinstance(x, tf.Variable):
+            return tf.convert_to_tensor(x)
+        if like is not None:
+            return tf.constant(x, tf.as_dtype(like.dtype))
+        if isinstance(x, (builtins.bool, np.bool_)):
+            return tf.constant(x, tf.bool)
+        if isinstance(x, (int, float)):
+            return tf.constant(x, self.default_dtype)
+        return tf.convert_to_tensor(x)
+
+    def _pair(self, x, y):
+        if tf.is_tensor(x) or isinstance(x, tf.Variable):
+            x = tf.convert_to_tensor(x)
+            return x, self._t(y, x)
+        if tf.is_tensor(y) or isinstance(y, tf.Variable):
+            y = tf.convert_to_tensor(y)
+            return self._t(x, y), y
+        return self._t(x), self._t(y)
+
+    def _dtype(self, dtype):
+        return self.default_dtype if dtype is None else tf.as_dtype(dtype)
+
+    def asarray(self, obj, dtype=None, copy=None, device=None):
+        if tf.is_tensor(obj) or isinstance(obj, tf.Variable):
+            t = tf.convert_to_tensor(obj)
+            return t if dtype is None else tf.cast(t, dtype)
+        if dtype is None:
+            array = np.asarray(obj)
+            dtype = self.default_dtype if array.dtype.kind == "f" else array.dtype
+        return tf.constant(np.asarray(obj), tf.as_dtype(dtype))
+
+    def astype(self, x, dtype, /, *, copy=True, device=None):
+        return tf.cast(x, dtype)
+
+    # creation ----------------------------------------------------------------------------
+    def zeros(self, shape, *, dtype=None, device=None):
+        return tf.zeros(shape, self._dtype(dtype))
+
+    def ones(self, shape, *, dtype=None, device=None):
+        return tf.ones(shape, self._dtype(dtype))
+
+    def full(self, shape, fill_value, *, dtype=None, device=None):
+        return tf.fill(shape, tf.constant(fill_value, self._dtype(dtype)))
+
+    def zeros_like(self, x, /, *, dtype=None, device=None):
+        return tf.zeros_like(x, dtype=dtype)
+
+    def ones_like(self, x, /, *, dtype=None, device=None):
+        return tf.ones_like(x, dtype=dtype)
+
+    def full_like(self, x, /, fill_value, *, dtype=None, device=None):
+        dtype = tf.as_dtype(x.dtype if dtype is None else dtype)
+        return tf.fill(tf.shape(x), tf.constant(fill_value, dtype))
+
+    def eye(self, n_rows, n_cols=None, /, *, k=0, dtype=None, device=None):
+        if k != 0:
+            raise NotImplementedError("eye(k != 0) on the tensorflow engine")
+        return tf.eye(n_rows, n_cols, dtype=self._dtype(dtype))
+
+    def arange(self, start, /, stop=None, step=1, *, dtype=None, device=None):
+        return tf.range(start, stop, step, dtype=dtype or tf.int64)
+
+    # elementwise -------------------------------------------------------------------------
+    def _binary(fn):
+        def method(self, x1, x2, /):
+            return fn(*self._pair(x1, x2))
+
+        method.__name__ = fn.__name__
+        return method
+
+    add = _binary(tf.add)
+    subtract = _binary(tf.subtract)
+    multiply = _binary(tf.multiply)
+    divide = _binary(tf.divide)
+    pow = _binary(tf.pow)
+    maximum = _binary(tf.maximum)
+    minimum = _binary(tf.minimum)
+    atan2 = _binary(tf.atan2)
+    logaddexp = _binary(lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), axis=0))
+    equal = _binary(tf.equal)
+    not_equal = _binary(tf.not_equal)
+    greater = _binary(tf.greater)
+    greater_equal = _binary(tf.greater_equal)
+    less = _binary(tf.less)
+    less_equal = _binary(tf.less_equal)
+    logical_and = _binary(tf.logical_and)
+    logical_or = _binary(tf.logical_or)
+    logical_xor = _binary(tf.math.logical_xor)
+    floor_divide = _binary(tf.math.floordiv)
+    remainder = _binary(tf.math.floormod)
+    hypot = _binary(lambda a, b: tf.sqrt(a * a + b * b))
+    copysign = _binary(lambda a, b: tf.abs(a) * tf.where(b < 0, -tf.ones_like(a), tf.ones_like(a)))
+    del _binary
+
+    abs = staticmethod(tf.abs)
+    negative = staticmethod(tf.negative)
+    positive = staticmethod(tf.identity)
+    square = staticmethod(tf.square)
+    sqrt = staticmethod(tf.sqrt)
+    exp = staticmethod(tf.exp)
+    expm1 = staticmethod(tf.math.expm1)
+    log = staticmethod(tf.math.log)
+    log1p = staticmethod(tf.math.log1p)
+    log2 = staticmethod(lambda x: tf.math.log(x) / tf.math.log(tf.constant(2.0, x.dtype)))
+    log10 = staticmethod(lambda x: tf.math.log(x) / tf.math.log(tf.constant(10.0, x.dtype)))
+    sin = staticmethod(tf.sin)
+    cos = staticmethod(tf.cos)
+    tan = staticmethod(tf.tan)
+    asin = staticmethod(tf.asin)
+    acos = staticmethod(tf.acos)
+    atan = staticmethod(tf.atan)
+    sinh = staticmethod(tf.sinh)
+    cosh = staticmethod(tf.cosh)
+    tanh = staticmethod(tf.tanh)
+    asinh = staticmethod(tf.asinh)
+    acosh = staticmethod(tf.acosh)
+    atanh = staticmethod(tf.atanh)
+    sign = staticmethod(tf.sign)
+    floor = staticmethod(tf.floor)
+    ceil = staticmethod(tf.math.ceil)
+    round = staticmethod(tf.round)
+    trunc = staticmethod(lambda x: tf.where(x < 0, tf.math.ceil(x), tf.floor(x)))
+    logical_not = staticmethod(tf.logical_not)
+    isnan = staticmethod(tf.math.is_nan)
+    isinf = staticmethod(tf.math.is_inf)
+    isfinite = staticmethod(tf.math.is_finite)
+
+    def clip(self, x, /, min=None, max=None):
+        x = tf.convert_to_tensor(x)
+        if min is not None:
+            x = tf.maximum(x, self._t(min, x))
+        if max is not None:
+            x = tf.minimum(x, self._t(max, x))
+        return x
+
+    def where(self, condition, x1, x2, /):
+        x1, x2 = self._pair(x1, x2)
+        return tf.where(self._t(condition), x1, x2)
+
+    # reductions --------------------------------------------------------------------------
+    def _reduction(fn):
+        def method(self, x, /, *, axis=None, keepdims=False, dtype=None, correction=None):
+            x = tf.convert_to_tensor(x)
+            if dtype is not None:
+                x = tf.cast(x, dtype)
+            return fn(x, axis=_axes(axis), keepdims=keepdims)
+
+        method.__name__ = fn.__name__
+        return method
+
+    sum = _reduction(tf.reduce_sum)
+    prod = _reduction(tf.reduce_prod)
+    mean = _reduction(tf.reduce_mean)
+    max = _reduction(tf.reduce_max)
+    min = _reduction(tf.reduce_min)
+    all = _reduction(tf.reduce_all)
+    any = _reduction(tf.reduce_any)
+    del _reduction
+
+    def var(self, x, /, *, axis=None, correction=0.0, keepdims=False):
+        x = tf.convert_to_tensor(x)
+        mean = tf.reduce_mean(x, axis=_axes(axis), keepdims=True)
+        total = tf.reduce_sum(tf.square(x - mean), axis=_axes(axis), keepdims=keepdims)
+        count = tf.cast(tf.size(x), x.dtype) / tf.cast(tf.size(mean), x.dtype)
+        return total / (count - correction)
+
+    def std(self, x, /, *, axis=None, correction=0.0, keepdims=False):
+        return tf.sqrt(self.var(x, axis=axis, correction=correction, keepdims=keepdims))
+
+    def argmax(self, x, /, *, axis=None, keepdims=False):
+        out = tf.argmax(
+            tf.reshape(x, [-1]) if axis is None else x, axis=0 if axis is None else axis
+        )
+        return tf.expand_dims(out, axis) if keepdims and axis is not None else out
+
+    def argmin(self, x, /, *, axis=None, keepdims=False):
+        out = tf.argmin(
+            tf.reshape(x, [-1]) if axis is None else x, axis=0 if axis is None else axis
+        )
+        return tf.expand_dims(out, axis) if keepdims and axis is not None else out
+
+    def cumulative_sum(self, x, /, *, axis=None, dtype=None, include_initial=False):
+        if include_initial:
+            raise NotImplementedError("cumulative_sum(include_initial=True) on tensorflow")
+        return tf.cumsum(x if dtype is None else tf.cast(x, dtype), axis=axis or 0)
+
+    # shapes and linear algebra ----------------------------------------------------------------
+    def concat(self, arrays, /, *, axis=0):
+        if axis is None:
+            return tf.concat([tf.reshape(a, [-1]) for a in arrays], axis=0)
+        return tf.concat(list(arrays), axis=axis)
+
+    def stack(self, arrays, /, *, axis=0):
+        return tf.stack(list(arrays), axis=axis)
+
+    def unstack(self, x, /, *, axis=0):
+        return tuple(tf.unstack(x, axis=axis))
+
+    def reshape(self, x, /, shape, *, copy=None):
+        return tf.reshape(x, shape)
+
+    def expand_dims(self, x, /, *, axis=0):
+        return tf.expand_dims(x, axis)
+
+    def squeeze(self, x, /, axis):
+        return tf.squeeze(x, _axes(axis) if isinstance(axis, tuple) else [axis])
+
+    def flip(self, x, /, *, axis=None):
+        if axis is None:
+            axis = list(range(x.shape.rank))
+        return tf.reverse(x, _axes(axis) if isinstance(axis, tuple) else [axis])
+
+    def permute_dims(self, x, /, axes):
+        return tf.transpose(x, list(axes))
+
+    def broadcast_to(self, x, /, shape):
+        return tf.broadcast_to(x, shape)
+
+    def tile(self, x, repetitions, /):
+        return tf.tile(x, list(repetitions))
+
+    def matmul(self, x1, x2, /):
+        return tf.linalg.matmul(x1, x2)
+
+    def matrix_transpose(self, x, /):
+        return tf.linalg.matrix_transpose(x)
+
+    def tensordot(self, x1, x2, /, *, axes=2):
+        return tf.tensordot(x1, x2, axes)
+
+    def vecdot(self, x1, x2, /, *, axis=-1):
+        return tf.reduce_sum(x1 * x2, axis=axis)
+
+    def take(self, x, indices, /, *, axis=None):
+        if axis is None:
+            return tf.gather(tf.reshape(x, [-1]), indices)
+        return tf.gather(x, indices, axis=axis)
+
+
+def tensorflow_namespace(dtype: str) -> cells.Ops:
+    """The ``ops`` a cell's step sees on this engine (arrays made from numbers: ``dtype``)."""
+    return cells.namespace(ArrayAPI(dtype), TF_OPS, "tensorflow")
+
+
+# -- the layer --------------------------------------------------------------------------------
+
+
+def _layers():
+    """``multirnn_tensorflow.layers``, imported late: it imports this module at its end."""
+    from multirnn_tensorflow import layers
+
+    return layers
+
+
+class _Shape(SimpleNamespace):
+    """A value's static shape for :func:`check_step`, unknown sizes taken as expected."""
+
+
+def _static(value, want: tuple) -> _Shape | Any:
+    shape = getattr(value, "shape", None)
+    if not isinstance(shape, tf.TensorShape):
+        return value
+    if shape.rank is None:
+        return _Shape(shape=want)
+    dims = tuple(shape.as_list())
+    if len(dims) == len(want):
+        dims = tuple(w if d is None or w is None else d for d, w in zip(dims, want))
+    return _Shape(shape=dims)
+
+
+@keras.saving.register_keras_serializable(package="multirnn")
+class RNN(keras.layers.Layer):
+    """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
+    ``Recurrent`` options, as a Keras layer on the TensorFlow backend.
+
+    ``RNN(cell, return_sequences=..., return_state=..., go_backwards=..., stateful=...,
+    unroll=..., zero_output_for_mask=..., seed=..., dtype=..., input_dim=..., name=...)``;
+    ``dtype`` defaults to Keras's ``floatx()``. The weights are Keras variables named as
+    the cell declared them; their regularizers and constraints go through Keras.
+    """
+
+    engine_name = "tensorflow"
+
+    def __init__(self, cell: cells.Cell, **kwargs: Any) -> None:
+        _layers()._require_tensorflow_backend("RNN")
+        trainable = check_bool("RNN", "trainable", kwargs.pop("trainable", True))
+        self.spec = cells.parse_rnn(cell, kwargs)
+        self.cell = cell
+        keras.layers.Layer.__init__(
+            self,
+            name=self.spec.name,
+            dtype=self.spec.dtype or keras.config.floatx(),
+            trainable=trainable,
+            autocast=False,
+        )
+        self.supports_masking = True
+        self._names: list[str] = []
+        self._variables_in_order: list[keras.Variable] | None = None
+        self._input_dim: int | None = None
+        self._state_variables: list[tf.Variable] | None = None
+        self._ops = tensorflow_namespace(self.compute_dtype)
+        if self.spec.input_dim is not None:
+            self.build((None, None, self.spec.input_dim))
+
+    # -- weights ------------------------------------------------------------------------------
+    @property
+    def input_dim(self) -> int | None:
+        return self._input_dim if self._variables_in_order is not None else None
+
+    @property
+    def weight_names(self) -> list[str]:
+        return list(self._names)
+
+    def build(self, input_shape) -> None:
+        input_dim = LayerCore._input_dim_from_shape("RNN", input_shape)
+        with _BUILD_LOCK:
+            if self._variables_in_order is None:
+                self._create_weights(input_dim)
+                return
+        if input_dim != self._input_dim:
+            raise ValueError(
+                f"{self.name}: already built for input_dim={self._input_dim}, cannot rebuild "
+                f"for {input_dim}"
+            )
+
+    def _create_weights(self, input_dim: int) -> None:
+        seed = self.spec.seed
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        values = self.cell.initial_weights(input_dim, seed)
+        decls = self.cell.declare(input_dim)
+        variables = []
+        penalty, projection = _layers()._penalty, _layers()._projection
+        for decl, value in zip(decls, values):
+            value = value.astype(self.compute_dtype)
+            variables.append(
+                self.add_weight(
+                    name=decl.name,
+                    shape=value.shape,
+                    initializer=lambda shape, dtype, value=value: tf.constant(value, dtype),
+                    regularizer=None if decl.regularizer is None else penalty(decl.regularizer),
+                    constraint=None if decl.constraint is None else projection(decl.constraint),
+                )
+            )
+        self._names = [d.name for d in decls]
+        self._input_dim = input_dim
+        self._variables_in_order = variables
+        self.built = True
+
+    def _require_built(self, what: str) -> list[keras.Variable]:
+        if self._variables_in_order is None:
+            raise ValueError(
+                f"{self.name}: {what} needs the weights, which do not exist yet; call "
+                "build((batch, time, features)), call the layer once, or pass input_dim="
+            )
+        return self._variables_in_order
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights as NumPy arrays, in the order the cell declared them."""
+        return [np.array(v.numpy()) for v in self._require_built("get_weights")]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace the weights (the cell's declared order and shapes), keeping the
+        variables; builds the layer from them if needed."""
+        arrays = [np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in weights]
+        if not arrays or arrays[0].ndim < 1:
+            raise ValueError(f"{self.name}: set_weights takes the cell's weights, in order")
+        input_dim = self.input_dim
+        if input_dim is None:
+            input_dim = _input_dim_of(self.cell, arrays)
+        decls = self.cell.declare(input_dim)
+        if len(arrays) != len(decls):
+            raise ValueError(
+                f"{self.name}: {self.spec.layer} has {len(decls)} weights "
+                f"({', '.join(d.name for d in decls)}), got {len(arrays)}"
+            )
+        for decl, value in zip(decls, arrays):
+            if value.shape != decl.shape:
+                raise ValueError(
+                    f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "
+                    f"{value.shape}"
+                )
+        if not self.built:
+            self.build((None, None, input_dim))
+        for variable, value in zip(self._variables_in_order, arrays):
+            variable.assign(value.astype(variable.dtype))
+
+    # -- calling ------------------------------------------------------------------------------
+    def __call__(self, inputs, *args, **kwargs):
+        inputs, kwargs = _layers()._host_arguments(self, self.compute_dtype, inputs, kwargs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs, mask=None, initial_state=None, training=None):
+        spec = self.spec
+        x = kernels.call_tensor(inputs, "inputs", self.compute_dtype, self.name)
+        shape = x.shape.as_list() if x.shape.rank is not None else [None]
+        call = calls.inputs(
+            spec,
+            shape,
+            kernels.dtype_name(x.dtype),
+            expected_dtype=self.compute_dtype,
+            input_dim=self.input_dim,
+        )
+        if mask is not None:
+            mask = kernels.call_tensor(mask, "mask", None, self.name)
+            calls.mask(spec, mask.shape.as_list(), kernels.dtype_name(mask.dtype), call)
+        carried = self._carried_states(call, x) if spec.stateful else None
+        if isinstance(initial_state, kernels.Deferred):
+            initial_state = initial_state.value
+        if initial_state is not None:
+            states = kernels.initial_states(spec, initial_state, call, self.compute_dtype,
+                                            owner=self.name)  # fmt: skip
+        elif carried is not None:
+            states = carried
+        else:
+            zeros = tf.zeros(tf.stack([tf.shape(x)[0], spec.units]), self.compute_dtype)
+            zeros.set_shape([call.batch, spec.units])
+            states = [zeros for _ in spec.state_names]
+        self.build((None, None, call.input_dim))
+        weights = {
+            n: tf.convert_to_tensor(v) for n, v in zip(self._names, self._variables_in_order)
+        }
+        output, final = self._scan(weights, x, mask, list(states), call)
+        if spec.stateful:
+            for variable, value in zip(self._state_variables, final):
+                variable.assign(value)
+        return [output, *final] if spec.return_state else output
+
+    def _step(self, w, x_t, states, batch):
+        spec = self.spec
+        output, new = self.cell.step(self._ops, w, x_t, list(states))
+        want = (batch, spec.units)
+        if isinstance(new, (list, tuple)):
+            check_step(spec, _static(output, want), [_static(s, want) for s in new], batch)
+        else:
+            check_step(spec, output, new, batch)
+        dtype = self.compute_dtype
+        output = tf.cast(output, dtype)
+        new = [tf.cast(n, dtype) for n in new]
+        for n, s in zip(new, states):
+            n.set_shape(s.shape)  # static only; keeps the loop's shapes invariant
+        output.set_shape(states[0].shape)
+        return output, new
+
+    def _scan(self, w, x, mask, states, call):
+        spec = self.spec
+        zero_output = spec.zero_output_for_mask
+        xs = tf.transpose(x, [1, 0, 2])  # time-major
+        keeps = None if mask is None else tf.transpose(mask)[..., None]
+        if spec.go_backwards:
+            xs = tf.reverse(xs, [0])
+            keeps = None if keeps is None else tf.reverse(keeps, [0])
+        previous = tf.zeros_like(states[0])
+
+        def step(x_t, keep, states, previous):
+            output, new = self._step(w, x_t, states, call.batch)
+            if keep is None:
+                return output, new
+            new = [tf.where(keep, n, s) for n, s in zip(new, states)]
+            held = tf.zeros_like(output) if zero_output else previous
+            return tf.where(keep, output, held), new
+
+        time = xs.shape[0]
+        if spec.unroll and time is None:
+            raise ValueError(
+                f"{self.name}: unroll=True needs a static number of time steps; the inputs "
+                f"have shape {x.shape}"
+            )
+        if time is not None and (spec.unroll or tf.executing_eagerly()):
+            outputs = []
+            for t in range(time):
+                keep = None if keeps is None else keeps[t]
+                previous, states = step(xs[t], keep, states, previous)
+                outputs.append(previous)
+            if spec.return_sequences:
+                return tf.stack(outputs, axis=1), states
+            return previous, states
+
+        # Steps are read from TensorArrays (the gradient of a slice per step would write a
+        # full-size zero tensor each time).
+        length = time if time is not None else tf.shape(xs)[0]
+        inputs = tf.TensorArray(xs.dtype, size=length).unstack(xs)
+        masks = None if keeps is None else tf.TensorArray(tf.bool, size=length).unstack(keeps)
+        sequences = tf.TensorArray(xs.dtype, size=length) if spec.return_sequences else None
+
+        def body(t, states, previous, *rest):
+            keep = None if masks is None else masks.read(t)
+            previous, states = step(inputs.read(t), keep, states, previous)
+            if rest:
+                return t + 1, states, previous, rest[0].write(t, previous)
+            return t + 1, states, previous
+
+        loop_vars = (tf.constant(0), states, previous)
+        if sequences is not None:
+            loop_vars += (sequences,)
+        result = tf.while_loop(lambda t, *_: t < length, body, loop_vars,
+                               maximum_iterations=length)  # fmt: skip
+        states, previous = list(result[1]), result[2]
+        if sequences is None:
+            return previous, states
+        stacked = result[3].stack()
+        stacked.set_shape([time, call.batch, spec.units])
+        return tf.transpose(stacked, [1, 0, 2]), states
+
+    # -- states ---------------------------------------------------------------------------------
+    def _carried_states(self, call, x) -> list[tf.Tensor]:
+        spec = self.spec
+        if self._state_variables is None:
+            if call.batch is None:
+                raise ValueError(
+                    f"{self.name}: a stateful layer needs a fixed batch size; give the inputs "
+                    "a static batch dimension (keras.Input(batch_size=...)) or call "
+                    "reset_states(states=[...]) first"
+                )
+            self._state_variables = self._new_states((call.batch, spec.units))
+        fixed = int(self._state_variables[0].shape[0])
+        if call.batch is None:  # traced with an unknown batch size
+            try:
+                calls.stateful_batch(spec, -1, fixed)
+            except ValueError as error:
+                message = str(error).replace("batch size -1", "another batch size")
+            check = tf.debugging.assert_equal(tf.shape(x)[0], fixed, message=message)
+            with tf.control_dependencies([check]):
+                return [tf.identity(v) for v in self._state_variables]
+        calls.stateful_batch(spec, call.batch, fixed)
+        return [tf.convert_to_tensor(v) for v in self._state_variables]
+
+    def _new_states(self, shape) -> list[tf.Variable]:
+        # plain TensorFlow variables, not Keras weights (see Recurrent._new_states)
+        return [
+            tf.Variable(tf.zeros(shape, self.compute_dtype), trainable=False, name=f"state_{n}")
+            for n in self.spec.state_names
+        ]
+
+    @property
+    def states(self) -> list[tf.Tensor] | None:
+        """The carried states of a stateful layer (None before its first call)."""
+        if self._state_variables is None:
+            return None
+        return [tf.convert_to_tensor(v) for v in self._state_variables]
+
+    def reset_states(self, states: Sequence[Any] | Any | None = None) -> None:
+        """Zero the carried states, or set them (which also sets the batch size)."""
+        if not self.spec.stateful:
+            raise ValueError(f"{self.name}: reset_states() applies to stateful layers")
+        if states is None:
+            for variable in self._state_variables or []:
+                variable.assign(tf.zeros_like(variable))
+            return
+        tensors = [kernels.call_tensor(s, "reset_states(states)", self.compute_dtype, self.name)
+                   for s in calls.state_list(states)]  # fmt: skip
+        shapes = [t.shape.as_list() for t in tensors]
+        calls.states(self.spec, shapes, [kernels.dtype_name(t.dtype) for t in tensors],
+                     batch=shapes[0][0] if len(shapes[0]) == 2 else None,
+                     expected_dtype=self.compute_dtype, arg="reset_states(states)")  # fmt: skip
+        if self._state_variables is not None and tuple(self._state_variables[0].shape) != tuple(
+            tensors[0].shape
+        ):
+            self._state_variables = None  # a new batch size: new variables
+        if self._state_variables is None:
+            self._state_variables = self._new_states(tuple(tensors[0].shape))
+        for variable, value in zip(self._state_variables, tensors):
+            variable.assign(value)
+
+    # -- constraints, masks, shapes, config -------------------------------------------------------
+    def apply_constraints(self) -> None:
+        """Project the weights onto their constraints in place (Keras optimizers already do
+        this after every step; this is for custom training loops)."""
+        variables = self._require_built("apply_constraints")
+        for decl, variable in zip(self.cell.declare(self._input_dim), variables):
+            if decl.constraint is not None:
+                projected = constraint_module.project(
+                    decl.constraint, tf.convert_to_tensor(variable), TF_OPS
+                )
+                variable.assign(projected)
+
+    def compute_mask(self, inputs, mask=None):
+        output_mask = mask if self.spec.return_sequences else None
+        if self.spec.return_state:
+            return [output_mask] + [None] * self.spec.num_states
+        return output_mask
+
+    def compute_output_shape(self, input_shape):
+        spec = self.spec
+        batch, time = input_shape[0], input_shape[1]
+        output = (batch, time, spec.units) if spec.return_sequences else (batch, spec.units)
+        if spec.return_state:
+            return [output] + [(batch, spec.units)] * spec.num_states
+        return output
+
+    def get_config(self) -> dict[str, Any]:
+        """The NumPy engine's ``RNN`` config (the cell by its registered name, the options,
+        the input size once built), named as Keras named the layer."""
+        return self.spec.to_config() | {
+            "input_dim": self.input_dim or self.spec.input_dim,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RNN:
+        config = dict(config)
+        cell = cells.cell_from_config(config.pop("cell", None))
+        trainable = config.pop("trainable", True)
+        layer = cls(cell, **config)
+        layer.trainable = trainable
+        return layer
+
+    def __repr__(self) -> str:
+        return f"RNN({self.cell!r}) [tensorflow]"
