@@ -141,8 +141,10 @@ class Recurrent(LayerCore):
         self._create(self._initial_weights(input_dim))
 
     def _create(self, arrays) -> None:
-        for name, value in zip(self.spec.weight_names, arrays):
-            setattr(self, name, jnp.asarray(np.asarray(value), dtype=self._dtype))
+        values = [jnp.asarray(np.asarray(v), dtype=self._dtype) for v in arrays]
+        # the kernel last: `built` reads it, so another thread never sees half the weights
+        for name, value in reversed(list(zip(self.spec.weight_names, values))):
+            setattr(self, name, value)
 
     def _weights(self) -> list[jax.Array]:
         return [getattr(self, name) for name in self.spec.weight_names]
@@ -412,3 +414,4 @@ jax.tree_util.register_pytree_with_keys(
     Bidirectional._flatten,
 )
 Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
+from multirnn_jax.rnn import RNN  # noqa: E402, F401
