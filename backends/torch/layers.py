@@ -291,3 +291,4 @@ class Bidirectional(BidirectionalCore, nn.Module):
 
 
 Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
+from multirnn_torch.rnn import RNN  # noqa: E402, F401  (engine.RNN: users' cells)

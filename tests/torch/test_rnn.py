@@ -1,0 +1,297 @@
+"""``RNN(cell)`` on the PyTorch engine against the NumPy engine's (the oracle): outputs,
+states, masks, gradients (finite differences of the oracle), files and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("array_api_compat")
+
+from multirnn_torch.layers import RNN  # noqa: E402
+
+import multirnn  # noqa: E402
+from multirnn.reference.rnn import RNN as NumpyRNN  # noqa: E402
+
+
+@multirnn.register_cell(name="tests.torch.test_rnn.MinGRU")
+class MinGRU(multirnn.Cell):
+    """A GRU (reset gate before the recurrent product)."""
+
+    def build(self, input_dim):
+        u = self.units
+        self.add_weight("kernel", (input_dim, 3 * u))
+        self.add_weight("recurrent", (u, 3 * u), "orthogonal", regularizer="l2")
+        self.add_weight("bias", (3 * u,), "random_normal", constraint="non_neg")
+
+    def step(self, ops, w, x, states):
+        (h,) = states
+        u = self.units
+        xz = ops.matmul(x, w["kernel"]) + w["bias"]
+        sigmoid = ops.activation("sigmoid")
+        z = sigmoid(xz[:, :u] + ops.matmul(h, w["recurrent"][:, :u]))
+        r = sigmoid(xz[:, u : 2 * u] + ops.matmul(h, w["recurrent"][:, u : 2 * u]))
+        candidate = ops.tanh(xz[:, 2 * u :] + ops.matmul(r * h, w["recurrent"][:, 2 * u :]))
+        h = z * h + (1 - z) * candidate
+        return h, [h]
+
+
+@multirnn.register_cell(name="tests.torch.test_rnn.TwoState")
+class TwoState(multirnn.Cell):
+    """LSTM-like: states h and c, the output is h."""
+
+    state_names = ("h", "c")
+
+    def build(self, input_dim):
+        u = self.units
+        self.add_weight("W", (input_dim, 4 * u))
+        self.add_weight("U", (u, 4 * u), "orthogonal")
+        self.add_weight("b", (4 * u,), "random_normal")
+
+    def step(self, ops, w, x, states):
+        h, c = states
+        u = self.units
+        z = ops.matmul(x, w["W"]) + ops.matmul(h, w["U"]) + w["b"]
+        gate = ops.activation(self.gate)
+        i, f, o = gate(z[:, :u]), gate(z[:, u : 2 * u]), gate(z[:, 3 * u :])
+        c = f * c + i * ops.tanh(z[:, 2 * u : 3 * u])
+        h = o * ops.tanh(c)
+        return h, [h, c]
+
+
+@multirnn.register_cell(name="tests.torch.test_rnn.WrongShape")
+class WrongShape(multirnn.Cell):
+    def build(self, input_dim):
+        self.add_weight("W", (input_dim, self.units + 1))
+
+    def step(self, ops, w, x, states):
+        out = ops.matmul(x, w["W"])
+        return out, [out]
+
+
+CELLS = {"gru": lambda: MinGRU(3), "two_state": lambda: TwoState(2, gate="hard_sigmoid")}
+TOL = {"float64": 1e-12, "float32": 1e-5}
+
+
+def pair(kind, dtype="float64", **options):
+    """The torch layer and the NumPy oracle with the same seed (so the same weights)."""
+    a = RNN(CELLS[kind](), seed=7, dtype=dtype, **options)
+    b = NumpyRNN(CELLS[kind](), seed=7, dtype=dtype, **options)
+    return a, b
+
+
+def data(batch=3, time=5, features=4, dtype="float64", seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, time, features)).astype(dtype)
+
+
+def as_list(result):
+    return list(result) if isinstance(result, list) else [result]
+
+
+def check(ours, theirs, dtype):
+    ours, theirs = as_list(ours), as_list(theirs)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert torch.is_tensor(a)
+        assert tuple(a.shape) == b.shape
+        np.testing.assert_allclose(a.detach().numpy(), b, rtol=0, atol=TOL[dtype])
+
+
+MASK = np.array(
+    [[1, 1, 0, 1, 0], [0, 0, 0, 0, 0], [0, 1, 1, 1, 1]], dtype=bool
+)  # a gap, a fully masked row, a left-padded row
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"return_sequences": True},
+        {"return_state": True, "go_backwards": True},
+        {"return_sequences": True, "return_state": True, "go_backwards": True},
+    ],
+    ids=["last", "sequences", "state_backwards", "all"],
+)
+@pytest.mark.parametrize("masked", ["nomask", "mask", "mask_zero_output"])
+def test_equals_the_numpy_engine(kind, dtype, options, masked):
+    if masked == "mask_zero_output":
+        options = options | {"zero_output_for_mask": True}
+    a, b = pair(kind, dtype, **options)
+    x = data(dtype=dtype)
+    mask = None if masked == "nomask" else MASK
+    check(a(torch.from_numpy(x), mask=None if mask is None else torch.from_numpy(mask)),
+          b(x, mask=mask), dtype)  # fmt: skip
+    for ours, theirs in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)  # one seed, the same weights
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_initial_state(kind):
+    a, b = pair(kind, return_state=True, return_sequences=True)
+    x = data()
+    rng = np.random.default_rng(3)
+    states = [rng.standard_normal((3, a.spec.units)) for _ in a.spec.state_names]
+    initial = [torch.from_numpy(s) for s in states]
+    check(a(torch.from_numpy(x), initial_state=initial, mask=torch.from_numpy(MASK)),
+          b(x, initial_state=states, mask=MASK), "float64")  # fmt: skip
+    # NumPy initial states (and inputs) follow the engine's input rule too
+    check(a(x, initial_state=states), b(x, initial_state=states), "float64")
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_stateful_over_two_calls(kind):
+    a, b = pair(kind, stateful=True, go_backwards=True)
+    assert a.states is None
+    x1, x2 = data(seed=1), data(seed=2)
+    check(a(torch.from_numpy(x1)), b(x1), "float64")
+    check(a(torch.from_numpy(x2), mask=torch.from_numpy(MASK)), b(x2, mask=MASK), "float64")
+    check(a.states, b.states, "float64")
+    assert all(not s.requires_grad for s in a.states)  # carried without gradient
+    with pytest.raises(ValueError, match="batch size 3"):
+        a(torch.from_numpy(data(batch=2)))
+    a.reset_states()
+    b.reset_states()
+    check(a(torch.from_numpy(x1)), b(x1), "float64")
+    states = [np.full((2, a.spec.units), 0.5) for _ in a.spec.state_names]
+    a.reset_states(states)
+    b.reset_states(states)
+    check(a(data(batch=2)), b(data(batch=2)), "float64")
+    a.float()  # .to() and friends move the carried states
+    assert all(s.dtype == torch.float32 for s in a.states)
+
+
+def test_batch_zero():
+    a, b = pair("two_state", return_sequences=True, return_state=True)
+    x = data(batch=0)
+    out = a(torch.from_numpy(x).requires_grad_())
+    check(out, b(x), "float64")
+    sum(o.sum() for o in out).backward()  # still attached to the weights' graph
+    assert all(w.grad is not None and not w.grad.any() for w in a.weights.values())
+
+
+def test_gradients_against_finite_differences_of_the_oracle():
+    a, b = pair("two_state", return_sequences=True, go_backwards=True)
+    x = data(batch=2, time=3, features=2)
+    mask = np.array([[1, 0, 1], [1, 1, 1]], dtype=bool)
+    probe = np.random.default_rng(5).standard_normal((2, 3, 2))
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    (a(xt, mask=torch.from_numpy(mask)) * torch.from_numpy(probe)).sum().backward()
+    b.build(x.shape)
+    weights = b.get_weights()
+
+    def loss(x_, weights_):
+        b.set_weights(weights_)
+        return float((b(x_, mask=mask) * probe).sum())
+
+    eps = 1e-6
+
+    def numeric(array, f):
+        grad = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            keep = array[index]
+            array[index] = keep + eps
+            up = f()
+            array[index] = keep - eps
+            down = f()
+            array[index] = keep
+            grad[index] = (up - down) / (2 * eps)
+        return grad
+
+    xn = x.copy()
+    np.testing.assert_allclose(xt.grad.numpy(), numeric(xn, lambda: loss(xn, weights)),
+                               atol=1e-7)  # fmt: skip
+    for name, w in zip(a.weight_names, weights):
+        expected = numeric(w, lambda: loss(x, weights))
+        np.testing.assert_allclose(a.weights[name].grad.numpy(), expected, atol=1e-7)
+
+
+def test_save_on_torch_load_on_numpy_and_back(tmp_path):
+    a = RNN(MinGRU(3), seed=1, stateful=True, return_sequences=True)
+    x = data(dtype="float32")
+    a(torch.from_numpy(x))
+    multirnn.save(a, tmp_path / "torch.safetensors")
+    # the config leaves the dtype to each engine's default (as the built-in layers' do)
+    b = multirnn.load(tmp_path / "torch.safetensors", backend="numpy", dtype="float32")
+    assert isinstance(b, NumpyRNN) and b.dtype == "float32"
+    check(a(torch.from_numpy(x)), b(x), "float32")  # weights and carried states
+    multirnn.save(b, tmp_path / "numpy.safetensors")
+    c = multirnn.load(tmp_path / "numpy.safetensors", backend="torch")
+    assert isinstance(c, RNN) and c.weight_names == ["kernel", "recurrent", "bias"]
+    check(c(torch.from_numpy(x)), b(x), "float32")
+
+
+def test_module_behaviour():
+    assert multirnn.engine("torch").RNN is RNN
+    layer = RNN(TwoState(2, gate="sigmoid"), seed=3)
+    assert not layer.built and layer.input_dim is None and layer.dtype == torch.float32
+    assert layer.get_config()["input_dim"] is None
+    out = layer([[[0.5, 1.0]], [[1.0, 2.0]]])  # nested lists: cast to the layer dtype
+    assert out.dtype == torch.float32 and tuple(out.shape) == (2, 2)
+    assert layer.built and layer.input_dim == 2 and layer.weight_names == ["W", "U", "b"]
+    assert list(layer.state_dict()) == ["weights.W", "weights.U", "weights.b"]
+    assert [p.shape for p in layer.parameters()] == [(2, 8), (2, 8), (8,)]
+    config = layer.get_config()
+    assert config["input_dim"] == 2 and config["cell"]["config"] == {"units": 2, "gate": "sigmoid"}
+    twin = RNN.from_config(config)
+    assert twin.built
+    twin.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(twin(out[:, None].detach()), layer(out[:, None].detach()))
+    lazy = RNN(TwoState(2, gate="sigmoid"))  # a lazy layer takes its input size from the file
+    lazy.load_state_dict(layer.state_dict())
+    assert lazy.input_dim == 2
+    # an optimizer step changes the parameters in place
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    before = layer.get_weights()
+    layer(torch.ones(2, 3, 2)).sum().backward()
+    optimizer.step()
+    assert all(not np.array_equal(b, w) for b, w in zip(before, layer.get_weights()))
+
+
+def test_losses_constraints_and_set_weights():
+    layer = RNN(MinGRU(2), input_dim=3, seed=0, dtype="float64")
+    (penalty,) = layer.losses
+    recurrent = layer.weights["recurrent"]
+    torch.testing.assert_close(penalty, 0.01 * (recurrent**2).sum())
+    penalty.backward()
+    assert recurrent.grad is not None
+    layer.set_weights([np.zeros((3, 6)), np.zeros((2, 6)), -np.ones(6)])
+    assert layer.weights["recurrent"] is recurrent  # the parameter objects are kept
+    layer.apply_constraints()
+    assert not layer.weights["bias"].detach().any()  # non_neg
+    with pytest.raises(ValueError, match="'recurrent' must have shape"):
+        layer.set_weights([np.zeros((3, 6)), np.zeros((2, 5)), np.zeros(6)])
+    fresh = RNN(MinGRU(2))
+    fresh.set_weights([np.zeros((3, 6)), np.zeros((2, 6)), np.zeros(6)])
+    assert fresh.input_dim == 3
+    with pytest.raises(ValueError, match="get_weights needs the weights"):
+        RNN(MinGRU(2)).get_weights()
+
+
+def test_torch_compile():
+    a, b = pair("gru", return_sequences=True, go_backwards=True)
+    x = data(batch=2, time=3)
+    compiled = torch.compile(a)
+    check(compiled(torch.from_numpy(x), mask=torch.from_numpy(MASK[:2, :3])),
+          b(x, mask=MASK[:2, :3]), "float64")  # fmt: skip
+
+
+def test_errors_are_clear():
+    with pytest.raises(ValueError, match=r"WrongShape.step returned output of shape \(2, 3\)"):
+        RNN(WrongShape(2))(torch.zeros(2, 3, 4))
+    layer = RNN(MinGRU(2))
+    with pytest.raises(TypeError, match="training must be True, False or None"):
+        layer(torch.zeros(2, 3, 4), training="yes")
+    layer(torch.zeros(2, 3, 4), training=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'dropout'"):
+        RNN(MinGRU(2), dropout=0.5)
+    with pytest.raises(TypeError, match="mask must be a boolean"):
+        layer(torch.zeros(2, 3, 4), mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="built for input_dim=4"):
+        layer(torch.zeros(2, 3, 5))
+    with pytest.raises(TypeError, match="dtype float64"):
+        layer(torch.zeros(2, 3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="reset_states"):
+        layer.reset_states()
