@@ -48,6 +48,11 @@ def to_numpy(value: Any) -> Any:
             "to_numpy: a JAX tracer (inside jit, grad or vmap) has no values yet; "
             "convert the result outside the transformation"
         )
+    if type(value).__name__ == "KerasTensor":
+        raise TypeError(
+            "to_numpy: a KerasTensor is symbolic (a Keras functional model's input or output) "
+            "and has no values yet; call the model on data"
+        )
     if isinstance(value, (np.generic, int, float, bool)) or hasattr(value, "__array__"):
         return np.asarray(value)
     raise TypeError(

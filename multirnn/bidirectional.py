@@ -17,6 +17,11 @@ from multirnn.spec import LayerSpec
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
+#: Keras 2 keywords a wrapper takes and hands to the layer it wraps (``Bidirectional(LSTM(8),
+#: input_shape=(10, 4))`` is how Keras 2 code starts a model with one)
+LAYER_KEYWORDS = ("input_shape", "batch_input_shape", "batch_size", "input_length",
+                  "input_dim", "trainable")  # fmt: skip
+
 
 def check_merge_mode(value: object) -> str | None:
     if value not in MERGE_MODES or isinstance(value, bool):
@@ -103,16 +108,36 @@ class BidirectionalCore:
     engine_name: str
     spec: BidirectionalSpec
 
-    def _init_core(self, layer: Any, merge_mode: str | None) -> tuple[Any, Any]:
+    def _init_core(
+        self, layer: Any, merge_mode: str | None, keywords: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
         """(forward layer, backward layer): copies of ``layer``, the backward one with
-        ``go_backwards`` flipped; a built ``layer`` lends the forward copy its weights."""
+        ``go_backwards`` flipped; a built ``layer`` lends the forward copy its weights.
+        ``keywords`` (:data:`LAYER_KEYWORDS`) apply to the wrapped layer, checked against
+        what it already says."""
         classes = tuple(self._classes.values())
         if not isinstance(layer, classes):
             raise TypeError(
                 f"Bidirectional wraps a SimpleRNN, LSTM or GRU of the {self.engine_name} "
                 f"engine, got {type(layer).__name__}"
             )
-        self.spec = BidirectionalSpec(layer.spec, check_merge_mode(merge_mode))
+        inner = layer.spec
+        if keywords:
+            from multirnn import spec as specs
+
+            unknown = sorted(set(keywords) - set(LAYER_KEYWORDS))
+            if unknown:
+                raise TypeError(
+                    f"Bidirectional got an unexpected keyword argument {unknown[0]!r}; besides "
+                    f"layer and merge_mode it takes {', '.join(LAYER_KEYWORDS)}, which apply to "
+                    "the wrapped layer"
+                )
+            config = inner.to_config(strict=False)
+            for key in ("input_dim", "input_length", "batch_size"):  # unset: no conflict
+                if config[key] is None:
+                    del config[key]
+            inner = specs.parse(inner.layer, (), config | keywords, warn=False)
+        self.spec = BidirectionalSpec(inner, check_merge_mode(merge_mode))
         cls = type(layer)
         forward = cls.from_config(self.spec.forward.to_config())
         backward_spec = self.spec.backward
@@ -127,6 +152,18 @@ class BidirectionalCore:
     @property
     def merge_mode(self) -> str | None:
         return self.spec.merge_mode
+
+    @property
+    def trainable(self) -> bool:
+        """Whether training updates either direction's weights; setting it sets both."""
+        return self.spec.layer.trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self.forward_layer.trainable = value
+        self.backward_layer.trainable = value
+        layer = self.spec.layer.replace(trainable=self.forward_layer.trainable)
+        self.spec = BidirectionalSpec(layer, self.spec.merge_mode)
 
     @property
     def built(self) -> bool:

@@ -88,6 +88,13 @@ def host_array(
     return array.astype(dtype, copy=False)
 
 
+def training(owner: str, value: object) -> bool | None:
+    """``training`` is True, False (NumPy booleans too) or None, on every engine."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise TypeError(f"{owner}: training must be True, False or None, got {value!r}")
+
+
 def inputs(
     spec: LayerSpec,
     shape: Sequence[int | None],

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import platform
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -114,15 +116,21 @@ class Output:
 
     def __init__(self, option: str, path: str):
         self.option, self.path = option, path
-        self.target = Path(os.path.realpath(path))
         self.temp: Path | None = None
         self.written = False
-        if self.target.is_dir():
+        if Path(path).is_dir():
             raise Refused(f"{option} {path!r} is a directory; give a file name")
-        if self.target.exists() and not self.target.is_file():  # a device or pipe
-            if not os.access(self.target, os.W_OK):
+        # a device or pipe (/dev/stdout, also when the shell redirects it to a file, whose
+        # replacement would cut the shell's output off) is written directly, as given
+        direct = str(path).startswith(("/dev/", "/proc/"))
+        with contextlib.suppress(OSError):
+            direct = direct or not stat.S_ISREG(os.stat(path).st_mode)
+        if direct and os.path.exists(path):
+            self.target = Path(path)
+            if not os.access(path, os.W_OK):
                 raise Refused(f"{option} {path!r} is not writable")
             return
+        self.target = Path(os.path.realpath(path))
         parent = self.target.parent
         if not parent.is_dir():
             what = "is not a directory" if parent.exists() else "does not exist"
@@ -138,7 +146,7 @@ class Output:
 
     def write(self, text: str) -> None:
         if self.temp is None:  # a device or pipe
-            with open(self.target, "w", encoding="utf-8") as stream:
+            with open(self.target, "a", encoding="utf-8") as stream:  # no truncation
                 stream.write(text)
             self.written = True
             return

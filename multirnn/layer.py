@@ -90,10 +90,11 @@ class LayerCore:
         Once, also when several threads make a layer's first call at the same time: the
         others wait and then use the weights the first one created."""
         input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
-        with _BUILD_LOCK:
-            if self.input_dim is None:
-                self._create_weights(input_dim)
-                return
+        if self.input_dim is None:  # engines set the kernel last: once seen, all weights exist
+            with _BUILD_LOCK:
+                if self.input_dim is None:
+                    self._create_weights(input_dim)
+                    return
         if input_dim != self.input_dim:
             raise ValueError(
                 f"{self.name}: already built for input_dim={self.input_dim}, "

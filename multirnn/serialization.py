@@ -135,10 +135,12 @@ def load(
         raise LayerFileError(f"load: {path}: metadata key {_META_CONFIG!r}: {reason}") from None
     parts = _layers(layer)
     expected = {prefix + n for prefix, part in parts for n in _weight_names(part)}
-    stored = {k for k in tensors if _STATE not in k}
+    state_keys = {f"{prefix}{_STATE}{n}" for prefix, part in parts for n in part.spec.state_names}
+    stored = {k for k in tensors if k not in state_keys}
     if stored != expected:
         raise LayerFileError(
-            f"load: {path} holds tensors {sorted(stored)}, but its config needs {sorted(expected)}"
+            f"load: {path} holds tensors {sorted(stored)}, but its config needs "
+            f"{sorted(expected)} (and, for a stateful layer, {sorted(state_keys)})"
         )
     for prefix, part in parts:
         try:

@@ -123,3 +123,21 @@ def test_framework_objects_are_converted_exactly_or_refused_at_creation(eng):
         eng.GRU(2, kernel_constraint=keras.constraints.Constraint())
     with pytest.raises(TypeError, match="kernel_regularizer is keras's OrthogonalRegularizer"):
         eng.GRU(2, kernel_regularizer=keras.regularizers.OrthogonalRegularizer())
+
+
+def test_bidirectional_takes_the_keras2_keywords_and_trainable(eng):
+    wrapper = eng.Bidirectional(eng.LSTM(2, seed=0), input_shape=(5, 3))
+    assert wrapper.built and wrapper.spec.layer.input_length == 5
+    with pytest.raises(ValueError, match="created with input_length=5 .* 6 time steps"):
+        wrapper(np.zeros((1, 6, 3)))
+    with pytest.raises(ValueError, match=r"input_shape=\(5, 3\) gives input_dim=3 but input_dim"):
+        eng.Bidirectional(eng.LSTM(2, input_dim=4), input_shape=(5, 3))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'units'"):
+        eng.Bidirectional(eng.LSTM(2), units=3)
+    frozen = eng.Bidirectional(eng.GRU(2, seed=0), trainable=False, batch_input_shape=(2, 4, 3))
+    assert not frozen.trainable
+    assert not frozen.forward_layer.trainable and not frozen.backward_layer.trainable
+    assert multirnn.from_config(frozen.get_config(), backend="numpy").trainable is False
+    frozen.trainable = True
+    assert frozen.forward_layer.trainable and frozen.backward_layer.trainable
+    assert frozen.get_config()["layer"]["trainable"] is True

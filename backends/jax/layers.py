@@ -149,6 +149,14 @@ class Recurrent(LayerCore):
     def _weights(self) -> list[jax.Array]:
         return [getattr(self, name) for name in self.spec.weight_names]
 
+    def _differentiable_weights(self) -> list[jax.Array]:
+        """The weights as calls and penalties use them: a frozen layer's (trainable=False)
+        pass no gradient back."""
+        weights = self._weights()
+        if self.spec.trainable:
+            return weights
+        return [jax.lax.stop_gradient(w) for w in weights]
+
     def _require_built(self, what: str) -> list[jax.Array]:
         if not self.built:
             raise ValueError(
@@ -232,21 +240,19 @@ class Recurrent(LayerCore):
         (zeros when None). Never reads or writes the carried states, so it is what a
         jitted step uses to thread a stateful layer's states."""
         spec = self.spec
-        if training is None:  # as on every engine: the default, which is off in JAX
-            training = False
-        if not isinstance(training, bool):
+        try:  # None: the default, which is off in JAX
+            training = bool(calls.training(self.name, training))
+        except TypeError as exc:
             raise TypeError(
-                f"{self.name}: training must be True, False or None, got {training!r} (under jit, "
-                "pass it as a static argument: jax.jit(f, static_argnames='training'))"
-            )
+                f"{exc} (under jit, pass it as a static argument: "
+                "jax.jit(f, static_argnames='training'))"
+            ) from None
         x = kernels.call_array(inputs, "inputs", self._dtype, self.name)
         if not self.built:
             if kernels.is_traced(x):
                 self._require_built("a call inside a JAX transformation")
             self.build(x.shape)
-        weights = self._weights()
-        if not spec.trainable:  # frozen: no gradient reaches the weights
-            weights = [jax.lax.stop_gradient(w) for w in weights]
+        weights = self._differentiable_weights()
         call = calls.inputs(spec, x.shape, kernels.dtype_name(x.dtype),
                             expected_dtype=self._dtype, input_dim=self.input_dim)  # fmt: skip
         if mask is not None:
@@ -301,7 +307,8 @@ class Recurrent(LayerCore):
         the activity regularizer of ``output`` (the layer's main output, divided by its
         batch size) when given. Pure, so usable inside a jitted loss."""
         spec = self.spec
-        out = self._weight_penalties(self._require_built("penalties"), JAX_OPS)
+        self._require_built("penalties")
+        out = self._weight_penalties(self._differentiable_weights(), JAX_OPS)
         if output is not None and spec.activity_regularizer is not None:
             output = kernels.as_array(output, f"{self.name}: penalties(output)")
             batch = max(int(output.shape[0]), 1) if output.ndim else 1
@@ -361,8 +368,8 @@ class Bidirectional(BidirectionalCore):
     engine_name = "jax"
     _ops = _BidirectionalOps
 
-    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat") -> None:
-        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode)
+    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat", **keywords: Any):
+        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode, keywords)
 
     def _flatten_with_keys(self):
         children = (

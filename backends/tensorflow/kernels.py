@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -202,6 +203,7 @@ def run(
     return fn(list(weights), x, mask, states, mi, mr)
 
 
+@functools.lru_cache(maxsize=1024)
 def _computation(spec: LayerSpec) -> LayerSpec:
     """The spec with every argument the computation does not read set to its default."""
     blank = LayerSpec(spec.layer, spec.units)

@@ -20,7 +20,7 @@ from multirnn_tensorflow.ops import TF_OPS
 import tensorflow as tf
 from multirnn import calls, constraints, regularizers
 from multirnn._checks import check_bool
-from multirnn.bidirectional import BidirectionalCore
+from multirnn.bidirectional import BidirectionalCore, BidirectionalSpec
 from multirnn.layer import LayerCore
 
 
@@ -109,18 +109,21 @@ class Recurrent(LayerCore, keras.layers.Layer):
             "recurrent_kernel": (spec.recurrent_regularizer, spec.recurrent_constraint),
             "bias": (spec.bias_regularizer, spec.bias_constraint),
         }
+        variables = []
         for name, value in zip(spec.weight_names, self._initial_weights(input_dim)):
             regularizer, constraint = chosen[name]
-            variable = self.add_weight(
+            variables.append(self.add_weight(
                 name=name,
                 shape=value.shape,
                 initializer=lambda shape, dtype, value=value: tf.constant(value, dtype),
                 regularizer=None if regularizer is None else _penalty(regularizer),
                 constraint=None if constraint is None else _projection(constraint),
-            )
-            setattr(self, name, variable)
+            ))  # fmt: skip
         if not spec.use_bias:
             self.bias = None
+        # the kernel last: `input_dim` reads it, so another thread never sees half the weights
+        for name, variable in reversed(list(zip(spec.weight_names, variables))):
+            setattr(self, name, variable)
         self.built = True
 
     def _weights(self) -> list[keras.Variable]:
@@ -309,9 +312,7 @@ class Recurrent(LayerCore, keras.layers.Layer):
 def _host_arguments(layer, dtype: str, inputs, kwargs: dict[str, Any]):
     """NumPy arrays and nested lists converted before Keras sees them (Keras would map a
     nested list element by element), and ``training`` checked, as on every engine."""
-    training = kwargs.get("training")
-    if training is not None and not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"{layer.name}: training must be True, False or None, got {training!r}")
+    calls.training(layer.name, kwargs.get("training"))
     if not isinstance(inputs, (tf.Tensor, tf.Variable, keras.Variable, keras.KerasTensor)):
         inputs = kernels.call_tensor(inputs, "inputs", dtype, layer.name)
 
@@ -379,9 +380,26 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
 
     def __init__(self, layer: Recurrent, merge_mode: str | None = "concat", **kwargs: Any):
         _require_tensorflow_backend("Bidirectional")
-        keras.layers.Layer.__init__(self, dtype=layer.dtype, autocast=False, **kwargs)
-        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode)
+        # Keras takes the name; the rest are the wrapped layer's keywords (or refused there)
+        keras_kwargs = {k: kwargs.pop(k) for k in ("name",) if k in kwargs}
+        keywords = kwargs
+        if "trainable" in keywords:
+            keras_kwargs["trainable"] = keywords["trainable"]
+        keras.layers.Layer.__init__(self, dtype=layer.dtype, autocast=False, **keras_kwargs)
+        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode, keywords)
         self.supports_masking = True
+
+    # Keras's flag (it reaches both directions); the spec follows it for get_config
+    @property
+    def trainable(self) -> bool:
+        return keras.layers.Layer.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        keras.layers.Layer.trainable.fset(self, check_bool("Bidirectional", "trainable", value))
+        if getattr(self, "spec", None) is not None:
+            self.spec = BidirectionalSpec(self.spec.layer.replace(trainable=bool(value)),
+                                          self.spec.merge_mode)  # fmt: skip
 
     # Keras assigns ``built``; the wrapper is built when both directions are
     @property

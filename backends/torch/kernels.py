@@ -111,7 +111,8 @@ def _tensor(value, what: str, device, dtype: str | None = None, owner: str = "")
         return value
     array = calls.host_array(value, owner=owner.rstrip(": ") or "multirnn", arg=what,
                              native="torch.Tensor", dtype=dtype)  # fmt: skip
-    return torch.as_tensor(np.require(array, requirements="W"), device=device)
+    # a writable, C-contiguous copy where needed: torch takes no negative strides
+    return torch.as_tensor(np.require(array, requirements=("C", "W")), device=device)
 
 
 def forward(

@@ -84,12 +84,16 @@ class Recurrent(LayerCore, nn.Module):
         self._create(self._initial_weights(input_dim))
 
     def _create(self, arrays) -> None:
-        for name, value in zip(self.spec.weight_names, arrays):
+        params = []
+        for value in arrays:
             tensor = torch.as_tensor(value, dtype=self._dtype, device=self._device)
             # contiguous: NumPy's initializers may return transposed arrays (orthogonal),
             # and FSDP shards only contiguous parameters
             param = nn.Parameter(tensor.clone(memory_format=torch.contiguous_format))
-            setattr(self, name, param.requires_grad_(self.spec.trainable))
+            params.append(param.requires_grad_(self.spec.trainable))
+        # the kernel last: `built` reads it, so another thread never sees half the weights
+        for name, param in reversed(list(zip(self.spec.weight_names, params))):
+            setattr(self, name, param)
 
     def _apply_trainable(self) -> None:
         # trainable=False is requires_grad=False: optimizers and autograd skip the weights
@@ -143,10 +147,9 @@ class Recurrent(LayerCore, nn.Module):
         training: bool | None = None,
     ):
         spec = self.spec
+        training = calls.training(self.name, training)
         if training is None:
             training = self.training
-        elif not isinstance(training, bool):
-            raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
         if self.built:
             device = self.kernel.device
         elif torch.is_tensor(inputs):
@@ -280,9 +283,9 @@ class Bidirectional(BidirectionalCore, nn.Module):
     engine_name = "torch"
     _ops = _BidirectionalOps
 
-    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat") -> None:
+    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat", **keywords: Any):
         nn.Module.__init__(self)
-        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode)
+        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode, keywords)
 
     def forward(self, inputs, *, mask=None, initial_state=None, training=None):
         return self._run(inputs, mask=mask, initial_state=initial_state, training=training)

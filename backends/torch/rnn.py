@@ -205,8 +205,7 @@ class RNN(nn.Module):
         training: bool | None = None,
     ):
         spec = self.spec
-        if training is not None and not isinstance(training, bool):
-            raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
+        calls.training(self.name, training)
         if self.built:
             device = self._weights()[0].device
         elif torch.is_tensor(inputs):

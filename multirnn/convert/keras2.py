@@ -359,7 +359,8 @@ def _canonical(layer: H5Layer, kind: str) -> tuple[list[np.ndarray], dict[str, A
         options["use_bias"] = False
         return weights, options
     (bias,) = rest
-    cudnn_class = layer.class_name is None or "CuDNN" in layer.class_name
+    # a weights-only file names no class: its bias shape tells a CuDNN layer
+    cudnn_class = layer.config is None or "CuDNN" in (layer.class_name or "")
     if cudnn_class and kind != "SimpleRNN" and bias.shape == (2 * g * units,):
         # CuDNNLSTM/CuDNNGRU: each input block holds cuDNN's row-major (units, in)
         blocks = np.split(kernel, g, axis=1)

@@ -171,6 +171,8 @@ def keras_kwargs(spec: LayerSpec, ignore_training_options: bool = False) -> dict
         kwargs["seed"] = spec.seed
     if spec.dtype is not None:
         kwargs["dtype"] = spec.dtype
+    if not spec.trainable:
+        kwargs["trainable"] = False
     used = [k for k in _TRAINING if getattr(spec, k) is not None]
     if used and not ignore_training_options:
         raise ConversionError(
@@ -185,7 +187,8 @@ def to_keras(layer, *, batch_size: int | None = None, ignore_training_options: b
     computes.
 
     A stateful Keras layer needs a static batch size: ``batch_size``, or that of the
-    states ``layer`` carries, which are copied over.
+    states ``layer`` carries, which are copied over, or the layer's own ``batch_size``
+    (``batch_input_shape``). ``trainable=False`` carries over.
     """
     import keras
 
@@ -212,7 +215,7 @@ def to_keras(layer, *, batch_size: int | None = None, ignore_training_options: b
     if spec.stateful:
         carried = None if states is None else states[0].shape[0]
         if batch_size is None:
-            batch_size = carried
+            batch_size = carried if carried is not None else spec.batch_size
         if batch_size is None:
             raise ConversionError(
                 "to_keras: a stateful Keras layer needs a static batch size; pass batch_size="

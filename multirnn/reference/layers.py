@@ -100,8 +100,7 @@ class Recurrent(LayerCore):
         training: bool | None = None,
     ):
         spec = self.spec
-        if training is not None and not isinstance(training, (bool, np.bool_)):
-            raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
+        training = calls.training(self.name, training)
         x = kernels.host(self.name, inputs, "inputs", self.dtype)
         call = calls.inputs(
             spec, x.shape, x.dtype.name, expected_dtype=self.dtype, input_dim=self.input_dim
@@ -212,8 +211,8 @@ class Bidirectional(BidirectionalCore):
     engine_name = "numpy"
     _ops = _Ops
 
-    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat") -> None:
-        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode)
+    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat", **keywords: Any):
+        self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode, keywords)
 
     __call__ = BidirectionalCore._run
 

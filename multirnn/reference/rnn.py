@@ -134,8 +134,7 @@ class RNN:
     def __call__(self, inputs: Any, *, mask: Any = None, initial_state: Any = None,
                  training: bool | None = None):  # fmt: skip
         spec = self.spec
-        if training is not None and not isinstance(training, (bool, np.bool_)):
-            raise TypeError(f"{self.name}: training must be True, False or None, got {training!r}")
+        calls.training(self.name, training)
         x = kernels.host(self.name, inputs, "inputs", self.dtype)
         call = calls.inputs(spec, x.shape, x.dtype.name, expected_dtype=self.dtype,
                             input_dim=self.input_dim)  # fmt: skip

@@ -580,3 +580,19 @@ def test_keras_agrees_with_the_reference(tmp_path):
     assert all("dropout=True" in r["case"] for r in skipped)
     ran = sum(data["counts"].get(k, 0) for k in ("pass", "xfail", "xpass"))
     assert ran == 2 * len(quick_cases()) - len(skipped)  # every other case-dtype ran
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/stdout"), reason="needs /dev/stdout")
+def test_json_to_dev_stdout_keeps_the_printed_lines_when_redirected_or_piped(tmp_path):
+    # written directly, appended: replacing the file the shell redirected stdout to (or
+    # resolving /dev/stdout to a pipe's /proc path) lost either the table or the report
+    env = {k: v for k, v in os.environ.items() if k != engines.ENV_VAR}
+    command = [sys.executable, "-m", "multirnn.cli", "conformance", "--engines", "numpy",
+               "--case", "LSTM()", "--json", "/dev/stdout", "--no-progress"]  # fmt: skip
+    out = tmp_path / "out.txt"
+    with open(out, "w") as stream:
+        assert subprocess.run(command, stdout=stream, env=env, timeout=120).returncode == 0
+    text = out.read_text()
+    assert "compared with the NumPy reference" in text and '"environment"' in text
+    piped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert piped.returncode == 0 and '"environment"' in piped.stdout, piped.stderr

@@ -128,6 +128,13 @@ def test_cudnn_layer_weights_are_converted(tmp_path, kind):
     np.testing.assert_allclose(layer(x), cudnn_run(kind, W, R, bw, br, x), atol=1e-12)
     assert layer.spec.recurrent_activation == "sigmoid"
     assert kind == "LSTM" or layer.spec.reset_after
+    # a weights-only file (model.save_weights) names no class: the bias shape tells CuDNN
+    weights_only = tmp_path / "cudnn_weights.h5"
+    write(weights_only, [(name, f"CuDNN{kind}", {}, list(zip(
+        [f"{name}/kernel:0", f"{name}/recurrent_kernel:0", f"{name}/bias:0"],
+        [kernel, recurrent, bias])))], config=False, model_weights=False)  # fmt: skip
+    (layer,) = convert.from_keras2_h5(weights_only, backend="numpy").values()
+    np.testing.assert_allclose(layer(x), cudnn_run(kind, W, R, bw, br, x)[:, -1], atol=1e-12)
 
 
 def test_weights_only_files_need_the_activations(tmp_path):

@@ -116,6 +116,10 @@ def test_a_stateful_layer_needs_a_batch_size_for_keras():
     fresh(_x(batch=3))
     with pytest.raises(ConversionError, match="carries states for batch size 3"):
         convert.to_keras(fresh, batch_size=2)
+    # Keras 2's batch_input_shape fixes it, and a frozen layer stays frozen
+    fixed = SimpleRNN(5, batch_input_shape=(2, None, 4), seed=0, stateful=True, trainable=False)
+    peer = convert.to_keras(fixed)
+    assert peer(_x(batch=2)).shape == (2, 5) and not peer.trainable
 
 
 @pytest.mark.parametrize("merge_mode", ["concat", "mul", None])
