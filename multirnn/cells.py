@@ -413,7 +413,10 @@ def check_portable(cell: Cell, input_dim: int = 3, batch: int = 2) -> None:
     except Exception as exc:
         import inspect
 
-        source = inspect.getsourcefile(type(cell))
+        try:
+            source = inspect.getsourcefile(type(cell))
+        except (TypeError, OSError):  # defined in exec'd code, a notebook, ...
+            source = None
         frames = traceback.extract_tb(exc.__traceback__)
         frames = [f for f in frames if f.filename == source] or [
             f for f in frames if f.filename != __file__

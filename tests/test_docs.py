@@ -165,3 +165,24 @@ def test_ci_runs_the_readme_test_command():
     assert commands == ["python -m pip install nox && python -m nox"]
     ci = (ROOT / ".ci" / "run").read_text("utf8").splitlines()
     assert commands[0] in ci
+
+
+def test_the_cells_of_the_guide_are_certified():
+    """docs/cells.md promises that its cells pass ``multirnn conformance --cell``."""
+    pytest.importorskip("array_api_strict")
+    import multirnn
+    from multirnn.conformance import cell_suite
+
+    found = []
+    for block in python_blocks(ROOT / "docs" / "cells.md"):
+        namespace = {"__name__": f"docs_cells_{block.start_line}"}
+        exec(compile(block.source, f"docs/cells.md:{block.start_line}", "exec"), namespace)
+        for value in list(namespace.values()):
+            if isinstance(value, type) and issubclass(value, multirnn.Cell):
+                if value is multirnn.Cell:
+                    continue
+                results = cell_suite.certify(value(3))
+                found.append(value.__name__)
+                failed = [r.line() for r in results if r.status == "fail"]
+                assert not failed, "\n".join(failed)
+    assert found == ["MinimalGRU", "PeepholeLSTM", "LayerNormLSTM"]
