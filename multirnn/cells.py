@@ -325,6 +325,25 @@ class RNNSpec:
         return hash(repr(self))
 
 
+class RNNCore:
+    """Mixin: what every engine's ``RNN`` shares, independent of the framework (the cells'
+    counterpart of :class:`multirnn.layer.LayerCore`)."""
+
+    spec: RNNSpec
+    input_dim: int | None
+
+    def get_config(self) -> dict[str, Any]:
+        """The cell (by its registered name) and the options; a built layer records its
+        input size, which the cell's declarations depend on."""
+        return self.spec.to_config() | {"input_dim": self.input_dim or self.spec.input_dim}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        config = dict(config)
+        cell = cell_from_config(config.pop("cell", None))
+        return cls(cell, **config)
+
+
 def parse_rnn(cell: Any, kwargs: dict[str, Any]) -> RNNSpec:
     """Validate ``RNN(cell, **kwargs)``."""
     from multirnn import spec as specs
@@ -430,3 +449,64 @@ def check_portable(cell: Cell, input_dim: int = 3, batch: int = 2) -> None:
             "namespace it is given (ops.tanh, ops.activation('sigmoid'), ...), not a "
             "framework's own"
         ) from exc
+
+
+# -- checks every engine's RNN shares (one vocabulary, as multirnn.calls for the layers) --------
+
+
+def check_step(spec, output, states, batch: int) -> None:
+    """A step's result must be ``(output (batch, units), [one (batch, units) per state])``."""
+    owner = f"{spec.layer}.step"
+    want = (batch, spec.units)
+    if not isinstance(states, (list, tuple)) or len(states) != spec.num_states:
+        raise ValueError(
+            f"{owner} must return (output, new_states) with {spec.num_states} state(s) "
+            f"[{', '.join(spec.state_names)}]; got {type(states).__name__} "
+            f"{len(states) if isinstance(states, (list, tuple)) else ''}"
+        )
+    for what, value in [("output", output), *list(zip(spec.state_names, states))]:
+        if tuple(getattr(value, "shape", ())) != want:
+            raise ValueError(
+                f"{owner} returned {what} of shape {tuple(getattr(value, 'shape', ()))}; every "
+                f"output and state is (batch, units) = {want}"
+            )
+
+
+def input_dim_of(cell: Cell, weights: list[np.ndarray]) -> int:
+    """The input size whose declared shapes the given weights have (tried from their
+    shapes, since declarations depend on it)."""
+    for candidate in sorted({d for w in weights for d in w.shape}):
+        decls = cell.declare(candidate)
+        if len(decls) == len(weights) and all(d.shape == w.shape for d, w in zip(decls, weights)):
+            return candidate
+    raise ValueError(
+        f"{type(cell).__name__}: set_weights got shapes {[w.shape for w in weights]}, which "
+        "the cell declares for no input size; build the layer first"
+    )
+
+
+def check_weights(owner: str, cell: Cell, arrays: list[np.ndarray], input_dim: int | None) -> int:
+    """Weights given to ``set_weights`` (as NumPy arrays): the cell's declared count, shapes
+    and floating-point values, each error naming the weight. Returns the input size (worked
+    out from the shapes when the layer is not built yet)."""
+    if not arrays or arrays[0].ndim < 1:
+        raise ValueError(f"{owner}: set_weights takes the cell's weights, in order")
+    if input_dim is None:
+        input_dim = input_dim_of(cell, arrays)
+    decls = cell.declare(input_dim)
+    if len(arrays) != len(decls):
+        raise ValueError(
+            f"{owner}: {type(cell).__name__} has {len(decls)} weights "
+            f"({', '.join(d.name for d in decls)}), got {len(arrays)}"
+        )
+    for decl, value in zip(decls, arrays):
+        if value.shape != decl.shape:
+            raise ValueError(
+                f"{owner}: weight {decl.name!r} must have shape {decl.shape}, got {value.shape}"
+            )
+        if value.dtype.kind != "f":
+            raise TypeError(
+                f"{owner}: weight {decl.name!r} must hold floating-point numbers, got "
+                f"{value.dtype.name}"
+            )
+    return input_dim

@@ -24,7 +24,6 @@ from jax.tree_util import GetAttrKey
 from multirnn import calls, cells, regularizers
 from multirnn import constraints as constraint_module
 from multirnn.layer import _BUILD_LOCK, LayerCore
-from multirnn.reference.rnn import _input_dim_of, check_step
 
 Array = jax.Array
 
@@ -53,7 +52,7 @@ class _Static:
         return f"_Static({self.spec.layer})"
 
 
-class RNN:
+class RNN(cells.RNNCore):
     """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
     ``Recurrent`` options, as a JAX pytree.
 
@@ -187,29 +186,10 @@ class RNN:
             arrays = [np.asarray(w) for w in weights]
         except TypeError:
             arrays = []
-        if not arrays or arrays[0].ndim < 1:
-            raise ValueError(f"{self.name}: set_weights takes the cell's weights, in order")
-        input_dim = self._input_dim if self.built else None
-        if input_dim is None:
-            input_dim = _input_dim_of(self.cell, arrays)
-        decls = self.cell.declare(input_dim)
-        if len(arrays) != len(decls):
-            raise ValueError(
-                f"{self.name}: {self.spec.layer} has {len(decls)} weights "
-                f"({', '.join(d.name for d in decls)}), got {len(arrays)}"
-            )
-        for decl, value in zip(decls, arrays):
-            if value.shape != decl.shape:
-                raise ValueError(
-                    f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "
-                    f"{value.shape}"
-                )
-            if value.dtype.kind != "f":
-                raise TypeError(
-                    f"{self.name}: weight {decl.name!r} must hold floating-point numbers, got "
-                    f"{value.dtype.name}"
-                )
-        self._set([d.name for d in decls], input_dim, arrays)
+        input_dim = cells.check_weights(
+            self.name, self.cell, arrays, self._input_dim if self.built else None
+        )
+        self._set([d.name for d in self.cell.declare(input_dim)], input_dim, arrays)
 
     def replace(self, **weights: Array) -> RNN:
         """A new layer with some weights replaced (by the names the cell declared); works
@@ -318,7 +298,7 @@ class RNN:
             states, previous = carry
             x_t, keep = inputs
             output, new = cell.step(_OPS, w, x_t, list(states))
-            check_step(spec, output, new, batch)
+            cells.check_step(spec, output, new, batch)
             output = jnp.asarray(output).astype(dtype)
             new = [jnp.asarray(s).astype(dtype) for s in new]
             if keep is not None:
@@ -384,17 +364,6 @@ class RNN:
         return self._with_weights(w)
 
     # -- config -----------------------------------------------------------------------------
-    def get_config(self) -> dict[str, Any]:
-        """The cell (by its registered name) and the options; a built layer records its
-        input size, which the cell's declarations depend on."""
-        return self.spec.to_config() | {"input_dim": self.input_dim or self.spec.input_dim}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> RNN:
-        config = dict(config)
-        cell = cells.cell_from_config(config.pop("cell", None))
-        return cls(cell, **config)
-
     def __repr__(self) -> str:
         return f"RNN({self.cell!r}) [jax]"
 

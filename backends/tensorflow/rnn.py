@@ -25,7 +25,6 @@ from multirnn import calls, cells
 from multirnn import constraints as constraint_module
 from multirnn._checks import check_bool
 from multirnn.layer import _BUILD_LOCK, LayerCore
-from multirnn.reference.rnn import _input_dim_of, check_step
 
 __all__ = ["RNN", "ArrayAPI"]
 
@@ -313,7 +312,7 @@ def _layers():
 
 
 class _Shape(SimpleNamespace):
-    """A value's static shape for :func:`check_step`, unknown sizes taken as expected."""
+    """A static shape for multirnn.cells.check_step, unknown sizes taken as expected."""
 
 
 def _static(value, want: tuple) -> _Shape | Any:
@@ -423,23 +422,7 @@ class RNN(keras.layers.Layer):
         """Replace the weights (the cell's declared order and shapes), keeping the
         variables; builds the layer from them if needed."""
         arrays = [np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in weights]
-        if not arrays or arrays[0].ndim < 1:
-            raise ValueError(f"{self.name}: set_weights takes the cell's weights, in order")
-        input_dim = self.input_dim
-        if input_dim is None:
-            input_dim = _input_dim_of(self.cell, arrays)
-        decls = self.cell.declare(input_dim)
-        if len(arrays) != len(decls):
-            raise ValueError(
-                f"{self.name}: {self.spec.layer} has {len(decls)} weights "
-                f"({', '.join(d.name for d in decls)}), got {len(arrays)}"
-            )
-        for decl, value in zip(decls, arrays):
-            if value.shape != decl.shape:
-                raise ValueError(
-                    f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "
-                    f"{value.shape}"
-                )
+        input_dim = cells.check_weights(self.name, self.cell, arrays, self.input_dim)
         if not self.built:
             self.build((None, None, input_dim))
         for variable, value in zip(self._variables_in_order, arrays):
@@ -491,9 +474,9 @@ class RNN(keras.layers.Layer):
         output, new = self.cell.step(self._ops, w, x_t, list(states))
         want = (batch, spec.units)
         if isinstance(new, (list, tuple)):
-            check_step(spec, _static(output, want), [_static(s, want) for s in new], batch)
+            cells.check_step(spec, _static(output, want), [_static(s, want) for s in new], batch)
         else:
-            check_step(spec, output, new, batch)
+            cells.check_step(spec, output, new, batch)
         dtype = self.compute_dtype
         output = tf.cast(output, dtype)
         new = [tf.cast(n, dtype) for n in new]
@@ -651,10 +634,7 @@ class RNN(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         """The NumPy engine's ``RNN`` config (the cell by its registered name, the options,
         the input size once built), named as Keras named the layer."""
-        return self.spec.to_config() | {
-            "input_dim": self.input_dim or self.spec.input_dim,
-            "name": self.name,
-        }
+        return cells.RNNCore.get_config(self) | {"name": self.name}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RNN:

@@ -22,7 +22,6 @@ import torch
 from multirnn import calls, cells, regularizers
 from multirnn import constraints as constraint_module
 from multirnn.layer import _BUILD_LOCK
-from multirnn.reference.rnn import _input_dim_of, check_step
 from torch import nn
 
 __all__ = ["RNN", "torch_namespace"]
@@ -49,7 +48,7 @@ def torch_namespace() -> cells.Ops:
     return _NAMESPACE[0]
 
 
-class RNN(nn.Module):
+class RNN(cells.RNNCore, nn.Module):
     """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
     ``Recurrent`` options, as a ``torch.nn.Module``.
 
@@ -160,23 +159,7 @@ class RNN(nn.Module):
         arrays = [
             w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w) for w in weights
         ]
-        if not arrays or arrays[0].ndim < 1:
-            raise ValueError(f"{self.name}: set_weights takes the cell's weights, in order")
-        input_dim = self._input_dim
-        if input_dim is None:
-            input_dim = _input_dim_of(self.cell, arrays)
-        decls = self.cell.declare(input_dim)
-        if len(arrays) != len(decls):
-            raise ValueError(
-                f"{self.name}: {self.spec.layer} has {len(decls)} weights "
-                f"({', '.join(d.name for d in decls)}), got {len(arrays)}"
-            )
-        for decl, value in zip(decls, arrays):
-            if value.shape != decl.shape:
-                raise ValueError(
-                    f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "
-                    f"{value.shape}"
-                )
+        input_dim = cells.check_weights(self.name, self.cell, arrays, self._input_dim)
         if not self.built:
             with _BUILD_LOCK:
                 if not self.built:
@@ -192,7 +175,7 @@ class RNN(nn.Module):
             stored = [v for k, v in state_dict.items() if k.startswith(key)]
             if stored:
                 arrays = [v.detach().cpu().numpy() for v in stored]
-                self.build((None, None, _input_dim_of(self.cell, arrays)))
+                self.build((None, None, cells.input_dim_of(self.cell, arrays)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- calling --------------------------------------------------------------------------
@@ -258,7 +241,7 @@ class RNN(nn.Module):
         for index, t in enumerate(steps):
             output, new = self.cell.step(ops, w, x[:, t], states)
             if index == 0:
-                check_step(spec, output, new, x.shape[0])
+                cells.check_step(spec, output, new, x.shape[0])
             output = output.to(x.dtype)
             new = [s.to(x.dtype) for s in new]
             if mask is not None:
@@ -324,17 +307,6 @@ class RNN(nn.Module):
         for d, w in zip(self._decls, weights):
             if d.constraint is not None:
                 w.copy_(constraint_module.project(d.constraint, w, TORCH_OPS))
-
-    def get_config(self) -> dict[str, Any]:
-        """The cell (by its registered name) and the options; a built layer records its
-        input size, which the cell's declarations depend on."""
-        return self.spec.to_config() | {"input_dim": self.input_dim or self.spec.input_dim}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> RNN:
-        config = dict(config)
-        cell = cells.cell_from_config(config.pop("cell", None))
-        return cls(cell, **config)
 
     def extra_repr(self) -> str:
         return f"cell={self.cell!r}, input_dim={self.input_dim}, dtype={self.dtype}"

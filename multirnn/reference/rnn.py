@@ -34,25 +34,7 @@ def numpy_namespace() -> cells.Ops:
     return cells.namespace(np, NUMPY_OPS, "numpy")
 
 
-def check_step(spec, output, states, batch: int) -> None:
-    """A step's result must be ``(output (batch, units), [one (batch, units) per state])``."""
-    owner = f"{spec.layer}.step"
-    want = (batch, spec.units)
-    if not isinstance(states, (list, tuple)) or len(states) != spec.num_states:
-        raise ValueError(
-            f"{owner} must return (output, new_states) with {spec.num_states} state(s) "
-            f"[{', '.join(spec.state_names)}]; got {type(states).__name__} "
-            f"{len(states) if isinstance(states, (list, tuple)) else ''}"
-        )
-    for what, value in [("output", output), *list(zip(spec.state_names, states))]:
-        if tuple(getattr(value, "shape", ())) != want:
-            raise ValueError(
-                f"{owner} returned {what} of shape {tuple(getattr(value, 'shape', ()))}; every "
-                f"output and state is (batch, units) = {want}"
-            )
-
-
-class RNN:
+class RNN(cells.RNNCore):
     """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
     ``Recurrent`` options, on NumPy arrays."""
 
@@ -110,23 +92,10 @@ class RNN:
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace the weights (the cell's declared order and shapes); builds from them."""
         weights = [np.asarray(w) for w in weights]
-        if not weights or weights[0].ndim < 1:
-            raise ValueError(f"{self.name}: set_weights takes the cell's weights, in order")
-        input_dim = self._input_dim if self.built else None
-        if input_dim is None:
-            input_dim = _input_dim_of(self.cell, weights)
+        input_dim = cells.check_weights(
+            self.name, self.cell, weights, self._input_dim if self.built else None
+        )
         decls = self.cell.declare(input_dim)
-        if len(weights) != len(decls):
-            raise ValueError(
-                f"{self.name}: {self.spec.layer} has {len(decls)} weights "
-                f"({', '.join(d.name for d in decls)}), got {len(weights)}"
-            )
-        for decl, value in zip(decls, weights):
-            if value.shape != decl.shape:
-                raise ValueError(
-                    f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "
-                    f"{value.shape}"
-                )
         self._names, self._input_dim = [d.name for d in decls], input_dim
         self._weights = [np.array(w, dtype=self.dtype) for w in weights]
 
@@ -163,7 +132,7 @@ class RNN:
         outputs = []
         for t in steps:
             output, new = self.cell.step(self._ops, w, x[:, t], states)
-            check_step(spec, output, new, x.shape[0])
+            cells.check_step(spec, output, new, x.shape[0])
             output, new = np.asarray(output, self.dtype), [np.asarray(s, self.dtype) for s in new]
             if mask is not None:
                 keep = mask[:, t][:, None]
@@ -211,29 +180,5 @@ class RNN:
             if d.constraint is not None:
                 w[...] = constraint_module.project(d.constraint, w, NUMPY_OPS)
 
-    def get_config(self) -> dict[str, Any]:
-        """The cell (by its registered name) and the options; a built layer records its
-        input size, which the cell's declarations depend on."""
-        return self.spec.to_config() | {"input_dim": self.input_dim or self.spec.input_dim}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> RNN:
-        config = dict(config)
-        cell = cells.cell_from_config(config.pop("cell", None))
-        return cls(cell, **config)
-
     def __repr__(self) -> str:
         return f"RNN({self.cell!r}) [numpy]"
-
-
-def _input_dim_of(cell: cells.Cell, weights: list[np.ndarray]) -> int:
-    """The input size whose declared shapes the given weights have (tried from their
-    shapes, since declarations depend on it)."""
-    for candidate in sorted({d for w in weights for d in w.shape}):
-        decls = cell.declare(candidate)
-        if len(decls) == len(weights) and all(d.shape == w.shape for d, w in zip(decls, weights)):
-            return candidate
-    raise ValueError(
-        f"{type(cell).__name__}: set_weights got shapes {[w.shape for w in weights]}, which "
-        "the cell declares for no input size; build the layer first"
-    )
