@@ -410,9 +410,11 @@ def test_sigint_during_a_run_exits_130_with_one_line_and_no_report(tmp_path):
             "sys.exit(cli.main(sys.argv[1:]))")  # fmt: skip
     command = [sys.executable, "-u", "-c", slow, "conformance", "--engines", "numpy",
                "--json", "r.json", "--junit", "r.xml"]  # fmt: skip
+    # pytest-xdist's workers ignore SIGINT, and a child would inherit that: restore it
     proc = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         first = proc.stderr.readline()  # the progress bar's first line: a check has run
         assert re.match(r"\[[#.]+\] \d+/\d+ numpy", first), first
