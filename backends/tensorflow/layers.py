@@ -245,14 +245,7 @@ class Recurrent(LayerCore, keras.layers.Layer):
         return [tf.convert_to_tensor(v) for v in self._state_variables]
 
     def _new_states(self, shape) -> list[tf.Variable]:
-        # Plain TensorFlow variables, not Keras weights: Keras allows no new weights after
-        # build, and the batch size is known only at the first call (or reset_states).
-        # They are not part of layer.weights, so get_weights/set_weights and optimizers
-        # never see them.
-        return [
-            tf.Variable(tf.zeros(shape, self.compute_dtype), trainable=False, name=f"state_{n}")
-            for n in self.spec.state_names
-        ]
+        return new_state_variables(self.spec.state_names, shape, self.compute_dtype)
 
     def compute_mask(self, inputs, mask=None):
         output_mask = mask if self.spec.return_sequences else None
@@ -288,14 +281,7 @@ class Recurrent(LayerCore, keras.layers.Layer):
         self._check_reset([t.shape.as_list() for t in tensors],
                           [kernels.dtype_name(t.dtype) for t in tensors],
                           self.compute_dtype)  # fmt: skip
-        if self._state_variables is not None and tuple(self._state_variables[0].shape) != tuple(
-            tensors[0].shape
-        ):
-            self._state_variables = None  # a new batch size: new variables
-        if self._state_variables is None:
-            self._state_variables = self._new_states(tuple(tensors[0].shape))
-        for variable, value in zip(self._state_variables, tensors):
-            variable.assign(value)
+        assign_carried(self, tensors)
 
     # -- constraints ----------------------------------------------------------------------------
     def apply_constraints(self) -> None:
@@ -307,6 +293,27 @@ class Recurrent(LayerCore, keras.layers.Layer):
 
     def __repr__(self) -> str:
         return LayerCore.__repr__(self)
+
+
+def new_state_variables(names, shape, dtype: str) -> list[tf.Variable]:
+    """A stateful layer's carried states: plain TensorFlow variables, not Keras weights.
+    Keras allows no new weights after build, and the batch size is known only at the
+    first call (or reset_states); get_weights/set_weights and optimizers never see them."""
+    return [tf.Variable(tf.zeros(shape, dtype), trainable=False, name=f"state_{n}")
+            for n in names]  # fmt: skip
+
+
+def assign_carried(layer, tensors) -> None:
+    """Set a stateful layer's (``Recurrent`` or ``RNN``) carried states to checked tensors;
+    a new batch size gets new variables."""
+    current = layer._state_variables
+    if current is not None and tuple(current[0].shape) != tuple(tensors[0].shape):
+        current = None
+    if current is None:
+        current = layer._new_states(tuple(tensors[0].shape))
+        layer._state_variables = current
+    for variable, value in zip(current, tensors):
+        variable.assign(value)
 
 
 def _host_arguments(layer, dtype: str, inputs, kwargs: dict[str, Any]):

@@ -569,11 +569,7 @@ class RNN(keras.layers.Layer):
         return [tf.convert_to_tensor(v) for v in self._state_variables]
 
     def _new_states(self, shape) -> list[tf.Variable]:
-        # plain TensorFlow variables, not Keras weights (see Recurrent._new_states)
-        return [
-            tf.Variable(tf.zeros(shape, self.compute_dtype), trainable=False, name=f"state_{n}")
-            for n in self.spec.state_names
-        ]
+        return _layers().new_state_variables(self.spec.state_names, shape, self.compute_dtype)
 
     @property
     def states(self) -> list[tf.Tensor] | None:
@@ -596,14 +592,7 @@ class RNN(keras.layers.Layer):
         calls.states(self.spec, shapes, [kernels.dtype_name(t.dtype) for t in tensors],
                      batch=shapes[0][0] if len(shapes[0]) == 2 else None,
                      expected_dtype=self.compute_dtype, arg="reset_states(states)")  # fmt: skip
-        if self._state_variables is not None and tuple(self._state_variables[0].shape) != tuple(
-            tensors[0].shape
-        ):
-            self._state_variables = None  # a new batch size: new variables
-        if self._state_variables is None:
-            self._state_variables = self._new_states(tuple(tensors[0].shape))
-        for variable, value in zip(self._state_variables, tensors):
-            variable.assign(value)
+        _layers().assign_carried(self, tensors)
 
     # -- constraints, masks, shapes, config -------------------------------------------------------
     def apply_constraints(self) -> None:

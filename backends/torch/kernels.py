@@ -115,6 +115,27 @@ def _tensor(value, what: str, device, dtype: str | None = None, owner: str = "")
     return torch.as_tensor(np.require(array, requirements=("C", "W")), device=device)
 
 
+def call_device(weights_device, own_device, inputs) -> torch.device:
+    """Where a layer's call runs: its weights' device once built, else the ``device=`` it
+    was created with, else the inputs' (CPU for NumPy data)."""
+    if weights_device is not None:
+        return weights_device
+    if own_device is not None:
+        return own_device
+    return inputs.device if torch.is_tensor(inputs) else torch.device("cpu")
+
+
+def call_inputs(spec, owner: str, inputs, mask, device, dtype: str, input_dim):
+    """A layer call's inputs and mask as checked tensors on ``device``, and its shape."""
+    x = _tensor(inputs, "inputs", device, dtype, owner)
+    call = calls.inputs(spec, tuple(x.shape), dtype_name(x.dtype), expected_dtype=dtype,
+                        input_dim=input_dim)  # fmt: skip
+    if mask is not None:
+        mask = _tensor(mask, "mask", device, None, owner)
+        calls.mask(spec, tuple(mask.shape), dtype_name(mask.dtype), call)
+    return x, mask, call
+
+
 def forward(
     spec: LayerSpec,
     weights: Sequence[torch.Tensor],
@@ -148,12 +169,8 @@ def forward(
                 f"weights: {name!r} must have shape {shapes[name]}, got {tuple(w.shape)}"
             )
     device, dtype = kernel.device, dtype_name(kernel.dtype)
-    x = _tensor(inputs, "inputs", device, dtype, f"{spec.layer}: ")
-    call = calls.inputs(spec, tuple(x.shape), dtype_name(x.dtype), expected_dtype=dtype,
-                        input_dim=kernel.shape[0])  # fmt: skip
-    if mask is not None:
-        mask = _tensor(mask, "mask", device, None, f"{spec.layer}: ")
-        calls.mask(spec, tuple(mask.shape), dtype_name(mask.dtype), call)
+    x, mask, call = call_inputs(spec, f"{spec.layer}: ", inputs, mask, device, dtype,
+                                kernel.shape[0])  # fmt: skip
     states = initial_states(spec, initial_state, call, kernel)
     mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", kernel)
     mr = dropout_mask(spec, recurrent_dropout, call.batch, spec.units, "recurrent_dropout", kernel)

@@ -150,20 +150,12 @@ class Recurrent(LayerCore, nn.Module):
         training = calls.training(self.name, training)
         if training is None:
             training = self.training
-        if self.built:
-            device = self.kernel.device
-        elif torch.is_tensor(inputs):
-            device = self._device or inputs.device
-        else:
-            device = self._device or torch.device("cpu")
+        device = kernels.call_device(self.kernel.device if self.built else None,
+                                     self._device, inputs)  # fmt: skip
         owner = f"{self.name}: "
-        dtype = kernels.dtype_name(self.dtype)
-        x = kernels._tensor(inputs, "inputs", device, dtype, owner)
-        call = calls.inputs(spec, tuple(x.shape), kernels.dtype_name(x.dtype),
-                            expected_dtype=dtype, input_dim=self.input_dim)  # fmt: skip
-        if mask is not None:
-            mask = kernels._tensor(mask, "mask", device, None, owner)
-            calls.mask(spec, tuple(mask.shape), kernels.dtype_name(mask.dtype), call)
+        x, mask, call = kernels.call_inputs(
+            spec, owner, inputs, mask, device, kernels.dtype_name(self.dtype), self.input_dim
+        )
         carried = self.states
         if spec.stateful and carried is not None:
             calls.stateful_batch(spec, call.batch, carried[0].shape[0])

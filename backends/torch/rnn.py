@@ -189,20 +189,12 @@ class RNN(cells.RNNCore, nn.Module):
     ):
         spec = self.spec
         calls.training(self.name, training)
-        if self.built:
-            device = self._weights()[0].device
-        elif torch.is_tensor(inputs):
-            device = self._device or inputs.device
-        else:
-            device = self._device or torch.device("cpu")
+        device = kernels.call_device(self._weights()[0].device if self.built else None,
+                                     self._device, inputs)  # fmt: skip
         owner = f"{self.name}: "
-        dtype = kernels.dtype_name(self.dtype)
-        x = kernels._tensor(inputs, "inputs", device, dtype, owner)
-        call = calls.inputs(spec, tuple(x.shape), kernels.dtype_name(x.dtype),
-                            expected_dtype=dtype, input_dim=self.input_dim)  # fmt: skip
-        if mask is not None:
-            mask = kernels._tensor(mask, "mask", device, None, owner)
-            calls.mask(spec, tuple(mask.shape), kernels.dtype_name(mask.dtype), call)
+        x, mask, call = kernels.call_inputs(
+            spec, owner, inputs, mask, device, kernels.dtype_name(self.dtype), self.input_dim
+        )
         carried = self._carried
         if spec.stateful and carried is not None:
             calls.stateful_batch(spec, call.batch, carried[0].shape[0])
