@@ -226,8 +226,9 @@ def _selected_cases(args: argparse.Namespace):
 
 
 def _certify_cell(args: argparse.Namespace) -> int:
-    """``--cell module:Name``: the cell's portability and its values on every engine that
-    runs cells, against the NumPy engine's RNN."""
+    """``--cell module:Name``: the cell's portability, its values on every engine that runs
+    cells against the NumPy engine's RNN, and its gradients by each framework's autodiff
+    against that RNN's finite differences."""
     from multirnn.conformance import cell_suite, runner
 
     others = [opt for opt, value in (("--case", args.case), ("--full", args.full),
@@ -245,7 +246,9 @@ def _certify_cell(args: argparse.Namespace) -> int:
         for name in names:
             if not cell_suite._runs_cells(name):
                 raise Refused(f"--engines: engine {name!r} does not run users' cells (RNN)")
-    results = cell_suite.certify(cell, names)
+    certification = cell_suite.Certification(cell, names, target=args.cell)
+    print(cell_suite.describe(certification), flush=True)
+    results = certification.run_all()
     print(cell_suite.summary(cell, results))
     return 1 if any(r.status == "fail" for r in results) else 0
 
@@ -486,7 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf.add_argument(
         "--cell",
         help="certify a user's cell instead: module:Name of a multirnn.Cell subclass (or of a "
-        "function returning a cell), checked on every engine that runs cells",
+        "function returning a cell); its values on every engine that runs cells, and its "
+        "gradients on those with autodiff",
     )
     conf.add_argument(
         "--cell-units", type=positive_int_option, default=3, help="units of the --cell cell"
