@@ -390,14 +390,22 @@ class Bidirectional(BidirectionalCore):
 
     def __call__(self, inputs, *, mask=None, initial_state=None, training: bool = False,
                  key: jax.Array | None = None):  # fmt: skip
-        forward_key = backward_key = None
-        if key is not None:
+        forward_keys, backward_keys = {}, {}
+        if not isinstance(self.forward_layer, Recurrent):  # RNN(cell): no dropout, no key
+            if key is not None:
+                raise TypeError(
+                    f"{self.spec.name}: key= draws dropout masks, which RNN(cell) does not "
+                    "have (a cell that wants dropout draws it in its own step); call it "
+                    "without key"
+                )
+        elif key is not None:
             forward_key, backward_key = jax.random.split(key)
+            forward_keys, backward_keys = {"key": forward_key}, {"key": backward_key}
         forward_state, backward_state = self.spec.split_initial_state(initial_state)
         y = self.forward_layer(inputs, mask=mask, initial_state=forward_state,
-                               training=training, key=forward_key)  # fmt: skip
+                               training=training, **forward_keys)  # fmt: skip
         y_rev = self.backward_layer(inputs, mask=mask, initial_state=backward_state,
-                                    training=training, key=backward_key)  # fmt: skip
+                                    training=training, **backward_keys)  # fmt: skip
         out = merge(self.spec, y, y_rev, self._ops)
         return out[0] if len(out) == 1 else out
 
@@ -409,7 +417,7 @@ class Bidirectional(BidirectionalCore):
     def apply_constraints(self) -> Bidirectional:  # type: ignore[override]
         """A new wrapper with both directions' weights projected (layers are immutable)."""
         return jax.tree_util.tree_unflatten(
-            jax.tree_util.tree_structure(self, is_leaf=lambda n: isinstance(n, Recurrent)),
+            jax.tree_util.tree_structure(self, is_leaf=lambda n: isinstance(n, (Recurrent, RNN))),
             [self.forward_layer.apply_constraints(), self.backward_layer.apply_constraints()],
         )
 
@@ -421,4 +429,6 @@ jax.tree_util.register_pytree_with_keys(
     Bidirectional._flatten,
 )
 Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
-from multirnn_jax.rnn import RNN  # noqa: E402, F401
+from multirnn_jax.rnn import RNN  # noqa: E402
+
+Bidirectional._rnn_class = RNN

@@ -20,7 +20,7 @@ from multirnn_tensorflow.ops import TF_OPS
 import tensorflow as tf
 from multirnn import calls, constraints, regularizers
 from multirnn._checks import check_bool
-from multirnn.bidirectional import BidirectionalCore, BidirectionalSpec
+from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
 
 
@@ -392,7 +392,9 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
         keywords = kwargs
         if "trainable" in keywords:
             keras_kwargs["trainable"] = keywords["trainable"]
-        keras.layers.Layer.__init__(self, dtype=layer.dtype, autocast=False, **keras_kwargs)
+        # anything else than a Keras layer is refused by _init_core, with what is accepted
+        dtype = layer.dtype if isinstance(layer, keras.layers.Layer) else None
+        keras.layers.Layer.__init__(self, dtype=dtype, autocast=False, **keras_kwargs)
         self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode, keywords)
         self.supports_masking = True
 
@@ -405,8 +407,7 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
     def trainable(self, value: bool) -> None:
         keras.layers.Layer.trainable.fset(self, check_bool("Bidirectional", "trainable", value))
         if getattr(self, "spec", None) is not None:
-            self.spec = BidirectionalSpec(self.spec.layer.replace(trainable=bool(value)),
-                                          self.spec.merge_mode)  # fmt: skip
+            self.spec = self.spec.with_trainable(bool(value))
 
     # Keras assigns ``built``; the wrapper is built when both directions are
     @property
@@ -462,16 +463,15 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
         return list(self.forward_layer.losses) + list(self.backward_layer.losses)
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, **self.spec.to_config()}
+        return {"name": self.name, **BidirectionalCore.get_config(self)}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]):
-        from multirnn import spec as specs
-
-        inner = specs.from_config(config["layer"])
-        layer = cls._classes[inner.layer].from_config(config["layer"])
+        layer = cls._layer_from_config(config["layer"])
         return cls(layer, config.get("merge_mode", "concat"), name=config.get("name"))
 
 
 Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
-from multirnn_tensorflow.rnn import RNN  # noqa: E402, F401
+from multirnn_tensorflow.rnn import RNN  # noqa: E402
+
+Bidirectional._rnn_class = RNN

@@ -286,4 +286,6 @@ class Bidirectional(BidirectionalCore, nn.Module):
 
 
 Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
-from multirnn_torch.rnn import RNN  # noqa: E402, F401  (engine.RNN: users' cells)
+from multirnn_torch.rnn import RNN  # noqa: E402  (engine.RNN: users' cells)
+
+Bidirectional._rnn_class = RNN

@@ -221,4 +221,6 @@ Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
 
 from multirnn.reference.rnn import RNN  # noqa: E402 - users' cells, after the built-in layers
 
+Bidirectional._rnn_class = RNN
+
 __all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Recurrent", "SimpleRNN"]
