@@ -12,6 +12,7 @@ from typing import Any
 from multirnn import activations, constraints, convert, initializers, regularizers
 from multirnn._version import __version__
 from multirnn.arrays import to_numpy
+from multirnn.builtin_cells import GRUCell, LSTMCell, SimpleRNNCell
 from multirnn.cells import Cell, register_cell
 from multirnn.engines import (
     EngineUnavailableError,
@@ -30,10 +31,13 @@ __all__ = [
     "Bidirectional",
     "Cell",
     "EngineUnavailableError",
+    "GRUCell",
+    "LSTMCell",
     "LayerFileError",
     "LayerSpec",
     "Recurrent",
     "SimpleRNN",
+    "SimpleRNNCell",
     "UnknownEngineError",
     "__version__",
     "activations",

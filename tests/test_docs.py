@@ -185,4 +185,4 @@ def test_the_cells_of_the_guide_are_certified():
                 found.append(value.__name__)
                 failed = [r.line() for r in results if r.status == "fail"]
                 assert not failed, "\n".join(failed)
-    assert found == ["MinimalGRU", "PeepholeLSTM", "LayerNormLSTM"]
+    assert found == ["MinimalGRU", "PeepholeLSTM", "LayerNormLSTM", "IndRNN"]

@@ -25,7 +25,7 @@ from multirnn_jax.ops import JAX_OPS
 
 import jax
 import jax.numpy as jnp
-from multirnn import activations, calls
+from multirnn import activations, builtin_cells, calls
 from multirnn.spec import LayerSpec
 
 Array = jax.Array
@@ -90,8 +90,9 @@ def fused_ineligibility(
         return f"the cuDNN kernel runs on GPUs only (this call runs on {platform})"
     if spec.layer != "LSTM":
         return "jax.experimental.rnn provides an LSTM kernel only"
-    if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
-        return "the cuDNN LSTM computes tanh/sigmoid only"
+    formula = builtin_cells.fused_formula(spec)
+    if formula:
+        return formula
     if dtype != "float32":
         return f"the cuDNN LSTM of jax.experimental.rnn computes in float32 only (got {dtype})"
     if recurrent_dropout:

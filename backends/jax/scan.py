@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+from multirnn import builtin_cells
 from multirnn.spec import LayerSpec
 
 Array = jnp.ndarray
@@ -43,92 +44,7 @@ def vary_like(values: Sequence[Array], *like) -> list[Array]:
 
 def split_bias(spec: LayerSpec, weights: Sequence[Array]) -> tuple[Array, Array | None]:
     """(input-side bias, recurrent-side bias or None) of canonical weights."""
-    kernel = weights[0]
-    if not spec.use_bias:
-        return jnp.zeros(kernel.shape[1], kernel.dtype), None
-    bias = weights[2]
-    if spec.layer == "GRU" and spec.reset_after:
-        return bias[0], bias[1]
-    return bias, None
-
-
-def project_inputs(spec: LayerSpec, kernel: Array, bias_in: Array, x: Array, mi) -> Array:
-    """``x_t W + b`` for every step in one product: (batch, time, F) -> (time, batch, G*u).
-
-    Per-gate input dropout masks (G, batch, F) become one batched contraction.
-    """
-    if mi is None:
-        xp = jnp.einsum("btf,fg->tbg", x, kernel)
-    elif mi.ndim == 2:
-        xp = jnp.einsum("btf,fg->tbg", x * mi[:, None, :], kernel)
-    else:
-        g, u = spec.gates, spec.units
-        w = kernel.reshape(kernel.shape[0], g, u)
-        xp = jnp.einsum("btf,kbf,fku->tbku", x, mi, w).reshape(x.shape[1], x.shape[0], g * u)
-    return xp + bias_in
-
-
-def _recurrent(spec: LayerSpec, recurrent: Array, mr) -> Callable[[Array, int], Array]:
-    """``h -> (h * mask_g) U_g`` for the first ``n`` gate blocks, concatenated."""
-    u = spec.units
-    if mr is None or mr.ndim == 2:
-
-        def product(h, n):
-            hd = h if mr is None else h * mr
-            return hd @ (recurrent if n == spec.gates else recurrent[:, : n * u])
-
-        return product
-    blocks = recurrent.reshape(u, spec.gates, u)
-
-    def per_gate(h, n):
-        out = jnp.einsum("kbu,ukv->bkv", h[None] * mr[:n], blocks[:, :n])
-        return out.reshape(h.shape[0], n * u)
-
-    return per_gate
-
-
-def _cell(spec: LayerSpec, act, ract, recurrent: Array, bias_rec, mr) -> Callable:
-    """One step: (states, projected input of the step) -> new states."""
-    u = spec.units
-    product = _recurrent(spec, recurrent, mr)
-    if spec.layer == "SimpleRNN":
-        return lambda states, xp: [act(xp + product(states[0], 1))]
-    if spec.layer == "LSTM":
-
-        def lstm(states, xp):
-            h, c = states
-            z = xp + product(h, 4)
-            i, f, g, o = (z[:, k * u : (k + 1) * u] for k in range(4))
-            c = ract(f) * c + ract(i) * act(g)
-            return [ract(o) * act(c), c]
-
-        return lstm
-    if spec.reset_after:
-
-        def gru_after(states, xp):
-            (h,) = states
-            rec = product(h, 3)
-            if bias_rec is not None:
-                rec = rec + bias_rec
-            z = ract(xp[:, :u] + rec[:, :u])
-            r = ract(xp[:, u : 2 * u] + rec[:, u : 2 * u])
-            hh = act(xp[:, 2 * u :] + r * rec[:, 2 * u :])
-            return [z * h + (1.0 - z) * hh]
-
-        return gru_after
-    candidate = recurrent[:, 2 * u :]
-    m_h = None if mr is None else (mr if mr.ndim == 2 else mr[2])
-
-    def gru_before(states, xp):
-        (h,) = states
-        rec = product(h, 2)
-        z = ract(xp[:, :u] + rec[:, :u])
-        r = ract(xp[:, u : 2 * u] + rec[:, u:])
-        hd = h if m_h is None else h * m_h
-        hh = act(xp[:, 2 * u :] + (r * hd) @ candidate)
-        return [z * h + (1.0 - z) * hh]
-
-    return gru_before
+    return builtin_cells.split_bias(jnp, spec, weights)
 
 
 def generic(
@@ -152,10 +68,14 @@ def generic(
     """
     kernel, recurrent = weights[0], weights[1]
     bias_in, bias_rec = split_bias(spec, weights)
-    cell = _cell(spec, act, ract, recurrent, bias_rec, mr)
+    product = builtin_cells.RecurrentProduct(jnp, recurrent, spec.units, spec.gates, mr)
+
+    def cell(states, xp):
+        return builtin_cells.transition(spec, act, ract, xp, states, product, bias_rec)
+
     time = x.shape[1]
     if hoist or (mi is not None and mi.ndim == 3):
-        xs = project_inputs(spec, kernel, bias_in, x, mi)
+        xs = builtin_cells.project_inputs(jnp, spec, kernel, bias_in, x, mi)
 
         def project(x_t):
             return x_t

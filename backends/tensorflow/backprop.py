@@ -8,52 +8,27 @@ with ``U^T`` per step, two for the GRU with ``reset_after=False``) and records t
 pre-activation gradients of every step; the weight and input gradients are then single
 large products over all steps.
 
-Every named activation's derivative is written as a function of its output, which is what
-the forward pass keeps. Covered: the named activations, any mask, shared input dropout
+The step, its residuals, its backward step and the final weight products are the shared
+cell maths of ``multirnn.builtin_cells`` (every named activation's derivative written as a
+function of its output, which is what the forward pass keeps); this module holds the
+loops. Covered: the named activations, any mask, shared input dropout
 (applied outside, so autodiff handles it), no recurrent dropout, no ``unroll``. Everything
 else takes the automatically differentiated loop (``multirnn_tensorflow.scan``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from multirnn_tensorflow.ops import array_api
 
 import tensorflow as tf
+from multirnn import builtin_cells
 from multirnn.spec import LayerSpec
-
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
-
-
-def _inside(y, slope):
-    return tf.where((y > 0.0) & (y < 1.0), tf.constant(slope, y.dtype), tf.zeros_like(y))
-
-
-#: activation name -> derivative as a function of the activation's output y
-DERIVATIVES: dict[str, Callable] = {
-    "tanh": lambda y: 1.0 - y * y,
-    "sigmoid": lambda y: y * (1.0 - y),
-    "exponential": lambda y: y,  # exp' = exp
-    "hard_sigmoid": lambda y: _inside(y, 0.2),
-    "hard_sigmoid_relu6": lambda y: _inside(y, 1.0 / 6.0),
-    "relu": lambda y: tf.cast(y > 0, y.dtype),
-    "linear": tf.ones_like,
-    "softsign": lambda y: tf.square(1.0 - tf.abs(y)),
-    "softplus": lambda y: -tf.math.expm1(-y),
-    "elu": lambda y: tf.where(y > 0, tf.ones_like(y), y + 1.0),
-    "selu": lambda y: tf.where(
-        y > 0,
-        tf.fill(tf.shape(y), tf.constant(_SELU_SCALE, y.dtype)),
-        y + _SELU_SCALE * _SELU_ALPHA,
-    ),
-}
 
 
 def supported(spec: LayerSpec, mi, mr) -> bool:
     """Whether the hand-written backward pass applies to this call."""
-    names = [spec.activation] + ([spec.recurrent_activation] if spec.recurrent_activation else [])
     return (
-        all(isinstance(n, str) and n in DERIVATIVES for n in names)
+        builtin_cells.differentiable(spec)
         and mr is None
         and (mi is None or mi.shape.rank == 2)
         and not spec.unroll
@@ -80,92 +55,6 @@ def generic(spec, weights, x, mask, states, mi, act, ract):
     return output, final
 
 
-# -- one step, forward ---------------------------------------------------------------------------
-
-
-def _residual_count(spec: LayerSpec) -> int:
-    if spec.layer == "SimpleRNN":
-        return 1
-    if spec.layer == "LSTM":
-        return 2
-    return 4 if spec.reset_after else 3
-
-
-def _step(spec, act, ract, W, U, b_in, b_rec, x_t, states):
-    """(new states, residuals) of one step; residuals are what the backward step needs."""
-    u = spec.units
-    h = states[0]
-    xp = tf.matmul(x_t, W) + b_in
-    if spec.layer == "SimpleRNN":
-        y = act(xp + tf.matmul(h, U))
-        return [y], (y,)
-    if spec.layer == "LSTM":
-        z = xp + tf.matmul(h, U)
-        zi, zf, zg, zo = tf.split(z, 4, axis=1)
-        i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
-        c = f * states[1] + i * g
-        tc = act(c)
-        return [o * tc, c], (tf.concat([i, f, g, o], axis=1), tc)
-    if spec.reset_after:
-        rec = tf.matmul(h, U)
-        if b_rec.shape[0]:
-            rec = rec + b_rec
-        xz, xr, xh = tf.split(xp, 3, axis=1)
-        rz, rr, rh = tf.split(rec, 3, axis=1)
-        z, r = ract(xz + rz), ract(xr + rr)
-        hh = act(xh + r * rh)
-        return [z * h + (1.0 - z) * hh], (z, r, hh, rh)
-    rec = tf.matmul(h, U[:, : 2 * u])
-    xz, xr, xh = tf.split(xp, 3, axis=1)
-    rz, rr = tf.split(rec, 2, axis=1)
-    z, r = ract(xz + rz), ract(xr + rr)
-    hh = act(xh + tf.matmul(r * h, U[:, 2 * u :]))
-    return [z * h + (1.0 - z) * hh], (z, r, hh)
-
-
-# -- one step, backward --------------------------------------------------------------------------
-
-
-def _step_back(spec, U, residuals, old, d_new):
-    """Gradients of one step: (d pre-activation input side, d recurrent-product outputs or
-    None when equal, d old states)."""
-    u = spec.units
-    dact = DERIVATIVES[spec.activation]
-    h = old[0]
-    if spec.layer == "SimpleRNN":
-        (y,) = residuals
-        dz = d_new[0] * dact(y)
-        return dz, None, [tf.matmul(dz, U, transpose_b=True)]
-    dract = DERIVATIVES[spec.recurrent_activation]
-    if spec.layer == "LSTM":
-        gates, tc = residuals
-        i, f, g, o = tf.split(gates, 4, axis=1)
-        dh, dc = d_new
-        dc = dc + dh * o * dact(tc)
-        dz = tf.concat(
-            [dc * g * dract(i), dc * old[1] * dract(f), dc * i * dact(g), dh * tc * dract(o)],
-            axis=1,
-        )
-        return dz, None, [tf.matmul(dz, U, transpose_b=True), dc * f]
-    (dh,) = d_new
-    if spec.reset_after:
-        z, r, hh, rec_h = residuals
-        dzg = dh * (h - hh) * dract(z)
-        dpre_h = dh * (1.0 - z) * dact(hh)
-        dr = dpre_h * rec_h * dract(r)
-        dxp = tf.concat([dzg, dr, dpre_h], axis=1)
-        drec = tf.concat([dzg, dr, dpre_h * r], axis=1)
-        return dxp, drec, [dh * z + tf.matmul(drec, U, transpose_b=True)]
-    z, r, hh = residuals
-    dzg = dh * (h - hh) * dract(z)
-    dpre_h = dh * (1.0 - z) * dact(hh)
-    d_rh = tf.matmul(dpre_h, U[:, 2 * u :], transpose_b=True)
-    dr = d_rh * h * dract(r)
-    dzr = tf.concat([dzg, dr], axis=1)
-    dxp = tf.concat([dzr, dpre_h], axis=1)
-    return dxp, None, [dh * z + d_rh * r + tf.matmul(dzr, U[:, : 2 * u], transpose_b=True)]
-
-
 # -- the loops -----------------------------------------------------------------------------------
 
 
@@ -179,11 +68,13 @@ def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
     zero_output = spec.zero_output_for_mask
     time = xs.shape[0] if xs.shape[0] is not None else tf.shape(xs)[0]
     dtype = xs.dtype
+    ops = array_api(dtype)
     inputs = tf.TensorArray(dtype, size=time).unstack(xs)
     keeps = None if masks is None else tf.TensorArray(masks.dtype, size=time).unstack(masks)
 
     def body(t, old, previous, outs, olds, residuals):
-        new, res = _step(spec, act, ract, W, U, b_in, b_rec, inputs.read(t), old)
+        new, res = builtin_cells.saving_step(ops, spec, act, ract, W, U, b_in, b_rec,
+                                             inputs.read(t), old)  # fmt: skip
         for n, s in zip(new, old):
             n.set_shape(s.shape)
         if keeps is None:
@@ -203,7 +94,7 @@ def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
         tf.zeros_like(states[0]),
         tf.TensorArray(dtype, size=time),
         _arrays(dtype, time, len(states)),
-        _arrays(dtype, time, _residual_count(spec)),
+        _arrays(dtype, time, builtin_cells.residual_count(spec)),
     )
     _, final, _, outs, olds, residuals = tf.while_loop(
         lambda t, *_: t < time, body, start, maximum_iterations=time
@@ -233,8 +124,9 @@ def _loop(spec, act, ract, masks, W, U, b_in, b_rec, xs, states):
 
 
 def _backward(spec, W, U, b_rec, xs, masks, olds, residuals, d_outs, d_final):
-    u = spec.units
     zero_output = spec.zero_output_for_mask
+    ops = array_api(xs.dtype)
+    UT = tf.transpose(U)
     time = xs.shape[0] if xs.shape[0] is not None else tf.shape(xs)[0]
     dtype = xs.dtype
     upstream = tf.TensorArray(dtype, size=time).unstack(d_outs)
@@ -258,7 +150,7 @@ def _backward(spec, W, U, b_rec, xs, masks, olds, residuals, d_outs, d_final):
             d_previous = zeros if zero_output else tf.where(keep, zeros, d_out)
         old = [a.read(t) for a in old_steps]
         res = [a.read(t) for a in residual_steps]
-        dxp, drec, d_old = _step_back(spec, U, res, old, d_new)
+        dxp, drec, d_old = builtin_cells.step_back(ops, spec, UT, res, old, d_new)
         if passed is not None:
             d_old = [a + b for a, b in zip(d_old, passed)]
         for d, s in zip(d_old, d_states):
@@ -274,25 +166,8 @@ def _backward(spec, W, U, b_rec, xs, masks, olds, residuals, d_outs, d_final):
     _, d_states, _, dxps, drecs = tf.while_loop(
         lambda t, *_: t >= 0, body, start, maximum_iterations=time
     )
-    dxp = dxps.stack()
-    h_prev = olds[0]
-    d_xs = tf.einsum("tbg,fg->tbf", dxp, W)
-    d_W = tf.einsum("tbf,tbg->fg", xs, dxp)
-    d_b_in = tf.reduce_sum(dxp, axis=[0, 1])
-    if spec.layer == "GRU" and not spec.reset_after:
-        r = residuals[1]
-        d_U = tf.concat(
-            [
-                tf.einsum("tbu,tbg->ug", h_prev, dxp[..., : 2 * u]),
-                tf.einsum("tbu,tbg->ug", r * h_prev, dxp[..., 2 * u :]),
-            ],
-            axis=1,
-        )
-    else:
-        drec = drecs.stack() if separate else dxp
-        d_U = tf.einsum("tbu,tbg->ug", h_prev, drec)
-    if b_rec.shape[0]:
-        d_b_rec = tf.reduce_sum(drecs.stack() if separate else dxp, axis=[0, 1])
-    else:
-        d_b_rec = tf.zeros_like(b_rec)
+    drec = drecs.stack() if separate else None
+    d_W, d_U, d_b_in, d_b_rec, d_xs = builtin_cells.weight_grads(
+        ops, spec, W, b_rec, xs, olds[0], residuals, dxps.stack(), drec
+    )
     return [d_W, d_U, d_b_in, d_b_rec, d_xs, *d_states]

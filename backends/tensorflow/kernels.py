@@ -19,7 +19,7 @@ from multirnn_tensorflow import backprop, scan
 from multirnn_tensorflow.ops import TF_OPS
 
 import tensorflow as tf
-from multirnn import activations, calls
+from multirnn import activations, builtin_cells, calls
 from multirnn.spec import LayerSpec
 
 _NATIVE = {
@@ -326,16 +326,9 @@ def fused_ineligibility(
         return "the cuDNN op runs on CUDA GPUs only (none is visible)"
     if xla:
         return "XLA (jit_compile=True) cannot compile the cuDNN op"
-    if spec.layer == "LSTM":
-        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
-            return "the cuDNN LSTM computes tanh/sigmoid only"
-    elif spec.layer == "GRU":
-        if not spec.reset_after:
-            return "the cuDNN GRU applies the reset gate after the recurrent product"
-        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
-            return "the cuDNN GRU computes tanh/sigmoid only"
-    elif spec.activation not in ("tanh", "relu"):
-        return "the cuDNN RNN computes tanh or relu only"
+    formula = builtin_cells.fused_formula(spec)
+    if formula:
+        return formula
     if recurrent_dropout:
         return "recurrent dropout multiplies the state inside the loop"
     if input_dropout == "per_gate":

@@ -53,3 +53,17 @@ TF_OPS = SimpleNamespace(
     sum=_sum,
     max=_max,
 )
+
+
+_ARRAY_API: dict[str, object] = {}
+
+
+def array_api(dtype) -> object:
+    """The array API adapter (``multirnn_tensorflow.rnn.ArrayAPI``) for arrays of
+    ``dtype``: the namespace the shared cell maths (``multirnn.builtin_cells``) run with."""
+    name = tf.as_dtype(dtype).name
+    if name not in _ARRAY_API:
+        from multirnn_tensorflow.rnn import ArrayAPI  # the adapter imports this module
+
+        _ARRAY_API[name] = ArrayAPI(name)
+    return _ARRAY_API[name]

@@ -10,99 +10,18 @@ Python loop over the (static) time steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from multirnn_tensorflow.ops import array_api
 
 import tensorflow as tf
+from multirnn import builtin_cells
 from multirnn.spec import LayerSpec
 
 
 def split_bias(spec: LayerSpec, weights: Sequence[tf.Tensor]):
     """(input-side bias, recurrent-side bias or None) of canonical weights."""
-    kernel = weights[0]
-    if not spec.use_bias:
-        return tf.zeros([spec.gates * spec.units], kernel.dtype), None
-    bias = weights[2]
-    if spec.layer == "GRU" and spec.reset_after:
-        return bias[0], bias[1]
-    return bias, None
-
-
-def project_inputs(spec: LayerSpec, kernel, bias_in, x, mi) -> tf.Tensor:
-    """``x_t W + b`` for every step in one product: (batch, time, F) -> (time, batch, G*u)."""
-    if mi is None:
-        xp = tf.einsum("btf,fg->tbg", x, kernel)
-    elif mi.shape.rank == 2:
-        xp = tf.einsum("btf,fg->tbg", x * mi[:, None, :], kernel)
-    else:
-        g, u = spec.gates, spec.units
-        # the input size may be unknown here: traces relax it (reduce_retracing)
-        w = tf.reshape(kernel, [-1, g, u])
-        xp = tf.einsum("btf,kbf,fku->tbku", x, mi, w)
-        xp = tf.reshape(xp, [tf.shape(xp)[0], tf.shape(xp)[1], g * u])
-    return xp + bias_in
-
-
-def _recurrent(spec: LayerSpec, recurrent, mr) -> Callable:
-    """``h -> (h * mask_g) U_g`` for the first ``n`` gate blocks, concatenated."""
-    u = spec.units
-    if mr is None or mr.shape.rank == 2:
-
-        def product(h, n):
-            hd = h if mr is None else h * mr
-            return tf.matmul(hd, recurrent if n == spec.gates else recurrent[:, : n * u])
-
-        return product
-    blocks = tf.reshape(recurrent, [u, spec.gates, u])
-
-    def per_gate(h, n):
-        out = tf.einsum("kbu,ukv->bkv", h[None] * mr[:n], blocks[:, :n])
-        return tf.reshape(out, [tf.shape(h)[0], n * u])
-
-    return per_gate
-
-
-def cell(spec: LayerSpec, act, ract, recurrent, bias_rec, mr) -> Callable:
-    """One step: (states, projected input of the step) -> new states."""
-    u = spec.units
-    product = _recurrent(spec, recurrent, mr)
-    if spec.layer == "SimpleRNN":
-        return lambda states, xp: [act(xp + product(states[0], 1))]
-    if spec.layer == "LSTM":
-
-        def lstm(states, xp):
-            h, c = states
-            z = xp + product(h, 4)
-            i, f, g, o = tf.split(z, 4, axis=1)
-            c = ract(f) * c + ract(i) * act(g)
-            return [ract(o) * act(c), c]
-
-        return lstm
-    if spec.reset_after:
-
-        def gru_after(states, xp):
-            (h,) = states
-            rec = product(h, 3)
-            if bias_rec is not None:
-                rec = rec + bias_rec
-            z = ract(xp[:, :u] + rec[:, :u])
-            r = ract(xp[:, u : 2 * u] + rec[:, u : 2 * u])
-            hh = act(xp[:, 2 * u :] + r * rec[:, 2 * u :])
-            return [z * h + (1.0 - z) * hh]
-
-        return gru_after
-    candidate = recurrent[:, 2 * u :]
-    m_h = None if mr is None else (mr if mr.shape.rank == 2 else mr[2])
-
-    def gru_before(states, xp):
-        (h,) = states
-        rec = product(h, 2)
-        z = ract(xp[:, :u] + rec[:, :u])
-        r = ract(xp[:, u : 2 * u] + rec[:, u:])
-        hd = h if m_h is None else h * m_h
-        hh = act(xp[:, 2 * u :] + tf.matmul(r * hd, candidate))
-        return [z * h + (1.0 - z) * hh]
-
-    return gru_before
+    return builtin_cells.split_bias(array_api(weights[0].dtype), spec, weights)
 
 
 def hoisting() -> bool:
@@ -124,10 +43,15 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract, *, hoi
     step computes its own (see :func:`hoisting`). Per-gate input dropout masks always hoist.
     """
     kernel, recurrent = weights[0], weights[1]
+    ops = array_api(kernel.dtype)
     bias_in, bias_rec = split_bias(spec, weights)
-    step_fn = cell(spec, act, ract, recurrent, bias_rec, mr)
+    product = builtin_cells.RecurrentProduct(ops, recurrent, spec.units, spec.gates, mr)
+
+    def step_fn(states, xp):
+        return builtin_cells.transition(spec, act, ract, xp, states, product, bias_rec)
+
     if hoist or (mi is not None and mi.shape.rank == 3):
-        xp = project_inputs(spec, kernel, bias_in, x, mi)
+        xp = builtin_cells.project_inputs(ops, spec, kernel, bias_in, x, mi)
     else:
         xp = tf.transpose(x if mi is None else x * mi[:, None, :], [1, 0, 2])
         recurrent_step = step_fn

@@ -21,7 +21,7 @@ from multirnn_torch.ops import TORCH_OPS
 
 import torch
 import torch.nn.functional as F
-from multirnn import activations, calls
+from multirnn import activations, builtin_cells, calls
 from multirnn.spec import LayerSpec
 
 _NATIVE = {
@@ -62,16 +62,9 @@ def fused_ineligibility(
     ``mask`` is "none", "right_padded" (every row a prefix of at least one step) or
     "other"; ``input_dropout`` is "none", "shared" (one mask for all gates) or "per_gate".
     """
-    if spec.layer == "LSTM":
-        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
-            return "LSTM kernels compute tanh/sigmoid only"
-    elif spec.layer == "GRU":
-        if not spec.reset_after:
-            return "GRU kernels apply the reset gate after the recurrent product (reset_after=True)"
-        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
-            return "GRU kernels compute tanh/sigmoid only"
-    elif spec.activation not in ("tanh", "relu"):
-        return "RNN kernels compute tanh or relu only"
+    formula = builtin_cells.fused_formula(spec)
+    if formula:
+        return formula
     if recurrent_dropout:
         return "recurrent dropout multiplies the state inside the loop"
     if input_dropout == "per_gate":

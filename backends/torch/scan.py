@@ -10,34 +10,20 @@ from __future__ import annotations
 from multirnn_torch import backprop
 
 import torch
+from multirnn import builtin_cells
 
 
-def _rec_weights(U: torch.Tensor, gates: int, units: int) -> torch.Tensor:
-    """(G, units, units): one recurrent block per gate, for per-gate dropout masks."""
-    return U.reshape(units, gates, units).permute(1, 0, 2)
-
-
-class _Recurrent:
-    """``(h * mask_g) U_g`` for the first ``n`` gates, shared or per-gate masks."""
-
-    def __init__(self, U, mr, gates, units):
-        self.U, self.mr, self.u = U, mr, units
-        self.per_gate = mr is not None and mr.dim() == 3
-        self.blocks = _rec_weights(U, gates, units) if self.per_gate else None
-
-    def __call__(self, h: torch.Tensor, n: int, first: int = 0) -> torch.Tensor:
-        u = self.u
-        if not self.per_gate:
-            hin = h if self.mr is None else h * self.mr
-            return hin @ self.U[:, first * u : (first + n) * u]
-        hin = h[None] * self.mr[first : first + n]
-        out = torch.bmm(hin, self.blocks[first : first + n])  # (n, B, u)
-        return out.permute(1, 0, 2).reshape(h.shape[0], n * u)
-
-    def masked_h(self, h: torch.Tensor, gate: int) -> torch.Tensor:
-        if self.mr is None:
-            return h
-        return h * (self.mr[gate] if self.per_gate else self.mr)
+def array_api():
+    """PyTorch's array API namespace (array-api-compat): what the shared cell maths
+    (``multirnn.builtin_cells``) run with on the autograd loop."""
+    try:
+        import array_api_compat.torch as xp
+    except ImportError as exc:  # pragma: no cover - the torch extra installs it
+        raise ImportError(
+            'the torch engine needs array-api-compat: pip install ".[torch]" from a multirnn '
+            "checkout, or pip install array-api-compat"
+        ) from exc
+    return xp
 
 
 def project_inputs(spec, kernel, bias_in, x, mi) -> torch.Tensor:
@@ -107,44 +93,17 @@ def generic(spec, weights, x, mask, states, mi, mr, activation):
 
 
 def _loop(spec, xp, U, bias_rec, h, c, mask, mr, act, ract):
-    """The time loop on the autograd tape (user activations, per-gate recurrent masks)."""
-    u = spec.units
-    rec = _Recurrent(U, mr, spec.gates, u)
+    """The time loop on the autograd tape (user activations, per-gate recurrent masks),
+    running the shared step of ``multirnn.builtin_cells``."""
+    product = builtin_cells.RecurrentProduct(array_api(), U, spec.units, spec.gates, mr)
+    states = [h] if c is None else [h, c]
     outputs = []
     for t in range(xp.shape[0]):
-        xt = xp[t]
-        if spec.layer == "LSTM":
-            z = xt + rec(h, 4)
-            zi, zf, zc, zo = z.chunk(4, dim=1)
-            c_new = ract(zf) * c + ract(zi) * act(zc)
-            h_new = ract(zo) * act(c_new)
-        elif spec.layer == "GRU":
-            xz, xr, xh = xt.chunk(3, dim=1)
-            if spec.reset_after:
-                rz, rr, rh = rec(h, 3).chunk(3, dim=1)
-                if bias_rec is not None:
-                    brz, brr, brh = bias_rec.chunk(3)
-                    rz, rr, rh = rz + brz, rr + brr, rh + brh
-                zg = ract(xz + rz)
-                r = ract(xr + rr)
-                hh = act(xh + r * rh)
-            else:
-                rz, rr = rec(h, 2).chunk(2, dim=1)
-                zg = ract(xz + rz)
-                r = ract(xr + rr)
-                hh = act(xh + (r * rec.masked_h(h, 2)) @ U[:, 2 * u :])
-            h_new = zg * h + (1.0 - zg) * hh
-        else:
-            h_new = act(xt + rec(h, 1))
+        new = builtin_cells.transition(spec, act, ract, xp[t], states, product, bias_rec)
         if mask is None:
-            h = h_new
-            if c is not None:
-                c = c_new
+            states = new
         else:
             keep = mask[:, t, None]
-            h = torch.where(keep, h_new, h)
-            if c is not None:
-                c = torch.where(keep, c_new, c)
-        outputs.append(h)
-    final = [h] if c is None else [h, c]
-    return torch.stack(outputs, dim=1), final
+            states = [torch.where(keep, n, s) for n, s in zip(new, states)]
+        outputs.append(states[0])
+    return torch.stack(outputs, dim=1), states

@@ -1,0 +1,395 @@
+"""The built-in layers' cells, written once against an array namespace.
+
+SimpleRNN, LSTM and GRU (both forms) are :class:`multirnn.Cell` subclasses here, so
+``multirnn.RNN(LSTMCell(8))`` is the layer ``multirnn.LSTM(8)`` computes. The same
+functions are what every engine's generic paths run: the automatically differentiated
+loops (JAX ``lax.scan``, TensorFlow ``tf.while_loop``, PyTorch's autograd loop) call
+:func:`transition`, and the JAX and TensorFlow loops with a hand-written backward pass
+call :func:`saving_step`, :func:`step_back` and :func:`weight_grads`. The engines keep only
+their loops and their fused kernels; a formula changes here, in one place.
+
+``ops`` is an array API namespace (``jax.numpy``, array-api-compat's torch, the
+TensorFlow adapter). Steps use operators and slicing on arrays where the standard has
+them, so a traced program is the one a hand-written step gives. The NumPy reference engine
+(``multirnn.reference``) does not use this module: it is the oracle the engines are
+checked against, so it stays written on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from multirnn import cells, initializers
+from multirnn import spec as specs
+
+__all__ = ["GRUCell", "LSTMCell", "SimpleRNNCell"]
+
+Array = Any
+
+# -- the recurrent product --------------------------------------------------------------------
+
+
+class RecurrentProduct:
+    """``h -> (h * mask_g) U_g`` for the first ``n`` gate blocks, concatenated: no recurrent
+    dropout, one mask shared by the gates (batch, units), or one per gate (G, batch, units).
+    """
+
+    def __init__(self, ops: Any, recurrent: Array, units: int, gates: int, mask=None) -> None:
+        self.ops, self.recurrent, self.units, self.gates, self.mask = (
+            ops, recurrent, units, gates, mask,
+        )  # fmt: skip
+        self.per_gate = mask is not None and len(mask.shape) == 3
+        if self.per_gate:
+            blocks = ops.reshape(recurrent, (units, gates, units))
+            self.blocks = ops.permute_dims(blocks, (1, 0, 2))  # (G, units, units)
+
+    def __call__(self, h: Array, n: int) -> Array:
+        u = self.units
+        if not self.per_gate:
+            hd = h if self.mask is None else h * self.mask
+            return hd @ (self.recurrent if n == self.gates else self.recurrent[:, : n * u])
+        hd = h[None, ...] * self.mask[:n, ...]
+        out = self.ops.matmul(hd, self.blocks[:n, ...])  # (n, batch, u)
+        return self.ops.reshape(self.ops.permute_dims(out, (1, 0, 2)), (-1, n * u))
+
+    def candidate(self, r: Array, h: Array) -> Array:
+        """The GRU's (``reset_after=False``) candidate product ``(r * h) U_h``, with the
+        candidate gate's dropout mask on ``h``."""
+        u = self.units
+        if self.mask is not None:
+            h = h * (self.mask[2, ...] if self.per_gate else self.mask)
+        return (r * h) @ self.recurrent[:, 2 * u :]
+
+
+def split_bias(ops: Any, spec: specs.LayerSpec, weights: Sequence[Array]):
+    """(input-side bias, recurrent-side bias or None) of canonical weights."""
+    kernel = weights[0]
+    if not spec.use_bias:
+        return ops.zeros((spec.gates * spec.units,), dtype=kernel.dtype), None
+    bias = weights[2]
+    if spec.layer == "GRU" and spec.reset_after:
+        return bias[0, ...], bias[1, ...]
+    return bias, None
+
+
+def project_inputs(ops: Any, spec: specs.LayerSpec, kernel, bias_in, x, mi) -> Array:
+    """``x_t W + b`` for every step at once: (batch, time, F) -> (time, batch, G*u).
+
+    Input dropout masks are (batch, F) shared by the gates, or (G, batch, F) per gate.
+    """
+    xt = ops.permute_dims(x, (1, 0, 2))
+    if mi is None or len(mi.shape) == 2:
+        xp = (xt if mi is None else xt * mi[None, ...]) @ kernel
+    else:
+        u = spec.units
+        parts = [(xt * mi[k, ...]) @ kernel[:, k * u : (k + 1) * u] for k in range(spec.gates)]
+        xp = ops.concat(parts, axis=-1)
+    return xp + bias_in
+
+
+def fused_formula(spec: specs.LayerSpec) -> str | None:
+    """None when the cell is the formula the frameworks' fused kernels (cuDNN, oneDNN,
+    ``torch.nn``) compute; otherwise why it is not. Every engine's fused path asks this
+    first, then its own questions (devices, masks, dropout)."""
+    if spec.layer == "LSTM":
+        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
+            return "fused LSTM kernels compute tanh/sigmoid only"
+    elif spec.layer == "GRU":
+        if not spec.reset_after:
+            return (
+                "fused GRU kernels apply the reset gate after the recurrent product "
+                "(reset_after=True)"
+            )
+        if spec.activation != "tanh" or spec.recurrent_activation != "sigmoid":
+            return "fused GRU kernels compute tanh/sigmoid only"
+    elif spec.activation not in ("tanh", "relu"):
+        return "fused RNN kernels compute tanh or relu only"
+    return None
+
+
+# -- one step ----------------------------------------------------------------------------------
+
+
+def _blocks(z: Array, u: int, n: int) -> list[Array]:
+    return [z[:, k * u : (k + 1) * u] for k in range(n)]
+
+
+def transition(
+    spec: specs.LayerSpec,
+    act: Callable,
+    ract: Callable | None,
+    xp: Array,
+    states: Sequence[Array],
+    product: RecurrentProduct,
+    bias_rec: Array | None = None,
+) -> list[Array]:
+    """One step of the layer ``spec`` describes: (projected input ``x_t W + b``, states) ->
+    new states; the output is the new ``h`` (the first state)."""
+    u = spec.units
+    h = states[0]
+    if spec.layer == "SimpleRNN":
+        return [act(xp + product(h, 1))]
+    if spec.layer == "LSTM":
+        i, f, g, o = _blocks(xp + product(h, 4), u, 4)
+        c = ract(f) * states[1] + ract(i) * act(g)
+        return [ract(o) * act(c), c]
+    xz, xr, xh = _blocks(xp, u, 3)
+    if spec.reset_after:
+        rec = product(h, 3)
+        if bias_rec is not None:
+            rec = rec + bias_rec
+        rz, rr, rh = _blocks(rec, u, 3)
+        z, r = ract(xz + rz), ract(xr + rr)
+        hh = act(xh + r * rh)
+    else:
+        rz, rr = _blocks(product(h, 2), u, 2)
+        z, r = ract(xz + rz), ract(xr + rr)
+        hh = act(xh + product.candidate(r, h))
+    return [z * h + (1.0 - z) * hh]
+
+
+# -- the hand-written backward pass (JAX and TensorFlow) -------------------------------------
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _inside(ops: Any, y: Array, slope: float) -> Array:
+    return ops.astype((y > 0.0) & (y < 1.0), y.dtype) * slope
+
+
+#: activation name -> (ops, y) -> the derivative, as a function of the activation's output
+DERIVATIVES: dict[str, Callable[[Any, Array], Array]] = {
+    "tanh": lambda ops, y: 1.0 - y * y,
+    "sigmoid": lambda ops, y: y * (1.0 - y),
+    "exponential": lambda ops, y: y,  # exp' = exp
+    "hard_sigmoid": lambda ops, y: _inside(ops, y, 0.2),
+    "hard_sigmoid_relu6": lambda ops, y: _inside(ops, y, 1.0 / 6.0),
+    "relu": lambda ops, y: ops.astype(y > 0.0, y.dtype),
+    "linear": lambda ops, y: ops.ones_like(y),
+    "softsign": lambda ops, y: ops.square(1.0 - ops.abs(y)),
+    "softplus": lambda ops, y: -ops.expm1(-y),
+    "elu": lambda ops, y: ops.where(y > 0.0, ops.ones_like(y), y + 1.0),
+    "selu": lambda ops, y: ops.where(
+        y > 0.0, ops.full_like(y, _SELU_SCALE), y + _SELU_SCALE * _SELU_ALPHA
+    ),
+}
+
+
+def differentiable(spec: specs.LayerSpec) -> bool:
+    """Whether every activation of ``spec`` has a derivative in :data:`DERIVATIVES`."""
+    names = [spec.activation] + ([spec.recurrent_activation] if spec.recurrent_activation else [])
+    return all(isinstance(n, str) and n in DERIVATIVES for n in names)
+
+
+def residual_count(spec: specs.LayerSpec) -> int:
+    """How many arrays :func:`saving_step` keeps per step."""
+    if spec.layer == "SimpleRNN":
+        return 1
+    if spec.layer == "LSTM":
+        return 2
+    return 4 if spec.reset_after else 3
+
+
+def saving_step(ops, spec, act, ract, W, U, b_in, b_rec, x_t, states):
+    """(new states, residuals) of one step from the raw input ``x_t``; the residuals are
+    what :func:`step_back` needs. ``b_rec`` has size 0 when there is no recurrent bias."""
+    u = spec.units
+    h = states[0]
+    xp = x_t @ W + b_in
+    if spec.layer == "SimpleRNN":
+        y = act(xp + h @ U)
+        return [y], (y,)
+    if spec.layer == "LSTM":
+        zi, zf, zg, zo = _blocks(xp + h @ U, u, 4)
+        i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
+        c = f * states[1] + i * g
+        tc = act(c)
+        return [o * tc, c], (ops.concat([i, f, g, o], axis=1), tc)
+    xz, xr, xh = _blocks(xp, u, 3)
+    if spec.reset_after:
+        rec = h @ U
+        if b_rec.shape[0]:
+            rec = rec + b_rec
+        rz, rr, rh = _blocks(rec, u, 3)
+        z, r = ract(xz + rz), ract(xr + rr)
+        hh = act(xh + r * rh)
+        return [z * h + (1.0 - z) * hh], (z, r, hh, rh)
+    rz, rr = _blocks(h @ U[:, : 2 * u], u, 2)
+    z, r = ract(xz + rz), ract(xr + rr)
+    hh = act(xh + (r * h) @ U[:, 2 * u :])
+    return [z * h + (1.0 - z) * hh], (z, r, hh)
+
+
+def step_back(ops, spec, UT, residuals, old, d_new):
+    """Gradients of one step, given ``UT`` (the recurrent kernel transposed, formed once
+    per call): (d pre-activations, input side; d recurrent-product outputs, or None when
+    they are the same; d old states)."""
+    u = spec.units
+    dact = DERIVATIVES[spec.activation]
+    h = old[0]
+    if spec.layer == "SimpleRNN":
+        (y,) = residuals
+        dz = d_new[0] * dact(ops, y)
+        return dz, None, [dz @ UT]
+    dract = DERIVATIVES[spec.recurrent_activation]
+    if spec.layer == "LSTM":
+        gates, tc = residuals
+        i, f, g, o = _blocks(gates, u, 4)
+        dh, dc = d_new
+        dc = dc + dh * o * dact(ops, tc)
+        dz = ops.concat(
+            [
+                dc * g * dract(ops, i),
+                dc * old[1] * dract(ops, f),
+                dc * i * dact(ops, g),
+                dh * tc * dract(ops, o),
+            ],
+            axis=1,
+        )
+        return dz, None, [dz @ UT, dc * f]
+    (dh,) = d_new
+    if spec.reset_after:
+        z, r, hh, rec_h = residuals
+        dzg = dh * (h - hh) * dract(ops, z)
+        dpre_h = dh * (1.0 - z) * dact(ops, hh)
+        dr = dpre_h * rec_h * dract(ops, r)
+        dxp = ops.concat([dzg, dr, dpre_h], axis=1)
+        drec = ops.concat([dzg, dr, dpre_h * r], axis=1)
+        return dxp, drec, [dh * z + drec @ UT]
+    z, r, hh = residuals
+    dzg = dh * (h - hh) * dract(ops, z)
+    dpre_h = dh * (1.0 - z) * dact(ops, hh)
+    d_rh = dpre_h @ UT[2 * u :]
+    dr = d_rh * h * dract(ops, r)
+    dzr = ops.concat([dzg, dr], axis=1)
+    dxp = ops.concat([dzr, dpre_h], axis=1)
+    return dxp, None, [dh * z + d_rh * r + dzr @ UT[: 2 * u]]
+
+
+def _outer(ops, a: Array, b: Array) -> Array:
+    """``sum over (time, batch) of a^T b`` for time-major (time, batch, .) arrays."""
+    return ops.tensordot(a, b, axes=((0, 1), (0, 1)))
+
+
+def weight_grads(ops, spec, W, b_rec, xs, h_prev, residuals, dxp, drec):
+    """(d kernel, d recurrent kernel, d input bias, d recurrent bias, d inputs) from every
+    step's pre-activation gradients (time-major), as single large products."""
+    u = spec.units
+    d_xs = dxp @ ops.matrix_transpose(W)
+    d_W = _outer(ops, xs, dxp)
+    d_b_in = ops.sum(dxp, axis=(0, 1))
+    drec = dxp if drec is None else drec
+    if spec.layer == "GRU" and not spec.reset_after:
+        r = residuals[1]
+        d_U = ops.concat(
+            [_outer(ops, h_prev, dxp[..., : 2 * u]), _outer(ops, r * h_prev, dxp[..., 2 * u :])],
+            axis=1,
+        )
+    else:
+        d_U = _outer(ops, h_prev, drec)
+    d_b_rec = ops.sum(drec, axis=(0, 1)) if b_rec.shape[0] else ops.zeros_like(b_rec)
+    return d_W, d_U, d_b_in, d_b_rec, d_xs
+
+
+# -- the built-in cells as Cells --------------------------------------------------------------
+
+#: the options of a built-in layer that belong to its cell (the rest are the layer's)
+CELL_OPTIONS = (
+    "activation", "recurrent_activation", "use_bias", "kernel_initializer",
+    "recurrent_initializer", "bias_initializer", "unit_forget_bias", "kernel_regularizer",
+    "recurrent_regularizer", "bias_regularizer", "kernel_constraint", "recurrent_constraint",
+    "bias_constraint", "reset_after",
+)  # fmt: skip
+
+
+class _UnitForgetBias(initializers.Initializer):
+    """The LSTM's ``unit_forget_bias``: zeros, ones in the forget gate's block."""
+
+    def __init__(self, units: int) -> None:
+        self.units = units
+
+    def __call__(self, shape, rng=None) -> np.ndarray:
+        value = np.zeros(shape)
+        value[..., self.units : 2 * self.units] = 1.0
+        return value
+
+    def get_config(self) -> dict[str, Any]:
+        return {"units": self.units}
+
+
+class _BuiltinCell(cells.Cell):
+    """A built-in layer's cell: the options its layer takes for the cell, validated by the
+    layer's own rules (so ``LSTMCell(8, recurrent_activation="sigmoid")`` is the cell of
+    ``LSTM(8, recurrent_activation="sigmoid")``)."""
+
+    layer: str = ""
+
+    def __init__(self, units: int, **config: Any) -> None:
+        owner = type(self).__name__
+        allowed = [k for k in CELL_OPTIONS if k != "reset_after" or self.layer == "GRU"]
+        allowed = [k for k in allowed if k != "recurrent_activation" or self.layer != "SimpleRNN"]
+        allowed = [k for k in allowed if k != "unit_forget_bias" or self.layer == "LSTM"]
+        unknown = sorted(set(config) - set(allowed))
+        if unknown:
+            raise TypeError(
+                f"{owner} got an unexpected keyword argument {unknown[0]!r}; a cell takes "
+                f"{', '.join(allowed)} (dropout, states and sequence options belong to the layer)"
+            )
+        self.layer_spec = specs.parse(self.layer, (units,), dict(config))
+        super().__init__(units)
+        self._config = {k: v for k, v in self.layer_spec.to_config().items() if k in allowed}
+
+    def build(self, input_dim: int) -> None:
+        spec = self.layer_spec
+        shapes = spec.weight_shapes(input_dim)
+        self.add_weight(
+            "kernel", shapes["kernel"], spec.kernel_initializer, spec.kernel_regularizer,
+            spec.kernel_constraint,
+        )  # fmt: skip
+        self.add_weight(
+            "recurrent_kernel", shapes["recurrent_kernel"], spec.recurrent_initializer,
+            spec.recurrent_regularizer, spec.recurrent_constraint,
+        )  # fmt: skip
+        if spec.use_bias:
+            init = _UnitForgetBias(self.units) if spec.unit_forget_bias else spec.bias_initializer
+            self.add_weight("bias", shapes["bias"], init, spec.bias_regularizer,
+                            spec.bias_constraint)  # fmt: skip
+
+    def step(self, ops, w, x, states):
+        spec = self.layer_spec
+        weights = [w[n] for n in spec.weight_names]
+        bias_in, bias_rec = split_bias(ops, spec, weights)
+        product = RecurrentProduct(ops, weights[1], spec.units, spec.gates)
+        act = ops.activation(spec.activation)
+        ract = ops.activation(spec.recurrent_activation) if spec.recurrent_activation else None
+        new = transition(spec, act, ract, x @ weights[0] + bias_in, states, product, bias_rec)
+        return new[0], new
+
+
+class SimpleRNNCell(_BuiltinCell):
+    """The cell of :class:`multirnn.SimpleRNN`, for ``multirnn.RNN``."""
+
+    layer = "SimpleRNN"
+    state_names = ("h",)
+
+
+class LSTMCell(_BuiltinCell):
+    """The cell of :class:`multirnn.LSTM`, for ``multirnn.RNN``."""
+
+    layer = "LSTM"
+    state_names = ("h", "c")
+
+
+class GRUCell(_BuiltinCell):
+    """The cell of :class:`multirnn.GRU` (either form, ``reset_after``), for ``multirnn.RNN``."""
+
+    layer = "GRU"
+    state_names = ("h",)
+
+
+for _cls in (SimpleRNNCell, LSTMCell, GRUCell):
+    cells.register_cell(_cls)
