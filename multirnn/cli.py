@@ -347,8 +347,9 @@ def _bench_names(args: argparse.Namespace) -> list[str] | None:
             info = registry[name]
             if not info.installed():
                 raise Refused(f"--engines: engine {name!r} is not installed: {info.install_hint()}")
-            if plus and variant not in info.benchmark_variants:
-                accepted = ", ".join(f"{name}+{v}" for v in info.benchmark_variants)
+            known = (*info.benchmark_variants, contenders.CELL_VARIANT)
+            if plus and variant not in known:
+                accepted = ", ".join(f"{name}+{v}" for v in known)
                 raise Refused(
                     f"--engines: engine {name!r} has no benchmark variant {variant!r} "
                     f"(variants: {accepted or 'none'})"

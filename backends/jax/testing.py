@@ -109,8 +109,9 @@ class JaxAdapter(EngineAdapter):
     def stateful(self, spec, weights, calls):
         return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _j, _np)
 
-    def benchmark(self, spec, weights, inputs):
-        layer = layer_from(spec, weights, self.name)
+    def benchmark(self, spec, weights, inputs, layer=None):
+        """``layer``: a built layer to time instead (an ``RNN(cell)``)."""
+        layer = layer or layer_from(spec, weights, self.name)
         x = _j(inputs)
 
         @jax.jit

@@ -77,11 +77,12 @@ class TensorFlowAdapter(EngineAdapter):
     def stateful(self, spec, weights, calls):
         return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _t, _np)
 
-    def benchmark(self, spec, weights, inputs, variant=None):
-        """Traced functions; variant "xla" compiles them with ``jit_compile=True``."""
+    def benchmark(self, spec, weights, inputs, variant=None, layer=None):
+        """Traced functions; variant "xla" compiles them with ``jit_compile=True``;
+        ``layer``: a built layer to time instead (an ``RNN(cell)``)."""
         if variant not in (None, "xla"):
             raise ValueError(f"the tensorflow engine has no benchmark variant {variant!r}")
-        layer = layer_from(spec, weights, self.name)
+        layer = layer or layer_from(spec, weights, self.name)
         x = _t(inputs)
         xla = variant == "xla"
 

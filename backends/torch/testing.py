@@ -75,8 +75,9 @@ class TorchAdapter(EngineAdapter):
         with torch.no_grad():
             return stateful_sequence(layer, spec, calls, _t, _np)
 
-    def benchmark(self, spec, weights, inputs):
-        layer = layer_from(spec, weights, self.name).train()
+    def benchmark(self, spec, weights, inputs, layer=None):
+        """``layer``: a built layer to time instead (an ``RNN(cell)``)."""
+        layer = (layer or layer_from(spec, weights, self.name)).train()
         x = _t(inputs)
 
         def forward():

@@ -82,6 +82,36 @@ class EngineContender(Contender):
         return fns
 
 
+#: the benchmark variant every engine has: a user's cell through ``RNN(cell)``
+CELL_VARIANT = "cell"
+
+
+class CellContender(EngineContender):
+    """A user-written LSTM cell (``multirnn.bench.user_cell``) run by an engine's
+    ``RNN(cell)``, timed like the engine's built-in LSTM (same weights, inputs and hook):
+    the variant ``multirnn:NAME+cell`` of every engine."""
+
+    def __init__(self, engine: str):
+        super().__init__(engine, CELL_VARIANT)
+
+    def prepare(self, workload: Workload) -> Fns:
+        from multirnn import engines
+        from multirnn.bench.user_cell import UserLSTM
+        from multirnn.spec import parse
+
+        if workload.layer != "LSTM":
+            raise Unsupported("the user-written cell is an LSTM")
+        cell = UserLSTM(workload.units, gate=workload.gate_activation)
+        layer = engines.engine(self.engine).RNN(cell, return_sequences=True, dtype=workload.dtype)
+        layer.set_weights(workload.weights())
+        kwargs = workload.layer_kwargs() | {"return_sequences": True, "dtype": workload.dtype}
+        spec = parse(workload.layer, (workload.units,), kwargs)
+        fns = self.adapter.benchmark(spec, workload.weights(), workload.inputs(), layer=layer)
+        if fns is None:
+            raise Unsupported(f"engine {self.engine} has no benchmark hook")
+        return fns
+
+
 class TorchNN(Contender):
     """torch.nn.LSTM / GRU / RNN: PyTorch's fused kernels (oneDNN on CPU)."""
 
@@ -309,6 +339,8 @@ PEERS: dict[str, Callable[[], Contender]] = {
 def make(name: str) -> Contender:
     if name.startswith("multirnn:"):
         engine, _, variant = name.split(":", 1)[1].partition("+")
+        if variant == CELL_VARIANT:
+            return CellContender(engine)
         if variant:
             from multirnn import engines
 
@@ -317,11 +349,12 @@ def make(name: str) -> Contender:
             if variant not in variants:
                 raise ValueError(
                     f"unknown contender {name!r}: engine {engine!r} has benchmark variants "
-                    f"{', '.join(variants) or 'none'}"
+                    f"{', '.join((*variants, CELL_VARIANT))}"
                 )
         return EngineContender(engine, variant or None)
     if name not in PEERS:
         raise ValueError(
-            f"unknown contender {name!r}; peers: {', '.join(PEERS)}; engines: multirnn:NAME"
+            f"unknown contender {name!r}; peers: {', '.join(PEERS)}; engines: multirnn:NAME "
+            f"(or multirnn:NAME+{CELL_VARIANT} for a user's cell)"
         )
     return PEERS[name]()
