@@ -234,11 +234,15 @@ class Ops:
     with the engine's ops, so a cell's gates compute exactly the built-in layers' formula.
     """
 
-    def __init__(self, xp: Any, activation_ops: Any, name: str) -> None:
+    def __init__(
+        self, xp: Any, activation_ops: Any, name: str, native: dict[str, Callable] | None = None
+    ) -> None:
         self._xp = xp
         self._activation_ops = activation_ops
         self.name = name
-        self._cache: dict[str, Callable[[Any], Any]] = {}
+        # the engine's own implementations where they compute the formula exactly (as its
+        # built-in layers use them): one framework call instead of a few
+        self._cache: dict[str, Callable[[Any], Any]] = dict(native or {})
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._xp, attr)
@@ -255,9 +259,13 @@ class Ops:
         return f"Ops({self.name})"
 
 
-def namespace(xp: Any, activation_ops: Any, name: str) -> Ops:
-    """The ``ops`` a step receives on one engine."""
-    return Ops(xp, activation_ops, name)
+def namespace(
+    xp: Any, activation_ops: Any, name: str, native: dict[str, Callable] | None = None
+) -> Ops:
+    """The ``ops`` a step receives on one engine: ``xp`` the array API namespace,
+    ``activation_ops`` what multirnn's activation formulas are evaluated with, ``native``
+    the engine's exact native activations by name."""
+    return Ops(xp, activation_ops, name, native)
 
 
 # -- the layer's options --------------------------------------------------------------------

@@ -30,7 +30,8 @@ from multirnn.spec import LayerSpec
 
 Array = jax.Array
 
-_NATIVE = {
+#: activations the framework computes natively and exactly (the formula's own ops)
+NATIVE_ACTIVATIONS = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "relu": jax.nn.relu,
@@ -40,8 +41,8 @@ _NATIVE = {
 
 def activation(value) -> Any:
     """An activation as a function on arrays (the shared formula unless a native op is exact)."""
-    if isinstance(value, str) and value in _NATIVE:
-        return _NATIVE[value]
+    if isinstance(value, str) and value in NATIVE_ACTIVATIONS:
+        return NATIVE_ACTIVATIONS[value]
     return activations.function(value, JAX_OPS)
 
 

@@ -27,7 +27,7 @@ from multirnn.layer import _BUILD_LOCK, LayerCore
 
 Array = jax.Array
 
-_OPS = cells.namespace(jnp, JAX_OPS, "jax")
+_OPS = cells.namespace(jnp, JAX_OPS, "jax", kernels.NATIVE_ACTIVATIONS)
 
 
 class _Static:

@@ -8,7 +8,13 @@ from multirnn_jax import kernels
 
 import jax
 import jax.numpy as jnp
-from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
+from multirnn.conformance.adapters import (
+    EngineAdapter,
+    layer_from,
+    listed,
+    named_gradients,
+    stateful_sequence,
+)
 from multirnn.conformance.oracle import results
 
 
@@ -138,6 +144,20 @@ class JaxAdapter(EngineAdapter):
 
     def threads(self):
         return {"jax_platform": jax.default_backend(), "devices": len(jax.devices())}
+
+    def cell_gradients(self, layer, inputs, *, mask, initial_state, cotangents):
+        names = layer.weight_names
+        weights = {name: jnp.asarray(w) for name, w in zip(names, layer.get_weights())}
+        mask = None if mask is None else jnp.asarray(mask)
+
+        def loss(x, states, weights):
+            result = listed(layer.replace(**weights)(x, mask=mask, initial_state=states or None))
+            return sum(jnp.sum(r * c) for r, c in zip(result, cotangents, strict=True))
+
+        states = [] if initial_state is None else [jnp.asarray(s) for s in initial_state]
+        gx, gs, gw = jax.grad(loss, argnums=(0, 1, 2))(jnp.asarray(inputs), states, weights)
+        arrays = [gx, *gs, *(gw[name] for name in names)]
+        return named_gradients([np.asarray(a) for a in arrays], names, initial_state)
 
 
 ADAPTER = JaxAdapter

@@ -22,7 +22,8 @@ import tensorflow as tf
 from multirnn import activations, builtin_cells, calls
 from multirnn.spec import LayerSpec
 
-_NATIVE = {
+#: activations the framework computes natively and exactly (the formula's own ops)
+NATIVE_ACTIVATIONS = {
     "tanh": tf.tanh,
     "sigmoid": tf.sigmoid,
     "relu": tf.nn.relu,
@@ -32,8 +33,8 @@ _NATIVE = {
 
 def activation(value) -> Any:
     """An activation as a function on tensors (the shared formula unless a native op is exact)."""
-    if isinstance(value, str) and value in _NATIVE:
-        return _NATIVE[value]
+    if isinstance(value, str) and value in NATIVE_ACTIVATIONS:
+        return NATIVE_ACTIVATIONS[value]
     return activations.function(value, TF_OPS)
 
 

@@ -8,7 +8,13 @@ import numpy as np
 from multirnn_tensorflow import kernels
 
 import tensorflow as tf
-from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
+from multirnn.conformance.adapters import (
+    EngineAdapter,
+    layer_from,
+    listed,
+    named_gradients,
+    stateful_sequence,
+)
 from multirnn.conformance.oracle import results
 
 
@@ -115,6 +121,24 @@ class TensorFlowAdapter(EngineAdapter):
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
         }
+
+    def cell_gradients(self, layer, inputs, *, mask, initial_state, cotangents):
+        x = tf.constant(inputs)
+        states = None if initial_state is None else [tf.constant(s) for s in initial_state]
+        weights = list(layer.trainable_weights)
+        if len(weights) != len(layer.weight_names):
+            raise ValueError(
+                f"{layer.name}: {len(weights)} trainable weights for the cell's "
+                f"{len(layer.weight_names)} ({', '.join(layer.weight_names)})"
+            )
+        with tf.GradientTape() as tape:
+            tape.watch([x, *(states or [])])
+            mask_t = None if mask is None else tf.constant(mask)
+            result = listed(layer(x, mask=mask_t, initial_state=states, training=False))
+            loss = tf.add_n([tf.reduce_sum(r * c) for r, c in zip(result, cotangents, strict=True)])
+        leaves = [x, *(states or []), *weights]
+        grads = tape.gradient(loss, leaves, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return named_gradients([np.asarray(g) for g in grads], layer.weight_names, initial_state)
 
 
 ADAPTER = TensorFlowAdapter

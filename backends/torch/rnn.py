@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from multirnn_torch import kernels
+from multirnn_torch import kernels, scan
 from multirnn_torch.ops import TORCH_OPS
 
 import torch
@@ -37,14 +37,8 @@ def torch_namespace() -> cells.Ops:
     """PyTorch's array API namespace (array-api-compat) with multirnn's activations."""
     if _NAMESPACE:
         return _NAMESPACE[0]
-    try:
-        import array_api_compat.torch as xp
-    except ImportError as exc:  # pragma: no cover - the torch extra installs it
-        raise ImportError(
-            'RNN(cell) on the torch engine needs array-api-compat: pip install ".[torch]" '
-            "from a multirnn checkout, or pip install array-api-compat"
-        ) from exc
-    _NAMESPACE.append(cells.namespace(xp, TORCH_OPS, "torch"))
+    xp = scan.array_api()  # a missing array-api-compat is named there
+    _NAMESPACE.append(cells.namespace(xp, TORCH_OPS, "torch", kernels.NATIVE_ACTIVATIONS))
     return _NAMESPACE[0]
 
 

@@ -7,7 +7,13 @@ import numpy as np
 from multirnn_torch import kernels
 
 import torch
-from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
+from multirnn.conformance.adapters import (
+    EngineAdapter,
+    layer_from,
+    listed,
+    named_gradients,
+    stateful_sequence,
+)
 from multirnn.conformance.oracle import results
 
 
@@ -96,6 +102,23 @@ class TorchAdapter(EngineAdapter):
 
     def threads(self):
         return {"torch_threads": torch.get_num_threads()}
+
+    def cell_gradients(self, layer, inputs, *, mask, initial_state, cotangents):
+        def tensor(a, grad=False):
+            return torch.from_numpy(np.ascontiguousarray(a)).requires_grad_(grad)
+
+        x = tensor(inputs, True)
+        states = None if initial_state is None else [tensor(s, True) for s in initial_state]
+        weights = [layer.weights[name] for name in layer.weight_names]
+        result = listed(layer(x, mask=None if mask is None else tensor(mask), initial_state=states))
+        loss = sum((r * tensor(c)).sum() for r, c in zip(result, cotangents, strict=True))
+        leaves = [x, *(states or []), *weights]
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        arrays = [
+            np.zeros(leaf.shape) if g is None else g.detach().cpu().numpy()
+            for leaf, g in zip(leaves, grads)
+        ]
+        return named_gradients(arrays, layer.weight_names, initial_state)
 
 
 ADAPTER = TorchAdapter

@@ -92,15 +92,10 @@ class EngineAdapter:
         "initial_state": [arrays] (if given), "weights": {name: array}}``, the weights under
         the names the cell declared. None when the engine has no autodiff.
 
-        The default serves the engines shipped with multirnn (:data:`CELL_AUTODIFF`), so the
-        cell suite checks them without their adapters changing; another engine overrides it.
+        The engines shipped with multirnn override it in their ``testing`` modules (with
+        :func:`listed` and :func:`named_gradients`); the default declines.
         """
-        differentiate = CELL_AUTODIFF.get(self.name)
-        if differentiate is None:
-            return None
-        return differentiate(
-            layer, inputs, mask=mask, initial_state=initial_state, cotangents=cotangents
-        )
+        return None
 
     def bidirectional(
         self,
@@ -264,87 +259,21 @@ def layer_from(spec: LayerSpec, weights: list[np.ndarray], engine_name: str):
     return layer
 
 
-# -- users' cells: each shipped framework's autodiff of an RNN(cell) call -----------------------
-# Written against the engines' public RNN API (weights by the names the cell declared), so
-# they stay valid while the engines change; the frameworks are imported only when called.
+# -- users' cells: what the engines' cell_gradients share ---------------------------------------
 
 
-def _listed(result: Any) -> list:
+def listed(result: Any) -> list:
+    """A layer call's result as a list (one output, or the output and the states)."""
     return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
-def _torch_cell_gradients(layer, inputs, *, mask, initial_state, cotangents):
-    import torch
-
-    def tensor(a, grad=False):
-        return torch.from_numpy(np.ascontiguousarray(a)).requires_grad_(grad)
-
-    x = tensor(inputs, True)
-    states = None if initial_state is None else [tensor(s, True) for s in initial_state]
-    weights = [layer.weights[name] for name in layer.weight_names]
-    result = _listed(layer(x, mask=None if mask is None else tensor(mask), initial_state=states))
-    loss = sum((r * tensor(c)).sum() for r, c in zip(result, cotangents, strict=True))
-    leaves = [x, *(states or []), *weights]
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    arrays = [
-        np.zeros(leaf.shape) if g is None else g.detach().cpu().numpy()
-        for leaf, g in zip(leaves, grads)
-    ]
-    return _named(arrays, layer.weight_names, initial_state)
-
-
-def _jax_cell_gradients(layer, inputs, *, mask, initial_state, cotangents):
-    import jax
-    import jax.numpy as jnp
-
-    names = layer.weight_names
-    weights = {name: jnp.asarray(w) for name, w in zip(names, layer.get_weights())}
-    mask = None if mask is None else jnp.asarray(mask)
-
-    def loss(x, states, weights):
-        result = _listed(layer.replace(**weights)(x, mask=mask, initial_state=states or None))
-        return sum(jnp.sum(r * c) for r, c in zip(result, cotangents, strict=True))
-
-    states = [] if initial_state is None else [jnp.asarray(s) for s in initial_state]
-    gx, gs, gw = jax.grad(loss, argnums=(0, 1, 2))(jnp.asarray(inputs), states, weights)
-    arrays = [gx, *gs, *(gw[name] for name in names)]
-    return _named([np.asarray(a) for a in arrays], names, initial_state)
-
-
-def _tensorflow_cell_gradients(layer, inputs, *, mask, initial_state, cotangents):
-    import tensorflow as tf
-
-    x = tf.constant(inputs)
-    states = None if initial_state is None else [tf.constant(s) for s in initial_state]
-    weights = list(layer.trainable_weights)
-    if len(weights) != len(layer.weight_names):
-        raise ValueError(
-            f"{layer.name}: {len(weights)} trainable weights for the cell's "
-            f"{len(layer.weight_names)} ({', '.join(layer.weight_names)})"
-        )
-    with tf.GradientTape() as tape:
-        tape.watch([x, *(states or [])])
-        mask_t = None if mask is None else tf.constant(mask)
-        result = _listed(layer(x, mask=mask_t, initial_state=states, training=False))
-        loss = tf.add_n([tf.reduce_sum(r * c) for r, c in zip(result, cotangents, strict=True)])
-    leaves = [x, *(states or []), *weights]
-    grads = tape.gradient(loss, leaves, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return _named([np.asarray(g) for g in grads], layer.weight_names, initial_state)
-
-
-def _named(arrays: list[np.ndarray], weight_names: list[str], initial_state) -> dict[str, Any]:
-    """The cell_gradients dict from the gradients of [inputs, *states, *weights]."""
+def named_gradients(
+    arrays: list[np.ndarray], weight_names: list[str], initial_state
+) -> dict[str, Any]:
+    """The ``cell_gradients`` dict from the gradients of [inputs, *states, *weights]."""
     count = 0 if initial_state is None else len(initial_state)
     out: dict[str, Any] = {"inputs": arrays[0]}
     if initial_state is not None:
         out["initial_state"] = arrays[1 : 1 + count]
     out["weights"] = dict(zip(weight_names, arrays[1 + count :], strict=True))
     return out
-
-
-#: engine name -> the default :meth:`EngineAdapter.cell_gradients` of that engine.
-CELL_AUTODIFF = {
-    "torch": _torch_cell_gradients,
-    "jax": _jax_cell_gradients,
-    "tensorflow": _tensorflow_cell_gradients,
-}

@@ -16,6 +16,7 @@ The array-level mappings (gate orders, transposes, biases) are in
 
 from __future__ import annotations
 
+from multirnn.convert import _common
 from multirnn.convert.layouts import ConversionError
 
 
@@ -31,6 +32,7 @@ def from_torch(module, *, backend: str | None = None, ignore_training_options: b
 def to_torch(layers, *, batch_first: bool = True, ignore_training_options: bool = False):
     """A ``torch.nn`` module computing what a layer (or a list of alike layers) computes.
     See :func:`multirnn.convert.pytorch.to_torch`."""
+    _common.refuse_cells(layers, "convert.to_torch")
     from multirnn.convert import pytorch
 
     return pytorch.to_torch(layers, batch_first=batch_first,
@@ -48,6 +50,7 @@ def from_keras(layer, *, backend: str | None = None, ignore_training_options: bo
 def to_keras(layer, *, batch_size: int | None = None, ignore_training_options: bool = False):
     """A built Keras 3 layer computing what a multirnn layer computes (a stateful one
     with its carried states)."""
+    _common.refuse_cells(layer, "convert.to_keras")
     from multirnn.convert import keras3
 
     return keras3.to_keras(layer, batch_size=batch_size,
@@ -72,6 +75,7 @@ def from_flax(cell, *, backend: str | None = None):
 
 def to_flax(layer, *, kind: str | None = None, rngs=None):
     """A Flax NNX cell computing one step of a multirnn layer."""
+    _common.refuse_cells(layer, "convert.to_flax")
     from multirnn.convert import flax_nnx
 
     return flax_nnx.to_flax(layer, kind=kind, rngs=rngs)
@@ -91,6 +95,7 @@ def to_onnx(
 ):
     """An ``onnx.ModelProto`` computing what a built layer (or ``Bidirectional``) computes
     in inference, saved to ``path`` if given. See :func:`multirnn.convert.onnx.to_onnx`."""
+    _common.refuse_cells(layer, "convert.to_onnx")
     from multirnn.convert import onnx
 
     return onnx.to_onnx(layer, path=path, mask=mask, initial_state=initial_state,

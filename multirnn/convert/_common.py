@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from multirnn.convert.layouts import ConversionError
+
 
 def to_numpy(value: Any) -> np.ndarray:
     """An engine or peer tensor as a NumPy array (detached, on the host)."""
@@ -52,6 +54,32 @@ def build_bidirectional(layer: str, units: int, kwargs: dict[str, Any],
     wrapper = engines.engine(backend).Bidirectional(inner, merge_mode)
     wrapper.set_weights([np.asarray(w) for w in [*forward, *backward]])
     return wrapper
+
+
+def refuse_cells(layer: Any, what: str) -> None:
+    """Converters translate the built-in layers; ``RNN(cell)`` (alone, in a list or inside
+    ``Bidirectional``) has no counterpart in another framework's layer API: a clear
+    refusal instead of an error from inside the converter."""
+    items = layer if isinstance(layer, (list, tuple)) else [layer]
+    for item in items:
+        inner = getattr(item, "forward_layer", item)
+        spec = getattr(inner, "spec", None)
+        cell = getattr(spec, "cell", None)
+        if cell is None:
+            continue
+        from multirnn.builtin_cells import _BuiltinCell
+
+        hint = (
+            f" It runs a built-in cell: build multirnn.{cell.layer}({cell.units}, ...) with the "
+            "same options and weights (set_weights) and convert that."
+            if isinstance(cell, _BuiltinCell)
+            else ""
+        )
+        raise ConversionError(
+            f"{what} translates the built-in layers (SimpleRNN, LSTM, GRU and Bidirectional "
+            f"of them); got RNN({type(cell).__name__}), a layer of a cell, which has no "
+            f"counterpart among another framework's layers.{hint}"
+        )
 
 
 def is_bidirectional(layer) -> bool:
