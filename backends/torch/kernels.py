@@ -194,8 +194,11 @@ def dropout_mask(spec, mask, batch, width, arg, kernel) -> torch.Tensor | None:
     return mask.to(kernel.dtype)
 
 
-def run(spec, weights, x, mask, states, mi, mr) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Dispatch a validated call to the fused kernel or the generic path."""
+def run(
+    spec, weights, x, mask, states, mi, mr, cache: FusedWeights | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Dispatch a validated call to the fused kernel or the generic path (``cache``: the
+    layer's :class:`FusedWeights`)."""
     if x.shape[0] == 0:  # the kernels cannot pack or reshape an empty batch
         return _empty_batch(spec, weights, x, states)
     kind, lengths = _mask_kind(mask)
@@ -204,7 +207,7 @@ def run(spec, weights, x, mask, states, mi, mr) -> tuple[torch.Tensor, list[torc
         spec, mask=kind, input_dropout=input_kind, recurrent_dropout=mr is not None
     )
     if reason is None:
-        return _fused(spec, weights, x, lengths, states, mi)
+        return _fused(spec, weights, x, lengths, states, mi, cache)
     return scan.generic(spec, weights, x, mask, states, mi, mr, activation)
 
 
@@ -233,10 +236,15 @@ def _torch_order(spec: LayerSpec, w: torch.Tensor) -> torch.Tensor:
 
 
 def fused_parameters(spec: LayerSpec, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """The layer's parameters in the flat layout of PyTorch's RNN ops (views for LSTM and
-    SimpleRNN; GRU needs its gate blocks permuted, one gather per call)."""
+    """The layer's parameters in the flat layout of PyTorch's RNN ops: the kernels
+    transposed into contiguous ``(G*units, features)`` matrices, as ``torch.nn`` keeps them
+    (a transposed view runs the op about twice as slowly for a single row), and the GRU's
+    gate blocks permuted."""
     kernel, recurrent, *rest = weights
-    params = [_torch_order(spec, kernel).t(), _torch_order(spec, recurrent).t()]
+    params = [
+        _torch_order(spec, kernel).t().contiguous(),
+        _torch_order(spec, recurrent).t().contiguous(),
+    ]
     if rest:
         bias = rest[0]
         if spec.reset_after:
@@ -246,13 +254,43 @@ def fused_parameters(spec: LayerSpec, weights: Sequence[torch.Tensor]) -> list[t
     return params
 
 
-def _fused(spec, weights, x, lengths, states, mi):
+class FusedWeights:
+    """A layer's weights in the fused kernels' layout, kept between calls while the weights
+    are unchanged and no gradient is taken (inference, streaming one step per call), where
+    re-laying them out would cost as much as the step. A call that records a graph lays
+    them out afresh, as a differentiable function of the weights."""
+
+    __slots__ = ("_key", "_params")
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._params: list[torch.Tensor] = []
+
+    def __getstate__(self):  # copies and pickles of a layer start without a cache
+        return {"cached": False}
+
+    def __setstate__(self, state) -> None:
+        self.__init__()
+
+    def get(self, spec: LayerSpec, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
+            return fused_parameters(spec, weights)
+        # in-place updates (optimizers, load_state_dict, set_weights) bump _version
+        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
+        if key != self._key:
+            with torch.no_grad():
+                self._params = fused_parameters(spec, weights)
+            self._key = key
+        return self._params
+
+
+def _fused(spec, weights, x, lengths, states, mi, cache: FusedWeights | None = None):
     batch, time = x.shape[:2]
     if mi is not None:
         x = x * mi[:, None, :]
     if spec.go_backwards:
         x = x.flip(1)
-    params = fused_parameters(spec, weights)
+    params = fused_parameters(spec, weights) if cache is None else cache.get(spec, weights)
     has_bias = spec.use_bias
     zeros = x.new_zeros(1, batch, spec.units)
     hx = [s[None] for s in states] if states is not None else [zeros] * spec.num_states

@@ -61,6 +61,7 @@ class Recurrent(LayerCore, nn.Module):
         for name in spec.state_names:
             setattr(self, f"state_{name}", None)
         self._activity_loss: torch.Tensor | None = None
+        self._fused_weights = kernels.FusedWeights()
         self._build_from_arguments()
 
     # -- building and weights -------------------------------------------------------------
@@ -150,17 +151,20 @@ class Recurrent(LayerCore, nn.Module):
         training = calls.training(self.name, training)
         if training is None:
             training = self.training
-        device = kernels.call_device(self.kernel.device if self.built else None,
-                                     self._device, inputs)  # fmt: skip
+        kernel = self.kernel  # None until built; read once (a module attribute lookup)
+        device = kernels.call_device(None if kernel is None else kernel.device, self._device,
+                                     inputs)  # fmt: skip
         owner = f"{self.name}: "
-        x, mask, call = kernels.call_inputs(
-            spec, owner, inputs, mask, device, kernels.dtype_name(self.dtype), self.input_dim
-        )
+        dtype = kernels.dtype_name(self._dtype if kernel is None else kernel.dtype)
+        input_dim = None if kernel is None else kernel.shape[0]
+        x, mask, call = kernels.call_inputs(spec, owner, inputs, mask, device, dtype, input_dim)
         carried = self.states
         if spec.stateful and carried is not None:
             calls.stateful_batch(spec, call.batch, carried[0].shape[0])
-        self.build(x.shape)
-        kernel = self.kernel
+        if kernel is None:  # the inputs' size was checked against a built layer's above
+            self.build(x.shape)
+            kernel = self.kernel
+        weights = self._weights()
         if initial_state is not None:
             states = kernels.initial_states(spec, initial_state, call, kernel, owner=owner)
         else:
@@ -170,10 +174,11 @@ class Recurrent(LayerCore, nn.Module):
             in_shape, rec_shape = self._dropout_mask_shapes(call.batch, call.input_dim)
             mi = self._sample_dropout(in_shape, spec.dropout, kernel)
             mr = self._sample_dropout(rec_shape, spec.recurrent_dropout, kernel)
-        output, final = kernels.run(spec, self._weights(), x, mask, states, mi, mr)
+        output, final = kernels.run(spec, weights, x, mask, states, mi, mr, self._fused_weights)
         if spec.stateful:  # carried without gradient, like truncated backpropagation
             for name, value in zip(spec.state_names, final):
-                setattr(self, f"state_{name}", value.detach())
+                # plain attributes (see __init__): skip nn.Module's __setattr__ bookkeeping
+                self.__dict__[f"state_{name}"] = value.detach()
         if spec.activity_regularizer is not None:
             penalty = regularizers.penalty(spec.activity_regularizer, output, TORCH_OPS)
             self._activity_loss = penalty / max(call.batch, 1)

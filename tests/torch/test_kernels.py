@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 
 from multirnn_torch import kernels  # noqa: E402
 
+import multirnn  # noqa: E402
 from multirnn.spec import parse  # noqa: E402
 
 
@@ -69,13 +70,36 @@ def test_mask_kinds():
     assert kernels._mask_kind(None) == ("none", None)
 
 
-def test_fused_parameters_are_views_of_the_layer_parameters():
+def test_fused_parameters_are_contiguous_in_torch_layout():
     s = spec("LSTM", recurrent_activation="sigmoid")
     weights = [torch.randn(3, 16), torch.randn(4, 16), torch.randn(16)]
     params = kernels.fused_parameters(s, weights)
-    assert params[0].data_ptr() == weights[0].data_ptr()  # transposed view, no copy
-    assert params[1].data_ptr() == weights[1].data_ptr()
+    assert params[0].is_contiguous() and params[1].is_contiguous()
+    assert torch.equal(params[0], weights[0].t()) and torch.equal(params[1], weights[1].t())
     assert params[2].data_ptr() == weights[2].data_ptr()
+
+
+def test_the_fused_layout_is_kept_between_calls_without_gradient_and_follows_the_weights():
+    layer = multirnn.engine("torch").LSTM(4, recurrent_activation="sigmoid", seed=0,
+                                           input_dim=3)  # fmt: skip
+    x = torch.randn(2, 5, 3)
+    cache = layer._fused_weights
+    with torch.no_grad():
+        first = layer(x)
+        kept = cache._params
+        assert layer(x).equal(first) and cache._params is kept  # no new layout
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    loss = layer(x).sum()  # a graph: a fresh, differentiable layout, not the cache
+    loss.backward()
+    assert layer.kernel.grad is not None and cache._params is kept
+    optimizer.step()  # in place: the next call without gradient lays the weights out again
+    with torch.no_grad():
+        after = layer(x)
+    assert cache._params is not kept and not after.equal(first)
+    fresh = multirnn.engine("torch").LSTM(4, recurrent_activation="sigmoid", input_dim=3)
+    fresh.set_weights(layer.get_weights())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), after)
 
 
 def test_gru_gates_are_permuted_to_torch_order():
