@@ -113,7 +113,12 @@ def fused_formula(spec: specs.LayerSpec) -> str | None:
 # -- one step ----------------------------------------------------------------------------------
 
 
-def _blocks(z: Array, u: int, n: int) -> list[Array]:
+def _blocks(z: Array, u: int, n: int, ops: Any = None) -> list[Array]:
+    """The ``n`` gate blocks of ``z``'s columns: one split where the namespace offers one
+    (the TensorFlow adapter's ``_split_columns``: one op, not ``n``, per step of a loop)."""
+    split = getattr(ops, "_split_columns", None)
+    if split is not None:
+        return split(z, n)
     return [z[:, k * u : (k + 1) * u] for k in range(n)]
 
 
@@ -128,24 +133,24 @@ def transition(
 ) -> list[Array]:
     """One step of the layer ``spec`` describes: (projected input ``x_t W + b``, states) ->
     new states; the output is the new ``h`` (the first state)."""
-    u = spec.units
+    u, ops = spec.units, product.ops
     h = states[0]
     if spec.layer == "SimpleRNN":
         return [act(xp + product(h, 1))]
     if spec.layer == "LSTM":
-        i, f, g, o = _blocks(xp + product(h, 4), u, 4)
+        i, f, g, o = _blocks(xp + product(h, 4), u, 4, ops)
         c = ract(f) * states[1] + ract(i) * act(g)
         return [ract(o) * act(c), c]
-    xz, xr, xh = _blocks(xp, u, 3)
+    xz, xr, xh = _blocks(xp, u, 3, ops)
     if spec.reset_after:
         rec = product(h, 3)
         if bias_rec is not None:
             rec = rec + bias_rec
-        rz, rr, rh = _blocks(rec, u, 3)
+        rz, rr, rh = _blocks(rec, u, 3, ops)
         z, r = ract(xz + rz), ract(xr + rr)
         hh = act(xh + r * rh)
     else:
-        rz, rr = _blocks(product(h, 2), u, 2)
+        rz, rr = _blocks(product(h, 2), u, 2, ops)
         z, r = ract(xz + rz), ract(xr + rr)
         hh = act(xh + product.candidate(r, h))
     return [z * h + (1.0 - z) * hh]
@@ -204,24 +209,36 @@ def saving_step(ops, spec, act, ract, W, U, b_in, b_rec, x_t, states):
         y = act(xp + h @ U)
         return [y], (y,)
     if spec.layer == "LSTM":
-        zi, zf, zg, zo = _blocks(xp + h @ U, u, 4)
+        zi, zf, zg, zo = _blocks(xp + h @ U, u, 4, ops)
         i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
         c = f * states[1] + i * g
         tc = act(c)
         return [o * tc, c], (ops.concat([i, f, g, o], axis=1), tc)
-    xz, xr, xh = _blocks(xp, u, 3)
+    xz, xr, xh = _blocks(xp, u, 3, ops)
     if spec.reset_after:
         rec = h @ U
         if b_rec.shape[0]:
             rec = rec + b_rec
-        rz, rr, rh = _blocks(rec, u, 3)
+        rz, rr, rh = _blocks(rec, u, 3, ops)
         z, r = ract(xz + rz), ract(xr + rr)
         hh = act(xh + r * rh)
         return [z * h + (1.0 - z) * hh], (z, r, hh, rh)
-    rz, rr = _blocks(h @ U[:, : 2 * u], u, 2)
+    rz, rr = _blocks(h @ U[:, : 2 * u], u, 2, ops)
     z, r = ract(xz + rz), ract(xr + rr)
     hh = act(xh + (r * h) @ U[:, 2 * u :])
     return [z * h + (1.0 - z) * hh], (z, r, hh)
+
+
+def _grad(ops: Any, name: str, y: Array, dy: Array) -> Array:
+    """``dy * activation'`` from the activation's output ``y``: one fused op where the
+    namespace offers it (the TensorFlow adapter's ``_activation_grad``: TanhGrad,
+    SigmoidGrad), else the product with :data:`DERIVATIVES`."""
+    fused = getattr(ops, "_activation_grad", None)
+    if fused is not None:
+        out = fused(name, y, dy)
+        if out is not None:
+            return out
+    return dy * DERIVATIVES[name](ops, y)
 
 
 def step_back(ops, spec, UT, residuals, old, d_new):
@@ -229,24 +246,23 @@ def step_back(ops, spec, UT, residuals, old, d_new):
     per call): (d pre-activations, input side; d recurrent-product outputs, or None when
     they are the same; d old states)."""
     u = spec.units
-    dact = DERIVATIVES[spec.activation]
+    a, ra = spec.activation, spec.recurrent_activation
     h = old[0]
     if spec.layer == "SimpleRNN":
         (y,) = residuals
-        dz = d_new[0] * dact(ops, y)
+        dz = _grad(ops, a, y, d_new[0])
         return dz, None, [dz @ UT]
-    dract = DERIVATIVES[spec.recurrent_activation]
     if spec.layer == "LSTM":
         gates, tc = residuals
-        i, f, g, o = _blocks(gates, u, 4)
+        i, f, g, o = _blocks(gates, u, 4, ops)
         dh, dc = d_new
-        dc = dc + dh * o * dact(ops, tc)
+        dc = dc + _grad(ops, a, tc, dh * o)
         dz = ops.concat(
             [
-                dc * g * dract(ops, i),
-                dc * old[1] * dract(ops, f),
-                dc * i * dact(ops, g),
-                dh * tc * dract(ops, o),
+                _grad(ops, ra, i, dc * g),
+                _grad(ops, ra, f, dc * old[1]),
+                _grad(ops, a, g, dc * i),
+                _grad(ops, ra, o, dh * tc),
             ],
             axis=1,
         )
@@ -254,17 +270,17 @@ def step_back(ops, spec, UT, residuals, old, d_new):
     (dh,) = d_new
     if spec.reset_after:
         z, r, hh, rec_h = residuals
-        dzg = dh * (h - hh) * dract(ops, z)
-        dpre_h = dh * (1.0 - z) * dact(ops, hh)
-        dr = dpre_h * rec_h * dract(ops, r)
+        dzg = _grad(ops, ra, z, dh * (h - hh))
+        dpre_h = _grad(ops, a, hh, dh * (1.0 - z))
+        dr = _grad(ops, ra, r, dpre_h * rec_h)
         dxp = ops.concat([dzg, dr, dpre_h], axis=1)
         drec = ops.concat([dzg, dr, dpre_h * r], axis=1)
         return dxp, drec, [dh * z + drec @ UT]
     z, r, hh = residuals
-    dzg = dh * (h - hh) * dract(ops, z)
-    dpre_h = dh * (1.0 - z) * dact(ops, hh)
+    dzg = _grad(ops, ra, z, dh * (h - hh))
+    dpre_h = _grad(ops, a, hh, dh * (1.0 - z))
     d_rh = dpre_h @ UT[2 * u :]
-    dr = d_rh * h * dract(ops, r)
+    dr = _grad(ops, ra, r, d_rh * h)
     dzr = ops.concat([dzg, dr], axis=1)
     dxp = ops.concat([dzr, dpre_h], axis=1)
     return dxp, None, [dh * z + d_rh * r + dzr @ UT[: 2 * u]]

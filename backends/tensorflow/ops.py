@@ -320,11 +320,26 @@ class ArrayAPI:
     def vecdot(self, x1, x2, /, *, axis=-1):
         return tf.reduce_sum(x1 * x2, axis=axis)
 
+    # not the standard: what the shared cell maths (multirnn.builtin_cells) use when
+    # present, so that a loop step runs one op where slicing or a product would run several
+    def _split_columns(self, x, n):
+        return tf.split(x, n, axis=1)
+
+    def _activation_grad(self, name, y, dy):
+        grad = _FUSED_GRADS.get(name)
+        return None if grad is None else grad(y, dy)
+
     def take(self, x, indices, /, *, axis=None):
         if axis is None:
             return tf.gather(tf.reshape(x, [-1]), indices)
         return tf.gather(x, indices, axis=axis)
 
+
+#: activation -> (output y, upstream dy) -> dy * activation'(y), one op each
+_FUSED_GRADS = {
+    "tanh": lambda y, dy: tf.raw_ops.TanhGrad(y=y, dy=dy),
+    "sigmoid": lambda y, dy: tf.raw_ops.SigmoidGrad(y=y, dy=dy),
+}
 
 _ARRAY_API: dict[str, ArrayAPI] = {}
 
