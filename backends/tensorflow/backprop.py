@@ -129,27 +129,26 @@ def _backward(spec, W, U, b_rec, xs, masks, olds, residuals, d_outs, d_final):
     UT = tf.transpose(U)
     time = xs.shape[0] if xs.shape[0] is not None else tf.shape(xs)[0]
     dtype = xs.dtype
-    upstream = tf.TensorArray(dtype, size=time).unstack(d_outs)
-    keeps = None if masks is None else tf.TensorArray(masks.dtype, size=time).unstack(masks)
+    # Steps are read as slices of the dense stacks: unstacking them into TensorArrays would
+    # copy every saved activation once more (this loop is not differentiated again, so
+    # the slices' own gradients never matter).
     separate = spec.layer == "GRU" and spec.reset_after  # d rec differs from d xp
-    old_steps = [tf.TensorArray(dtype, size=time).unstack(a) for a in olds]
-    residual_steps = [tf.TensorArray(dtype, size=time).unstack(a) for a in residuals]
 
     def body(t, d_states, d_previous, dxps, drecs):
-        d_out = upstream.read(t) + d_previous
-        if keeps is None:
+        d_out = d_outs[t] + d_previous
+        if masks is None:
             d_new = [d_states[0] + d_out, *d_states[1:]]
             passed = None
             d_previous = tf.zeros_like(d_out)
         else:
-            keep = keeps.read(t)
+            keep = masks[t]
             zeros = tf.zeros_like(d_out)
             d_new = [tf.where(keep, d, zeros) for d in d_states]
             d_new[0] = d_new[0] + tf.where(keep, d_out, zeros)
             passed = [tf.where(keep, zeros, d) for d in d_states]
             d_previous = zeros if zero_output else tf.where(keep, zeros, d_out)
-        old = [a.read(t) for a in old_steps]
-        res = [a.read(t) for a in residual_steps]
+        old = [a[t] for a in olds]
+        res = [a[t] for a in residuals]
         dxp, drec, d_old = builtin_cells.step_back(ops, spec, UT, res, old, d_new)
         if passed is not None:
             d_old = [a + b for a, b in zip(d_old, passed)]
