@@ -16,6 +16,8 @@ import pytest
 import multirnn
 from multirnn import engines
 
+from .test_cells import Elman  # the built-in SimpleRNN written as a cell
+
 NUMPY = multirnn.engine("numpy")
 MERGE_MODES = ["concat", "sum", "mul", "ave", None]
 
@@ -30,21 +32,6 @@ def _jax_x64():
 
     with jax.enable_x64(True):
         yield
-
-
-@multirnn.register_cell(name="test_bidirectional_cells.Elman")
-class Elman(multirnn.Cell):
-    """The built-in SimpleRNN's formula and declarations, written as a cell."""
-
-    def build(self, input_dim):
-        self.add_weight("kernel", (input_dim, self.units))
-        self.add_weight("recurrent_kernel", (self.units, self.units), initializer="orthogonal")
-        self.add_weight("bias", (self.units,), initializer="zeros")
-
-    def step(self, ops, w, x, states):
-        (h,) = states
-        h = ops.tanh(x @ w["kernel"] + h @ w["recurrent_kernel"] + w["bias"])
-        return h, [h]
 
 
 @multirnn.register_cell(name="test_bidirectional_cells.Peephole")
