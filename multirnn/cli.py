@@ -421,6 +421,7 @@ def _bench(args: argparse.Namespace) -> int:
         _check_directory("--plot", args.plot)
         if importlib.util.find_spec("matplotlib") is None:
             raise Refused("--plot needs matplotlib (pip install matplotlib)")
+    notes = _bench_notes(args.notes)
     outputs = _outputs([("--json", args.json), ("--report", args.report)])
     try:
         if not args.from_json:
@@ -439,7 +440,8 @@ def _bench(args: argparse.Namespace) -> int:
         written = render.plots(record, args.plot) if args.plot else []
         for out in outputs:
             if out.option == "--report":
-                out.write(render.report(record, written, relative_to=Path(out.path).parent))
+                out.write(render.report(record, written, relative_to=Path(out.path).parent,
+                                        notes=notes))  # fmt: skip
     except KeyboardInterrupt:
         saved = [out.option for out in outputs if out.written]
         tail = f"; {', '.join(saved)} written" if saved else "; no record written"
@@ -449,6 +451,22 @@ def _bench(args: argparse.Namespace) -> int:
         for out in outputs:
             out.discard()
     return 0
+
+
+#: hand-written measurements the report appends (``--notes``), found from the working directory
+BENCH_NOTES = "benchmarks/notes.md"
+
+
+def _bench_notes(given: str | None) -> Path | None:
+    """The notes file of ``--notes``: the one given (it must exist), none for '', else
+    benchmarks/notes.md when the working directory has one (a multirnn checkout)."""
+    if given is None:
+        return Path(BENCH_NOTES) if Path(BENCH_NOTES).is_file() else None
+    if not given:
+        return None
+    if not Path(given).is_file():
+        raise Refused(f"--notes {given!r} is not a file")
+    return Path(given)
 
 
 def _check_directory(option: str, path: str) -> None:
@@ -519,7 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     bench.add_argument("--layers", help="lstm,gru,simple_rnn (default: all)")
     speed = bench.add_mutually_exclusive_group()
-    speed.add_argument("--quick", action="store_true", help="shape S and short sweeps (default)")
+    speed.add_argument("--quick", action="store_true",
+                       help="shape S, short sweeps, small and streaming (default)")  # fmt: skip
     speed.add_argument("--full", action="store_true", help="full sweeps, peak memory, more repeats")
     speed.add_argument("--smoke", action="store_true", help="tiny shapes: checks the harness runs")
     memory = bench.add_mutually_exclusive_group()
@@ -530,8 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--rounds", type=positive_int_option, help="round-robin passes, best median "
                        "kept (default 2; 1 for --smoke)")  # fmt: skip
     bench.add_argument("--json", help="write the whole record here")
-    bench.add_argument("--plot", help="directory for time_vs_length.png and shape_s.png")
+    bench.add_argument("--plot", help="directory for time_vs_length.png, "
+                       "time_per_step_vs_length.png and shape_s.png")  # fmt: skip
     bench.add_argument("--report", help="write the Markdown report (e.g. docs/benchmarks.md)")
+    bench.add_argument("--notes", help="hand-written Markdown the report appends under "
+                       f"'Measurements of past changes' (default: {BENCH_NOTES} if it exists; "
+                       "'' for none)")  # fmt: skip
     bench.add_argument("--from-json", help="render a saved record instead of running")
     bench.set_defaults(run=_bench)
     sub.add_parser("info", help="list engines, what is installed and selected").set_defaults(

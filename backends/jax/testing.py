@@ -3,6 +3,8 @@ sequences, the functional entry for explicit dropout masks, ``jax.vjp`` for grad
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from multirnn_jax import kernels
 
@@ -115,10 +117,17 @@ class JaxAdapter(EngineAdapter):
     def stateful(self, spec, weights, calls):
         return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _j, _np)
 
-    def benchmark(self, spec, weights, inputs, layer=None):
-        """``layer``: a built layer to time instead (an ``RNN(cell)``)."""
+    def benchmark(self, spec, weights, inputs, layer=None, stateful=False):
+        """``layer``: a built layer to time instead (an ``RNN(cell)``). ``stateful``:
+        streaming, forward only: a stateful layer (``layer`` must be one) called eagerly on
+        the same chunk ``inputs`` again and again, carrying its states from call to call
+        (a stateful layer keeps its states in eager calls only)."""
+        if stateful:
+            spec = dataclasses.replace(spec, stateful=True)
         layer = layer or layer_from(spec, weights, self.name)
         x = _j(inputs)
+        if stateful:
+            return (lambda: jax.block_until_ready(layer(x))), None
 
         @jax.jit
         def forward(layer, x):

@@ -4,6 +4,8 @@ masks."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from multirnn_tensorflow import kernels
 
@@ -83,11 +85,16 @@ class TensorFlowAdapter(EngineAdapter):
     def stateful(self, spec, weights, calls):
         return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _t, _np)
 
-    def benchmark(self, spec, weights, inputs, variant=None, layer=None):
+    def benchmark(self, spec, weights, inputs, variant=None, layer=None, stateful=False):
         """Traced functions; variant "xla" compiles them with ``jit_compile=True``;
-        ``layer``: a built layer to time instead (an ``RNN(cell)``)."""
+        ``layer``: a built layer to time instead (an ``RNN(cell)``). ``stateful``:
+        streaming, forward only: a stateful layer (``layer`` must be one) called on the
+        same chunk ``inputs`` again and again, carrying its states (variables) from call
+        to call."""
         if variant not in (None, "xla"):
             raise ValueError(f"the tensorflow engine has no benchmark variant {variant!r}")
+        if stateful:
+            spec = dataclasses.replace(spec, stateful=True)
         layer = layer or layer_from(spec, weights, self.name)
         x = _t(inputs)
         xla = variant == "xla"
@@ -109,6 +116,9 @@ class TensorFlowAdapter(EngineAdapter):
         def run_train():
             return [g.numpy() for g in train()]
 
+        if stateful:  # an eager first call makes the state variables outside the trace
+            layer(x, training=False)
+            return run_forward, None
         return run_forward, run_train
 
     def versions(self):

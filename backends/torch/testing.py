@@ -3,6 +3,8 @@ sequences and gradients; the functional entry for explicit dropout masks."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from multirnn_torch import kernels
 
@@ -81,8 +83,12 @@ class TorchAdapter(EngineAdapter):
         with torch.no_grad():
             return stateful_sequence(layer, spec, calls, _t, _np)
 
-    def benchmark(self, spec, weights, inputs, layer=None):
-        """``layer``: a built layer to time instead (an ``RNN(cell)``)."""
+    def benchmark(self, spec, weights, inputs, layer=None, stateful=False):
+        """``layer``: a built layer to time instead (an ``RNN(cell)``). ``stateful``:
+        streaming, forward only: a stateful layer (``layer`` must be one) called on the
+        same chunk ``inputs`` again and again, carrying its states from call to call."""
+        if stateful:
+            spec = dataclasses.replace(spec, stateful=True)
         layer = (layer or layer_from(spec, weights, self.name)).train()
         x = _t(inputs)
 
@@ -95,7 +101,7 @@ class TorchAdapter(EngineAdapter):
             out = layer(x)
             (out[0] if isinstance(out, list) else out).sum().backward()
 
-        return forward, train
+        return forward, None if stateful else train
 
     def versions(self):
         return {"torch": torch.__version__}

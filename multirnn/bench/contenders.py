@@ -5,11 +5,18 @@ Each contender turns a workload into two callables that block until their result
 respect to the weights), or raises :class:`Unsupported` with the reason. Frameworks are
 imported only inside the contender that needs them; each contender runs in its own worker
 process (see ``multirnn.bench.worker``).
+
+A stateful (streaming) workload is timed forward only: each ``forward()`` call feeds the
+same one-step chunk and carries the states on, the way each framework's users stream
+(multirnn and Keras: a ``stateful=True`` layer, called as in the other workloads except on
+JAX, where a stateful layer carries its states in eager calls only; torch.nn and Flax NNX:
+the caller passes the states back in). ``train`` is None there.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -71,15 +78,31 @@ class EngineContender(Contender):
         return self.adapter.threads()
 
     def prepare(self, workload: Workload) -> Fns:
-        from multirnn.spec import parse
-
-        kwargs = workload.layer_kwargs() | {"return_sequences": True, "dtype": workload.dtype}
-        spec = parse(workload.layer, (workload.units,), kwargs)
-        variant = {"variant": self.variant} if self.variant else {}
-        fns = self.adapter.benchmark(spec, workload.weights(), workload.inputs(), **variant)
+        options = {"variant": self.variant} if self.variant else {}
+        fns = self.adapter.benchmark(
+            _spec(workload), workload.weights(), workload.inputs(), **options,
+            **self._streaming(workload),
+        )  # fmt: skip
         if fns is None:
             raise Unsupported(f"engine {self.engine} has no benchmark hook")
         return fns
+
+    def _streaming(self, workload: Workload) -> dict[str, bool]:
+        """``stateful=True`` for a streaming workload; an engine whose hook predates the
+        keyword cannot stream (its hook would time a fresh, stateless call)."""
+        if not workload.stateful:
+            return {}
+        if "stateful" not in inspect.signature(self.adapter.benchmark).parameters:
+            raise Unsupported(f"the benchmark hook of engine {self.engine} has no stateful=")
+        return {"stateful": True}
+
+
+def _spec(workload: Workload):
+    """The multirnn layer spec of a workload (its outputs: the whole sequence)."""
+    from multirnn.spec import parse
+
+    kwargs = workload.layer_kwargs() | {"return_sequences": True, "dtype": workload.dtype}
+    return parse(workload.layer, (workload.units,), kwargs)
 
 
 #: the benchmark variant every engine has: a user's cell through ``RNN(cell)``
@@ -97,16 +120,18 @@ class CellContender(EngineContender):
     def prepare(self, workload: Workload) -> Fns:
         from multirnn import engines
         from multirnn.bench.user_cell import UserLSTM
-        from multirnn.spec import parse
 
         if workload.layer != "LSTM":
             raise Unsupported("the user-written cell is an LSTM")
         cell = UserLSTM(workload.units, gate=workload.gate_activation)
-        layer = engines.engine(self.engine).RNN(cell, return_sequences=True, dtype=workload.dtype)
+        streaming = self._streaming(workload)
+        layer = engines.engine(self.engine).RNN(
+            cell, return_sequences=True, dtype=workload.dtype, **streaming
+        )
         layer.set_weights(workload.weights())
-        kwargs = workload.layer_kwargs() | {"return_sequences": True, "dtype": workload.dtype}
-        spec = parse(workload.layer, (workload.units,), kwargs)
-        fns = self.adapter.benchmark(spec, workload.weights(), workload.inputs(), layer=layer)
+        fns = self.adapter.benchmark(
+            _spec(workload), workload.weights(), workload.inputs(), layer=layer, **streaming
+        )
         if fns is None:
             raise Unsupported(f"engine {self.engine} has no benchmark hook")
         return fns
@@ -142,6 +167,8 @@ class TorchNN(Contender):
             for name, value in peer_layout(workload, workload.weights()).items():
                 getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
         x = torch.from_numpy(workload.inputs())
+        if workload.stateful:
+            return _carrying(torch, module, x), None
 
         def forward():
             with torch.no_grad():
@@ -152,6 +179,19 @@ class TorchNN(Contender):
             module(x)[0].sum().backward()
 
         return forward, train
+
+
+def _carrying(torch, module, x) -> Callable[[], Any]:
+    """Streaming with torch.nn: the caller passes the last call's states ((h, c) for the
+    LSTM, h otherwise) back into the module."""
+    carried = [None]
+
+    def forward():
+        with torch.no_grad():
+            out, carried[0] = module(x, carried[0])
+        return out
+
+    return forward
 
 
 class Keras(Contender):
@@ -200,11 +240,18 @@ class Keras(Contender):
                 kwargs["recurrent_activation"] = lambda v: ops.clip(0.2 * v + 0.5, 0.0, 1.0)
         if workload.layer == "GRU":
             kwargs["reset_after"] = workload.reset_after
-        layer = getattr(keras.layers, workload.layer)(workload.units, **kwargs)
-        layer.build((None, workload.time, workload.input_dim))
+        # a stateful layer keeps its states in variables sized by a fixed batch
+        batch = workload.batch if workload.stateful else None
+        layer = getattr(keras.layers, workload.layer)(
+            workload.units, stateful=workload.stateful, **kwargs
+        )
+        layer.build((batch, workload.time, workload.input_dim))
         layer.set_weights(workload.weights())
         x = workload.inputs()
-        return getattr(self, f"_fns_{self.backend}")(layer, x)
+        if workload.stateful and self.backend == "jax":
+            return _stream_eagerly(layer, x), None
+        forward, train = getattr(self, f"_fns_{self.backend}")(layer, x)
+        return forward, None if workload.stateful else train
 
     def _fns_tensorflow(self, layer, x) -> Fns:
         import tensorflow as tf
@@ -255,6 +302,17 @@ class Keras(Contender):
         return forward, train
 
 
+def _stream_eagerly(layer, x) -> Callable[[], Any]:
+    """Keras's stateful layer on JAX, called eagerly: the only way it carries its states
+    (they are not among the variables ``stateless_call`` threads through ``jit``), as for
+    multirnn's stateful JAX layer."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.asarray(x)
+    return lambda: jax.block_until_ready(layer(x))
+
+
 class FlaxNNX(Contender):
     """Flax NNX cells under ``nnx.RNN``, jit-compiled (OptimizedLSTMCell, GRUCell, SimpleCell)."""
 
@@ -303,8 +361,10 @@ class FlaxNNX(Contender):
             cell = nnx.SimpleCell(d, u, rngs=nnx.Rngs(0))
             cell.dense_i.kernel.value, cell.dense_h.kernel.value = kernel, recurrent
             cell.dense_i.bias.value = bias
-        model = nnx.RNN(cell)
         x = jnp.asarray(workload.inputs())
+        if workload.stateful:
+            return _stream_cell(nnx, cell, x), None
+        model = nnx.RNN(cell)
 
         @nnx.jit
         def forward_fn(m, v):
@@ -318,6 +378,22 @@ class FlaxNNX(Contender):
             lambda: jax.block_until_ready(forward_fn(model, x)),
             lambda: jax.block_until_ready(grad_fn(model, x)),
         )
+
+
+def _stream_cell(nnx, cell, x) -> Callable[[], Any]:
+    """Streaming with Flax NNX: the cell's jitted step, the caller passing the carry of
+    the last call back in (one step per call, so ``nnx.RNN``'s scan is not needed)."""
+    import jax
+
+    step = nnx.jit(lambda c, carry, v: c(carry, v))
+    chunk = x[:, 0]  # (batch, features): the one step of each call
+    carried = [cell.initialize_carry(chunk.shape, rngs=nnx.Rngs(0))]  # zeros
+
+    def forward():
+        carried[0], out = step(cell, carried[0], chunk)
+        return jax.block_until_ready(out)
+
+    return forward
 
 
 def _hard_sigmoid(v):

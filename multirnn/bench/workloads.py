@@ -5,6 +5,11 @@ compute (sigmoid gates; GRU with ``reset_after=True``) and ``documented`` is the
 default of this API (``hard_sigmoid`` gates; GRU with ``reset_after=False``), which no fused
 kernel serves. Weights are canonical (Keras layout) float32 arrays drawn from a fixed seed,
 so every contender runs on identical weights and inputs.
+
+Besides shape S and its sweeps, two workloads are about the cost of a call rather than of
+the arithmetic: ``small`` (batch 8, 10 steps) and ``streaming`` (batch 1, one step per
+call, the states carried from call to call by a stateful layer), where the work around the
+kernel (argument checks, state handling, dispatch) is most of the time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from multirnn.spec import GATES
 
 LAYERS = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
 SHAPE_S = {"batch": 32, "time": 100, "input_dim": 64, "units": 128}
+#: a short sequence at a small batch, where the per-call work is a large part of the time
+SMALL = {"batch": 8, "time": 10, "input_dim": 64, "units": 128}
+#: one step per call at batch 1, the states carried across calls (speech, control, online)
+STREAMING = {"batch": 1, "time": 1, "input_dim": 64, "units": 128}
 
 
 @dataclass(frozen=True)
@@ -28,14 +37,15 @@ class Workload:
     time: int
     input_dim: int
     units: int
-    group: str  # S | time | units | latency
+    group: str  # S | time | units | latency | small | streaming
     dtype: str = "float32"
+    #: the layer keeps its states from one call to the next (each call is one more chunk)
+    stateful: bool = False
 
     @property
     def key(self) -> str:
-        return (
-            f"{self.layer}/{self.config}/b{self.batch}-t{self.time}-i{self.input_dim}-u{self.units}"
-        )
+        shape = f"b{self.batch}-t{self.time}-i{self.input_dim}-u{self.units}"
+        return f"{self.layer}/{self.config}/{shape}" + ("/stateful" if self.stateful else "")
 
     @property
     def label(self) -> str:
@@ -93,11 +103,31 @@ def _configs(layer: str) -> tuple[str, ...]:
     return ("fused",) if layer == "SimpleRNN" else ("fused", "documented")
 
 
+def _per_call(layers: list[str]) -> list[Workload]:
+    """The small and streaming workloads of the gated layers among ``layers``: small in
+    both configurations; streaming fused-eligible, plus the documented LSTM (what ported
+    Keras 2 models stream with)."""
+    out = []
+    for layer in (name for name in ("LSTM", "GRU") if name in layers):
+        out += [Workload(layer, c, **SMALL, group="small") for c in _configs(layer)]
+        streamed = _configs(layer) if layer == "LSTM" else ("fused",)
+        out += [Workload(layer, c, **STREAMING, group="streaming", stateful=True)
+                for c in streamed]  # fmt: skip
+    return out
+
+
 def suite(layers: list[str], mode: str = "full") -> list[Workload]:
     """The workloads of a run: shape S for every layer and configuration, a sweep over
-    sequence length and one over units (fused and documented LSTM), and batch 1."""
+    sequence length and one over units (fused and documented LSTM), batch 1, the small
+    shape and streaming. Smoke runs tiny shapes, with one small and one streaming workload
+    (of the first gated layer) so that every kind of workload is exercised."""
     if mode == "smoke":
-        return [Workload(layer, c, 2, 5, 3, 4, "S") for layer in layers for c in _configs(layer)]
+        out = [Workload(layer, c, 2, 5, 3, 4, "S") for layer in layers for c in _configs(layer)]
+        gated = next((name for name in ("LSTM", "GRU") if name in layers), None)
+        if gated:
+            out.append(Workload(gated, "fused", 2, 3, 3, 4, "small"))
+            out.append(Workload(gated, "fused", 1, 1, 3, 4, "streaming", stateful=True))
+        return out
     out = [Workload(layer, c, **SHAPE_S, group="S") for layer in layers for c in _configs(layer)]
     times = (10, 100, 300) if mode == "quick" else (10, 30, 100, 300, 1000)
     units = (32, 256) if mode == "quick" else (32, 64, 256, 512)
@@ -111,7 +141,7 @@ def suite(layers: list[str], mode: str = "full") -> list[Workload]:
             out.append(Workload(sweep_layer, config, **(base | {"units": u}), group="units"))
     for layer in layers:
         out.append(Workload(layer, "fused", **(SHAPE_S | {"batch": 1}), group="latency"))
-    return out
+    return out + _per_call(layers)
 
 
 def peer_layout(workload: Workload, weights: list[np.ndarray]) -> dict[str, np.ndarray]:

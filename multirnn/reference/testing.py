@@ -3,6 +3,8 @@ sequences, the functional entry for explicit dropout masks. No autodiff, so no g
 
 from __future__ import annotations
 
+import dataclasses
+
 from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
 from multirnn.conformance.oracle import results
 from multirnn.reference import kernels
@@ -32,7 +34,11 @@ class NumpyAdapter(EngineAdapter):
     def stateful(self, spec, weights, calls):
         return stateful_sequence(layer_from(spec, weights, self.name), spec, calls)
 
-    def benchmark(self, spec, weights, inputs):
+    def benchmark(self, spec, weights, inputs, stateful=False):
+        """``stateful``: streaming: a stateful layer called on the same chunk ``inputs``
+        again and again, carrying its states from call to call."""
+        if stateful:
+            spec = dataclasses.replace(spec, stateful=True)
         layer = layer_from(spec, weights, self.name)
         return (lambda: layer(inputs)), None
 
