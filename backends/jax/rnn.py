@@ -12,6 +12,7 @@ gradients are JAX's autodiff. The semantics are the NumPy engine's ``RNN``'s (th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,41 @@ class _Static:
 
     def __repr__(self) -> str:
         return f"_Static({self.spec.layer})"
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _scan(static: _Static, dtype: str, w, x, mask, states):
+    """The loop, compiled once per cell configuration, options, dtype and shapes: eager
+    calls reuse it (rather than tracing the step again every call), and inside a user's
+    ``jit`` it is inlined."""
+    spec = static.spec
+    cell = spec.cell
+    batch = x.shape[0]
+    xs = jnp.swapaxes(x, 0, 1)  # time-major
+    ms = None if mask is None else jnp.swapaxes(mask, 0, 1)[:, :, None]
+    if spec.go_backwards:  # processed from the last step, outputs in processing order
+        xs = jnp.flip(xs, axis=0)
+        ms = None if ms is None else jnp.flip(ms, axis=0)
+    zeros = jnp.zeros((batch, spec.units), dtype)
+
+    def step(carry, inputs):
+        states, previous = carry
+        x_t, keep = inputs
+        output, new = cell.step(_OPS, w, x_t, list(states))
+        cells.check_step(spec, output, new, batch)
+        output = jnp.asarray(output).astype(dtype)
+        new = [jnp.asarray(s).astype(dtype) for s in new]
+        if keep is not None:
+            new = [jnp.where(keep, n, s) for n, s in zip(new, states)]
+            output = jnp.where(keep, output, zeros if spec.zero_output_for_mask else previous)
+        return (new, output), (output if spec.return_sequences else None)
+
+    (final, last), outputs = jax.lax.scan(
+        step, (list(states), zeros), (xs, ms), unroll=bool(spec.unroll)
+    )
+    if spec.return_sequences:
+        return jnp.swapaxes(outputs, 0, 1), final
+    return last, final
 
 
 class RNN(cells.RNNCore):
@@ -285,33 +321,7 @@ class RNN(cells.RNNCore):
         return result, final
 
     def _scan(self, w, x, mask, states):
-        spec, cell, dtype = self.spec, self.cell, self._dtype
-        batch = x.shape[0]
-        xs = jnp.swapaxes(x, 0, 1)  # time-major
-        ms = None if mask is None else jnp.swapaxes(mask, 0, 1)[:, :, None]
-        if spec.go_backwards:  # processed from the last step, outputs in processing order
-            xs = jnp.flip(xs, axis=0)
-            ms = None if ms is None else jnp.flip(ms, axis=0)
-        zeros = jnp.zeros((batch, spec.units), dtype)
-
-        def step(carry, inputs):
-            states, previous = carry
-            x_t, keep = inputs
-            output, new = cell.step(_OPS, w, x_t, list(states))
-            cells.check_step(spec, output, new, batch)
-            output = jnp.asarray(output).astype(dtype)
-            new = [jnp.asarray(s).astype(dtype) for s in new]
-            if keep is not None:
-                new = [jnp.where(keep, n, s) for n, s in zip(new, states)]
-                output = jnp.where(keep, output, zeros if spec.zero_output_for_mask else previous)
-            return (new, output), (output if spec.return_sequences else None)
-
-        (final, last), outputs = jax.lax.scan(
-            step, (list(states), zeros), (xs, ms), unroll=bool(spec.unroll)
-        )
-        if spec.return_sequences:
-            return jnp.swapaxes(outputs, 0, 1), final
-        return last, final
+        return _scan(self._static, self._dtype, w, x, mask, states)
 
     # -- state --------------------------------------------------------------------------------
     @property

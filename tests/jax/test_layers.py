@@ -352,7 +352,10 @@ def test_benchmark_hook_runs_in_the_harness():
 
     record = harness.run(["multirnn:jax"], ["lstm"], "smoke", memory=False)
     rows = record["contenders"][0]["results"]
-    assert rows and all(r["forward"]["median_s"] > 0 and r["train"]["median_s"] > 0 for r in rows)
+    assert rows and all(r["forward"]["median_s"] > 0 for r in rows)
+    # streaming (stateful, one step per call) times inference only
+    trained = [r for r in rows if not r["workload"].endswith("/stateful")]
+    assert trained and all(r["train"]["median_s"] > 0 for r in trained)
 
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
