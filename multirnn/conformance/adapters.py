@@ -148,7 +148,12 @@ class EngineAdapter:
         """``(forward, train)``: callables that run the layer on ``inputs`` and block until
         done; ``train`` also back-propagates ``sum(output)`` to the weights (None without
         autodiff). None when the engine offers no benchmark. ``variant`` is one of the
-        engine's ``benchmark_variants``, or None for the default way to run it."""
+        engine's ``benchmark_variants``, or None for the default way to run it.
+
+        The shipped engines' hooks also take ``layer=`` (a built layer to time instead, such
+        as an ``RNN(cell)``) and ``stateful=True`` (a stateful layer called again and again
+        on ``inputs``, one chunk per call: streaming; ``train`` is then None). The bench
+        reports the workloads of a hook without them as unsupported."""
         return None
 
     def versions(self) -> dict[str, str]:
