@@ -20,9 +20,17 @@ autograd loop instead.
 Covered: the named activations, no mask or any mask, no or shared recurrent dropout.
 User activations and per-gate recurrent masks stay on the autograd loop
 (``multirnn_torch.scan``).
+
+The two walks through time (forward and backward) run natively on CPU when
+``multirnn_torch.native`` can build its library (``csrc/scan.cpp``): the same per-step
+work over the same buffers, without the interpreter between the small operations. What is
+done for all steps at once (the input products, the backward coefficients, the weight
+gradients) stays here and is shared by both.
 """
 
 from __future__ import annotations
+
+from multirnn_torch import native
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +136,7 @@ class _Scan(torch.autograd.Function):
 
     @staticmethod
     def forward(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
-        layer, u, act_name, gate_name, reset_after = cfg
+        layer, u = cfg[:2]
         if xp is None:
             # One product for all steps; a column of ones carries the bias, which is cheaper
             # than broadcasting it into the output first.
@@ -140,62 +148,20 @@ class _Scan(torch.autograd.Function):
                 flat = torch.cat([x, ones], dim=-1).view(time * batch, dim + 1)
                 A = (flat @ torch.cat([kernel, bias_in[None]])).view(time, batch, -1)
         else:
-            A = xp.clone()
-        time, batch, width = A.shape
+            A = xp.clone(memory_format=torch.contiguous_format)
+        time, batch, _ = A.shape
         # A holds the pre-activations, then (in place) the activations of every step.
         H = A.new_empty(time, batch, u)
         Hin = A.new_empty(time, batch, u) if mr is not None else None  # h_{t-1} * mask
         C = A.new_empty(time, batch, u) if layer == "LSTM" else None
         R = A.new_empty(time, batch, u) if layer == "GRU" else None  # rh, or r * hin
-        # Per-step views, made once (unbind is one call), so the loop does no slicing.
-        steps, Hs = A.unbind(0), H.unbind(0)
-        Hins = Hin.unbind(0) if Hin is not None else None
-        cols = [A[..., k * u : (k + 1) * u].unbind(0) for k in range(width // u)]
-        if layer == "LSTM":  # columns i, f, o, c
-            gate_rows, cand_rows, Cs = A[..., : 3 * u].unbind(0), cols[3], C.unbind(0)
-        elif layer == "GRU":  # columns z, r, h
-            gate_rows, Rs = A[..., : 2 * u].unbind(0), R.unbind(0)
-            U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
-        h, c = h0, c0
-        for t in range(time):
-            hin = h if mr is None else torch.mul(h, mr, out=Hins[t])
-            a = steps[t]
-            h_out = Hs[t] if mask is None else None  # with no mask, write straight in place
-            if layer == "LSTM":
-                a.addmm_(hin, U)
-                _apply(gate_name, gate_rows[t])
-                g = _apply(act_name, cand_rows[t])
-                if mask is None:  # no allocation: c and h go straight into their buffers
-                    c_new = torch.mul(cols[1][t], c, out=Cs[t]).addcmul_(cols[0][t], g)
-                    h_new = _value(act_name, c_new, out=h_out).mul_(cols[2][t])
-                else:
-                    c_new = torch.addcmul(cols[1][t] * c, cols[0][t], g)
-                    h_new = cols[2][t] * _value(act_name, c_new)
-            elif layer == "GRU":
-                zr, zh = gate_rows[t], cols[2][t]
-                if reset_after:
-                    rec = hin @ U if bias_rec is None else torch.addmm(bias_rec, hin, U)
-                    _apply(gate_name, zr.add_(rec[:, : 2 * u]))
-                    rh = Rs[t].copy_(rec[:, 2 * u :])
-                    zh.addcmul_(cols[1][t], rh)
-                else:
-                    _apply(gate_name, zr.addmm_(hin, U_zr))
-                    q = torch.mul(cols[1][t], hin, out=Rs[t])
-                    zh.addmm_(q, U_h)
-                hh = _apply(act_name, zh)
-                h_new = torch.lerp(hh, h, cols[0][t], out=h_out)  # z * h + (1 - z) * hh
-            else:
-                h_new = _apply(act_name, a.addmm_(hin, U))
-                if h_out is not None:
-                    h_new = h_out.copy_(h_new)
-            if mask is None:
-                h = h_new
-                c = c_new if layer == "LSTM" else c
-            else:
-                keep = mask[:, t, None]
-                h = torch.where(keep, h_new, h, out=Hs[t])
-                if layer == "LSTM":
-                    c = torch.where(keep, c_new, c, out=Cs[t])
+        ops = native.loaded_ops(cfg, A.device, A.dtype)
+        if ops is not None:
+            mask_tm = native.time_major_mask(mask)
+            native.forward(ops, cfg, A, U, bias_rec, h0, c0, mask_tm, mr, H, Hin, C, R)
+            c = C[-1] if layer == "LSTM" else None
+        else:
+            c = _forward_loop(cfg, A, U, bias_rec, h0, c0, mask, mr, H, Hin, C, R)
         empty = h0.new_zeros(0)
         # The buffers are returned (as non-differentiable outputs) so that setup_context
         # can keep them: the form torch.func transforms require of custom Functions.
@@ -207,6 +173,9 @@ class _Scan(torch.autograd.Function):
         cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr = inputs
         H, _, Hin, A, C, R = output
         ctx.mark_non_differentiable(Hin, A, C, R)
+        # No zero gradients made up for the buffers (A alone is time x batch x G*units) nor
+        # for an unused h or c: backward takes None for them.
+        ctx.set_materialize_grads(False)
         ctx.cfg = cfg
         ctx.flags = (xp is None, bias_in is not None, bias_rec is not None, Hin.numel() > 0)
         ctx.save_for_backward(x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R)
@@ -214,130 +183,240 @@ class _Scan(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dH, dc_final, *_):
-        layer, u, act_name, gate_name, reset_after = ctx.cfg
-        projected_here, has_bias_in, has_bias_rec, has_hin = ctx.flags
-        x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R = ctx.saved_tensors
-        if not has_hin:
-            Hin = None
-        dact = ACTIVATIONS[act_name][1]
-        dgate = ACTIVATIONS[gate_name][1] if gate_name else None
-        time, batch, width = A.shape
-        keep = None if mask is None else mask.t().to(A.dtype)[..., None]
-        dh = torch.zeros_like(h0)
-        Ut = U.t()
-        dbr = None
+        return _backward(ctx, dH, dc_final)
+
+
+def _forward_loop(cfg, A, U, bias_rec, h0, c0, mask, mr, H, Hin, C, R):
+    """The forward time loop in Python over the buffers of ``_Scan.forward``; returns the
+    final c (LSTM) or None. ``csrc/scan.cpp`` runs the same loop natively."""
+    layer, u, act_name, gate_name, reset_after = cfg
+    time, width = A.shape[0], A.shape[2]
+    # Per-step views, made once (unbind is one call), so the loop does no slicing.
+    steps, Hs = A.unbind(0), H.unbind(0)
+    Hins = Hin.unbind(0) if Hin is not None else None
+    cols = [A[..., k * u : (k + 1) * u].unbind(0) for k in range(width // u)]
+    if layer == "LSTM":  # columns i, f, o, c
+        gate_rows, cand_rows, Cs = A[..., : 3 * u].unbind(0), cols[3], C.unbind(0)
+    elif layer == "GRU":  # columns z, r, h
+        gate_rows, Rs = A[..., : 2 * u].unbind(0), R.unbind(0)
+        U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
+    h, c = h0, c0
+    for t in range(time):
+        hin = h if mr is None else torch.mul(h, mr, out=Hins[t])
+        a = steps[t]
+        h_out = Hs[t] if mask is None else None  # with no mask, write straight in place
         if layer == "LSTM":
-            dc = dc_final if dc_final.numel() else torch.zeros_like(h0)
-            i, f, o, g = (A[..., k * u : (k + 1) * u] for k in range(4))
-            # Coefficients of every step, all at once, in the buffer that then becomes the
-            # gradient (memory): dc_new -> (i, f) pre-activations, dh_new -> o
-            # pre-activation, dc_new -> c pre-activation; and dh_new -> dc_new.
-            DZ = torch.empty_like(A)  # columns i, f, o, c
-            _derivative_into(gate_name, A[..., : 3 * u], DZ[..., : 3 * u])
-            DZ[..., :u].mul_(g)
-            DZ[1:, :, u : 2 * u].mul_(C[:-1])
-            DZ[0, :, u : 2 * u].mul_(c0)
-            ac = _value(act_name, C)
-            DZ[..., 2 * u : 3 * u].mul_(ac)
-            _derivative_into(act_name, g, DZ[..., 3 * u :]).mul_(i)
-            K_dc = _derivative_into(act_name, ac, ac).mul_(o)
-            # Per-step views, made once, so the loop does no slicing.
-            dHs, DZs, f_rows, K_dcs = dH.unbind(0), DZ.unbind(0), f.unbind(0), K_dc.unbind(0)
-            keeps = None if keep is None else keep.unbind(0)
-            DZ_if = DZ[..., : 2 * u].unflatten(-1, (2, u)).unbind(0)
-            DZ_o, DZ_c = DZ[..., 2 * u : 3 * u].unbind(0), DZ[..., 3 * u :].unbind(0)
-            for t in range(time - 1, -1, -1):
-                dh = dh + dHs[t]
-                m = None if keeps is None else keeps[t]
-                dhn, dcn = (dh, dc) if m is None else (dh * m, dc * m)
-                dcn = torch.addcmul(dcn, dhn, K_dcs[t])
-                DZ_if[t].mul_(dcn[:, None])  # coefficients times the incoming gradients
-                DZ_o[t].mul_(dhn)
-                DZ_c[t].mul_(dcn)
-                dhin = DZs[t] @ Ut
-                if mr is not None:
-                    dhin = dhin * mr
-                dc_prev = dcn * f_rows[t]
-                if m is None:
-                    dh, dc = dhin, dc_prev
-                else:
-                    dh = torch.addcmul(dhin, dh, 1.0 - m)
-                    dc = torch.addcmul(dc_prev, dc, 1.0 - m)
-            dU = _outer(Hin, h0, H, DZ)
+            a.addmm_(hin, U)
+            _apply(gate_name, gate_rows[t])
+            g = _apply(act_name, cand_rows[t])
+            if mask is None:  # no allocation: c and h go straight into their buffers
+                c_new = torch.mul(cols[1][t], c, out=Cs[t]).addcmul_(cols[0][t], g)
+                h_new = _value(act_name, c_new, out=h_out).mul_(cols[2][t])
+            else:
+                c_new = torch.addcmul(cols[1][t] * c, cols[0][t], g)
+                h_new = cols[2][t] * _value(act_name, c_new)
         elif layer == "GRU":
-            DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
-            H_prev = torch.cat([h0[None], H[:-1]], dim=0)
-            if Hin is None:
-                Hin = H_prev
-            zgate, r, hh = (A[..., k * u : (k + 1) * u] for k in range(3))
-            dgates = dgate(A[..., : 2 * u])
-            K_z = (H_prev - hh) * dgates[..., :u]  # dh_new -> z pre-activation
-            K_h = (1.0 - zgate) * dact(hh)  # dh_new -> candidate pre-activation
-            K_r = (R if reset_after else Hin) * dgates[..., u:]  # -> r pre-activation
+            zr, zh = gate_rows[t], cols[2][t]
             if reset_after:
-                DREC = torch.empty_like(A)
+                rec = hin @ U if bias_rec is None else torch.addmm(bias_rec, hin, U)
+                _apply(gate_name, zr.add_(rec[:, : 2 * u]))
+                rh = Rs[t].copy_(rec[:, 2 * u :])
+                zh.addcmul_(cols[1][t], rh)
             else:
-                U_zr_t, U_h_t = U[:, : 2 * u].t(), U[:, 2 * u :].t()
-            for t in range(time - 1, -1, -1):
-                dh = dh + dH[t]
-                m = None if keep is None else keep[t]
-                dhn = dh if m is None else dh * m
-                dz = DZ[t]
-                torch.mul(dhn, K_z[t], out=dz[:, :u])
-                dzh = torch.mul(dhn, K_h[t], out=dz[:, 2 * u :])
-                if reset_after:
-                    torch.mul(dzh, K_r[t], out=dz[:, u : 2 * u])
-                    drec = DREC[t]
-                    drec[:, : 2 * u] = dz[:, : 2 * u]
-                    torch.mul(dzh, r[t], out=drec[:, 2 * u :])
-                    dhin = drec @ Ut
-                else:
-                    dq = dzh @ U_h_t
-                    torch.mul(dq, K_r[t], out=dz[:, u : 2 * u])
-                    dhin = torch.addcmul(dz[:, : 2 * u] @ U_zr_t, dq, r[t])
-                if mr is not None:
-                    dhin = dhin * mr
-                carry = torch.addcmul(dhin, dhn, zgate[t])
-                dh = carry if m is None else torch.addcmul(carry, dh, 1.0 - m)
-            if reset_after:
-                flat = DREC.reshape(-1, width)
-                dU = Hin.reshape(-1, u).t() @ flat
-                dbr = flat.sum(0) if has_bias_rec else None
-            else:
-                dU = torch.cat(
-                    [
-                        Hin.reshape(-1, u).t() @ DZ[..., : 2 * u].reshape(-1, 2 * u),
-                        R.reshape(-1, u).t() @ DZ[..., 2 * u :].reshape(-1, u),
-                    ],
-                    dim=1,
-                )
-            dc = None
+                _apply(gate_name, zr.addmm_(hin, U_zr))
+                q = torch.mul(cols[1][t], hin, out=Rs[t])
+                zh.addmm_(q, U_h)
+            hh = _apply(act_name, zh)
+            h_new = torch.lerp(hh, h, cols[0][t], out=h_out)  # z * h + (1 - z) * hh
         else:
-            DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
-            K = dact(A)  # SimpleRNN
-            for t in range(time - 1, -1, -1):
-                dh = dh + dH[t]
-                m = None if keep is None else keep[t]
-                dhn = dh if m is None else dh * m
-                dz = torch.mul(dhn, K[t], out=DZ[t])
-                dhin = dz @ Ut
-                if mr is not None:
-                    dhin = dhin * mr
-                dh = dhin if m is None else torch.addcmul(dhin, dh, 1.0 - m)
-            dU = _outer(Hin, h0, H, DZ)
-            dc = None
-        dx = dkernel = dbias_in = dxp = None
-        if projected_here:
-            flat = DZ.view(time * batch, width)
-            if ctx.needs_input_grad[1]:
-                dx = (flat @ kernel.t()).view(x.shape)
-            if ctx.needs_input_grad[2]:
-                dkernel = x.reshape(time * batch, -1).t() @ flat
-            if has_bias_in and ctx.needs_input_grad[3]:
-                dbias_in = flat.sum(0)
+            h_new = _apply(act_name, a.addmm_(hin, U))
+            if h_out is not None:
+                h_new = h_out.copy_(h_new)
+        if mask is None:
+            h = h_new
+            c = c_new if layer == "LSTM" else c
         else:
-            dxp = DZ
-        return None, dx, dkernel, dbias_in, dxp, dU, dbr, dh, dc, None, None
+            keep = mask[:, t, None]
+            h = torch.where(keep, h_new, h, out=Hs[t])
+            if layer == "LSTM":
+                c = torch.where(keep, c_new, c, out=Cs[t])
+    return c if layer == "LSTM" else None
+
+
+def _backward(ctx, dH, dc_final):
+    """``_Scan.backward``: the per-step coefficients of all steps at once, the walk back
+    through time (native or Python), then the weight gradients as single large products."""
+    layer = ctx.cfg[0]
+    projected_here, has_bias_in, has_bias_rec, has_hin = ctx.flags
+    x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R = ctx.saved_tensors
+    if not has_hin:
+        Hin = None
+    time, batch, width = A.shape
+    if dH is None:
+        dH = torch.zeros_like(H)
+    if dc_final is None:
+        dc_final = torch.zeros_like(h0) if layer == "LSTM" else h0.new_zeros(0)
+    ops = native.loaded_ops(ctx.cfg, A.device, A.dtype)
+    grads = {"LSTM": _lstm_backward, "GRU": _gru_backward}.get(layer, _simple_backward)
+    DZ, dU, dbr, dh, dc = grads(
+        ops, ctx.cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, has_bias_rec
+    )
+    dx = dkernel = dbias_in = dxp = None
+    if projected_here:
+        flat = DZ.view(time * batch, width)
+        if ctx.needs_input_grad[1]:
+            dx = (flat @ kernel.t()).view(x.shape)
+        if ctx.needs_input_grad[2]:
+            dkernel = x.reshape(time * batch, -1).t() @ flat
+        if has_bias_in and ctx.needs_input_grad[3]:
+            dbias_in = flat.sum(0)
+    else:
+        dxp = DZ
+    return None, dx, dkernel, dbias_in, dxp, dU, dbr, dh, dc, None, None
+
+
+def _keep(mask, dtype):
+    """The mask as the Python loop reads it: (time, batch, 1) of 0/1 in ``dtype``."""
+    return None if mask is None else mask.t().to(dtype)[..., None]
+
+
+def _lstm_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br):
+    _, u, act_name, gate_name, _ = cfg
+    dc = dc_final if dc_final.numel() else torch.zeros_like(h0)
+    if ops is not None:  # forms the coefficients step by step, on rows still in cache
+        DZ = torch.empty_like(A)
+        mask_tm = native.time_major_mask(mask)
+        dh, dc = native.lstm_backward(ops, cfg, DZ, A, C, c0, dH, dc, mask_tm, mr, U)
+        return DZ, _outer(Hin, h0, H, DZ), None, dh, dc
+    i, f, o, g = (A[..., k * u : (k + 1) * u] for k in range(4))
+    # Coefficients of every step, all at once, in the buffer that then becomes the
+    # gradient (memory): dc_new -> (i, f) pre-activations, dh_new -> o
+    # pre-activation, dc_new -> c pre-activation; and dh_new -> dc_new.
+    DZ = torch.empty_like(A)  # columns i, f, o, c
+    _derivative_into(gate_name, A[..., : 3 * u], DZ[..., : 3 * u])
+    DZ[..., :u].mul_(g)
+    DZ[1:, :, u : 2 * u].mul_(C[:-1])
+    DZ[0, :, u : 2 * u].mul_(c0)
+    ac = _value(act_name, C)
+    DZ[..., 2 * u : 3 * u].mul_(ac)
+    _derivative_into(act_name, g, DZ[..., 3 * u :]).mul_(i)
+    K_dc = _derivative_into(act_name, ac, ac).mul_(o)
+    Ut = U.t().contiguous()  # BLAS runs twice as fast on it as on the transposed view
+    dh = torch.zeros_like(h0)
+    keep = _keep(mask, A.dtype)
+    # Per-step views, made once, so the loop does no slicing.
+    dHs, DZs, f_rows, K_dcs = dH.unbind(0), DZ.unbind(0), f.unbind(0), K_dc.unbind(0)
+    keeps = None if keep is None else keep.unbind(0)
+    DZ_if = DZ[..., : 2 * u].unflatten(-1, (2, u)).unbind(0)
+    DZ_o, DZ_c = DZ[..., 2 * u : 3 * u].unbind(0), DZ[..., 3 * u :].unbind(0)
+    for t in range(A.shape[0] - 1, -1, -1):
+        dh = dh + dHs[t]
+        m = None if keeps is None else keeps[t]
+        dhn, dcn = (dh, dc) if m is None else (dh * m, dc * m)
+        dcn = torch.addcmul(dcn, dhn, K_dcs[t])
+        DZ_if[t].mul_(dcn[:, None])  # coefficients times the incoming gradients
+        DZ_o[t].mul_(dhn)
+        DZ_c[t].mul_(dcn)
+        dhin = DZs[t] @ Ut
+        if mr is not None:
+            dhin = dhin * mr
+        dc_prev = dcn * f_rows[t]
+        if m is None:
+            dh, dc = dhin, dc_prev
+        else:
+            dh = torch.addcmul(dhin, dh, 1.0 - m)
+            dc = torch.addcmul(dc_prev, dc, 1.0 - m)
+    return DZ, _outer(Hin, h0, H, DZ), None, dh, dc
+
+
+def _gru_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, has_bias_rec):
+    _, u, act_name, gate_name, reset_after = cfg
+    width = A.shape[-1]
+    DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
+    H_prev = torch.cat([h0[None], H[:-1]], dim=0)
+    if Hin is None:
+        Hin = H_prev
+    zgate, hh = A[..., :u], A[..., 2 * u :]
+    dgates = ACTIVATIONS[gate_name][1](A[..., : 2 * u])
+    K_z = (H_prev - hh) * dgates[..., :u]  # dh_new -> z pre-activation
+    K_h = (1.0 - zgate) * ACTIVATIONS[act_name][1](hh)  # dh_new -> candidate pre-activation
+    K_r = (R if reset_after else Hin) * dgates[..., u:]  # -> r pre-activation
+    DREC = torch.empty_like(A) if reset_after else None
+    if ops is not None:
+        mask_tm = native.time_major_mask(mask)
+        dh = native.gru_backward(ops, reset_after, DZ, DREC, K_z, K_h, K_r, A, dH, mask_tm,
+                                 mr, U)  # fmt: skip
+    else:
+        dh = _gru_loop(U, h0, mask, mr, A, R, dH, DZ, DREC, K_z, K_h, K_r, reset_after)
+    dbr = None
+    if reset_after:
+        flat = DREC.reshape(-1, width)
+        dU = Hin.reshape(-1, u).t() @ flat
+        dbr = flat.sum(0) if has_bias_rec else None
+    else:
+        dU = torch.cat(
+            [
+                Hin.reshape(-1, u).t() @ DZ[..., : 2 * u].reshape(-1, 2 * u),
+                R.reshape(-1, u).t() @ DZ[..., 2 * u :].reshape(-1, u),
+            ],
+            dim=1,
+        )
+    return DZ, dU, dbr, dh, None
+
+
+def _gru_loop(U, h0, mask, mr, A, R, dH, DZ, DREC, K_z, K_h, K_r, reset_after):
+    """The GRU's walk back through time in Python (``csrc/scan.cpp``: gru_backward)."""
+    u = h0.shape[1]
+    zgate, r = A[..., :u], A[..., u : 2 * u]
+    keep = _keep(mask, A.dtype)
+    dh = torch.zeros_like(h0)
+    Ut = U.t().contiguous()  # BLAS runs twice as fast on it as on the transposed view
+    if not reset_after:
+        U_zr_t, U_h_t = U[:, : 2 * u].t().contiguous(), U[:, 2 * u :].t().contiguous()
+    for t in range(A.shape[0] - 1, -1, -1):
+        dh = dh + dH[t]
+        m = None if keep is None else keep[t]
+        dhn = dh if m is None else dh * m
+        dz = DZ[t]
+        torch.mul(dhn, K_z[t], out=dz[:, :u])
+        dzh = torch.mul(dhn, K_h[t], out=dz[:, 2 * u :])
+        if reset_after:
+            torch.mul(dzh, K_r[t], out=dz[:, u : 2 * u])
+            drec = DREC[t]
+            drec[:, : 2 * u] = dz[:, : 2 * u]
+            torch.mul(dzh, r[t], out=drec[:, 2 * u :])
+            dhin = drec @ Ut
+        else:
+            dq = dzh @ U_h_t
+            torch.mul(dq, K_r[t], out=dz[:, u : 2 * u])
+            dhin = torch.addcmul(dz[:, : 2 * u] @ U_zr_t, dq, r[t])
+        if mr is not None:
+            dhin = dhin * mr
+        carry = torch.addcmul(dhin, dhn, zgate[t])
+        dh = carry if m is None else torch.addcmul(carry, dh, 1.0 - m)
+    return dh
+
+
+def _simple_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br):
+    act_name = cfg[2]
+    DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
+    K = ACTIVATIONS[act_name][1](A)
+    if ops is not None:
+        dh = native.simple_backward(ops, DZ, K, dH, native.time_major_mask(mask), mr, U)
+        return DZ, _outer(Hin, h0, H, DZ), None, dh, None
+    keep = _keep(mask, A.dtype)
+    dh = torch.zeros_like(h0)
+    Ut = U.t().contiguous()  # BLAS runs twice as fast on it as on the transposed view
+    for t in range(A.shape[0] - 1, -1, -1):
+        dh = dh + dH[t]
+        m = None if keep is None else keep[t]
+        dhn = dh if m is None else dh * m
+        dz = torch.mul(dhn, K[t], out=DZ[t])
+        dhin = dz @ Ut
+        if mr is not None:
+            dhin = dhin * mr
+        dh = dhin if m is None else torch.addcmul(dhin, dh, 1.0 - m)
+    return DZ, _outer(Hin, h0, H, DZ), None, dh, None
 
 
 def _outer(Hin, h0, H, DZ):

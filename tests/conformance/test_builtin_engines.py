@@ -1,10 +1,13 @@
 """Every framework engine shipped with multirnn passes the conformance quick grid (forward,
-stateful and gradients, float32 and float64) with no known-gap entries."""
+stateful and gradients, float32 and float64) with no known-gap entries. The torch engine's
+generic path runs it twice: with its native loop required and with the Python loop
+(MULTIRNN_TORCH_NATIVE=1 and 0; docs/torch.md)."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 
 import pytest
 
@@ -27,13 +30,51 @@ def _float64(engine: str):
     return contextlib.nullcontext()
 
 
+#: (engine, MULTIRNN_TORCH_NATIVE or None): the torch grid once per loop of its generic path
+RUNS = {
+    "torch-native": ("torch", "1"),
+    "torch-python": ("torch", "0"),
+    "jax": ("jax", None),
+    "tensorflow": ("tensorflow", None),
+}
+
+
+def _torch_loop(native_mode: str | None, monkeypatch):
+    """Select the torch generic path's loop; returns the call counts of the native one."""
+    counts = {"forward": 0}
+    if native_mode is None:
+        return counts
+    from multirnn_torch import native
+
+    if native_mode == "1":
+        try:
+            native.build()
+        except native.NativeBuildError as exc:  # no compiler here; CI has one and must build
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(str(exc)[:300])
+    monkeypatch.setenv(native.ENV, native_mode)
+    inner = native.forward
+
+    def counted(*args, **kwargs):
+        counts["forward"] += 1
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(native, "forward", counted)
+    return counts
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])  # two tests: parallel workers
-@pytest.mark.parametrize("engine", list(ENGINES))
-def test_quick_grid(engine, dtype):
+@pytest.mark.parametrize("run", list(RUNS))
+def test_quick_grid(run, dtype, monkeypatch):
+    engine, native_mode = RUNS[run]
     if importlib.util.find_spec(ENGINES[engine]) is None:
         pytest.skip(f"needs {ENGINES[engine]}")
+    native_calls = _torch_loop(native_mode, monkeypatch)
     with _float64(engine):
         rep = conf.run([engine], conf.quick_cases(), [dtype])
+    # the required native loop (a failed build raises) ran; the Python loop did not call it
+    assert (native_calls["forward"] > 0) == (native_mode == "1")
     assert rep.ok, report.failures(rep)
     checks = {r.check for r in rep.results if r.status == "pass"}
     assert {"forward", "gradients", "stateful"} <= checks

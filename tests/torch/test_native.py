@@ -1,0 +1,434 @@
+"""The generic path's native loop (multirnn_torch.native, csrc/scan.cpp): the same numbers as
+the Python loop and the NumPy reference for every configuration it covers (forward and
+gradients, masks, initial states, go_backwards, shared recurrent dropout, per-gate input
+dropout), the switch MULTIRNN_TORCH_NATIVE, the fallback when the build fails, and the
+eligibility rule."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from multirnn_torch import backprop, kernels, native  # noqa: E402
+
+from multirnn.reference import kernels as reference  # noqa: E402
+from multirnn.spec import parse  # noqa: E402
+
+#: (layer, keyword arguments): every layer, gate form and named activation the loop covers.
+#: All are outside the fused kernels (hard_sigmoid gates, reset_after=False, or an
+#: activation torch.nn has no kernel for), so every call runs the generic loop.
+CONFIGS = [
+    ("LSTM", {}),  # the documented defaults: hard_sigmoid gates folded into clamp
+    ("LSTM", {"activation": "relu", "recurrent_activation": "hard_sigmoid_relu6"}),
+    ("LSTM", {"activation": "softsign", "recurrent_activation": "sigmoid", "use_bias": False}),
+    ("GRU", {}),  # the documented defaults: reset_after=False
+    ("GRU", {"reset_after": True}),
+    ("GRU", {"reset_after": True, "recurrent_activation": "sigmoid", "activation": "elu"}),
+    ("GRU", {"recurrent_activation": "sigmoid", "activation": "selu", "use_bias": False}),
+    ("SimpleRNN", {"activation": "linear"}),
+    ("SimpleRNN", {"activation": "sigmoid"}),
+    ("SimpleRNN", {"activation": "hard_sigmoid"}),
+    ("SimpleRNN", {"activation": "exponential"}),
+    ("SimpleRNN", {"activation": "softplus", "use_bias": False}),
+]
+
+#: a gap, a fully masked row and a left-padded row (batch 3, time 6)
+MASK = np.array([[1, 1, 0, 1, 0, 1], [0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1]], dtype=bool)
+
+#: float64: both loops and the reference agree to rounding; float32 to its rounding
+TOL = {"float64": 1e-12, "float32": 2e-5}
+
+
+def config_id(config):
+    layer, kwargs = config
+    return layer + "".join(f"-{k}={v}" for k, v in kwargs.items())
+
+
+@pytest.fixture
+def require_native():
+    """The native loop, built (skipped where no compiler is present, except on CI)."""
+    try:
+        return native.build()
+    except native.NativeBuildError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc)[:300])
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts the calls of the native loop's forward and backward entries."""
+    counts = {"forward": 0, "backward": 0}
+
+    def wrap(name, kind):
+        inner = getattr(native, name)
+
+        def counted(*args, **kwargs):
+            counts[kind] += 1
+            return inner(*args, **kwargs)
+
+        monkeypatch.setattr(native, name, counted)
+
+    wrap("forward", "forward")
+    for name in ("lstm_backward", "gru_backward", "simple_backward"):
+        wrap(name, "backward")
+    return counts
+
+
+def make_spec(layer, kwargs, **extra):
+    return parse(layer, (4,), {**kwargs, **extra})
+
+
+def make_data(spec, dtype, *, masked, states, dropout, seed=0, batch=3, time=6, dim=5):
+    rng = np.random.default_rng(seed)
+    scale = 0.15 if spec.activation == "exponential" else 0.8  # exp must not overflow
+    weights = [
+        (scale * rng.standard_normal(shape)).astype(dtype)
+        for shape in spec.weight_shapes(dim).values()
+    ]
+    x = rng.standard_normal((batch, time, dim)).astype(dtype)
+    initial = None
+    if states:
+        initial = [0.5 * rng.standard_normal((batch, spec.units)).astype(dtype)
+                   for _ in range(spec.num_states)]  # fmt: skip
+    mi = mr = None
+    if dropout:
+        keep = rng.random((batch, spec.units)) > 0.3
+        mr = (keep / 0.7).astype(dtype)  # one shared recurrent mask, already scaled
+        # per gate (the inputs are projected before the loop), or shared (projected inside)
+        lead = {"LSTM": (4,), "GRU": (3,)}.get(spec.layer, ())
+        mi = ((rng.random((*lead, batch, dim)) > 0.2) / 0.8).astype(dtype)
+    return {
+        "weights": weights,
+        "x": x,
+        "mask": MASK[:batch, :time] if masked else None,
+        "initial": initial,
+        "mi": mi,
+        "mr": mr,
+    }
+
+
+def run_torch(spec, data, monkeypatch, mode):
+    """Outputs and gradients (of a fixed random projection of the results) of one torch
+    call through the functional entry, with the loop chosen by ``mode``."""
+    monkeypatch.setenv(native.ENV, mode)
+
+    def t(a, grad=False):
+        return None if a is None else torch.from_numpy(a.copy()).requires_grad_(grad)
+
+    weights = [t(w, True) for w in data["weights"]]
+    x = t(data["x"], True)
+    initial = None if data["initial"] is None else [t(s, True) for s in data["initial"]]
+    output, final = kernels.forward(
+        spec, weights, x, mask=t(data["mask"]), initial_state=initial,
+        input_dropout=t(data["mi"]), recurrent_dropout=t(data["mr"]),
+    )  # fmt: skip
+    results = [output, *final]
+    rng = np.random.default_rng(1)
+    loss = sum(
+        (r * torch.from_numpy(rng.standard_normal(tuple(r.shape)).astype(data["x"].dtype))).sum()
+        for r in results
+    )
+    leaves = [x, *weights, *(initial or [])]
+    grads = torch.autograd.grad(loss, leaves)
+    return [r.detach().numpy() for r in results], [g.numpy() for g in grads]
+
+
+def close(a, b, dtype, what, tol=None):
+    tol = TOL[dtype] if tol is None else tol
+    err = np.max(np.abs(a - b) / (1 + np.abs(b))) if a.size else 0.0
+    assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        {},
+        {"masked": True},
+        {"states": True, "go_backwards": True},
+        {"masked": True, "dropout": True, "go_backwards": True},
+        {"masked": True, "states": True, "dropout": True, "zero_output_for_mask": True},
+    ],
+    ids=["plain", "mask", "states-backwards", "mask-dropout-backwards", "all"],
+)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_native_equals_python_loop_and_reference(
+    config, call, dtype, monkeypatch, require_native, spy
+):
+    layer, kwargs = config
+    extra = {"return_sequences": True}
+    for key in ("go_backwards", "zero_output_for_mask"):
+        if call.get(key):
+            extra[key] = True
+    spec = make_spec(layer, kwargs, **extra)
+    flags = {k: call.get(k, False) for k in ("masked", "states", "dropout")}
+    data = make_data(spec, dtype, **flags)
+    python_out, python_grads = run_torch(spec, data, monkeypatch, "0")
+    assert spy == {"forward": 0, "backward": 0}
+    native_out, native_grads = run_torch(spec, data, monkeypatch, "1")
+    assert spy == {"forward": 1, "backward": 1}, "the call did not take the native loop"
+    ref_out, ref_states = reference.forward(
+        spec.replace(dtype="float64"),
+        [w.astype("float64") for w in data["weights"]],
+        data["x"].astype("float64"),
+        mask=data["mask"],
+        initial_state=data["initial"],
+        input_dropout=data["mi"],
+        recurrent_dropout=data["mr"],
+    )
+    for k, (ours, theirs, ref) in enumerate(zip(native_out, python_out, [ref_out, *ref_states])):
+        close(ours, theirs, dtype, f"result {k}: native vs Python loop")
+        close(ours, ref, dtype, f"result {k}: native vs NumPy reference")
+    for k, (ours, theirs) in enumerate(zip(native_grads, python_grads)):
+        close(ours, theirs, dtype, f"gradient {k}: native vs Python loop")
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [("LSTM", {}), ("GRU", {}), ("GRU", {"reset_after": True}), CONFIGS[-1]],
+    ids=config_id,
+)
+def test_batch_split_over_threads(config, monkeypatch, require_native, two_threads):
+    """A batch large enough to be split into row ranges, one per thread: the same numbers."""
+    layer, kwargs = config
+    spec = make_spec(layer, kwargs, return_sequences=True)
+    data = make_data(spec, "float64", masked=False, states=True, dropout=True, batch=37)
+    mask = np.random.default_rng(5).random((37, 6)) > 0.3
+    data["mask"] = mask
+    python_out, python_grads = run_torch(spec, data, monkeypatch, "0")
+    native_out, native_grads = run_torch(spec, data, monkeypatch, "1")
+    for ours, theirs in zip(native_out + native_grads, python_out + python_grads):
+        close(ours, theirs, "float64", "native (two threads) vs Python loop")
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c[0] != "SimpleRNN"], ids=config_id)
+def test_native_gradients_equal_the_autograd_loop(config, monkeypatch, require_native):
+    """The hand-written backward (native) against autograd through the shared cell step
+    (``multirnn_torch.scan``'s tape loop, which knows nothing of either backward)."""
+    layer, kwargs = config
+    spec = make_spec(layer, kwargs, return_sequences=True)
+    data = make_data(spec, "float64", masked=True, states=True, dropout=True)
+    native_out, native_grads = run_torch(spec, data, monkeypatch, "1")
+    monkeypatch.setattr(backprop, "supported", lambda spec, mr: False)
+    tape_out, tape_grads = run_torch(spec, data, monkeypatch, "1")
+    # ATen's hardsigmoid backward multiplies by 1/6 rounded to float32, also in float64
+    tol = 1e-7 if "hard_sigmoid_relu6" in kwargs.values() else None
+    for ours, theirs in zip(native_out + native_grads, tape_out + tape_grads):
+        close(ours, theirs, "float64", "native vs autograd loop", tol)
+
+
+@pytest.mark.parametrize("config", [("LSTM", {}), ("GRU", {})], ids=config_id)
+def test_native_gradients_equal_finite_differences_of_the_reference(config, require_native):
+    """The documented defaults: the recurrent kernel's gradient against central differences
+    of the NumPy reference (float64)."""
+    layer, kwargs = config
+    spec = make_spec(layer, kwargs, dtype="float64")
+    data = make_data(spec, "float64", masked=True, states=False, dropout=False, time=4)
+    weights = [torch.from_numpy(w.copy()).requires_grad_() for w in data["weights"]]
+    output, _ = kernels.forward(spec, weights, torch.from_numpy(data["x"]),
+                                mask=torch.from_numpy(data["mask"]))  # fmt: skip
+    output.sum().backward()
+
+    def loss(U):
+        w = list(data["weights"])
+        w[1] = U
+        out, _ = reference.forward(spec, w, data["x"], mask=data["mask"])
+        return out.sum()
+
+    U, eps = data["weights"][1], 1e-6
+    expected = np.zeros_like(U)
+    for index in np.ndindex(U.shape):
+        up, down = U.copy(), U.copy()
+        up[index] += eps
+        down[index] -= eps
+        expected[index] = (loss(up) - loss(down)) / (2 * eps)
+    np.testing.assert_allclose(weights[1].grad.numpy(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_layers_with_the_documented_defaults_take_the_native_loop(require_native, spy, monkeypatch):
+    from multirnn_torch.layers import GRU, LSTM
+
+    import multirnn
+
+    monkeypatch.setenv(native.ENV, "auto")
+
+    x = np.random.default_rng(0).standard_normal((2, 7, 3))
+    for cls in (LSTM, GRU):
+        layer = cls(4, return_sequences=True, seed=2, dtype="float64")
+        ref = multirnn.engine("numpy").layer_class(cls.__name__)(
+            4, return_sequences=True, seed=2, dtype="float64"
+        )
+        out = layer(torch.from_numpy(x))
+        out.sum().backward()
+        np.testing.assert_allclose(out.detach().numpy(), ref(x), rtol=0, atol=1e-13)
+    assert spy == {"forward": 2, "backward": 2}
+
+
+def test_float32_inference_mode_and_no_grad(require_native, spy, monkeypatch):
+    monkeypatch.setenv(native.ENV, "1")
+    spec = make_spec("LSTM", {}, return_sequences=True)
+    data = make_data(spec, "float32", masked=True, states=False, dropout=False)
+    weights = [torch.from_numpy(w) for w in data["weights"]]
+    x, mask = torch.from_numpy(data["x"]), torch.from_numpy(data["mask"])
+    with torch.inference_mode():
+        a, _ = kernels.forward(spec, weights, x, mask=mask)
+    with torch.no_grad():
+        b, _ = kernels.forward(spec, weights, x, mask=mask)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert spy["forward"] == 2 and spy["backward"] == 0
+
+
+# -- the switch and the fallback ----------------------------------------------------------------
+
+
+def test_mode_reads_the_switch(monkeypatch):
+    monkeypatch.delenv(native.ENV, raising=False)
+    assert native.mode() == "auto"
+    for value, expected in (("1", "1"), ("0", "0"), (" AUTO ", "auto"), ("", "auto")):
+        monkeypatch.setenv(native.ENV, value)
+        assert native.mode() == expected
+    monkeypatch.setenv(native.ENV, "yes")
+    with pytest.raises(ValueError, match=r"MULTIRNN_TORCH_NATIVE must be one of auto, 1, 0.*'yes'"):
+        native.mode()
+
+
+def lstm_call():
+    spec = make_spec("LSTM", {})
+    data = make_data(spec, "float64", masked=False, states=False, dropout=False)
+    weights = [torch.from_numpy(w) for w in data["weights"]]
+    return kernels.forward(spec, weights, torch.from_numpy(data["x"]))[0]
+
+
+@pytest.mark.parametrize("mode, used", [("0", 0), ("1", 1), ("auto", 1)])
+def test_switch_chooses_the_loop(mode, used, monkeypatch, require_native, spy):
+    monkeypatch.setenv(native.ENV, mode)
+    lstm_call()
+    assert spy["forward"] == used
+
+
+@pytest.fixture
+def broken_build(monkeypatch):
+    """A build that fails as a machine without a compiler does, on a fresh process state."""
+    calls = []
+
+    def fail():
+        calls.append(1)
+        raise RuntimeError(
+            "Error building extension 'multirnn_scan'\n" + "x" * 5000 + "\ng++: not found"
+        )
+
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(native, "_compile", fail)
+    return calls
+
+
+def test_failed_build_falls_back_with_one_warning(monkeypatch, broken_build):
+    monkeypatch.setenv(native.ENV, "auto")
+    with pytest.warns(native.NativeFallbackWarning) as rec:
+        first = lstm_call()
+    assert len(rec) == 1
+    message = str(rec[0].message)
+    # why: the log's first line and its end (where the compiler's error is), not all of it
+    assert "Error building extension" in message and "g++: not found" in message
+    assert "x" * 5000 not in message and f"{native.ENV}=0" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = lstm_call()  # no second warning, no second build
+    assert broken_build == [1]
+    monkeypatch.setenv(native.ENV, "0")
+    torch.testing.assert_close(first, lstm_call(), rtol=0, atol=0)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+def test_failed_build_raises_when_required(monkeypatch, broken_build):
+    monkeypatch.setenv(native.ENV, "1")
+    with pytest.raises(native.NativeBuildError, match="could not be built: RuntimeError: .*"):
+        lstm_call()
+    with pytest.raises(native.NativeBuildError, match="g\\+\\+: not found"):
+        lstm_call()  # remembered: no second build
+    assert broken_build == [1]
+
+
+def test_switch_off_never_builds(monkeypatch, broken_build):
+    monkeypatch.setenv(native.ENV, "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lstm_call()
+    assert broken_build == []
+
+
+def test_library_name_follows_the_source_and_torch(monkeypatch):
+    name = native.library_name()
+    assert name.startswith("multirnn_scan_") and name == native.library_name()
+    monkeypatch.setattr(torch, "__version__", "0.0.0+other")
+    assert native.library_name() != name
+
+
+def test_source_ships_with_the_package():
+    assert native.SOURCE.is_file() and native.SOURCE.parent.name == "csrc"
+
+
+# -- eligibility --------------------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ("LSTM", 4, "tanh", "clamp01", False),
+        ("GRU", 4, "tanh", "clamp01", False),
+        ("GRU", 4, "elu", "sigmoid", True),
+        ("SimpleRNN", 4, "selu", None, False),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eligible(cfg, dtype):
+    assert native.ineligibility(cfg, CPU, dtype) is None
+
+
+@pytest.mark.parametrize(
+    "cfg, device, dtype, reason",
+    [
+        (("LSTM", 4, "tanh", "clamp01", False), torch.device("cuda", 0), torch.float32, "CPU"),
+        (("LSTM", 4, "tanh", "clamp01", False), torch.device("meta"), torch.float32, "CPU"),
+        (("LSTM", 4, "tanh", "clamp01", False), CPU, torch.float16, "float32 and float64"),
+        (("LSTM", 4, "tanh", "clamp01", False), CPU, torch.bfloat16, "float32 and float64"),
+        (("LSTM", 4, "gelu", "clamp01", False), CPU, torch.float32, "'gelu'"),
+        (("GRU", 4, "tanh", "hard_swish", False), CPU, torch.float32, "'hard_swish'"),
+        (("IndRNN", 4, "tanh", None, False), CPU, torch.float32, "'IndRNN'"),
+    ],
+)
+def test_ineligible_with_reason(cfg, device, dtype, reason):
+    assert reason in native.ineligibility(cfg, device, dtype)
+
+
+def test_ineligible_while_torch_compile_traces(monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    cfg = ("LSTM", 4, "tanh", "clamp01", False)
+    assert "torch.compile" in native.ineligibility(cfg, CPU, torch.float32)
+
+
+def test_ineligible_calls_take_the_python_loop_even_when_required(monkeypatch, broken_build):
+    """The switch requires the build, not the native loop for calls it does not cover."""
+    monkeypatch.setenv(native.ENV, "1")
+    assert native.loaded_ops(("LSTM", 4, "tanh", "clamp01", False), CPU, torch.float16) is None
+    assert broken_build == []
+
+
+def test_every_named_activation_has_a_native_code():
+    assert set(backprop.ACTIVATIONS) == set(native.ACTIVATIONS)
