@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -60,13 +61,23 @@ ACTIVATIONS = {
 VERSION = 2
 
 SOURCE = Path(__file__).with_name("csrc") / "scan.cpp"
-#: no contraction into fused multiply-adds (each product rounded, as ATen's kernels do); no
-#: trapping maths, so that selects vectorise (changes no value)
-_FLAGS = (
-    ["/O2", "/fp:precise"]
-    if os.name == "nt"
-    else ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
-)
+
+
+def _flags() -> list[str]:
+    """Compiler flags: no contraction into fused multiply-adds (each product rounded, as
+    ATen's kernels do) and no trapping maths, so that selects vectorise (changes no value).
+    Where ATen's threads are OpenMP's (Linux wheels), OpenMP too: ``at::parallel_for`` in
+    the source then splits the batch over them, and the OpenMP runtime torch already loaded
+    runs them (no runtime is linked in here)."""
+    if os.name == "nt":
+        return ["/O2", "/fp:precise"]
+    flags = ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
+    if sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info():
+        flags.append("-fopenmp")
+    return flags
+
+
+_FLAGS = _flags()
 _LOG_TAIL = 3000
 
 log = logging.getLogger("multirnn.torch.native")

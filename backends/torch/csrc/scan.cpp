@@ -18,6 +18,8 @@
 // ulp, so results can differ in the last bits with the number of threads.
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/elu.h>
@@ -212,6 +214,19 @@ struct Rows {
 // Rows per thread at least: smaller batches run on one thread.
 constexpr int64_t kRowGrain = 8;
 
+// at::parallel_for over the batch rows. The worker threads take the caller's thread-local
+// state (grad mode, inference mode: OpenMP's threads do not inherit it), and the ops inside
+// dispatch below autograd: they only fill buffers the caller owns.
+template <typename F>
+void for_row_ranges(int64_t batch, const F& f) {
+  const at::ThreadLocalState state;
+  at::parallel_for(0, batch, kRowGrain, [&](int64_t b0, int64_t b1) {
+    at::ThreadLocalStateGuard state_guard(state);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    f(Rows{b0, b1 - b0});
+  });
+}
+
 void check_contiguous(const Tensor& t, const char* what) {
   TORCH_CHECK(t.is_contiguous(), "multirnn native scan: ", what, " must be contiguous");
 }
@@ -371,8 +386,7 @@ void forward(int64_t layer, int64_t act, int64_t gate, bool reset_after, const T
     U_zr = U.narrow(1, 0, 2 * u).contiguous();
     U_h = U.narrow(1, 2 * u, u).contiguous();
   }
-  at::parallel_for(0, A.size(1), kRowGrain, [&](int64_t b0, int64_t b1) {
-    const Rows r{b0, b1 - b0};
+  for_row_ranges(A.size(1), [&](const Rows& r) {
     if (A.scalar_type() == at::kFloat) {
       forward_rows<float>(layer, act, gate, reset_after, r.steps(A), U, U_zr, U_h, bias_rec,
                           r.batch(h0), r.batch(c0), r.steps(mask), r.batch(mr), r.steps(H),
@@ -697,8 +711,7 @@ std::vector<Tensor> lstm_backward(int64_t act, int64_t gate, const Tensor& DZ, c
   const Tensor Ut = U.t().contiguous();  // BLAS is twice as fast on it
   Tensor dh = at::zeros_like(dc_final, at::MemoryFormat::Contiguous);
   Tensor dc = dc_final.clone(at::MemoryFormat::Contiguous);
-  at::parallel_for(0, A.size(1), kRowGrain, [&](int64_t b0, int64_t b1) {
-    const Rows r{b0, b1 - b0};
+  for_row_ranges(A.size(1), [&](const Rows& r) {
     if (A.scalar_type() == at::kFloat) {
       lstm_backward_rows<float>(act, gate, r.steps(DZ), r.steps(A), r.steps(C), r.batch(c0),
                                 r.steps(dH), r.steps(mask), r.batch(mr), Ut, r.batch(dh),
@@ -731,8 +744,7 @@ std::vector<Tensor> gru_backward(bool reset_after, const Tensor& DZ, const OptTe
   }
   Tensor dh = at::zeros({A.size(1), u}, A.options());
   const bool is_float = A.scalar_type() == at::kFloat;
-  at::parallel_for(0, A.size(1), kRowGrain, [&](int64_t b0, int64_t b1) {
-    const Rows r{b0, b1 - b0};
+  for_row_ranges(A.size(1), [&](const Rows& r) {
     const Tensor dz = r.steps(DZ), kz = r.steps(K_z), kh = r.steps(K_h), kr = r.steps(K_r);
     const Tensor a = r.steps(A), dh_in = r.steps(dH), dh_rows = r.batch(dh);
     const OptTensor drec = r.steps(DREC), m = r.steps(mask), mrr = r.batch(mr);
@@ -760,8 +772,7 @@ std::vector<Tensor> simple_backward(const Tensor& DZ, const Tensor& K, const Ten
   check_backward(DZ, {&DZ, &K, &dH}, mask, mr);
   const Tensor Ut = U.t().contiguous();  // BLAS is twice as fast on it
   Tensor dh = at::zeros({DZ.size(1), dH.size(2)}, DZ.options());
-  at::parallel_for(0, DZ.size(1), kRowGrain, [&](int64_t b0, int64_t b1) {
-    const Rows r{b0, b1 - b0};
+  for_row_ranges(DZ.size(1), [&](const Rows& r) {
     if (DZ.scalar_type() == at::kFloat) {
       simple_backward_rows<float>(r.steps(DZ), r.steps(K), r.steps(dH), r.steps(mask),
                                   r.batch(mr), Ut, r.batch(dh));
