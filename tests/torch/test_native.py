@@ -206,9 +206,9 @@ def test_batch_split_over_threads(config, monkeypatch, require_native, two_threa
     """A batch large enough to be split into row ranges, one per thread: the same numbers."""
     layer, kwargs = config
     spec = make_spec(layer, kwargs, return_sequences=True)
-    data = make_data(spec, "float64", masked=False, states=True, dropout=True, batch=37)
-    mask = np.random.default_rng(5).random((37, 6)) > 0.3
-    data["mask"] = mask
+    # 9 steps: long enough for the GRU's contiguous column blocks
+    data = make_data(spec, "float64", masked=False, states=True, dropout=True, batch=37, time=9)
+    data["mask"] = np.random.default_rng(5).random((37, 9)) > 0.3
     python_out, python_grads = run_torch(spec, data, monkeypatch, "0")
     native_out, native_grads = run_torch(spec, data, monkeypatch, "1")
     for ours, theirs in zip(native_out + native_grads, python_out + python_grads):

@@ -382,9 +382,14 @@ void forward(int64_t layer, int64_t act, int64_t gate, bool reset_after, const T
   const int64_t u = H.size(2);
   Tensor U_zr, U_h;
   if (layer == kGRU && !reset_after) {
-    // contiguous copies of the column blocks: the products run faster on them
-    U_zr = U.narrow(1, 0, 2 * u).contiguous();
-    U_h = U.narrow(1, 2 * u, u).contiguous();
+    // the column blocks; on long sequences as contiguous copies, which the products run
+    // faster on (the copy costs more than it saves on a few steps)
+    U_zr = U.narrow(1, 0, 2 * u);
+    U_h = U.narrow(1, 2 * u, u);
+    if (A.size(0) >= 8) {
+      U_zr = U_zr.contiguous();
+      U_h = U_h.contiguous();
+    }
   }
   for_row_ranges(A.size(1), [&](const Rows& r) {
     if (A.scalar_type() == at::kFloat) {
