@@ -63,21 +63,21 @@ VERSION = 2
 SOURCE = Path(__file__).with_name("csrc") / "scan.cpp"
 
 
-def _flags() -> list[str]:
-    """Compiler flags: no contraction into fused multiply-adds (each product rounded, as
-    ATen's kernels do) and no trapping maths, so that selects vectorise (changes no value).
-    Where ATen's threads are OpenMP's (Linux wheels), OpenMP too: ``at::parallel_for`` in
-    the source then splits the batch over them, and the OpenMP runtime torch already loaded
-    runs them (no runtime is linked in here)."""
+def flag_sets() -> list[list[str]]:
+    """The compiler flags to try, in order. Always: no contraction into fused multiply-adds
+    (each product rounded, as ATen's kernels do) and no trapping maths, so that selects
+    vectorise (changes no value). First, where ATen's threads are OpenMP's (Linux wheels),
+    with OpenMP: ``at::parallel_for`` in the source then splits the batch over those threads,
+    run by the OpenMP runtime torch already loaded (none is linked in); then without it
+    (one thread per call), should that not build or load."""
     if os.name == "nt":
-        return ["/O2", "/fp:precise"]
+        return [["/O2", "/fp:precise"]]
     flags = ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
     if sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info():
-        flags.append("-fopenmp")
-    return flags
+        return [[*flags, "-fopenmp"], flags]
+    return [flags]
 
 
-_FLAGS = _flags()
 _LOG_TAIL = 3000
 
 log = logging.getLogger("multirnn.torch.native")
@@ -130,27 +130,38 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}  # "ops": the op namespace, or "error": why the build failed
 
 
-def library_name() -> str:
-    """The extension's name: a hash of the source, the flags and the torch version, so that a
-    changed source or another torch never loads a stale library."""
+def library_name(flags: list[str] | None = None) -> str:
+    """The extension's name: a hash of the source, the flags (by default the first set) and
+    the torch version, so that a changed source or another torch never loads a stale
+    library."""
+    flags = flag_sets()[0] if flags is None else flags
     digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(f"{torch.__version__}|{_FLAGS}|{VERSION}".encode())
+    digest.update(f"{torch.__version__}|{flags}|{VERSION}".encode())
     return f"multirnn_scan_{digest.hexdigest()[:12]}"
 
 
 def _compile():
-    """Build (or find already built) and load the library; returns its op namespace."""
+    """Build (or find already built) and load the library; returns its op namespace. Tries
+    each of :func:`flag_sets` in turn; raises the last failure."""
     from torch.utils import cpp_extension  # needs setuptools; imported only when building
 
-    name = library_name()
-    log.info("building or loading the native scan loop %s (first use may take a minute)", name)
-    cpp_extension.load(
-        name=name,
-        sources=[str(SOURCE)],
-        extra_cflags=_FLAGS,
-        is_python_module=False,
-        verbose=False,
-    )
+    failures = []
+    for flags in flag_sets():
+        name = library_name(flags)
+        log.info("building or loading the native scan loop %s (%s)", name, " ".join(flags))
+        try:
+            cpp_extension.load(
+                name=name,
+                sources=[str(SOURCE)],
+                extra_cflags=flags,
+                is_python_module=False,
+                verbose=False,
+            )
+            break
+        except Exception as exc:  # a compile error, or a library that does not load
+            failures.append(exc)
+    else:
+        raise failures[-1]
     ops = torch.ops.multirnn_scan
     if ops.version() != VERSION:
         raise NativeBuildError(

@@ -371,9 +371,30 @@ def test_switch_off_never_builds(monkeypatch, broken_build):
     assert broken_build == []
 
 
+def test_build_tries_the_flag_sets_in_turn(monkeypatch, require_native):
+    """An OpenMP build that does not load (no runtime in scope) is followed by one without."""
+    from torch.utils import cpp_extension
+
+    tried = []
+
+    def load(name, sources, extra_cflags, **kwargs):
+        tried.append(extra_cflags)
+        if "-fopenmp" in extra_cflags:
+            raise OSError("undefined symbol: GOMP_parallel")
+
+    monkeypatch.setattr(native, "flag_sets", lambda: [["-O3", "-fopenmp"], ["-O3"]])
+    monkeypatch.setattr(cpp_extension, "load", load)
+    assert native._compile() is require_native  # the library this process already loaded
+    assert tried == [["-O3", "-fopenmp"], ["-O3"]]
+    monkeypatch.setattr(native, "flag_sets", lambda: [["-O3", "-fopenmp"]])
+    with pytest.raises(OSError, match="GOMP_parallel"):
+        native._compile()
+
+
 def test_library_name_follows_the_source_and_torch(monkeypatch):
     name = native.library_name()
     assert name.startswith("multirnn_scan_") and name == native.library_name()
+    assert native.library_name(["-O2"]) != name
     monkeypatch.setattr(torch, "__version__", "0.0.0+other")
     assert native.library_name() != name
 
