@@ -215,8 +215,8 @@ def loaded_ops(cfg, device: torch.device, dtype: torch.dtype):
         return build()
     except NativeBuildError as exc:
         warnings.warn(
-            f"{exc}. The generic PyTorch path runs its Python loop instead (same numbers, "
-            f"slower); set {ENV}=0 to skip the build and this warning.",
+            f"{str(exc).rstrip('.')}. The generic PyTorch path runs its Python loop instead "
+            f"(same numbers, slower); set {ENV}=0 to skip the build and this warning.",
             NativeFallbackWarning,
             stacklevel=4,
         )
