@@ -223,13 +223,6 @@ def loaded_ops(cfg, device: torch.device, dtype: torch.dtype):
         return None
 
 
-def reset() -> None:
-    """Forget a failed build so that the next call tries again (tests; a loaded library
-    stays loaded)."""
-    with _lock:
-        _state.pop("error", None)
-
-
 # -- the calls ---------------------------------------------------------------------------------
 
 
