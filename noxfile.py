@@ -151,12 +151,18 @@ def _expected_files(patterns: tuple[str, ...]) -> set[str]:
 
 
 def check_sdist(session: nox.Session, path: Path) -> None:
-    """The sdist builds everything: the engines under backends/, the known-gap data, the
-    README (the long description) and pyproject.toml."""
+    """The sdist builds everything: the engines under backends/ (with the C++ source of
+    the native loop), the known-gap data, the README (the long description) and
+    pyproject.toml."""
     with tarfile.open(path) as tar:
         names = {name.partition("/")[2] for name in tar.getnames()}
     need = _expected_files(
-        ("multirnn/**/*.py", "multirnn/conformance/gaps/*.txt", "backends/*/*.py")
+        (
+            "multirnn/**/*.py",
+            "multirnn/conformance/gaps/*.txt",
+            "backends/*/*.py",
+            "backends/*/csrc/*.cpp",
+        )
     ) | {"README.md", "pyproject.toml"}
     if missing := sorted(need - names):
         session.error(f"{path.name} lacks {missing}")
@@ -164,7 +170,8 @@ def check_sdist(session: nox.Session, path: Path) -> None:
 
 
 def check_wheel(session: nox.Session, path: Path) -> None:
-    """The wheel holds the three engine packages, the known-gap data and the entry points."""
+    """The wheel holds the three engine packages, the native loop's C++ source, the
+    known-gap data and the entry points."""
     with zipfile.ZipFile(path) as whl:
         names = set(whl.namelist())
         entry_points = next(
@@ -175,6 +182,7 @@ def check_wheel(session: nox.Session, path: Path) -> None:
         for p in Path().glob("multirnn/conformance/gaps/*.txt")
     }
     need |= {f"multirnn_{name}/__init__.py" for name in ("torch", "jax", "tensorflow")}
+    need |= {f"multirnn_torch/csrc/{p.name}" for p in Path().glob("backends/torch/csrc/*.cpp")}
     if missing := sorted(need - names):
         session.error(f"{path.name} lacks {missing}")
     if "[multirnn.backends]" not in entry_points:
