@@ -135,7 +135,17 @@ class _Scan(torch.autograd.Function):
     Outputs every step's carried h (T, B, u) and the final c (LSTM; else empty)."""
 
     @staticmethod
-    def forward(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
+    def forward(ctx, *inputs):
+        # The forward(ctx, ...) form: with a separate setup_context, every apply() binds
+        # its arguments through inspect.signature, which costs as much as a one-step call
+        # of the native loop. torch.func transforms, which need that form, take the
+        # autograd loop anyway (supported() declines under them).
+        output = _Scan.run(*inputs)
+        _Scan.keep(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def run(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
         layer, u = cfg[:2]
         if xp is None:
             # One product for all steps; a column of ones carries the bias, which is cheaper
@@ -163,13 +173,12 @@ class _Scan(torch.autograd.Function):
         else:
             c = _forward_loop(cfg, A, U, bias_rec, h0, c0, mask, mr, H, Hin, C, R)
         empty = h0.new_zeros(0)
-        # The buffers are returned (as non-differentiable outputs) so that setup_context
-        # can keep them: the form torch.func transforms require of custom Functions.
+        # The buffers are returned as non-differentiable outputs, kept for backward.
         buffers = tuple(empty if b is None else b for b in (Hin, A, C, R))
         return (H, c if layer == "LSTM" else empty, *buffers)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
+    def keep(ctx, inputs, output):
         cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr = inputs
         H, _, Hin, A, C, R = output
         ctx.mark_non_differentiable(Hin, A, C, R)

@@ -13,7 +13,8 @@ of the spec and the call (:func:`fused_ineligibility`), unit-tested on CPU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from multirnn_torch import scan
@@ -195,10 +196,10 @@ def dropout_mask(spec, mask, batch, width, arg, kernel) -> torch.Tensor | None:
 
 
 def run(
-    spec, weights, x, mask, states, mi, mr, cache: FusedWeights | None = None
+    spec, weights, x, mask, states, mi, mr, cache: WeightLayouts | None = None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Dispatch a validated call to the fused kernel or the generic path (``cache``: the
-    layer's :class:`FusedWeights`)."""
+    layer's :class:`WeightLayouts`)."""
     if x.shape[0] == 0:  # the kernels cannot pack or reshape an empty batch
         return _empty_batch(spec, weights, x, states)
     kind, lengths = _mask_kind(mask)
@@ -208,7 +209,7 @@ def run(
     )
     if reason is None:
         return _fused(spec, weights, x, lengths, states, mi, cache)
-    return scan.generic(spec, weights, x, mask, states, mi, mr, activation)
+    return scan.generic(spec, weights, x, mask, states, mi, mr, activation, cache)
 
 
 def _empty_batch(spec, weights, x, states) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -254,17 +255,18 @@ def fused_parameters(spec: LayerSpec, weights: Sequence[torch.Tensor]) -> list[t
     return params
 
 
-class FusedWeights:
-    """A layer's weights in the fused kernels' layout, kept between calls while the weights
-    are unchanged and no gradient is taken (inference, streaming one step per call), where
-    re-laying them out would cost as much as the step. A call that records a graph lays
-    them out afresh, as a differentiable function of the weights."""
+class WeightLayouts:
+    """A layer's weights in the layouts its kernels take (the fused kernels', the
+    hand-written loop's), kept between calls while the weights are unchanged and no
+    gradient is taken (inference, streaming one step per call), where laying them out
+    again would cost as much as the step. A call that records a graph lays them out
+    afresh, as a differentiable function of the weights."""
 
-    __slots__ = ("_key", "_params")
+    __slots__ = ("_key", "_layouts")
 
     def __init__(self) -> None:
         self._key: tuple | None = None
-        self._params: list[torch.Tensor] = []
+        self._layouts: dict[str, Any] = {}
 
     def __getstate__(self):  # copies and pickles of a layer start without a cache
         return {"cached": False}
@@ -272,25 +274,30 @@ class FusedWeights:
     def __setstate__(self, state) -> None:
         self.__init__()
 
-    def get(self, spec: LayerSpec, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def get(self, name: str, weights: Sequence[torch.Tensor], make: Callable[[], Any]) -> Any:
+        """``make()`` (the layout called ``name``), computed once per state of ``weights``."""
         if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
-            return fused_parameters(spec, weights)
+            return make()
         # in-place updates (optimizers, load_state_dict, set_weights) bump _version
         key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
         if key != self._key:
+            self._key, self._layouts = key, {}
+        if name not in self._layouts:
             with torch.no_grad():
-                self._params = fused_parameters(spec, weights)
-            self._key = key
-        return self._params
+                self._layouts[name] = make()
+        return self._layouts[name]
 
 
-def _fused(spec, weights, x, lengths, states, mi, cache: FusedWeights | None = None):
+def _fused(spec, weights, x, lengths, states, mi, cache: WeightLayouts | None = None):
     batch, time = x.shape[:2]
     if mi is not None:
         x = x * mi[:, None, :]
     if spec.go_backwards:
         x = x.flip(1)
-    params = fused_parameters(spec, weights) if cache is None else cache.get(spec, weights)
+    if cache is None:
+        params = fused_parameters(spec, weights)
+    else:
+        params = cache.get("fused", weights, lambda: fused_parameters(spec, weights))
     has_bias = spec.use_bias
     zeros = x.new_zeros(1, batch, spec.units)
     hx = [s[None] for s in states] if states is not None else [zeros] * spec.num_states

@@ -61,7 +61,7 @@ class Recurrent(LayerCore, nn.Module):
         for name in spec.state_names:
             setattr(self, f"state_{name}", None)
         self._activity_loss: torch.Tensor | None = None
-        self._fused_weights = kernels.FusedWeights()
+        self._weight_layouts = kernels.WeightLayouts()
         self._build_from_arguments()
 
     # -- building and weights -------------------------------------------------------------
@@ -174,7 +174,7 @@ class Recurrent(LayerCore, nn.Module):
             in_shape, rec_shape = self._dropout_mask_shapes(call.batch, call.input_dim)
             mi = self._sample_dropout(in_shape, spec.dropout, kernel)
             mr = self._sample_dropout(rec_shape, spec.recurrent_dropout, kernel)
-        output, final = kernels.run(spec, weights, x, mask, states, mi, mr, self._fused_weights)
+        output, final = kernels.run(spec, weights, x, mask, states, mi, mr, self._weight_layouts)
         if spec.stateful:  # carried without gradient, like truncated backpropagation
             for name, value in zip(spec.state_names, final):
                 # plain attributes (see __init__): skip nn.Module's __setattr__ bookkeeping

@@ -47,7 +47,9 @@ def project_inputs(spec, kernel, bias_in, x, mi) -> torch.Tensor:
     return xp.view(time, batch, gates * u)
 
 
-def generic(spec, weights, x, mask, states, mi, mr, activation):
+def generic(spec, weights, x, mask, states, mi, mr, activation, cache=None):
+    """``cache``: the layer's ``kernels.WeightLayouts``, which keeps the hand-written
+    loop's weight layout between calls that take no gradient."""
     kernel, U, *rest = weights
     bias = rest[0] if rest else None
     batch = x.shape[0]
@@ -69,9 +71,12 @@ def generic(spec, weights, x, mask, states, mi, mr, activation):
     h0 = states[0]
     c0 = states[1] if spec.layer == "LSTM" else None
     if backprop.supported(spec, mr):
-        kernel, U, bias_in, bias_rec, gate_name, order = backprop.internal_weights(
-            spec, kernel, U, bias_in, bias_rec
-        )
+
+        def layout(kernel=kernel, U=U, bias_in=bias_in, bias_rec=bias_rec):
+            return backprop.internal_weights(spec, kernel, U, bias_in, bias_rec)
+
+        internal = layout() if cache is None else cache.get("internal", weights, layout)
+        kernel, U, bias_in, bias_rec, gate_name, order = internal
         if mi is None or mi.dim() == 2:  # the loop projects the inputs itself
             x_tm = x.transpose(0, 1) if mi is None else x.transpose(0, 1) * mi[None]
             parts = (x_tm, kernel, bias_in, None)

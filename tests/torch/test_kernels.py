@@ -79,24 +79,30 @@ def test_fused_parameters_are_contiguous_in_torch_layout():
     assert params[2].data_ptr() == weights[2].data_ptr()
 
 
-def test_the_fused_layout_is_kept_between_calls_without_gradient_and_follows_the_weights():
-    layer = multirnn.engine("torch").LSTM(4, recurrent_activation="sigmoid", seed=0,
-                                           input_dim=3)  # fmt: skip
+@pytest.mark.parametrize(
+    "options,layout",
+    [({"recurrent_activation": "sigmoid"}, "fused"), ({}, "internal")],  # documented defaults
+    ids=["fused", "hand-written"],
+)
+def test_weight_layouts_are_kept_between_calls_without_gradient_and_follow_the_weights(
+    options, layout
+):
+    layer = multirnn.engine("torch").LSTM(4, seed=0, input_dim=3, **options)
     x = torch.randn(2, 5, 3)
-    cache = layer._fused_weights
+    cache = layer._weight_layouts
     with torch.no_grad():
         first = layer(x)
-        kept = cache._params
-        assert layer(x).equal(first) and cache._params is kept  # no new layout
+        kept = cache._layouts[layout]
+        assert layer(x).equal(first) and cache._layouts[layout] is kept  # no new layout
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
     loss = layer(x).sum()  # a graph: a fresh, differentiable layout, not the cache
     loss.backward()
-    assert layer.kernel.grad is not None and cache._params is kept
+    assert layer.kernel.grad is not None and cache._layouts[layout] is kept
     optimizer.step()  # in place: the next call without gradient lays the weights out again
     with torch.no_grad():
         after = layer(x)
-    assert cache._params is not kept and not after.equal(first)
-    fresh = multirnn.engine("torch").LSTM(4, recurrent_activation="sigmoid", input_dim=3)
+    assert cache._layouts[layout] is not kept and not after.equal(first)
+    fresh = multirnn.engine("torch").LSTM(4, input_dim=3, **options)
     fresh.set_weights(layer.get_weights())
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), after)
