@@ -299,8 +299,10 @@ def _fused(spec, weights, x, lengths, states, mi, cache: WeightLayouts | None = 
     else:
         params = cache.get("fused", weights, lambda: fused_parameters(spec, weights))
     has_bias = spec.use_bias
-    zeros = x.new_zeros(1, batch, spec.units)
-    hx = [s[None] for s in states] if states is not None else [zeros] * spec.num_states
+    if states is not None:
+        hx = [s[None] for s in states]
+    else:
+        hx = [x.new_zeros(1, batch, spec.units)] * spec.num_states
     op = {"LSTM": torch.lstm, "GRU": torch.gru}.get(spec.layer)
     if op is None:
         op = torch.rnn_tanh if spec.activation == "tanh" else torch.rnn_relu

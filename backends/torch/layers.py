@@ -178,7 +178,7 @@ class Recurrent(LayerCore, nn.Module):
         if spec.stateful:  # carried without gradient, like truncated backpropagation
             for name, value in zip(spec.state_names, final):
                 # plain attributes (see __init__): skip nn.Module's __setattr__ bookkeeping
-                self.__dict__[f"state_{name}"] = value.detach()
+                self.__dict__[f"state_{name}"] = value.detach() if value.requires_grad else value
         if spec.activity_regularizer is not None:
             penalty = regularizers.penalty(spec.activity_regularizer, output, TORCH_OPS)
             self._activity_loss = penalty / max(call.batch, 1)
