@@ -41,6 +41,7 @@ class RecurrentProduct:
         self.ops, self.recurrent, self.units, self.gates, self.mask = (
             ops, recurrent, units, gates, mask,
         )  # fmt: skip
+        self.split = _splitter(ops)
         self.per_gate = mask is not None and len(mask.shape) == 3
         if self.per_gate:
             blocks = ops.reshape(recurrent, (units, gates, units))
@@ -113,10 +114,15 @@ def fused_formula(spec: specs.LayerSpec) -> str | None:
 # -- one step ----------------------------------------------------------------------------------
 
 
-def _blocks(z: Array, u: int, n: int, ops: Any = None) -> list[Array]:
-    """The ``n`` gate blocks of ``z``'s columns: one split where the namespace offers one
-    (the TensorFlow adapter's ``_split_columns``: one op, not ``n``, per step of a loop)."""
-    split = getattr(ops, "_split_columns", None)
+def _splitter(ops: Any) -> Callable | None:
+    """The namespace's column split, where it offers one (the TensorFlow adapter's
+    ``_split_columns``: one op, not one per block, per step of a loop); looked up once per
+    loop, not per step."""
+    return getattr(ops, "_split_columns", None)
+
+
+def _blocks(z: Array, u: int, n: int, split: Callable | None = None) -> list[Array]:
+    """The ``n`` gate blocks of ``z``'s columns (``split``: see :func:`_splitter`)."""
     if split is not None:
         return split(z, n)
     return [z[:, k * u : (k + 1) * u] for k in range(n)]
@@ -133,24 +139,24 @@ def transition(
 ) -> list[Array]:
     """One step of the layer ``spec`` describes: (projected input ``x_t W + b``, states) ->
     new states; the output is the new ``h`` (the first state)."""
-    u, ops = spec.units, product.ops
+    u, split = spec.units, product.split
     h = states[0]
     if spec.layer == "SimpleRNN":
         return [act(xp + product(h, 1))]
     if spec.layer == "LSTM":
-        i, f, g, o = _blocks(xp + product(h, 4), u, 4, ops)
+        i, f, g, o = _blocks(xp + product(h, 4), u, 4, split)
         c = ract(f) * states[1] + ract(i) * act(g)
         return [ract(o) * act(c), c]
-    xz, xr, xh = _blocks(xp, u, 3, ops)
+    xz, xr, xh = _blocks(xp, u, 3, split)
     if spec.reset_after:
         rec = product(h, 3)
         if bias_rec is not None:
             rec = rec + bias_rec
-        rz, rr, rh = _blocks(rec, u, 3, ops)
+        rz, rr, rh = _blocks(rec, u, 3, split)
         z, r = ract(xz + rz), ract(xr + rr)
         hh = act(xh + r * rh)
     else:
-        rz, rr = _blocks(product(h, 2), u, 2, ops)
+        rz, rr = _blocks(product(h, 2), u, 2, split)
         z, r = ract(xz + rz), ract(xr + rr)
         hh = act(xh + product.candidate(r, h))
     return [z * h + (1.0 - z) * hh]
@@ -202,28 +208,28 @@ def residual_count(spec: specs.LayerSpec) -> int:
 def saving_step(ops, spec, act, ract, W, U, b_in, b_rec, x_t, states):
     """(new states, residuals) of one step from the raw input ``x_t``; the residuals are
     what :func:`step_back` needs. ``b_rec`` has size 0 when there is no recurrent bias."""
-    u = spec.units
+    u, split = spec.units, _splitter(ops)
     h = states[0]
     xp = x_t @ W + b_in
     if spec.layer == "SimpleRNN":
         y = act(xp + h @ U)
         return [y], (y,)
     if spec.layer == "LSTM":
-        zi, zf, zg, zo = _blocks(xp + h @ U, u, 4, ops)
+        zi, zf, zg, zo = _blocks(xp + h @ U, u, 4, split)
         i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
         c = f * states[1] + i * g
         tc = act(c)
         return [o * tc, c], (ops.concat([i, f, g, o], axis=1), tc)
-    xz, xr, xh = _blocks(xp, u, 3, ops)
+    xz, xr, xh = _blocks(xp, u, 3, split)
     if spec.reset_after:
         rec = h @ U
         if b_rec.shape[0]:
             rec = rec + b_rec
-        rz, rr, rh = _blocks(rec, u, 3, ops)
+        rz, rr, rh = _blocks(rec, u, 3, split)
         z, r = ract(xz + rz), ract(xr + rr)
         hh = act(xh + r * rh)
         return [z * h + (1.0 - z) * hh], (z, r, hh, rh)
-    rz, rr = _blocks(h @ U[:, : 2 * u], u, 2, ops)
+    rz, rr = _blocks(h @ U[:, : 2 * u], u, 2, split)
     z, r = ract(xz + rz), ract(xr + rr)
     hh = act(xh + (r * h) @ U[:, 2 * u :])
     return [z * h + (1.0 - z) * hh], (z, r, hh)
@@ -245,7 +251,7 @@ def step_back(ops, spec, UT, residuals, old, d_new):
     """Gradients of one step, given ``UT`` (the recurrent kernel transposed, formed once
     per call): (d pre-activations, input side; d recurrent-product outputs, or None when
     they are the same; d old states)."""
-    u = spec.units
+    u, split = spec.units, _splitter(ops)
     a, ra = spec.activation, spec.recurrent_activation
     h = old[0]
     if spec.layer == "SimpleRNN":
@@ -254,7 +260,7 @@ def step_back(ops, spec, UT, residuals, old, d_new):
         return dz, None, [dz @ UT]
     if spec.layer == "LSTM":
         gates, tc = residuals
-        i, f, g, o = _blocks(gates, u, 4, ops)
+        i, f, g, o = _blocks(gates, u, 4, split)
         dh, dc = d_new
         dc = dc + _grad(ops, a, tc, dh * o)
         dz = ops.concat(

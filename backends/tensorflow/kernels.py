@@ -51,6 +51,25 @@ def as_tensor(value: Any, what: str) -> tf.Tensor:
     raise TypeError(f"{what} must be a tf.Tensor or numpy.ndarray, got {type(value).__name__}")
 
 
+class OutputSpecs:
+    """Keras's output masks and shapes of a recurrent layer, built-in or ``RNN(cell)``: both
+    read them from their spec (``return_sequences``, ``return_state``, units, states)."""
+
+    def compute_mask(self, inputs, mask=None):
+        output_mask = mask if self.spec.return_sequences else None
+        if self.spec.return_state:
+            return [output_mask] + [None] * self.spec.num_states
+        return output_mask
+
+    def compute_output_shape(self, input_shape):
+        spec = self.spec
+        batch, time = input_shape[0], input_shape[1]
+        output = (batch, time, spec.units) if spec.return_sequences else (batch, spec.units)
+        if spec.return_state:
+            return [output] + [(batch, spec.units)] * spec.num_states
+        return output
+
+
 class Deferred:
     """A call argument the input rule refused before Keras saw the call: carried through
     Keras untouched, so that the call checks its arguments in the order every engine does

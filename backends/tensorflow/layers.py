@@ -57,7 +57,7 @@ class _MainOutputPenalty:
         return regularizers.penalty(self.layer.spec.activity_regularizer, output, TF_OPS)
 
 
-class Recurrent(LayerCore, keras.layers.Layer):
+class Recurrent(LayerCore, kernels.OutputSpecs, keras.layers.Layer):
     """Base class of the TensorFlow engine's layers (use SimpleRNN, LSTM or GRU).
 
     ``dtype`` defaults to Keras's ``floatx()``. ``trainable`` is Keras's own flag.
@@ -246,20 +246,6 @@ class Recurrent(LayerCore, keras.layers.Layer):
 
     def _new_states(self, shape) -> list[tf.Variable]:
         return new_state_variables(self.spec.state_names, shape, self.compute_dtype)
-
-    def compute_mask(self, inputs, mask=None):
-        output_mask = mask if self.spec.return_sequences else None
-        if self.spec.return_state:
-            return [output_mask] + [None] * self.spec.num_states
-        return output_mask
-
-    def compute_output_shape(self, input_shape):
-        spec = self.spec
-        batch, time = input_shape[0], input_shape[1]
-        output = (batch, time, spec.units) if spec.return_sequences else (batch, spec.units)
-        if spec.return_state:
-            return [output] + [(batch, spec.units)] * spec.num_states
-        return output
 
     # -- state --------------------------------------------------------------------------------
     @property

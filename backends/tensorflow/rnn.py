@@ -60,7 +60,7 @@ def _static(value, want: tuple) -> _Shape | Any:
 
 
 @keras.saving.register_keras_serializable(package="multirnn")
-class RNN(keras.layers.Layer):
+class RNN(kernels.OutputSpecs, keras.layers.Layer):
     """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
     ``Recurrent`` options, as a Keras layer on the TensorFlow backend.
 
@@ -337,20 +337,6 @@ class RNN(keras.layers.Layer):
                     decl.constraint, tf.convert_to_tensor(variable), TF_OPS
                 )
                 variable.assign(projected)
-
-    def compute_mask(self, inputs, mask=None):
-        output_mask = mask if self.spec.return_sequences else None
-        if self.spec.return_state:
-            return [output_mask] + [None] * self.spec.num_states
-        return output_mask
-
-    def compute_output_shape(self, input_shape):
-        spec = self.spec
-        batch, time = input_shape[0], input_shape[1]
-        output = (batch, time, spec.units) if spec.return_sequences else (batch, spec.units)
-        if spec.return_state:
-            return [output] + [(batch, spec.units)] * spec.num_states
-        return output
 
     def get_config(self) -> dict[str, Any]:
         """The NumPy engine's ``RNN`` config (the cell by its registered name, the options,
