@@ -297,24 +297,36 @@ def _outer(ops, a: Array, b: Array) -> Array:
     return ops.tensordot(a, b, axes=((0, 1), (0, 1)))
 
 
-def weight_grads(ops, spec, W, b_rec, xs, h_prev, residuals, dxp, drec):
-    """(d kernel, d recurrent kernel, d input bias, d recurrent bias, d inputs) from every
-    step's pre-activation gradients (time-major), as single large products."""
+def kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec, outer=_outer):
+    """(d kernel, d recurrent kernel) from pre-activation gradients: of every step at once
+    (time-major stacks, the default ``outer``), or of one step, with ``outer(ops, a, b)``
+    the product ``a^T b`` of (batch, .) arrays, for a loop that accumulates them."""
     u = spec.units
-    d_xs = dxp @ ops.matrix_transpose(W)
-    d_W = _outer(ops, xs, dxp)
-    d_b_in = ops.sum(dxp, axis=(0, 1))
-    drec = dxp if drec is None else drec
+    d_W = outer(ops, xs, dxp)
     if spec.layer == "GRU" and not spec.reset_after:
         r = residuals[1]
         d_U = ops.concat(
-            [_outer(ops, h_prev, dxp[..., : 2 * u]), _outer(ops, r * h_prev, dxp[..., 2 * u :])],
+            [outer(ops, h_prev, dxp[..., : 2 * u]), outer(ops, r * h_prev, dxp[..., 2 * u :])],
             axis=1,
         )
     else:
-        d_U = _outer(ops, h_prev, drec)
+        d_U = outer(ops, h_prev, dxp if drec is None else drec)
+    return d_W, d_U
+
+
+def weight_grads(ops, spec, W, b_rec, xs, h_prev, residuals, dxp, drec):
+    """(d kernel, d recurrent kernel, d input bias, d recurrent bias, d inputs) from every
+    step's pre-activation gradients (time-major), as single large products."""
+    d_W, d_U = kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec)
+    return (d_W, d_U, *bias_and_input_grads(ops, W, b_rec, dxp, drec))
+
+
+def bias_and_input_grads(ops, W, b_rec, dxp, drec):
+    """(d input bias, d recurrent bias, d inputs) from every step's pre-activation
+    gradients (time-major)."""
+    drec = dxp if drec is None else drec
     d_b_rec = ops.sum(drec, axis=(0, 1)) if b_rec.shape[0] else ops.zeros_like(b_rec)
-    return d_W, d_U, d_b_in, d_b_rec, d_xs
+    return ops.sum(dxp, axis=(0, 1)), d_b_rec, dxp @ ops.matrix_transpose(W)
 
 
 # -- the built-in cells as Cells --------------------------------------------------------------

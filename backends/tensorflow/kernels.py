@@ -266,7 +266,8 @@ def _generic(spec: LayerSpec, hand_written: bool = True):
     def generic(weights, x, mask, states, mi, mr):
         hoist = scan.hoisting()
         if not hoist and hand_written and backprop.supported(spec, mi, mr):
-            return backprop.generic(spec, weights, x, mask, states, mi, act, ract)
+            return backprop.generic(spec, weights, x, mask, states, mi, act, ract,
+                                    xla=in_xla_context())  # fmt: skip
         return scan.generic(spec, weights, x, mask, states, mi, mr, act, ract, hoist=hoist)
 
     def multirnn_layer_call(weights, x, mask, states, mi, mr):

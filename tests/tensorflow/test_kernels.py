@@ -200,16 +200,39 @@ def test_hand_written_backward_equals_autodiff(variant, options):
         np.testing.assert_allclose(a, b, atol=1e-12)
 
 
-def test_hand_written_backward_under_xla():
-    s = parse("LSTM", (4,), {"return_sequences": True, "dtype": "float64"})
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize(
+    "options",
+    [{"return_sequences": True, "mask": True}, {}],
+    ids=["sequences,mask", "last-output"],
+)
+def test_hand_written_backward_under_xla(variant, options):
+    # under XLA every layer forms its kernels' gradients after the loop; without a mask or
+    # return_sequences the loop returns only its final states
+    layer, extra = variant
+    options = dict(options)
+    masked = options.pop("mask", False)
+    s = parse(layer, (4,), {**extra, **options, "dtype": "float64"})
+    assert not kernels.backprop.kernel_grads_in_loop(s, xla=True)
     rng = np.random.default_rng(4)
     shapes = s.weight_shapes(3)
     weights = [rng.standard_normal(shapes[n]) * 0.5 for n in s.weight_names]
-    kwargs = {"initial_state": [rng.standard_normal((3, 4)) for _ in range(2)],
-              "mask": rng.random((3, 6)) > 0.4}  # fmt: skip
+    kwargs = {"initial_state": [rng.standard_normal((3, 4)) for _ in range(s.num_states)]}
+    if masked:
+        kwargs["mask"] = rng.random((3, 6)) > 0.4
     x = rng.standard_normal((3, 6, 3))
     fast = _gradients(s, weights, x, dict(kwargs), jit=True)
     with kernels.autodiff_only():
         plain = _gradients(s, weights, x, dict(kwargs))
     for a, b in zip(fast, plain):
         np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_kernel_gradients_in_the_loop_only_where_measured_faster():
+    def spec(layer, **options):
+        return parse(layer, (4,), options)
+
+    assert kernels.backprop.kernel_grads_in_loop(spec("LSTM"), xla=False)
+    assert kernels.backprop.kernel_grads_in_loop(spec("GRU", reset_after=True), xla=False)
+    assert not kernels.backprop.kernel_grads_in_loop(spec("GRU", reset_after=False), xla=False)
+    assert not kernels.backprop.kernel_grads_in_loop(spec("SimpleRNN"), xla=False)
