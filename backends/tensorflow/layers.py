@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 from multirnn_tensorflow import kernels
+from multirnn_tensorflow.carried import CarriedStates
 from multirnn_tensorflow.ops import TF_OPS
 
 import tensorflow as tf
@@ -57,7 +58,7 @@ class _MainOutputPenalty:
         return regularizers.penalty(self.layer.spec.activity_regularizer, output, TF_OPS)
 
 
-class Recurrent(LayerCore, kernels.OutputSpecs, keras.layers.Layer):
+class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Layer):
     """Base class of the TensorFlow engine's layers (use SimpleRNN, LSTM or GRU).
 
     ``dtype`` defaults to Keras's ``floatx()``. ``trainable`` is Keras's own flag.
@@ -196,8 +197,7 @@ class Recurrent(LayerCore, kernels.OutputSpecs, keras.layers.Layer):
                                     x, mask, states, mi, mr,
                                     inference=training is False)  # fmt: skip
         if spec.stateful:
-            for variable, value in zip(self._state_variables, final):
-                variable.assign(value)
+            self._keep_final(final)
         self._main_output = output
         return [output, *final] if spec.return_state else output
 
@@ -220,54 +220,27 @@ class Recurrent(LayerCore, kernels.OutputSpecs, keras.layers.Layer):
         keep = uniform >= rate
         return tf.cast(keep, like.dtype) / tf.constant(1.0 - rate, like.dtype)
 
-    def _carried_states(self, call, x) -> list[tf.Tensor]:
-        spec = self.spec
-        if self._state_variables is None:
-            batch = call.batch if call.batch is not None else spec.batch_size
-            if batch is None:
-                raise ValueError(
-                    f"{self.name}: a stateful layer needs a fixed batch size; create it with "
-                    "batch_input_shape=(batch, time, features) or batch_size=, or give the "
-                    "inputs a static batch dimension (keras.Input(batch_size=...))"
-                )
-            self._state_variables = self._new_states((batch, spec.units))
-        fixed = int(self._state_variables[0].shape[0])
-        if call.batch is None:  # traced with an unknown batch size (e.g. model.export)
-            try:
-                calls.stateful_batch(spec, -1, fixed)
-            except ValueError as error:
-                message = str(error).replace("batch size -1", "another batch size")
-            states = [tf.convert_to_tensor(v) for v in self._state_variables]
-            check = tf.debugging.assert_equal(tf.shape(x)[0], fixed, message=message)
-            with tf.control_dependencies([check]):
-                return [tf.identity(s) for s in states]
-        calls.stateful_batch(spec, call.batch, fixed)
-        return [tf.convert_to_tensor(v) for v in self._state_variables]
+    _batch_hint = (
+        "create it with batch_input_shape=(batch, time, features) or batch_size=, or give "
+        "the inputs a static batch dimension (keras.Input(batch_size=...))"
+    )
 
-    def _new_states(self, shape) -> list[tf.Variable]:
-        return new_state_variables(self.spec.state_names, shape, self.compute_dtype)
+    def _default_batch(self) -> int | None:
+        return self.spec.batch_size
 
     # -- state --------------------------------------------------------------------------------
-    @property
-    def states(self) -> list[tf.Tensor] | None:
-        """The carried states of a stateful layer (None before its first call)."""
-        if self._state_variables is None:
-            return None
-        return [tf.convert_to_tensor(v) for v in self._state_variables]
-
     def reset_states(self, states: Sequence[Any] | Any | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""
         if states is None:
             self._check_reset(None, None, self.compute_dtype)
-            for variable in self._state_variables or []:
-                variable.assign(tf.zeros_like(variable))
+            self._zero_carried()
             return
         tensors = [kernels.call_tensor(s, "reset_states(states)", self.compute_dtype, self.name)
                    for s in calls.state_list(states)]  # fmt: skip
         self._check_reset([t.shape.as_list() for t in tensors],
                           [kernels.dtype_name(t.dtype) for t in tensors],
                           self.compute_dtype)  # fmt: skip
-        assign_carried(self, tensors)
+        self._assign_carried(tensors)
 
     # -- constraints ----------------------------------------------------------------------------
     def apply_constraints(self) -> None:
@@ -279,27 +252,6 @@ class Recurrent(LayerCore, kernels.OutputSpecs, keras.layers.Layer):
 
     def __repr__(self) -> str:
         return LayerCore.__repr__(self)
-
-
-def new_state_variables(names, shape, dtype: str) -> list[tf.Variable]:
-    """A stateful layer's carried states: plain TensorFlow variables, not Keras weights.
-    Keras allows no new weights after build, and the batch size is known only at the
-    first call (or reset_states); get_weights/set_weights and optimizers never see them."""
-    return [tf.Variable(tf.zeros(shape, dtype), trainable=False, name=f"state_{n}")
-            for n in names]  # fmt: skip
-
-
-def assign_carried(layer, tensors) -> None:
-    """Set a stateful layer's (``Recurrent`` or ``RNN``) carried states to checked tensors;
-    a new batch size gets new variables."""
-    current = layer._state_variables
-    if current is not None and tuple(current[0].shape) != tuple(tensors[0].shape):
-        current = None
-    if current is None:
-        current = layer._new_states(tuple(tensors[0].shape))
-        layer._state_variables = current
-    for variable, value in zip(current, tensors):
-        variable.assign(value)
 
 
 def _host_arguments(layer, dtype: str, inputs, kwargs: dict[str, Any]):

@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 from multirnn_tensorflow import kernels
+from multirnn_tensorflow.carried import CarriedStates
 from multirnn_tensorflow.ops import TF_OPS, ArrayAPI
 
 import tensorflow as tf
@@ -60,7 +61,7 @@ def _static(value, want: tuple) -> _Shape | Any:
 
 
 @keras.saving.register_keras_serializable(package="multirnn")
-class RNN(kernels.OutputSpecs, keras.layers.Layer):
+class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
     """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
     ``Recurrent`` options, as a Keras layer on the TensorFlow backend.
 
@@ -197,8 +198,7 @@ class RNN(kernels.OutputSpecs, keras.layers.Layer):
         }
         output, final = self._scan(weights, x, mask, list(states), call)
         if spec.stateful:
-            for variable, value in zip(self._state_variables, final):
-                variable.assign(value)
+            self._keep_final(final)
         return [output, *final] if spec.return_state else output
 
     def _step(self, w, x_t, states, batch):
@@ -278,45 +278,17 @@ class RNN(kernels.OutputSpecs, keras.layers.Layer):
         return tf.transpose(stacked, [1, 0, 2]), states
 
     # -- states ---------------------------------------------------------------------------------
-    def _carried_states(self, call, x) -> list[tf.Tensor]:
-        spec = self.spec
-        if self._state_variables is None:
-            if call.batch is None:
-                raise ValueError(
-                    f"{self.name}: a stateful layer needs a fixed batch size; give the inputs "
-                    "a static batch dimension (keras.Input(batch_size=...)) or call "
-                    "reset_states(states=[...]) first"
-                )
-            self._state_variables = self._new_states((call.batch, spec.units))
-        fixed = int(self._state_variables[0].shape[0])
-        if call.batch is None:  # traced with an unknown batch size
-            try:
-                calls.stateful_batch(spec, -1, fixed)
-            except ValueError as error:
-                message = str(error).replace("batch size -1", "another batch size")
-            check = tf.debugging.assert_equal(tf.shape(x)[0], fixed, message=message)
-            with tf.control_dependencies([check]):
-                return [tf.identity(v) for v in self._state_variables]
-        calls.stateful_batch(spec, call.batch, fixed)
-        return [tf.convert_to_tensor(v) for v in self._state_variables]
-
-    def _new_states(self, shape) -> list[tf.Variable]:
-        return _layers().new_state_variables(self.spec.state_names, shape, self.compute_dtype)
-
-    @property
-    def states(self) -> list[tf.Tensor] | None:
-        """The carried states of a stateful layer (None before its first call)."""
-        if self._state_variables is None:
-            return None
-        return [tf.convert_to_tensor(v) for v in self._state_variables]
+    _batch_hint = (
+        "give the inputs a static batch dimension (keras.Input(batch_size=...)) or call "
+        "reset_states(states=[...]) first"
+    )
 
     def reset_states(self, states: Sequence[Any] | Any | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""
         if not self.spec.stateful:
             raise ValueError(f"{self.name}: reset_states() applies to stateful layers")
         if states is None:
-            for variable in self._state_variables or []:
-                variable.assign(tf.zeros_like(variable))
+            self._zero_carried()
             return
         tensors = [kernels.call_tensor(s, "reset_states(states)", self.compute_dtype, self.name)
                    for s in calls.state_list(states)]  # fmt: skip
@@ -324,7 +296,7 @@ class RNN(kernels.OutputSpecs, keras.layers.Layer):
         calls.states(self.spec, shapes, [kernels.dtype_name(t.dtype) for t in tensors],
                      batch=shapes[0][0] if len(shapes[0]) == 2 else None,
                      expected_dtype=self.compute_dtype, arg="reset_states(states)")  # fmt: skip
-        _layers().assign_carried(self, tensors)
+        self._assign_carried(tensors)
 
     # -- constraints, masks, shapes, config -------------------------------------------------------
     def apply_constraints(self) -> None:
