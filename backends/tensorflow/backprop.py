@@ -125,11 +125,13 @@ def kernel_grads_in_loop(spec: LayerSpec, xla: bool) -> bool:
     """Whether the backward loop adds up the kernels' gradients step by step (else one
     product over all steps after it).
 
-    Measured on the 2-core CPU, shape S training step, same processes: in the loop, the
-    LSTM ran 0.88-0.92x and the GRU with ``reset_after=True`` 0.95x of the time of the
-    products after it; the GRU with ``reset_after=False`` (two products and a concatenation
-    per step) 1.08x and the SimpleRNN 1.1x; under XLA, which runs a loop body's products one
-    after another, every layer 1.03-1.3x."""
+    Measured on the 2-core CPU (shape S training step, the bench's worker, before and after
+    in alternating rounds), in the loop against after it: the sigmoid-gated LSTM 0.87-0.92x
+    in two runs (the hard_sigmoid LSTM 0.88x and 1.10x: this machine's noise is as large as
+    that effect); the GRU with ``reset_after=True`` 0.88-0.95x; the GRU with
+    ``reset_after=False`` (two products and a concatenation per step) 1.08x, the SimpleRNN
+    1.1x; under XLA, which runs a loop body's products one after another, every layer
+    1.03-1.3x."""
     if xla:
         return False
     return spec.layer == "LSTM" or (spec.layer == "GRU" and spec.reset_after)
