@@ -201,13 +201,15 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
             self._keep_final(final)
         return [output, *final] if spec.return_state else output
 
-    def _step(self, w, x_t, states, batch):
+    def _step(self, w, x_t, states, batch, check: bool = True):
+        """One step of the cell; ``check``: validate what it returned (once per trace, or
+        on the first step of an eager loop: every step has the same shapes)."""
         spec = self.spec
         output, new = self.cell.step(self._ops, w, x_t, list(states))
         want = (batch, spec.units)
-        if isinstance(new, (list, tuple)):
+        if check and isinstance(new, (list, tuple)):
             cells.check_step(spec, _static(output, want), [_static(s, want) for s in new], batch)
-        else:
+        elif check:
             cells.check_step(spec, output, new, batch)
         dtype = self.compute_dtype
         output = tf.cast(output, dtype)
@@ -227,8 +229,8 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
             keeps = None if keeps is None else tf.reverse(keeps, [0])
         previous = tf.zeros_like(states[0])
 
-        def step(x_t, keep, states, previous):
-            output, new = self._step(w, x_t, states, call.batch)
+        def step(x_t, keep, states, previous, check=True):
+            output, new = self._step(w, x_t, states, call.batch, check)
             if keep is None:
                 return output, new
             new = [tf.where(keep, n, s) for n, s in zip(new, states)]
@@ -245,7 +247,7 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
             outputs = []
             for t in range(time):
                 keep = None if keeps is None else keeps[t]
-                previous, states = step(xs[t], keep, states, previous)
+                previous, states = step(xs[t], keep, states, previous, check=t == 0)
                 outputs.append(previous)
             if spec.return_sequences:
                 return tf.stack(outputs, axis=1), states
