@@ -79,22 +79,26 @@ class EngineContender(Contender):
 
     def prepare(self, workload: Workload) -> Fns:
         options = {"variant": self.variant} if self.variant else {}
+        return self._time(workload, **options, **self._streaming(workload))
+
+    def _time(self, workload: Workload, **options: Any) -> Fns:
+        """The engine's benchmark hook on the workload; a keyword the hook does not take
+        (a third-party engine's older hook) makes the workload unsupported, not an error."""
+        accepted = inspect.signature(self.adapter.benchmark).parameters
+        for keyword in options:
+            if keyword not in accepted:
+                raise Unsupported(f"the benchmark hook of engine {self.engine} has no {keyword}=")
         fns = self.adapter.benchmark(
-            _spec(workload), workload.weights(), workload.inputs(), **options,
-            **self._streaming(workload),
-        )  # fmt: skip
+            _spec(workload), workload.weights(), workload.inputs(), **options
+        )
         if fns is None:
             raise Unsupported(f"engine {self.engine} has no benchmark hook")
         return fns
 
     def _streaming(self, workload: Workload) -> dict[str, bool]:
-        """``stateful=True`` for a streaming workload; an engine whose hook predates the
-        keyword cannot stream (its hook would time a fresh, stateless call)."""
-        if not workload.stateful:
-            return {}
-        if "stateful" not in inspect.signature(self.adapter.benchmark).parameters:
-            raise Unsupported(f"the benchmark hook of engine {self.engine} has no stateful=")
-        return {"stateful": True}
+        """``stateful=True`` for a streaming workload (a hook without the keyword cannot
+        stream: it would time a fresh, stateless call)."""
+        return {"stateful": True} if workload.stateful else {}
 
 
 def _spec(workload: Workload):
@@ -129,12 +133,7 @@ class CellContender(EngineContender):
             cell, return_sequences=True, dtype=workload.dtype, **streaming
         )
         layer.set_weights(workload.weights())
-        fns = self.adapter.benchmark(
-            _spec(workload), workload.weights(), workload.inputs(), layer=layer, **streaming
-        )
-        if fns is None:
-            raise Unsupported(f"engine {self.engine} has no benchmark hook")
-        return fns
+        return self._time(workload, layer=layer, **streaming)
 
 
 class TorchNN(Contender):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from multirnn.bench.contenders import CELL_VARIANT
 from multirnn.bench.workloads import Workload
 
 
@@ -14,14 +15,22 @@ def _ms(seconds: float | None) -> str:
     return f"{seconds * 1e3:.3g}" if seconds < 10 else f"{seconds * 1e3:.0f}"
 
 
-def _timing(m: dict | None) -> str:
-    if not m:
-        return "-"
-    return f"{_ms(m['median_s'])} ({_ms(m['p25_s'])}-{_ms(m['p75_s'])})"
-
-
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f}"
+
+
+def _timing(m: dict | None, unit=_ms) -> str:
+    """Median (interquartile range) of a timing, in ``unit`` (:func:`_ms` or :func:`_us`)."""
+    if not m:
+        return "-"
+    return f"{unit(m['median_s'])} ({unit(m['p25_s'])}-{unit(m['p75_s'])})"
+
+
+def _over(m: dict | None, r: dict | None, key: str = "median_s") -> str:
+    """``m[key] / r[key]`` as a ratio, "-" when either is missing."""
+    if not m or not r or key not in m or key not in r or not r[key]:
+        return "-"
+    return f"{m[key] / r[key]:.2f}x"
 
 
 def _ratio(m: dict | None) -> str:
@@ -88,11 +97,6 @@ def targets(record: dict[str, Any], group: str = "S") -> str:
     s_key = shape_s_lstm[0] if shape_s_lstm else None
     ref = rows.get(("torch.nn", s_key), {}) if s_key else {}
 
-    def ratio(m, r, key="median_s"):
-        if not m or not r or key not in m or key not in r or not r[key]:
-            return "-"
-        return f"{m[key] / r[key]:.2f}x"
-
     lines = [
         "| engine | workload | forward ms | train ms | forward / torch.nn.LSTM | "
         "train / torch.nn.LSTM | forward / Keras same layer | train / Keras same layer | "
@@ -103,7 +107,8 @@ def targets(record: dict[str, Any], group: str = "S") -> str:
     for c in record["contenders"]:
         if c.get("kind") != "engine":
             continue
-        keras = f"keras:{c['contender'].split(':', 1)[1]}"
+        # a user's cell is compared with Keras's same layer as the engine is
+        keras = f"keras:{c['contender'].split(':', 1)[1].removesuffix('+' + CELL_VARIANT)}"
         for w in record["workloads"]:
             if w["group"] != group:
                 continue
@@ -115,11 +120,11 @@ def targets(record: dict[str, Any], group: str = "S") -> str:
             fwd, train = row.get("forward"), row.get("train")
             lines.append(
                 f"| {c['contender']} | {Workload.from_dict(w).label} | {_ms(fwd['median_s'])} | "
-                f"{_ms(train['median_s']) if train else '-'} | {ratio(fwd, ref.get('forward'))} | "
-                f"{ratio(train, ref.get('train'))} | {ratio(fwd, k.get('forward'))} | "
-                f"{ratio(train, k.get('train'))} | {ratio(fwd, flax.get('forward'))} | "
-                f"{ratio(train, flax.get('train'))} | "
-                f"{ratio(train, ref.get('train'), 'peak_rss_growth_bytes')} |"
+                f"{_ms(train['median_s']) if train else '-'} | {_over(fwd, ref.get('forward'))} | "
+                f"{_over(train, ref.get('train'))} | {_over(fwd, k.get('forward'))} | "
+                f"{_over(train, k.get('train'))} | {_over(fwd, flax.get('forward'))} | "
+                f"{_over(train, flax.get('train'))} | "
+                f"{_over(train, ref.get('train'), 'peak_rss_growth_bytes')} |"
             )
     return "\n".join(lines)
 
@@ -140,10 +145,7 @@ def defaults_vs_fused(record: dict[str, Any]) -> str:
                           and w.config == "fused"), None)  # fmt: skip
             a = rows.get((c["contender"], documented.key), {})
             b = rows.get((c["contender"], fused.key), {}) if fused else {}
-            cells = []
-            for part in ("forward", "train"):
-                m, r = a.get(part), b.get(part)
-                cells.append(f"{m['median_s'] / r['median_s']:.2f}x" if m and r else "-")
+            cells = [_over(a.get(part), b.get(part)) for part in ("forward", "train")]
             if cells != ["-", "-"]:
                 lines.append(f"| {c['contender']} | {documented.layer} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
@@ -181,11 +183,9 @@ def per_call(record: dict[str, Any]) -> str:
                 continue
             peer = reference_peer(c["contender"])
             ref = rows.get((peer, w.key), {}).get("forward") if peer else None
-            iqr = f"{_us(m['median_s'])} ({_us(m['p25_s'])}-{_us(m['p75_s'])})"
-            ratio = f"{m['median_s'] / ref['median_s']:.2f}x" if ref else "-"
             lines.append(
-                f"| {w.label} | {c['contender']} | {iqr} | {peer or '-'} | "
-                f"{_us(ref['median_s']) if ref else '-'} | {ratio} |"
+                f"| {w.label} | {c['contender']} | {_timing(m, _us)} | {peer or '-'} | "
+                f"{_us(ref['median_s']) if ref else '-'} | {_over(m, ref)} |"
             )
     return "\n".join(lines)
 
@@ -201,9 +201,9 @@ def users_cells(record: dict[str, Any]) -> str:
     ]
     for c in record["contenders"]:
         name = c["contender"]
-        if not name.startswith("multirnn:") or not name.endswith("+cell"):
+        if not name.startswith("multirnn:") or not name.endswith("+" + CELL_VARIANT):
             continue
-        builtin = name.removesuffix("+cell")
+        builtin = name.removesuffix("+" + CELL_VARIANT)
         for data in record["workloads"]:
             if data["group"] != "S" or data["layer"] != "LSTM":
                 continue
@@ -214,7 +214,7 @@ def users_cells(record: dict[str, Any]) -> str:
             for part in ("forward", "train"):
                 m, r = mine.get(part), theirs.get(part)
                 cells += [_ms(m["median_s"]) if m else "-", _ms(r["median_s"]) if r else "-",
-                          f"{m['median_s'] / r['median_s']:.2f}x" if m and r else "-"]  # fmt: skip
+                          _over(m, r)]  # fmt: skip
             label = Workload.from_dict(data).label
             lines.append(f"| {builtin} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 It computes the built-in LSTM's formula (gates i, f, c, o; the gate activation as a
 hyperparameter) in one plain ``step``, with no hand-written backward pass: the
-``multirnn-cell:<engine>`` contenders time it through ``RNN(cell)`` against the built-in
+``multirnn:NAME+cell`` contenders time it through ``RNN(cell)`` against the built-in
 layer, which is how much a user pays for bringing their own cell.
 """
 
