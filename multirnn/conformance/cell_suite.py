@@ -35,6 +35,7 @@ import numpy as np
 from multirnn import cells, engines
 from multirnn.arrays import to_numpy
 from multirnn.conformance import tolerances
+from multirnn.conformance.adapters import listed
 from multirnn.conformance.report import how_to_enable
 
 #: The engine whose ``RNN`` is the oracle (its gradients are its finite differences).
@@ -200,12 +201,8 @@ def cell_engines() -> list[str]:
 def _call(layer, x, mask, initial):
     return [
         np.asarray(a, np.float64)
-        for a in _as_list(to_numpy(layer(x, mask=mask, initial_state=initial)))
+        for a in listed(to_numpy(layer(x, mask=mask, initial_state=initial)))
     ]
-
-
-def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 @dataclasses.dataclass
@@ -351,16 +348,23 @@ class Certification:
             self._rows[name] = make(name.removeprefix(GRADIENTS))
         return self._rows[name]
 
-    def _forward_row(self, name: str) -> _Row:
-        index = [row[0] for row in GRID].index(name)
-        _, options, mask_kind, with_state, batch, time = GRID[index]
-        rng = np.random.default_rng([self.seed, 0, index])
-        x = rng.standard_normal((batch, time, INPUT_DIM)) * 0.8
+    def _draw(self, grid, stream: int, name: str, input_dim: int):
+        """A grid row's options and its random inputs, mask and initial states, drawn from
+        the certification's seed, the grid's stream and the row's index; and the
+        generator, for what a row draws next."""
+        index = [row[0] for row in grid].index(name)
+        _, options, mask_kind, with_state, batch, time = grid[index]
+        rng = np.random.default_rng([self.seed, stream, index])
+        x = rng.standard_normal((batch, time, input_dim)) * 0.8
         mask = _mask(mask_kind, batch, time, rng)
         initial = None
         if with_state:
             initial = [rng.standard_normal((batch, self.cell.units)) * 0.5
                        for _ in self.cell.state_names]  # fmt: skip
+        return options, x, mask, initial, rng
+
+    def _forward_row(self, name: str) -> _Row:
+        options, x, mask, initial, _ = self._draw(GRID, 0, name, INPUT_DIM)
         want = _call(self._layer(REFERENCE, "float64", options), x, mask, initial)
         own = _call(self._layer(REFERENCE, "float32", options), x, mask, initial)
         own_error = max(tolerances.compare(g, w)[1] for g, w in zip(own, want))
@@ -377,15 +381,7 @@ class Certification:
     def _gradient_row(self, name: str) -> _Row:
         """The reference's results on a gradient row, a random cotangent for each, and the
         finite-difference gradients of their weighted sum."""
-        index = [row[0] for row in GRADIENT_GRID].index(name)
-        _, options, mask_kind, with_state, batch, time = GRADIENT_GRID[index]
-        rng = np.random.default_rng([self.seed, 1, index])
-        x = rng.standard_normal((batch, time, GRADIENT_INPUT_DIM)) * 0.8
-        mask = _mask(mask_kind, batch, time, rng)
-        initial = None
-        if with_state:
-            initial = [rng.standard_normal((batch, self.cell.units)) * 0.5
-                       for _ in self.cell.state_names]  # fmt: skip
+        options, x, mask, initial, rng = self._draw(GRADIENT_GRID, 1, name, GRADIENT_INPUT_DIM)
         reference = self._layer(REFERENCE, "float64", options)
         want = _call(reference, x, mask, initial)
         cotangents = [rng.standard_normal(w.shape) for w in want]
