@@ -140,12 +140,19 @@ class _Scan(torch.autograd.Function):
         # its arguments through inspect.signature, which costs as much as a one-step call
         # of the native loop. torch.func transforms, which need that form, take the
         # autograd loop anyway (supported() declines under them).
-        output = _Scan.run(*inputs)
+        cfg, U, mask = inputs[0], inputs[5], inputs[9]
+        # the loop is chosen once per call: backward walks back with the loop forward took
+        ops = native.loaded_ops(cfg, U.device, U.dtype)
+        mask_tm = native.time_major_mask(mask) if ops is not None else None
+        output = _Scan.run(ops, mask_tm, *inputs)
         _Scan.keep(ctx, inputs, output)
+        ctx.native = ops, mask_tm
         return output
 
     @staticmethod
-    def run(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
+    def run(ops, mask_tm, cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
+        """``ops``: the native loop's ops, or None for the Python loop; ``mask_tm``: the
+        mask as the native loop reads it (see ``native.time_major_mask``)."""
         layer, u = cfg[:2]
         if xp is None:
             # One product for all steps; a column of ones carries the bias, which is cheaper
@@ -165,9 +172,7 @@ class _Scan(torch.autograd.Function):
         Hin = A.new_empty(time, batch, u) if mr is not None else None  # h_{t-1} * mask
         C = A.new_empty(time, batch, u) if layer == "LSTM" else None
         R = A.new_empty(time, batch, u) if layer == "GRU" else None  # rh, or r * hin
-        ops = native.loaded_ops(cfg, A.device, A.dtype)
         if ops is not None:
-            mask_tm = native.time_major_mask(mask)
             native.forward(ops, cfg, A, U, bias_rec, h0, c0, mask_tm, mr, H, Hin, C, R)
             c = C[-1] if layer == "LSTM" else None
         else:
@@ -263,12 +268,27 @@ def _backward(ctx, dH, dc_final):
     time, batch, width = A.shape
     if dH is None:
         dH = torch.zeros_like(H)
-    if dc_final is None:
-        dc_final = torch.zeros_like(h0) if layer == "LSTM" else h0.new_zeros(0)
-    ops = native.loaded_ops(ctx.cfg, A.device, A.dtype)
+    if dc_final is None and layer == "LSTM":
+        dc_final = torch.zeros_like(h0)
+    ops, mask_tm = ctx.native
     grads = {"LSTM": _lstm_backward, "GRU": _gru_backward}.get(layer, _simple_backward)
     DZ, dU, dbr, dh, dc = grads(
-        ops, ctx.cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, has_bias_rec
+        ops,
+        ctx.cfg,
+        U,
+        h0,
+        c0,
+        mask,
+        mr,
+        H,
+        Hin,
+        A,
+        C,
+        R,
+        dH,
+        dc_final,
+        has_bias_rec,
+        mask_tm,
     )
     dx = dkernel = dbias_in = dxp = None
     if projected_here:
@@ -289,12 +309,11 @@ def _keep(mask, dtype):
     return None if mask is None else mask.t().to(dtype)[..., None]
 
 
-def _lstm_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br):
+def _lstm_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br, mask_tm):
     _, u, act_name, gate_name, _ = cfg
-    dc = dc_final if dc_final.numel() else torch.zeros_like(h0)
+    dc = dc_final
     if ops is not None:  # forms the coefficients step by step, on rows still in cache
         DZ = torch.empty_like(A)
-        mask_tm = native.time_major_mask(mask)
         dh, dc = native.lstm_backward(ops, cfg, DZ, A, C, c0, dH, dc, mask_tm, mr, U)
         return DZ, _outer(Hin, h0, H, DZ), None, dh, dc
     i, f, o, g = (A[..., k * u : (k + 1) * u] for k in range(4))
@@ -338,7 +357,9 @@ def _lstm_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final,
     return DZ, _outer(Hin, h0, H, DZ), None, dh, dc
 
 
-def _gru_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, has_bias_rec):
+def _gru_backward(
+    ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, has_bias_rec, mask_tm
+):
     _, u, act_name, gate_name, reset_after = cfg
     width = A.shape[-1]
     DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
@@ -352,7 +373,6 @@ def _gru_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, 
     K_r = (R if reset_after else Hin) * dgates[..., u:]  # -> r pre-activation
     DREC = torch.empty_like(A) if reset_after else None
     if ops is not None:
-        mask_tm = native.time_major_mask(mask)
         dh = native.gru_backward(ops, reset_after, DZ, DREC, K_z, K_h, K_r, A, dH, mask_tm,
                                  mr, U)  # fmt: skip
     else:
@@ -406,12 +426,14 @@ def _gru_loop(U, h0, mask, mr, A, R, dH, DZ, DREC, K_z, K_h, K_r, reset_after):
     return dh
 
 
-def _simple_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br):
+def _simple_backward(
+    ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br, mask_tm
+):
     act_name = cfg[2]
     DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
     K = ACTIVATIONS[act_name][1](A)
     if ops is not None:
-        dh = native.simple_backward(ops, DZ, K, dH, native.time_major_mask(mask), mr, U)
+        dh = native.simple_backward(ops, DZ, K, dH, mask_tm, mr, U)
         return DZ, _outer(Hin, h0, H, DZ), None, dh, None
     keep = _keep(mask, A.dtype)
     dh = torch.zeros_like(h0)
