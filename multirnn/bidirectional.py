@@ -83,6 +83,15 @@ def derive(spec: WrappedSpec, *, copy: bool = False, **changes: Any) -> WrappedS
     return cells.parse_rnn(copy_cell(spec.cell) if copy else spec.cell, rnn_options(spec) | changes)
 
 
+def _lent(layer: Any, forward: Any, backward: Any) -> tuple[Any, Any]:
+    """The two directions; a built ``layer`` lends the forward one its weights, and the
+    backward one is built for the same input size (with its own weights)."""
+    if layer.built:
+        forward.set_weights(layer.get_weights())
+        backward.build((None, None, layer.input_dim))
+    return forward, backward
+
+
 @dataclass(frozen=True, eq=False)
 class BidirectionalSpec:
     """The wrapped layer's spec and the merge mode; the two directions derive from them.
@@ -129,9 +138,13 @@ class BidirectionalSpec:
 
     @property
     def backward(self) -> WrappedSpec:
-        name = None if self.layer.name is None else f"backward_{self.layer.name}"
-        return derive(self.layer, copy=True, zero_output_for_mask=self.layer.return_sequences,
-                      go_backwards=not self.layer.go_backwards, name=name)  # fmt: skip
+        """The backward direction; a seeded layer's is seeded ``seed + 1`` (seeded alike,
+        both directions would start with equal weights)."""
+        layer = self.layer
+        name = None if layer.name is None else f"backward_{layer.name}"
+        seed = {} if layer.seed is None else {"seed": (layer.seed + 1) % 2**31}
+        return derive(layer, copy=True, zero_output_for_mask=layer.return_sequences,
+                      go_backwards=not layer.go_backwards, name=name, **seed)  # fmt: skip
 
     @property
     def units(self) -> int:
@@ -229,14 +242,8 @@ class BidirectionalCore:
         self.spec = BidirectionalSpec(inner, check_merge_mode(merge_mode))
         cls = type(layer)
         forward = cls.from_config(self.spec.forward.to_config())
-        backward_spec = self.spec.backward
-        if backward_spec.seed is not None:  # seeded alike, both directions would start equal
-            backward_spec = backward_spec.replace(seed=(backward_spec.seed + 1) % 2**31)
-        backward = cls.from_config(backward_spec.to_config())
-        if layer.built:
-            forward.set_weights(layer.get_weights())
-            backward.build((None, None, layer.input_dim))
-        return forward, backward
+        backward = cls.from_config(self.spec.backward.to_config())
+        return _lent(layer, forward, backward)
 
     def _init_rnn(self, layer: Any, merge_mode: str | None, keywords: dict[str, Any]):
         """``_init_core`` for ``RNN(cell)``: the same derivation (each direction with its own
@@ -270,17 +277,11 @@ class BidirectionalCore:
             extra["trainable"] = check_bool(owner, "trainable",
                                             keywords.get("trainable", layer.trainable))  # fmt: skip
         self.spec = BidirectionalSpec(inner, check_merge_mode(merge_mode))
-        backward_spec = self.spec.backward
-        if backward_spec.seed is not None:  # as the built-in layers' backward copy
-            backward_spec = derive(backward_spec, seed=(backward_spec.seed + 1) % 2**31)
         cls = type(layer)
-        forward_spec = self.spec.forward
+        forward_spec, backward_spec = self.spec.forward, self.spec.backward
         forward = cls(forward_spec.cell, **rnn_options(forward_spec), **extra)
         backward = cls(backward_spec.cell, **rnn_options(backward_spec), **extra)
-        if layer.built:
-            forward.set_weights(layer.get_weights())
-            backward.build((None, None, layer.input_dim))
-        return forward, backward
+        return _lent(layer, forward, backward)
 
     def _refusal(self, layer: Any) -> str:
         """Why ``layer`` cannot be wrapped: what was given, what is accepted, and the likely
