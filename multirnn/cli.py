@@ -244,7 +244,7 @@ def _certify_cell(args: argparse.Namespace) -> int:
     if args.engines is not None:
         names = runner.split_names(args.engines, "--engines")
         for name in names:
-            if not cell_suite._runs_cells(name):
+            if not cell_suite.runs_cells(name):
                 raise Refused(f"--engines: engine {name!r} does not run users' cells (RNN)")
     certification = cell_suite.Certification(cell, names, target=args.cell)
     print(cell_suite.describe(certification), flush=True)

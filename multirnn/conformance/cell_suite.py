@@ -185,7 +185,9 @@ def _mask(kind: str, batch: int, time: int, rng: np.random.Generator) -> np.ndar
     return mask
 
 
-def _runs_cells(name: str) -> bool:
+def runs_cells(name: str) -> bool:
+    """Whether engine ``name`` is installed and has an ``RNN`` for users' cells (what the
+    command line's ``--engines`` and the pytest option accept with ``--cell``)."""
     try:
         engines.engine(name).RNN  # noqa: B018 - the property raises where RNN is missing
     except (AttributeError, engines.EngineUnavailableError):
@@ -195,7 +197,7 @@ def _runs_cells(name: str) -> bool:
 
 def cell_engines() -> list[str]:
     """The installed engines that run users' cells."""
-    return [n for n in engines.available() if _runs_cells(n)]
+    return [n for n in engines.available() if runs_cells(n)]
 
 
 def _call(layer, x, mask, initial):

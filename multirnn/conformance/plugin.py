@@ -337,7 +337,7 @@ def pytest_collection_modifyitems(session, config, items):
     from multirnn.conformance.adapters import ORACLES
 
     for name in chosen["engines"] or ():
-        if name in ORACLES or not cell_suite._runs_cells(name):
+        if name in ORACLES or not cell_suite.runs_cells(name):
             raise pytest.UsageError(
                 f"multirnn conformance: --multirnn-cell: engine {name!r} does not run users' "
                 "cells (RNN); select engines that do, or none for every one that does"
