@@ -34,48 +34,37 @@ from multirnn_torch import native
 
 import torch
 import torch.nn.functional as F
+from multirnn import builtin_cells
 
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
-
-
-def _inside(y, lo, hi, slope):
-    return ((y > lo) & (y < hi)).to(y.dtype) * slope
-
-
-#: name -> (in-place activation on a tensor, derivative as a function of the output y)
+#: name -> the activation in place on a tensor; its derivative, as a function of its
+#: output, is the shared formula (:func:`derivative`)
 ACTIVATIONS = {
-    "tanh": (torch.tanh_, lambda y: 1.0 - y * y),
-    "sigmoid": (torch.sigmoid_, lambda y: y * (1.0 - y)),
-    "hard_sigmoid": (
-        lambda v: v.mul_(0.2).add_(0.5).clamp_(0.0, 1.0),
-        lambda y: _inside(y, 0.0, 1.0, 0.2),
-    ),
-    "hard_sigmoid_relu6": (
-        lambda v: F.hardsigmoid(v, inplace=True),
-        lambda y: _inside(y, 0.0, 1.0, 1 / 6),
-    ),
-    "relu": (torch.relu_, lambda y: (y > 0).to(y.dtype)),
-    "exponential": (torch.exp_, lambda y: y),  # exp' = exp
-    "linear": (lambda v: v, torch.ones_like),
-    "softsign": (lambda v: v.div_(v.abs().add_(1.0)), lambda y: torch.square(1.0 - y.abs())),
-    "softplus": (
-        lambda v: v.copy_(torch.log1p(torch.exp(-v.abs())) + v.clamp(min=0.0)),
-        lambda y: -torch.expm1(-y),
-    ),
-    "elu": (
-        lambda v: F.elu(v, inplace=True),
-        lambda y: torch.where(y > 0, torch.ones_like(y), y + 1.0),
-    ),
-    "selu": (
-        lambda v: F.selu(v, inplace=True),
-        lambda y: torch.where(
-            y > 0, torch.full_like(y, _SELU_SCALE), y + _SELU_SCALE * _SELU_ALPHA
-        ),
-    ),
+    "tanh": torch.tanh_,
+    "sigmoid": torch.sigmoid_,
+    "hard_sigmoid": lambda v: v.mul_(0.2).add_(0.5).clamp_(0.0, 1.0),
+    "hard_sigmoid_relu6": lambda v: F.hardsigmoid(v, inplace=True),
+    "relu": torch.relu_,
+    "exponential": torch.exp_,
+    "linear": lambda v: v,
+    "softsign": lambda v: v.div_(v.abs().add_(1.0)),
+    "softplus": lambda v: v.copy_(torch.log1p(torch.exp(-v.abs())) + v.clamp(min=0.0)),
+    "elu": lambda v: F.elu(v, inplace=True),
+    "selu": lambda v: F.selu(v, inplace=True),
     # internal: a piecewise-linear gate after its affine part was folded into the weights
-    "clamp01": (lambda v: v.clamp_(0.0, 1.0), lambda y: _inside(y, 0.0, 1.0, 1.0)),
+    "clamp01": lambda v: v.clamp_(0.0, 1.0),
 }
+
+
+def derivative(name: str, y: torch.Tensor) -> torch.Tensor:
+    """``activation'`` from the activation's output ``y``: the formulas every engine's
+    hand-written backward shares (``builtin_cells.DERIVATIVES``), on PyTorch's array API
+    namespace; the internal ``clamp01`` has slope 1 inside (0, 1)."""
+    if name == "clamp01":
+        return ((y > 0.0) & (y < 1.0)).to(y.dtype)
+    from multirnn_torch.scan import array_api  # imports this module
+
+    return builtin_cells.DERIVATIVES[name](array_api(), y)
+
 
 #: gate activation -> (slope, offset) such that gate(z) = clamp(slope * z + offset, 0, 1)
 AFFINE_GATES = {"hard_sigmoid": (0.2, 0.5), "hard_sigmoid_relu6": (1.0 / 6.0, 0.5)}
@@ -87,9 +76,8 @@ LSTM_ORDER = (0, 1, 3, 2)
 def supported(spec, mr) -> bool:
     """Whether the hand-written backward applies; it declines under torch.func transforms
     (grad, vmap, jacrev), which then differentiate the autograd loop instead."""
-    names = [spec.activation] + ([spec.recurrent_activation] if spec.recurrent_activation else [])
     return (
-        all(isinstance(n, str) and n in ACTIVATIONS for n in names)
+        builtin_cells.differentiable(spec)
         and (mr is None or mr.dim() == 2)
         and not torch._C._are_functorch_transforms_active()
     )
@@ -111,12 +99,12 @@ def _derivative_into(name, y, out):
     fn = _DERIVATIVE_INTO.get(name)
     if fn is not None:
         return fn(y, out)
-    return out.copy_(ACTIVATIONS[name][1](y))
+    return out.copy_(derivative(name, y))
 
 
 def _apply(name, v):
     """Activation in place (on a buffer slice that keeps the result)."""
-    return ACTIVATIONS[name][0](v)
+    return ACTIVATIONS[name](v)
 
 
 def _value(name, v, out=None):
@@ -367,9 +355,9 @@ def _gru_backward(
     if Hin is None:
         Hin = H_prev
     zgate, hh = A[..., :u], A[..., 2 * u :]
-    dgates = ACTIVATIONS[gate_name][1](A[..., : 2 * u])
+    dgates = derivative(gate_name, A[..., : 2 * u])
     K_z = (H_prev - hh) * dgates[..., :u]  # dh_new -> z pre-activation
-    K_h = (1.0 - zgate) * ACTIVATIONS[act_name][1](hh)  # dh_new -> candidate pre-activation
+    K_h = (1.0 - zgate) * derivative(act_name, hh)  # dh_new -> candidate pre-activation
     K_r = (R if reset_after else Hin) * dgates[..., u:]  # -> r pre-activation
     DREC = torch.empty_like(A) if reset_after else None
     if ops is not None:
@@ -431,7 +419,7 @@ def _simple_backward(
 ):
     act_name = cfg[2]
     DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
-    K = ACTIVATIONS[act_name][1](A)
+    K = derivative(act_name, A)
     if ops is not None:
         dh = native.simple_backward(ops, DZ, K, dH, mask_tm, mr, U)
         return DZ, _outer(Hin, h0, H, DZ), None, dh, None

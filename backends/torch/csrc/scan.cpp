@@ -436,7 +436,7 @@ constexpr double kSeluScale = 1.0507009873554804934193349852946;
 
 // An activation's derivative as a function of its output y, for a row, in the forms the
 // Python loop writes into the LSTM's coefficient buffer (backprop._derivative_into: tanh,
-// sigmoid and clamp01; the rest as backprop.ACTIVATIONS), so that both give the same numbers.
+// sigmoid and clamp01; the rest as backprop.derivative), so that both give the same numbers.
 template <typename T>
 void derivative_row(int64_t act, const T* MRNN_RESTRICT y, T* MRNN_RESTRICT out, int64_t n) {
   switch (act) {
