@@ -5,8 +5,6 @@ generic path runs it twice: with its native loop required and with the Python lo
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import os
 
 import pytest
@@ -14,21 +12,7 @@ import pytest
 import multirnn.conformance as conf
 from multirnn.conformance import known_gaps, report
 
-#: engine -> the framework module it needs
-ENGINES = {
-    "torch": "torch",
-    "jax": "jax",
-    "tensorflow": "tensorflow",
-}
-
-
-def _float64(engine: str):
-    if engine == "jax":  # JAX computes float64 only in its 64-bit mode
-        import jax
-
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
-
+from . import frameworks
 
 #: (engine, MULTIRNN_TORCH_NATIVE or None): the torch grid once per loop of its generic path
 RUNS = {
@@ -68,10 +52,9 @@ def _torch_loop(native_mode: str | None, monkeypatch):
 @pytest.mark.parametrize("run", list(RUNS))
 def test_quick_grid(run, dtype, monkeypatch):
     engine, native_mode = RUNS[run]
-    if importlib.util.find_spec(ENGINES[engine]) is None:
-        pytest.skip(f"needs {ENGINES[engine]}")
+    frameworks.needs(engine)
     native_calls = _torch_loop(native_mode, monkeypatch)
-    with _float64(engine):
+    with frameworks.float64(engine):
         rep = conf.run([engine], conf.quick_cases(), [dtype])
     # the required native loop (a failed build raises) ran; the Python loop did not call it
     assert (native_calls["forward"] > 0) == (native_mode == "1")
@@ -82,6 +65,6 @@ def test_quick_grid(run, dtype, monkeypatch):
     assert len(wrapped) == sum(c.wrapped for c in conf.quick_cases())
 
 
-@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("engine", list(frameworks.FRAMEWORKS))
 def test_no_known_gaps(engine):
     assert known_gaps.load(known_gaps.builtin_path(engine)) == []

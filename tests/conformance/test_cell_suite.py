@@ -3,7 +3,6 @@ on every engine that runs cells (values and gradients), with the portability che
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import textwrap
 
@@ -14,12 +13,11 @@ import multirnn
 from multirnn import cli
 from multirnn.conformance import adapters, cell_suite, plugin
 
+from . import frameworks
+
 pytest.importorskip("array_api_strict")
 
 pytest_plugins = ["pytester"]
-
-#: engine -> the framework module it needs (the engines with autodiff)
-FRAMEWORKS = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
 
 
 @multirnn.register_cell(name="test_cell_suite.Leaky")
@@ -94,16 +92,7 @@ def test_usage_errors_exit_2(capsys, args, match):
 
 
 def _needs(engine: str) -> None:
-    if importlib.util.find_spec(FRAMEWORKS[engine]) is None:
-        pytest.skip(f"needs {FRAMEWORKS[engine]}")
-
-
-def _float64(engine: str):
-    if engine == "jax":  # JAX computes float64 only in its 64-bit mode
-        import jax
-
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
+    frameworks.needs(engine)
 
 
 def _gradient_checks(certification):
@@ -119,13 +108,13 @@ def test_central_differences_of_a_known_function():
     np.testing.assert_allclose(grads[1], np.cos(b), rtol=1e-8)
 
 
-@pytest.mark.parametrize("engine", list(FRAMEWORKS))
+@pytest.mark.parametrize("engine", list(frameworks.FRAMEWORKS))
 def test_a_correct_cell_passes_the_gradient_checks(engine):
     _needs(engine)
     certification = cell_suite.Certification(Leaky(3), [engine])
     checks = _gradient_checks(certification)
     assert [c.name for c in checks] == [f"gradients/{row[0]}" for row in cell_suite.GRADIENT_GRID]
-    with _float64(engine):
+    with frameworks.float64(engine):
         results = [certification.run(c) for c in checks]
     assert all(r.status == "pass" for r in results), [r.line() for r in results]
     assert max(r.max_rel for r in results) < 1e-8  # the tolerance is 1e-6: a real margin
