@@ -33,3 +33,21 @@ def bidirectional_and_reference(layers, kind: str, merge_mode: str | None):
     x = np.random.default_rng(0).standard_normal((3, 6, 4))
     mask = np.arange(6)[None, :] < np.array([6, 2, 4])[:, None]
     return layer, x, mask, peer(x, mask=mask)
+
+
+def fit_lowers_the_loss(model, x, y, epochs: int) -> None:
+    """A compiled Keras model's ``fit`` lowers its loss."""
+    history = model.fit(x, y, epochs=epochs, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def keras_file_reloads(model, x, path, **tolerance) -> None:
+    """A Keras model saved to ``path`` (.keras) loads back predicting what it predicts."""
+    import keras
+    import numpy as np
+
+    model.save(path)
+    again = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        again.predict(x, verbose=0), model.predict(x, verbose=0), **tolerance
+    )
