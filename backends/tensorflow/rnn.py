@@ -244,10 +244,13 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
                 f"have shape {x.shape}"
             )
         if time is not None and (spec.unroll or tf.executing_eagerly()):
+            # unstacked once, not xs[t]: see the TensorArrays below
+            steps = tf.unstack(xs)
+            step_keeps = None if keeps is None else tf.unstack(keeps)
             outputs = []
             for t in range(time):
-                keep = None if keeps is None else keeps[t]
-                previous, states = step(xs[t], keep, states, previous, check=t == 0)
+                keep = None if step_keeps is None else step_keeps[t]
+                previous, states = step(steps[t], keep, states, previous, check=t == 0)
                 outputs.append(previous)
             if spec.return_sequences:
                 return tf.stack(outputs, axis=1), states

@@ -88,6 +88,10 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract, *, hoi
                 f"{spec.layer}: unroll=True needs a static number of time steps; the inputs "
                 f"have shape {x.shape}"
             )
+        # unstacked once (``step`` reads these names when it runs), not sliced per step:
+        # see the TensorArrays below
+        inputs = tf.unstack(xp)
+        keeps = None if masks is None else tf.unstack(masks)
         outputs = []
         for t in range(time):
             states, previous = step(t, states, previous)

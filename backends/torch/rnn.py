@@ -224,8 +224,9 @@ class RNN(cells.RNNCore, nn.Module):
         steps = range(time - 1, -1, -1) if spec.go_backwards else range(time)
         previous = x.new_zeros((x.shape[0], spec.units))
         outputs = []
+        xs = x.unbind(1)  # not x[:, t]: see multirnn_torch.scan._loop
         for index, t in enumerate(steps):
-            output, new = self.cell.step(ops, w, x[:, t], states)
+            output, new = self.cell.step(ops, w, xs[t], states)
             if index == 0:
                 cells.check_step(spec, output, new, x.shape[0])
             output = output.to(x.dtype)

@@ -103,8 +103,10 @@ def _loop(spec, xp, U, bias_rec, h, c, mask, mr, act, ract):
     product = builtin_cells.RecurrentProduct(array_api(), U, spec.units, spec.gates, mr)
     states = [h] if c is None else [h, c]
     outputs = []
-    for t in range(xp.shape[0]):
-        new = builtin_cells.transition(spec, act, ract, xp[t], states, product, bias_rec)
+    # unbind, not xp[t]: each indexing's backward would write a zero-filled copy of the
+    # whole sequence (a training step quadratic in its length); unbind's stacks once
+    for t, xp_t in enumerate(xp.unbind(0)):
+        new = builtin_cells.transition(spec, act, ract, xp_t, states, product, bias_rec)
         if mask is None:
             states = new
         else:

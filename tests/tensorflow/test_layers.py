@@ -21,6 +21,7 @@ from multirnn_tensorflow.layers import GRU, LSTM, Recurrent, SimpleRNN  # noqa: 
 import multirnn  # noqa: E402
 
 from ..cases import VARIANTS, fit_lowers_the_loss, keras_file_reloads, variant_id  # noqa: E402
+from .graphs import sequence_slice_grads  # noqa: E402
 
 CLASSES = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
 
@@ -150,6 +151,16 @@ def test_tf_function_and_gradient_tape(jit_compile):
     loss, grads = step(inputs)
     np.testing.assert_allclose(loss, tf.reduce_sum(eager**2), rtol=1e-5)
     assert len(grads) == 3 and all(g is not None for g in grads)
+
+
+@pytest.mark.parametrize("layer", ["SimpleRNN", "LSTM", "GRU"])
+def test_the_unrolled_autograd_loop_takes_its_steps_apart_once(layer):
+    # a user activation runs the loop TensorFlow differentiates
+    cls = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}[layer]
+    model = cls(3, activation=lambda z: tf.tanh(z), return_sequences=True, unroll=True)
+    x = tf.random.normal((2, 6, 4))
+    model(x)
+    assert sequence_slice_grads(model, x) == 0
 
 
 def test_dropout_follows_training_and_is_reproducible_with_a_seed():

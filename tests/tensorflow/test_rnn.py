@@ -16,6 +16,8 @@ from multirnn_tensorflow.rnn import RNN  # noqa: E402
 
 import multirnn  # noqa: E402
 
+from .graphs import sequence_slice_grads  # noqa: E402
+
 NumpyRNN = multirnn.engine("numpy").RNN
 
 
@@ -247,6 +249,14 @@ def test_gradients_match_finite_differences(compiled):
     b.set_weights(weights)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_the_unrolled_loop_takes_the_inputs_apart_once(go_backwards):
+    layer, _ = pair(MinimalGRU, return_sequences=True, unroll=True, go_backwards=go_backwards)
+    x = tf.constant(data(time=6))
+    layer(x)
+    assert sequence_slice_grads(layer, x) == 0
 
 
 def test_keras_sequential_fit_step_with_masking():

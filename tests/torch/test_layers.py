@@ -14,6 +14,7 @@ from multirnn_torch.layers import GRU, LSTM, Recurrent, SimpleRNN  # noqa: E402
 import multirnn  # noqa: E402
 
 from ..cases import VARIANTS, variant_id  # noqa: E402
+from .graphs import node_counts  # noqa: E402
 
 CLASSES = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
 
@@ -128,6 +129,17 @@ def test_fused_path_is_taken_only_when_eligible(monkeypatch):
     mask[1, 3:] = False
     LSTM(3, recurrent_activation="sigmoid")(inputs, mask=mask)  # right padded: packed
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("layer", ["SimpleRNN", "LSTM", "GRU"])
+def test_the_autograd_loop_takes_its_steps_apart_once(layer):
+    # A user activation runs the loop on the autograd tape. Indexing one step at a time
+    # would give each step a backward that writes a zero-filled copy of the whole
+    # sequence: a training step quadratic in the sequence's length.
+    model = CLASSES[layer](3, activation=lambda z: torch.tanh(z), return_sequences=True)
+    counts = node_counts(model(x(time=7)))
+    assert counts["SelectBackward0"] == 0, counts
+    assert counts["UnbindBackward0"] == 1, counts
 
 
 def test_torch_func_functional_call_and_grad():

@@ -14,6 +14,8 @@ from multirnn_torch.layers import RNN  # noqa: E402
 import multirnn  # noqa: E402
 from multirnn.reference.rnn import RNN as NumpyRNN  # noqa: E402
 
+from .graphs import node_counts  # noqa: E402
+
 
 @multirnn.register_cell(name="tests.torch.test_rnn.MinGRU")
 class MinGRU(multirnn.Cell):
@@ -206,6 +208,17 @@ def test_gradients_against_finite_differences_of_the_oracle():
     for name, w in zip(a.weight_names, weights):
         expected = numeric(w, lambda: loss(x, weights))
         np.testing.assert_allclose(a.weights[name].grad.numpy(), expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_the_loop_takes_the_inputs_apart_once(go_backwards):
+    # x[:, t] at every step would give each step a backward that writes a zero-filled copy
+    # of the whole input: quadratic in the sequence's length when the input needs a gradient
+    a, _ = pair("two_state", return_sequences=True, go_backwards=go_backwards)
+    xt = torch.from_numpy(data(batch=2, time=6, features=2)).requires_grad_()
+    counts = node_counts(a(xt))
+    assert counts["SelectBackward0"] == 0, counts
+    assert counts["UnbindBackward0"] == 1, counts
 
 
 def test_save_on_torch_load_on_numpy_and_back(tmp_path):
