@@ -347,7 +347,7 @@ def _bench_names(args: argparse.Namespace) -> list[str] | None:
             info = registry[name]
             if not info.installed():
                 raise Refused(f"--engines: engine {name!r} is not installed: {info.install_hint()}")
-            known = (*info.benchmark_variants, contenders.CELL_VARIANT)
+            known = (*info.benchmark_variants, *contenders.CELL_VARIANTS)
             if plus and variant not in known:
                 accepted = ", ".join(f"{name}+{v}" for v in known)
                 raise Refused(

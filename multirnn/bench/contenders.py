@@ -109,25 +109,33 @@ def _spec(workload: Workload):
     return parse(workload.layer, (workload.units,), kwargs)
 
 
-#: the benchmark variant every engine has: a user's cell through ``RNN(cell)``
+#: the benchmark variants every engine has, cells run by its ``RNN(cell)``: a user-written
+#: LSTM cell, and the built-in LSTM's own cell (``multirnn.LSTMCell``): the built-in LSTM's
+#: generic path, what the framework's autodiff makes of the shared step
 CELL_VARIANT = "cell"
+LSTMCELL_VARIANT = "lstmcell"
+CELL_VARIANTS = (CELL_VARIANT, LSTMCELL_VARIANT)
 
 
 class CellContender(EngineContender):
-    """A user-written LSTM cell (``multirnn.bench.user_cell``) run by an engine's
-    ``RNN(cell)``, timed like the engine's built-in LSTM (same weights, inputs and hook):
-    the variant ``multirnn:NAME+cell`` of every engine."""
+    """An LSTM cell run by an engine's ``RNN(cell)``, timed like the engine's built-in LSTM
+    (same weights, inputs and hook): ``multirnn:NAME+cell`` a user's
+    (``multirnn.bench.user_cell``), ``multirnn:NAME+lstmcell`` the built-in one."""
 
-    def __init__(self, engine: str):
-        super().__init__(engine, CELL_VARIANT)
+    def __init__(self, engine: str, variant: str = CELL_VARIANT):
+        super().__init__(engine, variant)
 
     def prepare(self, workload: Workload) -> Fns:
         from multirnn import engines
         from multirnn.bench.user_cell import UserLSTM
+        from multirnn.builtin_cells import LSTMCell
 
         if workload.layer != "LSTM":
-            raise Unsupported("the user-written cell is an LSTM")
-        cell = UserLSTM(workload.units, gate=workload.gate_activation)
+            raise Unsupported("the cells are LSTMs")
+        if self.variant == CELL_VARIANT:
+            cell = UserLSTM(workload.units, gate=workload.gate_activation)
+        else:
+            cell = LSTMCell(workload.units, **workload.layer_kwargs())
         streaming = self._streaming(workload)
         layer = engines.engine(self.engine).RNN(
             cell, return_sequences=True, dtype=workload.dtype, **streaming
@@ -414,8 +422,8 @@ PEERS: dict[str, Callable[[], Contender]] = {
 def make(name: str) -> Contender:
     if name.startswith("multirnn:"):
         engine, _, variant = name.split(":", 1)[1].partition("+")
-        if variant == CELL_VARIANT:
-            return CellContender(engine)
+        if variant in CELL_VARIANTS:
+            return CellContender(engine, variant)
         if variant:
             from multirnn import engines
 
@@ -424,12 +432,13 @@ def make(name: str) -> Contender:
             if variant not in variants:
                 raise ValueError(
                     f"unknown contender {name!r}: engine {engine!r} has benchmark variants "
-                    f"{', '.join((*variants, CELL_VARIANT))}"
+                    f"{', '.join((*variants, *CELL_VARIANTS))}"
                 )
         return EngineContender(engine, variant or None)
     if name not in PEERS:
         raise ValueError(
             f"unknown contender {name!r}; peers: {', '.join(PEERS)}; engines: multirnn:NAME "
-            f"(or multirnn:NAME+{CELL_VARIANT} for a user's cell)"
+            f"(or multirnn:NAME+{CELL_VARIANT} for a user's cell, +{LSTMCELL_VARIANT} for the "
+            "built-in LSTM's cell)"
         )
     return PEERS[name]()

@@ -67,14 +67,15 @@ def matmul_peak(size: int = 1024, repeats: int = 7) -> dict[str, Any]:
 
 
 def engine_contenders() -> list[str]:
-    """Every installed engine, and each of its benchmark variants ("multirnn:NAME+VARIANT",
-    "+cell" being a user-written LSTM cell through ``RNN(cell)``)."""
+    """Every installed engine, and each of its benchmark variants ("multirnn:NAME+VARIANT";
+    "+cell" a user-written LSTM cell through ``RNN(cell)``, "+lstmcell" the built-in
+    LSTM's cell through it)."""
     names = []
     for n in engines.available():
         names.append(f"multirnn:{n}")
         names += [f"multirnn:{n}+{v}" for v in engines.registry()[n].benchmark_variants]
         if n != "numpy":  # the reference engine is not timed against its own cells
-            names.append(f"multirnn:{n}+{contenders.CELL_VARIANT}")
+            names += [f"multirnn:{n}+{v}" for v in contenders.CELL_VARIANTS]
     return names
 
 

@@ -178,6 +178,7 @@ def test_report_has_per_call_users_cells_and_notes(tmp_path):
     record = fake_record({
         "multirnn:torch": {"S": 0.002, "small": 0.001, "streaming": 0.0003},
         "multirnn:torch+cell": {"S": 0.003},
+        "multirnn:torch+lstmcell": {"S": 0.0025},
         "multirnn:tensorflow+xla": {"streaming": 0.0004},
         "torch.nn": {"S": 0.001, "small": 0.001, "streaming": 0.0002},
         "keras:tensorflow+xla": {"streaming": 0.0008},
@@ -189,13 +190,16 @@ def test_report_has_per_call_users_cells_and_notes(tmp_path):
     )
     assert "| LSTM (fused-eligible) | torch.nn | 200 (200-200) | - | - | - |" in per_call
     cells = render.users_cells(record)
-    assert "| multirnn:torch | LSTM (fused-eligible) | 3 | 2 | 1.50x | 9 | 6 | 1.50x |" in cells
+    assert (
+        "| multirnn:torch | LSTM (fused-eligible) | 3 | 2.5 | 2 | 1.20x | 1.50x | 9 | 7.5 | 6 "
+        "| 1.20x | 1.50x |"
+    ) in cells
     assert "GRU" not in cells  # the user's cell is an LSTM
     notes = tmp_path / "notes.md"
     notes.write_text("Before: 10 ms. After: 5 ms.\n\n| a | b |\n|---|---|\n")
     text = render.report(record, notes=notes)
     assert "## Per-call cost (batch 1, one step)" in text and "## Users' cells" in text
-    assert "documented-defaults row" in text and "generic path" in text
+    assert "`multirnn:NAME+lstmcell`" in text and "generic path" in text
     tail = text.split("## Measurements of past changes", 1)[1]
     assert tail.rstrip().endswith("Before: 10 ms. After: 5 ms.\n\n| a | b |\n|---|---|")
     assert "## Measurements of past changes" not in render.report(record)
@@ -234,8 +238,8 @@ def test_streaming_hooks_carry_the_states(engine):
     assert train is None
     first, second = as_array(forward()), as_array(forward())
     assert first.shape == (1, 1, 4) and not np.allclose(first, second)
-    if engine != "numpy":  # the user's cell through RNN(cell, stateful=True)
-        cell = contenders.make(f"multirnn:{engine}+cell")
+    for variant in contenders.CELL_VARIANTS if engine != "numpy" else ():
+        cell = contenders.make(f"multirnn:{engine}+{variant}")  # RNN(cell, stateful=True)
         cell.setup()
         forward, train = cell.prepare(w)
         assert train is None
@@ -265,12 +269,12 @@ def test_engine_variants_are_contenders_of_their_own():
     xla = contenders.make("multirnn:tensorflow+xla")
     assert (xla.name, xla.engine, xla.variant) == ("multirnn:tensorflow+xla", "tensorflow", "xla")
     assert contenders.make("keras:tensorflow+xla").xla
-    with pytest.raises(ValueError, match="'jax' has benchmark variants cell"):
+    with pytest.raises(ValueError, match="'jax' has benchmark variants cell, lstmcell"):
         contenders.make("multirnn:jax+xla")
     names = harness.engine_contenders()
     for name in engines.available():
         variants = engines.registry()[name].benchmark_variants
-        cell = [] if name == "numpy" else [f"multirnn:{name}+{contenders.CELL_VARIANT}"]
+        cell = [] if name == "numpy" else [f"multirnn:{name}+{v}" for v in ("cell", "lstmcell")]
         assert [n for n in names if n.startswith(f"multirnn:{name}")] == [
             f"multirnn:{name}",
             *(f"multirnn:{name}+{v}" for v in variants),
