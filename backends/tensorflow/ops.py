@@ -329,11 +329,6 @@ class ArrayAPI:
         grad = _FUSED_GRADS.get(name)
         return None if grad is None else grad(y, dy)
 
-    def _affine(self, x, w, b):
-        # BiasAdd after MatMul is what TensorFlow's graph optimizer fuses into one oneDNN
-        # product; an AddV2 is left as a separate op
-        return tf.nn.bias_add(tf.linalg.matmul(x, w), b)
-
     def take(self, x, indices, /, *, axis=None):
         if axis is None:
             return tf.gather(tf.reshape(x, [-1]), indices)

@@ -57,7 +57,7 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract, *, hoi
         recurrent_step = step_fn
 
         def step_fn(states, x_t):
-            return recurrent_step(states, builtin_cells.affine(ops, x_t, kernel, bias_in))
+            return recurrent_step(states, x_t @ kernel + bias_in)
 
     masks = None if mask is None else tf.transpose(mask)[..., None]
     if spec.go_backwards:
