@@ -17,6 +17,7 @@
 // threads. A row's products then have fewer rows (M); BLAS may round them differently by an
 // ulp, so results can differ in the last bits with the number of threads.
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -392,15 +393,11 @@ void forward(int64_t layer, int64_t act, int64_t gate, bool reset_after, const T
     }
   }
   for_row_ranges(A.size(1), [&](const Rows& r) {
-    if (A.scalar_type() == at::kFloat) {
-      forward_rows<float>(layer, act, gate, reset_after, r.steps(A), U, U_zr, U_h, bias_rec,
-                          r.batch(h0), r.batch(c0), r.steps(mask), r.batch(mr), r.steps(H),
-                          r.steps(Hin), r.steps(C), r.steps(R));
-    } else {
-      forward_rows<double>(layer, act, gate, reset_after, r.steps(A), U, U_zr, U_h, bias_rec,
-                           r.batch(h0), r.batch(c0), r.steps(mask), r.batch(mr), r.steps(H),
-                           r.steps(Hin), r.steps(C), r.steps(R));
-    }
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "multirnn_scan::forward", [&] {
+      forward_rows<scalar_t>(layer, act, gate, reset_after, r.steps(A), U, U_zr, U_h, bias_rec,
+                             r.batch(h0), r.batch(c0), r.steps(mask), r.batch(mr), r.steps(H),
+                             r.steps(Hin), r.steps(C), r.steps(R));
+    });
   });
 }
 
@@ -717,15 +714,11 @@ std::vector<Tensor> lstm_backward(int64_t act, int64_t gate, const Tensor& DZ, c
   Tensor dh = at::zeros_like(dc_final, at::MemoryFormat::Contiguous);
   Tensor dc = dc_final.clone(at::MemoryFormat::Contiguous);
   for_row_ranges(A.size(1), [&](const Rows& r) {
-    if (A.scalar_type() == at::kFloat) {
-      lstm_backward_rows<float>(act, gate, r.steps(DZ), r.steps(A), r.steps(C), r.batch(c0),
-                                r.steps(dH), r.steps(mask), r.batch(mr), Ut, r.batch(dh),
-                                r.batch(dc));
-    } else {
-      lstm_backward_rows<double>(act, gate, r.steps(DZ), r.steps(A), r.steps(C), r.batch(c0),
-                                 r.steps(dH), r.steps(mask), r.batch(mr), Ut, r.batch(dh),
-                                 r.batch(dc));
-    }
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "multirnn_scan::lstm_backward", [&] {
+      lstm_backward_rows<scalar_t>(act, gate, r.steps(DZ), r.steps(A), r.steps(C),
+                                   r.batch(c0), r.steps(dH), r.steps(mask), r.batch(mr), Ut,
+                                   r.batch(dh), r.batch(dc));
+    });
   });
   return {dh, dc};
 }
@@ -748,24 +741,19 @@ std::vector<Tensor> gru_backward(bool reset_after, const Tensor& DZ, const OptTe
     U_h_t = U.narrow(1, 2 * u, u).t().contiguous();
   }
   Tensor dh = at::zeros({A.size(1), u}, A.options());
-  const bool is_float = A.scalar_type() == at::kFloat;
   for_row_ranges(A.size(1), [&](const Rows& r) {
     const Tensor dz = r.steps(DZ), kz = r.steps(K_z), kh = r.steps(K_h), kr = r.steps(K_r);
     const Tensor a = r.steps(A), dh_in = r.steps(dH), dh_rows = r.batch(dh);
     const OptTensor drec = r.steps(DREC), m = r.steps(mask), mrr = r.batch(mr);
-    if (reset_after && is_float) {
-      gru_backward_rows<float, true>(dz, drec, kz, kh, kr, a, dh_in, m, mrr, Ut, U_zr_t, U_h_t,
-                                     dh_rows);
-    } else if (reset_after) {
-      gru_backward_rows<double, true>(dz, drec, kz, kh, kr, a, dh_in, m, mrr, Ut, U_zr_t,
-                                      U_h_t, dh_rows);
-    } else if (is_float) {
-      gru_backward_rows<float, false>(dz, drec, kz, kh, kr, a, dh_in, m, mrr, Ut, U_zr_t, U_h_t,
-                                      dh_rows);
-    } else {
-      gru_backward_rows<double, false>(dz, drec, kz, kh, kr, a, dh_in, m, mrr, Ut, U_zr_t,
-                                       U_h_t, dh_rows);
-    }
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "multirnn_scan::gru_backward", [&] {
+      if (reset_after) {
+        gru_backward_rows<scalar_t, true>(dz, drec, kz, kh, kr, a, dh_in, m, mrr, Ut, U_zr_t,
+                                          U_h_t, dh_rows);
+      } else {
+        gru_backward_rows<scalar_t, false>(dz, drec, kz, kh, kr, a, dh_in, m, mrr, Ut, U_zr_t,
+                                           U_h_t, dh_rows);
+      }
+    });
   });
   return {dh};
 }
@@ -778,13 +766,10 @@ std::vector<Tensor> simple_backward(const Tensor& DZ, const Tensor& K, const Ten
   const Tensor Ut = U.t().contiguous();  // BLAS is twice as fast on it
   Tensor dh = at::zeros({DZ.size(1), dH.size(2)}, DZ.options());
   for_row_ranges(DZ.size(1), [&](const Rows& r) {
-    if (DZ.scalar_type() == at::kFloat) {
-      simple_backward_rows<float>(r.steps(DZ), r.steps(K), r.steps(dH), r.steps(mask),
-                                  r.batch(mr), Ut, r.batch(dh));
-    } else {
-      simple_backward_rows<double>(r.steps(DZ), r.steps(K), r.steps(dH), r.steps(mask),
-                                   r.batch(mr), Ut, r.batch(dh));
-    }
+    AT_DISPATCH_FLOATING_TYPES(DZ.scalar_type(), "multirnn_scan::simple_backward", [&] {
+      simple_backward_rows<scalar_t>(r.steps(DZ), r.steps(K), r.steps(dH), r.steps(mask),
+                                     r.batch(mr), Ut, r.batch(dh));
+    });
   });
   return {dh};
 }
