@@ -34,7 +34,8 @@ NATIVE_ACTIVATIONS = {
     "elu": F.elu,
     "selu": F.selu,
     "softsign": F.softsign,
-    "hard_sigmoid_relu6": F.hardsigmoid,
+    # not F.hardsigmoid: its backward rounds 1/6 to float even in float64 (3e-8 off)
+    "hard_sigmoid_relu6": lambda x: F.hardtanh(x / 6.0 + 0.5, 0.0, 1.0),
     # the formula; hardtanh rather than clamp for its backward: one kernel, where clamp's
     # builds its mask from five (measured 4x slower per call on the autograd tape)
     "hard_sigmoid": lambda x: F.hardtanh(x * 0.2 + 0.5, 0.0, 1.0),

@@ -7,8 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from multirnn_torch import kernels  # noqa: E402
+from multirnn_torch.scan import array_api  # noqa: E402
 
 import multirnn  # noqa: E402
+from multirnn import builtin_cells  # noqa: E402
 from multirnn.spec import parse  # noqa: E402
 
 
@@ -113,3 +115,17 @@ def test_gru_gates_are_permuted_to_torch_order():
     kernel = torch.arange(12.0).reshape(1, 12)  # blocks z, r, h of 4 units
     params = kernels.fused_parameters(s, [kernel, torch.zeros(4, 12), torch.zeros(2, 12)])
     assert params[0][:, 0].tolist() == [4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11]  # r, z, n
+
+
+@pytest.mark.parametrize("name", sorted(kernels.NATIVE_ACTIVATIONS))
+def test_native_activations_differentiate_as_the_shared_derivatives(name):
+    # the autograd loop's activations against the derivatives the hand-written backward
+    # passes use, at the corners of the piecewise-linear ones too (hard_sigmoid: +-2.5)
+    if name not in builtin_cells.DERIVATIVES:
+        pytest.skip(f"{name} has no shared derivative")
+    z = torch.tensor([-3.0, -2.5, -1.0, -0.25, 0.0, 0.5, 1.0, 2.5, 3.0, 4.0],
+                     dtype=torch.float64, requires_grad=True)  # fmt: skip
+    y = kernels.NATIVE_ACTIVATIONS[name](z)
+    (grad,) = torch.autograd.grad(y.sum(), z)
+    expected = builtin_cells.DERIVATIVES[name](array_api(), y.detach())
+    torch.testing.assert_close(grad, expected.to(grad.dtype), rtol=1e-12, atol=0)
