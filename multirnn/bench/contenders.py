@@ -110,8 +110,8 @@ def _spec(workload: Workload):
 
 
 #: the benchmark variants every engine has, cells run by its ``RNN(cell)``: a user-written
-#: LSTM cell, and the built-in LSTM's own cell (``multirnn.LSTMCell``): the built-in LSTM's
-#: generic path, what the framework's autodiff makes of the shared step
+#: LSTM cell, and the built-in LSTM's own cell (``multirnn.LSTMCell``): what the framework's
+#: autodiff makes of the built-in LSTM's shared step
 CELL_VARIANT = "cell"
 LSTMCELL_VARIANT = "lstmcell"
 CELL_VARIANTS = (CELL_VARIANT, LSTMCELL_VARIANT)

@@ -199,7 +199,8 @@ def _engine_of(contender: str) -> str:
 
 def users_cells(record: dict[str, Any]) -> str:
     """Each engine's user-written LSTM cell (``multirnn:NAME+cell``) against the built-in
-    LSTM's own cell through the same ``RNN(cell)`` (``+lstmcell``: the generic path) and
+    LSTM's own cell through the same ``RNN(cell)`` (``+lstmcell``: its shared step under the
+    framework's autodiff) and
     the built-in layer (``multirnn:NAME``) on the shape-S LSTM workloads."""
     rows = _lookup(record)
     lines = [
@@ -213,7 +214,7 @@ def users_cells(record: dict[str, Any]) -> str:
         if not name.startswith("multirnn:") or not name.endswith("+" + CELL_VARIANT):
             continue
         builtin = _engine_of(name)
-        generic = f"{builtin}+{LSTMCELL_VARIANT}"
+        shared = f"{builtin}+{LSTMCELL_VARIANT}"
         for data in record["workloads"]:
             if data["group"] != "S" or data["layer"] != "LSTM":
                 continue
@@ -221,7 +222,7 @@ def users_cells(record: dict[str, Any]) -> str:
             mine = rows.get((name, key), {})
             if "forward" not in mine:
                 continue
-            theirs, cell = rows.get((builtin, key), {}), rows.get((generic, key), {})
+            theirs, cell = rows.get((builtin, key), {}), rows.get((shared, key), {})
             cells = []
             for part in ("forward", "train"):
                 m, g, r = mine.get(part), cell.get(part), theirs.get(part)
@@ -571,8 +572,8 @@ def _users_cells_section(record: dict[str, Any]) -> list[str]:
         "`multirnn:NAME+cell`) on the shape-S workloads, same weights and inputs, against",
         "two things. *LSTMCell* is the built-in LSTM's own cell (`multirnn.LSTMCell`)",
         "through the same `RNN(cell)` (contender `multirnn:NAME+lstmcell`): the built-in",
-        "LSTM's generic path, the shared step differentiated by the framework, which is",
-        "what a user's cell gets. *Built-in* is the `multirnn.LSTM` layer itself, with",
+        "LSTM's shared step differentiated by the framework, which is what a user's cell",
+        "gets. *Built-in* is the `multirnn.LSTM` layer itself, with",
         "what only the built-in cells have: fused kernels (the fused-eligible row, where",
         "one applies on this machine), hand-written backward passes, and on PyTorch the",
         "native loop (both rows).",

@@ -199,7 +199,7 @@ def test_report_has_per_call_users_cells_and_notes(tmp_path):
     notes.write_text("Before: 10 ms. After: 5 ms.\n\n| a | b |\n|---|---|\n")
     text = render.report(record, notes=notes)
     assert "## Per-call cost (batch 1, one step)" in text and "## Users' cells" in text
-    assert "`multirnn:NAME+lstmcell`" in text and "generic path" in text
+    assert "`multirnn:NAME+lstmcell`" in text and "shared step differentiated" in text
     tail = text.split("## Measurements of past changes", 1)[1]
     assert tail.rstrip().endswith("Before: 10 ms. After: 5 ms.\n\n| a | b |\n|---|---|")
     assert "## Measurements of past changes" not in render.report(record)
