@@ -226,14 +226,10 @@ def _backward(spec, W, U, b_rec, xs, masks, olds, residuals, d_outs, d_final, in
     )
     drec = carried[0].stack() if separate else None
     dxp = dxps.stack()
-    if in_loop:
-        d_W, d_U = d_kernels
-        d_b_in, d_b_rec, d_xs = builtin_cells.bias_and_input_grads(ops, W, b_rec, dxp, drec)
-    else:
-        d_W, d_U, d_b_in, d_b_rec, d_xs = builtin_cells.weight_grads(
-            ops, spec, W, b_rec, xs, olds[0], residuals, dxp, drec
-        )
-    return [d_W, d_U, d_b_in, d_b_rec, d_xs, *d_states]
+    if not in_loop:
+        d_kernels = builtin_cells.kernel_grads(ops, spec, xs, olds[0], residuals, dxp, drec)
+    d_b_in, d_b_rec, d_xs = builtin_cells.bias_and_input_grads(ops, W, b_rec, dxp, drec)
+    return [*d_kernels, d_b_in, d_b_rec, d_xs, *d_states]
 
 
 def _transposed_product(ops, a, b):

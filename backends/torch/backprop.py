@@ -258,26 +258,10 @@ def _backward(ctx, dH, dc_final):
         dH = torch.zeros_like(H)
     if dc_final is None and layer == "LSTM":
         dc_final = torch.zeros_like(h0)
-    ops, mask_tm = ctx.native
     grads = {"LSTM": _lstm_backward, "GRU": _gru_backward}.get(layer, _simple_backward)
-    DZ, dU, dbr, dh, dc = grads(
-        ops,
-        ctx.cfg,
-        U,
-        h0,
-        c0,
-        mask,
-        mr,
-        H,
-        Hin,
-        A,
-        C,
-        R,
-        dH,
-        dc_final,
-        has_bias_rec,
-        mask_tm,
-    )
+    # ctx.native: the loop forward took (native ops or None) and its time-major mask
+    DZ, dU, dbr, dh, dc = grads(*ctx.native, ctx.cfg, U, h0, c0, mask, mr, H, Hin, A, C, R,
+                                dH, dc_final, has_bias_rec)  # fmt: skip
     dx = dkernel = dbias_in = dxp = None
     if projected_here:
         flat = DZ.view(time * batch, width)
@@ -297,9 +281,8 @@ def _keep(mask, dtype):
     return None if mask is None else mask.t().to(dtype)[..., None]
 
 
-def _lstm_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br, mask_tm):
+def _lstm_backward(ops, mask_tm, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc, _has_br):
     _, u, act_name, gate_name, _ = cfg
-    dc = dc_final
     if ops is not None:  # forms the coefficients step by step, on rows still in cache
         DZ = torch.empty_like(A)
         dh, dc = native.lstm_backward(ops, cfg, DZ, A, C, c0, dH, dc, mask_tm, mr, U)
@@ -346,7 +329,7 @@ def _lstm_backward(ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final,
 
 
 def _gru_backward(
-    ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, has_bias_rec, mask_tm
+    ops, mask_tm, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, has_bias_rec
 ):
     _, u, act_name, gate_name, reset_after = cfg
     width = A.shape[-1]
@@ -415,7 +398,7 @@ def _gru_loop(U, h0, mask, mr, A, R, dH, DZ, DREC, K_z, K_h, K_r, reset_after):
 
 
 def _simple_backward(
-    ops, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br, mask_tm
+    ops, mask_tm, cfg, U, h0, c0, mask, mr, H, Hin, A, C, R, dH, dc_final, _has_br
 ):
     act_name = cfg[2]
     DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
