@@ -196,13 +196,20 @@ def differentiable(spec: specs.LayerSpec) -> bool:
     return all(isinstance(n, str) and n in DERIVATIVES for n in names)
 
 
+def residual_widths(spec: specs.LayerSpec) -> list[int]:
+    """The last-axis sizes of the arrays :func:`saving_step` keeps per step, in order (a
+    loop that keeps them side by side in one array splits them apart by these)."""
+    u = spec.units
+    if spec.layer == "SimpleRNN":
+        return [u]
+    if spec.layer == "LSTM":
+        return [4 * u, u]
+    return [u] * (4 if spec.reset_after else 3)
+
+
 def residual_count(spec: specs.LayerSpec) -> int:
     """How many arrays :func:`saving_step` keeps per step."""
-    if spec.layer == "SimpleRNN":
-        return 1
-    if spec.layer == "LSTM":
-        return 2
-    return 4 if spec.reset_after else 3
+    return len(residual_widths(spec))
 
 
 def saving_step(ops, spec, act, ract, W, U, b_in, b_rec, x_t, states):
@@ -301,17 +308,27 @@ def kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec, outer=_outer):
     """(d kernel, d recurrent kernel) from pre-activation gradients: of every step at once
     (time-major stacks, the default ``outer``), or of one step, with ``outer(ops, a, b)``
     the product ``a^T b`` of (batch, .) arrays, for a loop that accumulates them."""
-    u = spec.units
-    d_W = outer(ops, xs, dxp)
+    return (
+        input_kernel_grad(ops, xs, dxp, outer),
+        recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec, outer),
+    )
+
+
+def input_kernel_grad(ops, xs, dxp, outer=_outer):
+    """The input kernel's share of :func:`kernel_grads`."""
+    return outer(ops, xs, dxp)
+
+
+def recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec, outer=_outer):
+    """The recurrent kernel's share of :func:`kernel_grads`, for a loop that adds it up
+    step by step and leaves the kernel's to one product after it."""
     if spec.layer == "GRU" and not spec.reset_after:
-        r = residuals[1]
-        d_U = ops.concat(
+        u, r = spec.units, residuals[1]
+        return ops.concat(
             [outer(ops, h_prev, dxp[..., : 2 * u]), outer(ops, r * h_prev, dxp[..., 2 * u :])],
             axis=1,
         )
-    else:
-        d_U = outer(ops, h_prev, dxp if drec is None else drec)
-    return d_W, d_U
+    return outer(ops, h_prev, dxp if drec is None else drec)
 
 
 def weight_grads(ops, spec, W, b_rec, xs, h_prev, residuals, dxp, drec):

@@ -2,14 +2,16 @@
 
 Differentiating a ``tf.while_loop`` automatically replays every op of the body in reverse,
 popping each intermediate from a stack. Here the forward loop keeps each step's activations
-(the old ``h`` of a step without a mask is the previous output, not saved twice); the
-backward loop walks the recurrence (one product with ``U^T`` per step, two for the GRU
-with ``reset_after=False``) and records every step's pre-activation gradients. For the
-LSTM and the GRU with ``reset_after=True`` it also adds each step's share of the two
-kernels' gradients: those small products do not wait on the next step's recurrence, so
-TensorFlow runs them beside it on another core (see :func:`kernel_grads_in_loop`).
-Otherwise, and always under XLA, the kernels' gradients are single large products over all
-steps after the loop, as the input and bias gradients always are.
+side by side in one array (the old ``h`` of a step without a mask is the previous output,
+not saved twice); the backward loop walks the recurrence (one product with ``U^T`` per
+step, two for the GRU with ``reset_after=False``) and records every step's pre-activation
+gradients. For the LSTM and the GRU with ``reset_after=True`` it also adds each step's
+share of the recurrent kernel's gradient: those small products do not wait on the next
+step's recurrence, so TensorFlow runs them beside it on another core (see
+:func:`kernel_grads_in_loop`). Otherwise, and always under XLA, the recurrent kernel's
+gradient is one large product over all steps after the loop, as the input kernel's, input
+and bias gradients always are. On this graph executor each op of a step costs about as
+much as its arithmetic, so every op the loops save counts.
 
 The step, its residuals, its backward step and the final weight products are the shared
 cell maths of ``multirnn.builtin_cells`` (every named activation's derivative written as a
@@ -65,16 +67,27 @@ def generic(spec, weights, x, mask, states, mi, act, ract, *, xla: bool = False)
 # -- the loops -----------------------------------------------------------------------------------
 
 
-def _arrays(dtype, time, count):
-    return [tf.TensorArray(dtype, size=time) for _ in range(count)]
+def _iterations(time) -> dict:
+    """``maximum_iterations`` only where the length is not known when tracing: a static
+    bound adds a second counter and its test to every step, and gains nothing."""
+    return {} if isinstance(time, int) else {"maximum_iterations": time}
+
+
+def _saved_widths(spec: LayerSpec, masked: bool) -> list[int]:
+    """Last-axis sizes of what a step keeps, side by side in one array: the residuals of
+    :func:`multirnn.builtin_cells.saving_step`, then the old states (without a mask the
+    old ``h`` is the previous output, not kept twice)."""
+    olds = spec.num_states - (0 if masked else 1)
+    return builtin_cells.residual_widths(spec) + [spec.units] * olds
 
 
 def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
-    """(outputs (time, batch, units), final states, old states and residuals of every
-    step, each stacked along time).
+    """(outputs (time, batch, units), final states, what every step keeps (time, batch,
+    sum of :func:`_saved_widths`)).
 
-    Without a mask the old ``h`` of a step is the previous step's output, so it is not
-    saved a second time: it is the outputs shifted by one step.
+    Each step writes what it keeps as one array: one write per step, one stack after the
+    loop and one read per step of the backward loop, where separate arrays took one each
+    (measured in ``benchmarks/notes.md``).
     """
     zero_output = spec.zero_output_for_mask
     time = xs.shape[0] if xs.shape[0] is not None else tf.shape(xs)[0]
@@ -82,9 +95,9 @@ def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
     ops = array_api(dtype)
     inputs = tf.TensorArray(dtype, size=time).unstack(xs)
     keeps = None if masks is None else tf.TensorArray(masks.dtype, size=time).unstack(masks)
-    first_saved = 0 if masks is not None else 1  # the first state saved per step
+    first_saved = 0 if masks is not None else 1  # the first old state kept per step
 
-    def body(t, old, outs, olds, residuals, previous=None):
+    def body(t, old, outs, saved, previous=None):
         new, res = builtin_cells.saving_step(ops, spec, act, ract, W, U, b_in, b_rec,
                                              inputs.read(t), old)  # fmt: skip
         for n, s in zip(new, old):
@@ -95,43 +108,38 @@ def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
             keep = keeps.read(t)
             kept = [tf.where(keep, n, s) for n, s in zip(new, old)]
             out = tf.where(keep, new[0], tf.zeros_like(previous) if zero_output else previous)
+        pieces = [*res, *old[first_saved:]]
+        saved = saved.write(t, pieces[0] if len(pieces) == 1 else tf.concat(pieces, axis=1))
         outs = outs.write(t, out)
-        olds = [a.write(t, s) for a, s in zip(olds, old[first_saved:])]
-        residuals = [a.write(t, r) for a, r in zip(residuals, res)]
-        return (t + 1, kept, outs, olds, residuals, *(() if keeps is None else (out,)))
+        return (t + 1, kept, outs, saved, *(() if keeps is None else (out,)))
 
     start = (
         tf.constant(0),
         list(states),
         tf.TensorArray(dtype, size=time),
-        _arrays(dtype, time, len(states) - first_saved),
-        _arrays(dtype, time, builtin_cells.residual_count(spec)),
+        tf.TensorArray(dtype, size=time),
     )
     if keeps is not None:  # the previous output, repeated where the mask skips a step
         start += (tf.zeros_like(states[0]),)
-    _, final, outs, olds, residuals, *_ = tf.while_loop(
-        lambda t, *_: t < time, body, start, maximum_iterations=time
+    _, final, outs, saved, *_ = tf.while_loop(
+        lambda t, *_: t < time, body, start, **_iterations(time)
     )
     # dense tensors, not TensorArrays, cross into the backward pass: a SavedModel saves
     # the gradient function too, and cannot save a capture of a TensorArray
-    outs = outs.stack()
-    olds = [a.stack() for a in olds]
-    if first_saved:
-        olds.insert(0, tf.concat([states[0][None], outs[:-1]], axis=0))
-    return outs, final, olds, [a.stack() for a in residuals]
+    return outs.stack(), final, saved.stack()
 
 
 def kernel_grads_in_loop(spec: LayerSpec, xla: bool) -> bool:
-    """Whether the backward loop adds up the kernels' gradients step by step (else one
-    product over all steps after it).
+    """Whether the backward loop adds up the recurrent kernel's gradient step by step (the
+    input kernel's is always one product over all steps after it).
 
-    Measured on the 2-core CPU (shape S training step, the bench's worker, before and after
-    in alternating rounds), in the loop against after it: the sigmoid-gated LSTM 0.87-0.92x
-    in two runs (the hard_sigmoid LSTM 0.88x and 1.10x: this machine's noise is as large as
-    that effect); the GRU with ``reset_after=True`` 0.88-0.95x; the GRU with
-    ``reset_after=False`` (two products and a concatenation per step) 1.08x, the SimpleRNN
-    1.1x; under XLA, which runs a loop body's products one after another, every layer
-    1.03-1.3x."""
+    Measured on the 2-core CPU (shape S training step), in the loop against after it: the
+    sigmoid-gated LSTM 0.87-0.92x in two runs; the GRU with ``reset_after=True``
+    0.88-0.95x; the GRU with ``reset_after=False`` (two products and a concatenation per
+    step) 1.08x, the SimpleRNN 1.1x; under XLA, which runs a loop body's products one
+    after another, every layer 1.03-1.3x. Leaving the input kernel's share to one product
+    after the loop, as the recurrent kernel's alone keeps the two cores about equally
+    busy, made the LSTM 0.93x again (``benchmarks/notes.md``)."""
     if xla:
         return False
     return spec.layer == "LSTM" or (spec.layer == "GRU" and spec.reset_after)
@@ -147,15 +155,17 @@ def _loop(spec, act, ract, masks, W, U, b_in, b_rec, xs, states, in_loop):
 
     @tf.custom_gradient
     def loop(W, U, b_in, b_rec, xs, *states):
-        outs, final, olds, residuals = _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs,
-                                                     masks, states)  # fmt: skip
+        outs, final, saved = _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks,
+                                           states)  # fmt: skip
 
         def backward(*grads):
             d_outs, d_final = (grads[0], grads[1:]) if sequences else (None, grads)
             if sequences and d_outs is None:
                 d_outs = tf.zeros_like(outs)
             d_final = [tf.zeros_like(s) if d is None else d for d, s in zip(d_final, final)]
-            return _backward(spec, W, U, b_rec, xs, masks, olds, residuals, d_outs, d_final,
+            # without a mask, each step's old h is the output before it
+            h_prev = None if masks is not None else tf.concat([states[0][None], outs[:-1]], 0)
+            return _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final,
                              in_loop)  # fmt: skip
 
         return ((outs,) if sequences else ()) + tuple(final), backward
@@ -166,14 +176,27 @@ def _loop(spec, act, ract, masks, W, U, b_in, b_rec, xs, states, in_loop):
     return None, list(results[:n])
 
 
-def _backward(spec, W, U, b_rec, xs, masks, olds, residuals, d_outs, d_final, in_loop):
-    """The reverse loop; ``d_outs`` is None when the outputs were not returned;
-    ``in_loop``: add up the kernels' gradients inside it."""
+def _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final, in_loop):
+    """The reverse loop; ``h_prev``: every step's old ``h`` (None when ``saved`` keeps
+    it); ``d_outs`` is None when the outputs were not returned; ``in_loop``: add up the
+    recurrent kernel's gradient inside it."""
     zero_output = spec.zero_output_for_mask
     ops = array_api(xs.dtype)
     UT = tf.transpose(U)
     time = xs.shape[0] if xs.shape[0] is not None else tf.shape(xs)[0]
     dtype = xs.dtype
+    widths = _saved_widths(spec, masks is not None)
+    count = builtin_cells.residual_count(spec)
+    # a step's old h: the GRU's backward step and the recurrent kernel's gradient in the
+    # loop read it; the LSTM's step reads its old c, the SimpleRNN's neither
+    needs_h = spec.layer == "GRU" or in_loop
+
+    def unpack(kept, h):
+        """(residuals, old states) of one step, or of every step, from what it kept and
+        its old ``h`` (used only where ``saved`` does not keep it)."""
+        pieces = [kept] if len(widths) == 1 else tf.split(kept, widths, axis=-1)
+        return pieces[:count], pieces[count:] if h_prev is None else [h, *pieces[count:]]
+
     # Steps are read from the dense stacks by gather, one op each (a slice ``a[t]`` with a
     # tensor ``t`` takes four); unstacking them into TensorArrays would copy every saved
     # activation once more. This loop is not differentiated again, so the reads' own
@@ -198,35 +221,38 @@ def _backward(spec, W, U, b_rec, xs, masks, olds, residuals, d_outs, d_final, in
             d_new[0] = d_new[0] + tf.where(keep, d_out, zeros)
             passed = [tf.where(keep, zeros, d) for d in d_states]
             d_previous = zeros if zero_output else tf.where(keep, zeros, d_out)
-        old = [tf.gather(a, t) for a in olds]
-        res = [tf.gather(a, t) for a in residuals]
+        h = tf.gather(h_prev, t) if h_prev is not None and needs_h else None
+        res, old = unpack(tf.gather(saved, t), h)
         dxp, drec, d_old = builtin_cells.step_back(ops, spec, UT, res, old, d_new)
         if passed is not None:
             d_old = [a + b for a, b in zip(d_old, passed)]
         for d, s in zip(d_old, d_states):
             d.set_shape(s.shape)
         if in_loop:
-            step_grads = builtin_cells.kernel_grads(
-                ops, spec, tf.gather(xs, t), old[0], res, dxp, drec, outer=_transposed_product
+            d_U = builtin_cells.recurrent_kernel_grad(
+                ops, spec, old[0], res, dxp, drec, outer=_transposed_product
             )
-            d_kernels = [a + b for a, b in zip(d_kernels, step_grads)]
+            d_kernels = [d_kernels[0] + d_U]
         carried = (drecs.write(t, drec),) if separate else ()
         if masks is not None:
             carried += (d_previous,)
         return (t - 1, d_old, d_kernels, dxps.write(t, dxp), *carried)
 
-    kernels = [tf.zeros_like(W), tf.zeros_like(U)] if in_loop else []
+    kernels = [tf.zeros_like(U)] if in_loop else []
     start = (time - 1, list(d_final), kernels, tf.TensorArray(dtype, size=time))
     if separate:
         start += (tf.TensorArray(dtype, size=time),)
     if masks is not None:
         start += (tf.zeros_like(d_final[0]),)
     _, d_states, d_kernels, dxps, *carried = tf.while_loop(
-        lambda t, *_: t >= 0, body, start, maximum_iterations=time
+        lambda t, *_: t >= 0, body, start, **_iterations(time)
     )
     drec = carried[0].stack() if separate else None
     dxp = dxps.stack()
-    if not in_loop:
+    if in_loop:
+        d_kernels = [builtin_cells.input_kernel_grad(ops, xs, dxp), *d_kernels]
+    else:
+        residuals, olds = unpack(saved, h_prev)
         d_kernels = builtin_cells.kernel_grads(ops, spec, xs, olds[0], residuals, dxp, drec)
     d_b_in, d_b_rec, d_xs = builtin_cells.bias_and_input_grads(ops, W, b_rec, dxp, drec)
     return [*d_kernels, d_b_in, d_b_rec, d_xs, *d_states]

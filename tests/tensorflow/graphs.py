@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import tensorflow as tf
 
 
@@ -24,3 +26,24 @@ def sequence_slice_grads(layer, x) -> int:
         for op in graph.get_operations()
         if op.type == "StridedSliceGrad" and op.outputs[0].shape.rank == 3
     )
+
+
+def loop_ops(layer, x, **call) -> list[Counter]:
+    """The op types of every ``tf.while_loop`` condition and body in the traced training
+    gradient of ``layer(x)`` with respect to its weights, one count each, as
+    ``("cond" | "body", Counter)`` pairs: what one step of each loop costs."""
+
+    @tf.function
+    def grad(x):
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True, **call)
+        return tape.gradient(y, layer.trainable_variables)
+
+    library = grad.get_concrete_function(x).graph.as_graph_def().library
+    loops = []
+    for function in library.function:
+        name = function.signature.name
+        kind = "cond" if "while_cond" in name else "body" if "while_body" in name else None
+        if kind:
+            loops.append((kind, Counter(node.op for node in function.node_def)))
+    return loops

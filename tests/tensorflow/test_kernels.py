@@ -236,3 +236,38 @@ def test_kernel_gradients_in_the_loop_only_where_measured_faster():
     assert kernels.backprop.kernel_grads_in_loop(spec("GRU", reset_after=True), xla=False)
     assert not kernels.backprop.kernel_grads_in_loop(spec("GRU", reset_after=False), xla=False)
     assert not kernels.backprop.kernel_grads_in_loop(spec("SimpleRNN"), xla=False)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "mask"])
+def test_hand_written_loops_keep_one_array_per_step(variant, masked):
+    # Each op of a step costs about as much as its arithmetic here: the forward loop keeps
+    # a step's activations (and old states) in one array, the backward loop reads it once,
+    # and a length known when tracing adds no second counter to either loop.
+    import multirnn
+
+    from .graphs import loop_ops
+
+    layer_name, extra = variant
+    activations = {} if layer_name == "SimpleRNN" else {"recurrent_activation": "sigmoid"}
+    layer = getattr(multirnn.engine("tensorflow"), layer_name)(
+        4, return_sequences=True, **activations, **extra
+    )
+    x = tf.constant(np.random.default_rng(0).standard_normal((3, 6, 2)), tf.float32)
+    mask = tf.constant(np.arange(6)[None, :] < np.array([[6], [4], [2]]))
+    call = {"mask": mask} if masked else {}
+    loops = loop_ops(layer, x, **call)
+    bodies = [ops for kind, ops in loops if kind == "body"]
+    assert len(bodies) == 2, loops
+    forward, backward = sorted(bodies, key=lambda ops: ops["GatherV2"])
+    assert forward["TensorListSetItem"] == 2  # the outputs, and what the step keeps
+    separate = layer_name == "GRU" and extra.get("reset_after", False)
+    assert backward["TensorListSetItem"] == (2 if separate else 1)
+    # reads per step: the output gradient, what the step kept, and the mask or, without
+    # one, the old h where the step needs it (the GRU's step; the LSTM's recurrent
+    # kernel's gradient, added up in the loop); with a mask what the step kept holds it
+    reads_h = not masked and layer_name != "SimpleRNN"
+    assert backward["GatherV2"] == 2 + masked + reads_h, backward
+    for kind, ops in loops:
+        if kind == "cond":
+            assert "LogicalAnd" not in ops, ops
