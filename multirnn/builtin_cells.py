@@ -5,7 +5,8 @@ SimpleRNN, LSTM and GRU (both forms) are :class:`multirnn.Cell` subclasses here,
 functions are what every engine's generic paths run: the automatically differentiated
 loops (JAX ``lax.scan``, TensorFlow ``tf.while_loop``, PyTorch's autograd loop) call
 :func:`transition`, and the JAX and TensorFlow loops with a hand-written backward pass
-call :func:`saving_step`, :func:`step_back` and :func:`weight_grads`. The engines keep only
+call :func:`saving_step`, :func:`step_back` and the weight gradients (:func:`weight_grads`,
+or its parts where a loop adds up the recurrent kernel's). The engines keep only
 their loops and their fused kernels; a formula changes here, in one place.
 
 ``ops`` is an array API namespace (``jax.numpy``, array-api-compat's torch, the
@@ -304,24 +305,24 @@ def _outer(ops, a: Array, b: Array) -> Array:
     return ops.tensordot(a, b, axes=((0, 1), (0, 1)))
 
 
-def kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec, outer=_outer):
-    """(d kernel, d recurrent kernel) from pre-activation gradients: of every step at once
-    (time-major stacks, the default ``outer``), or of one step, with ``outer(ops, a, b)``
-    the product ``a^T b`` of (batch, .) arrays, for a loop that accumulates them."""
+def kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec):
+    """(d kernel, d recurrent kernel) from the pre-activation gradients of every step at
+    once (time-major stacks)."""
     return (
-        input_kernel_grad(ops, xs, dxp, outer),
-        recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec, outer),
+        input_kernel_grad(ops, xs, dxp),
+        recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec),
     )
 
 
-def input_kernel_grad(ops, xs, dxp, outer=_outer):
-    """The input kernel's share of :func:`kernel_grads`."""
-    return outer(ops, xs, dxp)
+def input_kernel_grad(ops, xs, dxp):
+    """The input kernel's gradient over every step (time-major stacks)."""
+    return _outer(ops, xs, dxp)
 
 
 def recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec, outer=_outer):
-    """The recurrent kernel's share of :func:`kernel_grads`, for a loop that adds it up
-    step by step and leaves the kernel's to one product after it."""
+    """The recurrent kernel's gradient: over every step (time-major stacks, the default
+    ``outer``), or of one step, with ``outer(ops, a, b)`` the product ``a^T b`` of
+    (batch, .) arrays, for a loop that adds it up step by step."""
     if spec.layer == "GRU" and not spec.reset_after:
         u, r = spec.units, residuals[1]
         return ops.concat(

@@ -68,8 +68,9 @@ def generic(spec, weights, x, mask, states, mi, act, ract, *, xla: bool = False)
 
 
 def _iterations(time) -> dict:
-    """``maximum_iterations`` only where the length is not known when tracing: a static
-    bound adds a second counter and its test to every step, and gains nothing."""
+    """``maximum_iterations`` only where the length is not known when tracing: with a
+    static length it adds a comparison and a ``LogicalAnd`` to every step's condition,
+    and bounds nothing the condition does not."""
     return {} if isinstance(time, int) else {"maximum_iterations": time}
 
 
@@ -86,8 +87,9 @@ def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
     sum of :func:`_saved_widths`)).
 
     Each step writes what it keeps as one array: one write per step, one stack after the
-    loop and one read per step of the backward loop, where separate arrays took one each
-    (measured in ``benchmarks/notes.md``).
+    loop and one read per step of the backward loop (plus the old ``h`` where, without a
+    mask, the backward step needs it), where separate arrays took one each (measured in
+    ``benchmarks/notes.md``).
     """
     zero_output = spec.zero_output_for_mask
     time = xs.shape[0] if xs.shape[0] is not None else tf.shape(xs)[0]
@@ -137,9 +139,10 @@ def kernel_grads_in_loop(spec: LayerSpec, xla: bool) -> bool:
     sigmoid-gated LSTM 0.87-0.92x in two runs; the GRU with ``reset_after=True``
     0.88-0.95x; the GRU with ``reset_after=False`` (two products and a concatenation per
     step) 1.08x, the SimpleRNN 1.1x; under XLA, which runs a loop body's products one
-    after another, every layer 1.03-1.3x. Leaving the input kernel's share to one product
-    after the loop, as the recurrent kernel's alone keeps the two cores about equally
-    busy, made the LSTM 0.93x again (``benchmarks/notes.md``)."""
+    after another, every layer 1.03-1.3x. Those runs added up both kernels' gradients in
+    the loop; adding up only the recurrent kernel's, which keeps the two cores about
+    equally busy, and forming the input kernel's after the loop took the LSTM's training
+    step from 1.13x to 1.05x of Keras 3's (``benchmarks/notes.md``)."""
     if xla:
         return False
     return spec.layer == "LSTM" or (spec.layer == "GRU" and spec.reset_after)
@@ -191,11 +194,20 @@ def _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final, in_l
     # loop read it; the LSTM's step reads its old c, the SimpleRNN's neither
     needs_h = spec.layer == "GRU" or in_loop
 
-    def unpack(kept, h):
+    offsets = [sum(widths[:i]) for i in range(len(widths))]
+
+    def unpack(kept, h, split):
         """(residuals, old states) of one step, or of every step, from what it kept and
-        its old ``h`` (used only where ``saved`` does not keep it)."""
-        pieces = [kept] if len(widths) == 1 else tf.split(kept, widths, axis=-1)
-        return pieces[:count], pieces[count:] if h_prev is None else [h, *pieces[count:]]
+        its old ``h`` (used only without a mask: with one, ``kept`` holds it). ``split``:
+        one op for every piece (a step); else a slice for each, so that a graph computes
+        only the pieces it uses (the stacks after the loop)."""
+        if len(widths) == 1:
+            pieces = [kept]
+        elif split:
+            pieces = tf.split(kept, widths, axis=-1)
+        else:
+            pieces = [kept[..., o : o + w] for o, w in zip(offsets, widths)]
+        return pieces[:count], pieces[count:] if masks is not None else [h, *pieces[count:]]
 
     # Steps are read from the dense stacks by gather, one op each (a slice ``a[t]`` with a
     # tensor ``t`` takes four); unstacking them into TensorArrays would copy every saved
@@ -222,7 +234,7 @@ def _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final, in_l
             passed = [tf.where(keep, zeros, d) for d in d_states]
             d_previous = zeros if zero_output else tf.where(keep, zeros, d_out)
         h = tf.gather(h_prev, t) if h_prev is not None and needs_h else None
-        res, old = unpack(tf.gather(saved, t), h)
+        res, old = unpack(tf.gather(saved, t), h, split=True)
         dxp, drec, d_old = builtin_cells.step_back(ops, spec, UT, res, old, d_new)
         if passed is not None:
             d_old = [a + b for a, b in zip(d_old, passed)]
@@ -252,7 +264,7 @@ def _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final, in_l
     if in_loop:
         d_kernels = [builtin_cells.input_kernel_grad(ops, xs, dxp), *d_kernels]
     else:
-        residuals, olds = unpack(saved, h_prev)
+        residuals, olds = unpack(saved, h_prev, split=False)
         d_kernels = builtin_cells.kernel_grads(ops, spec, xs, olds[0], residuals, dxp, drec)
     d_b_in, d_b_rec, d_xs = builtin_cells.bias_and_input_grads(ops, W, b_rec, dxp, drec)
     return [*d_kernels, d_b_in, d_b_rec, d_xs, *d_states]

@@ -28,7 +28,7 @@ def sequence_slice_grads(layer, x) -> int:
     )
 
 
-def loop_ops(layer, x, **call) -> list[Counter]:
+def loop_ops(layer, x, **call) -> list[tuple[str, Counter]]:
     """The op types of every ``tf.while_loop`` condition and body in the traced training
     gradient of ``layer(x)`` with respect to its weights, one count each, as
     ``("cond" | "body", Counter)`` pairs: what one step of each loop costs."""

@@ -11,8 +11,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from multirnn_tensorflow import kernels  # noqa: E402
+from multirnn_tensorflow import kernels, scan  # noqa: E402
 
+import multirnn  # noqa: E402
 from multirnn.conformance import cases, oracle  # noqa: E402
 from multirnn.reference import kernels as reference  # noqa: E402
 from multirnn.spec import parse  # noqa: E402
@@ -240,14 +241,16 @@ def test_kernel_gradients_in_the_loop_only_where_measured_faster():
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 @pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "mask"])
-def test_hand_written_loops_keep_one_array_per_step(variant, masked):
+def test_hand_written_loops_keep_one_array_per_step(variant, masked, monkeypatch):
     # Each op of a step costs about as much as its arithmetic here: the forward loop keeps
     # a step's activations (and old states) in one array, the backward loop reads it once,
-    # and a length known when tracing adds no second counter to either loop.
-    import multirnn
-
+    # and a length known when tracing adds no bound to either loop's condition.
     from .graphs import loop_ops
 
+    # the CPU's loops, also where TensorFlow sees a GPU (which takes cuDNN or hoists)
+    monkeypatch.setattr(kernels, "cuda_gpu_visible", lambda: False)
+    monkeypatch.setattr(scan, "hoisting", lambda: False)
+    monkeypatch.setattr(kernels, "_COMPILED", {})
     layer_name, extra = variant
     activations = {} if layer_name == "SimpleRNN" else {"recurrent_activation": "sigmoid"}
     layer = getattr(multirnn.engine("tensorflow"), layer_name)(
@@ -259,7 +262,8 @@ def test_hand_written_loops_keep_one_array_per_step(variant, masked):
     loops = loop_ops(layer, x, **call)
     bodies = [ops for kind, ops in loops if kind == "body"]
     assert len(bodies) == 2, loops
-    forward, backward = sorted(bodies, key=lambda ops: ops["GatherV2"])
+    # only the forward loop reads TensorArrays (its inputs)
+    forward, backward = sorted(bodies, key=lambda ops: -ops["TensorListGetItem"])
     assert forward["TensorListSetItem"] == 2  # the outputs, and what the step keeps
     separate = layer_name == "GRU" and extra.get("reset_after", False)
     assert backward["TensorListSetItem"] == (2 if separate else 1)
@@ -271,3 +275,28 @@ def test_hand_written_loops_keep_one_array_per_step(variant, masked):
     for kind, ops in loops:
         if kind == "cond":
             assert "LogicalAnd" not in ops, ops
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_hand_written_backward_with_a_length_unknown_when_tracing(variant):
+    # the loops then take their bound from the tensor's shape at run time
+    layer, extra = variant
+    s = parse(layer, (4,), {**extra, "return_sequences": True, "dtype": "float64"})
+    rng = np.random.default_rng(5)
+    shapes = s.weight_shapes(3)
+    ws = [tf.constant(rng.standard_normal(shapes[n]) * 0.5) for n in s.weight_names]
+
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            tape.watch([*ws, x])
+            out, final = kernels.forward(s, ws, x)
+            loss = tf.reduce_sum(tf.sin(out)) + sum(tf.reduce_sum(f * f) for f in final)
+        return tape.gradient(loss, [*ws, x])
+
+    unknown = [tf.TensorSpec([2, None, 3], tf.float64)]
+    x = tf.constant(rng.standard_normal((2, 5, 3)))
+    fast = tf.function(gradients, input_signature=unknown)(x)
+    with kernels.autodiff_only():
+        plain = tf.function(gradients, input_signature=unknown)(x)
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-12)
