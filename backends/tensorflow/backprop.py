@@ -74,11 +74,17 @@ def _iterations(time) -> dict:
     return {} if isinstance(time, int) else {"maximum_iterations": time}
 
 
+def _first_old_kept(masked: bool) -> int:
+    """The first old state a step keeps: without a mask the old ``h`` is the previous
+    output, not kept twice."""
+    return 0 if masked else 1
+
+
 def _saved_widths(spec: LayerSpec, masked: bool) -> list[int]:
     """Last-axis sizes of what a step keeps, side by side in one array: the residuals of
-    :func:`multirnn.builtin_cells.saving_step`, then the old states (without a mask the
-    old ``h`` is the previous output, not kept twice)."""
-    olds = spec.num_states - (0 if masked else 1)
+    :func:`multirnn.builtin_cells.saving_step`, then the old states from
+    :func:`_first_old_kept` on."""
+    olds = spec.num_states - _first_old_kept(masked)
     return builtin_cells.residual_widths(spec) + [spec.units] * olds
 
 
@@ -97,7 +103,7 @@ def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
     ops = array_api(dtype)
     inputs = tf.TensorArray(dtype, size=time).unstack(xs)
     keeps = None if masks is None else tf.TensorArray(masks.dtype, size=time).unstack(masks)
-    first_saved = 0 if masks is not None else 1  # the first old state kept per step
+    first_saved = _first_old_kept(masks is not None)
 
     def body(t, old, outs, saved, previous=None):
         new, res = builtin_cells.saving_step(ops, spec, act, ract, W, U, b_in, b_rec,

@@ -28,6 +28,15 @@ def sequence_slice_grads(layer, x) -> int:
     )
 
 
+def function_ops(graph) -> dict[str, Counter]:
+    """The op types of every function in ``graph``'s library (loop conditions and bodies,
+    gradient functions), one count per function name."""
+    return {
+        function.signature.name: Counter(node.op for node in function.node_def)
+        for function in graph.as_graph_def().library.function
+    }
+
+
 def loop_ops(layer, x, **call) -> list[tuple[str, Counter]]:
     """The op types of every ``tf.while_loop`` condition and body in the traced training
     gradient of ``layer(x)`` with respect to its weights, one count each, as
@@ -39,11 +48,9 @@ def loop_ops(layer, x, **call) -> list[tuple[str, Counter]]:
             y = layer(x, training=True, **call)
         return tape.gradient(y, layer.trainable_variables)
 
-    library = grad.get_concrete_function(x).graph.as_graph_def().library
     loops = []
-    for function in library.function:
-        name = function.signature.name
+    for name, ops in function_ops(grad.get_concrete_function(x).graph).items():
         kind = "cond" if "while_cond" in name else "body" if "while_body" in name else None
         if kind:
-            loops.append((kind, Counter(node.op for node in function.node_def)))
+            loops.append((kind, ops))
     return loops

@@ -293,9 +293,17 @@ def test_hand_written_backward_with_a_length_unknown_when_tracing(variant):
             loss = tf.reduce_sum(tf.sin(out)) + sum(tf.reduce_sum(f * f) for f in final)
         return tape.gradient(loss, [*ws, x])
 
+    from .graphs import function_ops
+
     unknown = [tf.TensorSpec([2, None, 3], tf.float64)]
     x = tf.constant(rng.standard_normal((2, 5, 3)))
-    fast = tf.function(gradients, input_signature=unknown)(x)
+    traced = tf.function(gradients, input_signature=unknown).get_concrete_function()
+    ops = function_ops(traced.graph).values()
+    # the hand-written pass: no TensorFlow-differentiated loop popping its intermediates,
+    # and the loops bounded by the length the tensor has when it runs
+    assert not any(c["TensorListPopBack"] for c in ops)
+    assert any(c["LogicalAnd"] for c in ops)
+    fast = traced(x)
     with kernels.autodiff_only():
         plain = tf.function(gradients, input_signature=unknown)(x)
     for a, b in zip(fast, plain):
