@@ -55,6 +55,15 @@ def _activation(value: Any, arg: str, name: str) -> str:
 
 
 def _dtype(layer) -> str:
+    # A mixed policy keeps float32 variables but computes in float16/bfloat16: converting
+    # the variables alone would give a float32 layer that differs from the Keras one.
+    compute = str(getattr(layer, "compute_dtype", None) or "")
+    policy = getattr(getattr(layer, "dtype_policy", None), "name", None) or compute
+    if compute and compute not in ("float32", "float64"):
+        raise ConversionError(
+            f"Keras layer {layer.name!r} has dtype policy {policy!r}: it computes in "
+            f"{compute}, while multirnn computes in float32 or float64"
+        )
     dtype = getattr(layer, "variable_dtype", None) or layer.dtype
     dtype = str(dtype)
     if dtype not in ("float32", "float64"):

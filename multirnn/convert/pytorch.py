@@ -14,6 +14,13 @@ from multirnn.spec import LayerSpec
 
 _KINDS = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
 _FIXED = {"activation": "tanh", "recurrent_activation": "sigmoid"}
+#: the methods a torch.nn.RNN/LSTM/GRU call runs: a subclass that replaces any of them may
+#: compute something else, which reading the weights cannot reveal
+_CALL_PATH = ("forward", "__call__", "_call_impl", "_wrapped_call_impl", "__getattr__",
+              "__getattribute__", "check_input", "check_forward_args", "check_hidden_size",
+              "get_expected_hidden_size", "get_expected_cell_size", "permute_hidden",
+              "_update_flat_weights", "_init_flat_weights", "_weights_have_changed",
+              "flatten_parameters")  # fmt: skip
 
 
 def _dtype(module) -> str:
@@ -25,14 +32,60 @@ def _dtype(module) -> str:
     return dtypes.pop()
 
 
+def _base(module) -> str:
+    """The torch class whose computation ``module`` is proven to run (``RNN``, ``LSTM`` or
+    ``GRU``): the class itself, or a subclass (such as the one ``torch.nn.utils.parametrize``
+    creates) that keeps every method a call runs. Anything else could compute something the
+    weights do not show, so it is refused rather than converted approximately."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    name = type(module).__name__
+    bases = {} if torch is None else {k: getattr(torch.nn, k) for k in _KINDS}
+    kind = next((k for k, cls in bases.items() if isinstance(module, cls)), None)
+    if kind is None:
+        raise ConversionError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {name}")
+    base = bases[kind]
+    replaced = [m for m in _CALL_PATH
+                if getattr(type(module), m, None) is not getattr(base, m, None)]  # fmt: skip
+    if replaced:
+        raise ConversionError(
+            f"from_torch: {name} subclasses torch.nn.{kind} but replaces {', '.join(replaced)}; "
+            f"only what torch.nn.{kind} itself computes can be converted exactly (convert a "
+            f"torch.nn.{kind} holding the same weights if that is what it computes)"
+        )
+    hooks = [h for h in module._forward_pre_hooks.values() if not _is_weight_norm(h)]
+    hooks += list(module._forward_hooks.values())
+    if hooks:
+        shown = ", ".join(getattr(h, "__qualname__", type(h).__name__) for h in hooks)
+        raise ConversionError(
+            f"from_torch: this torch.nn.{kind} has forward hooks ({shown}) that may change "
+            "what it computes; remove them (handle.remove()) before converting"
+        )
+    return kind
+
+
+def _is_weight_norm(hook) -> bool:
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return isinstance(hook, WeightNorm)
+
+
+def _weight(module, name: str):
+    """The weight ``name`` as ``module``'s forward uses it: a parametrized weight through its
+    parametrization (attribute access computes it), a legacy ``weight_norm`` weight computed
+    from its ``_g`` and ``_v`` parameters as the pre-hook would before the next call (the
+    stored attribute is whatever the last call left)."""
+    for hook in module._forward_pre_hooks.values():
+        if _is_weight_norm(hook) and hook.name == name:
+            return hook.compute_weight(module)
+    return getattr(module, name)
+
+
 def spec_kwargs(module) -> tuple[str, dict[str, Any]]:
     """(multirnn layer name, keyword arguments) computing what ``module`` computes."""
-    kind = type(module).__name__
-    layer = _KINDS.get(kind)
-    if layer is None or not hasattr(module, "weight_ih_l0"):
-        raise ConversionError(
-            f"from_torch takes torch.nn.RNN, LSTM or GRU, got {type(module).__name__}"
-        )
+    layer = _KINDS[_base(module)]
     if getattr(module, "proj_size", 0):
         raise ConversionError(
             f"torch LSTM proj_size={module.proj_size} projects the hidden state through "
@@ -65,9 +118,9 @@ def from_torch(module, *, backend: str | None = None, ignore_training_options: b
         )
 
     def direction(k: int, suffix: str) -> list[np.ndarray]:
-        params = {name: to_numpy(getattr(module, f"{name}_l{k}{suffix}")).copy()
-                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                  if hasattr(module, f"{name}_l{k}{suffix}")}  # fmt: skip
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if module.bias else 2]
+        params = {name: to_numpy(_weight(module, f"{name}_l{k}{suffix}")).copy()
+                  for name in names}  # fmt: skip
         return layouts.from_torch(layer, module.hidden_size, params["weight_ih"],
                                   params["weight_hh"], params.get("bias_ih"),
                                   params.get("bias_hh"))  # fmt: skip

@@ -153,3 +153,15 @@ def test_a_keras_bidirectional_with_another_backward_layer_is_refused():
     peer.build((None, None, 4))
     with pytest.raises(ConversionError, match="differs in activation"):
         convert.from_keras(peer, backend="numpy")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_layers_are_refused_naming_the_policy(policy):
+    layer = keras.layers.LSTM(5, dtype=policy)  # float32 variables, half-precision compute
+    layer.build((None, None, 4))
+    with pytest.raises(ConversionError, match=f"dtype policy '{policy}': it computes in "):
+        convert.from_keras(layer, backend="numpy")
+    wrapped = keras.layers.Bidirectional(keras.layers.GRU(5, dtype=policy))
+    wrapped.build((None, None, 4))
+    with pytest.raises(ConversionError, match=policy):
+        convert.from_keras(wrapped, backend="numpy")

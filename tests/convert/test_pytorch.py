@@ -155,3 +155,77 @@ def test_bidirectional_stacks_must_concatenate_and_not_mix():
         convert.to_torch(Bidirectional(inner, merge_mode="sum"))
     with pytest.raises(ConversionError, match="mixes Bidirectional and plain layers"):
         convert.to_torch([Bidirectional(inner), inner])
+
+
+class _NamedLikeLSTM(torch.nn.LSTM):
+    """A subclass with its own forward: its outputs are not the weights' LSTM."""
+
+    def forward(self, inputs, hx=None):
+        out, states = super().forward(inputs, hx)
+        return out * 2, states
+
+
+class _SameForward(torch.nn.LSTM):
+    """A subclass that only changes how weights start: it computes torch's LSTM."""
+
+    def reset_parameters(self):
+        super().reset_parameters()
+
+
+def _matches_module(module, x):
+    layers = convert.from_torch(module, backend="numpy")  # before the module's own call
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(_run_stack(layers, x), want, atol=1e-12)
+
+
+def test_a_subclass_with_its_own_forward_is_refused():
+    module = _module(_NamedLikeLSTM)
+    assert type(module).__name__ == "_NamedLikeLSTM"
+    with pytest.raises(ConversionError, match="subclasses torch.nn.LSTM but replaces forward"):
+        convert.from_torch(module, backend="numpy")
+    LSTM = type("LSTM", (_NamedLikeLSTM,), {})  # the class name alone proves nothing
+    with pytest.raises(ConversionError, match="replaces forward"):
+        convert.from_torch(_module(LSTM), backend="numpy")
+
+
+def test_a_subclass_that_keeps_the_call_path_converts_exactly():
+    _matches_module(_module(_SameForward), _x())
+
+
+def test_forward_hooks_are_refused():
+    module = _module(torch.nn.GRU)
+    handle = module.register_forward_hook(lambda mod, args, out: (out[0] + 1, out[1]))
+    with pytest.raises(ConversionError, match="forward hooks"):
+        convert.from_torch(module, backend="numpy")
+    handle.remove()
+    module.register_forward_pre_hook(lambda mod, args: (args[0] * 2,))
+    with pytest.raises(ConversionError, match="forward hooks"):
+        convert.from_torch(module, backend="numpy")
+
+
+@pytest.mark.parametrize("name", ["weight_hh_l0", "weight_ih_l0"])
+def test_parametrized_weights_are_read_as_forward_computes_them(name):
+    from torch.nn.utils import parametrizations
+
+    module = parametrizations.weight_norm(_module(torch.nn.LSTM), name)
+    with torch.no_grad():  # move the norm away from the original weight's
+        getattr(module.parametrizations, name).original0.mul_(1.7)
+    _matches_module(module, _x())
+
+
+def test_a_legacy_weight_norm_is_read_through_its_norm_not_the_stale_weight():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates the legacy form
+        module = torch.nn.utils.weight_norm(_module(torch.nn.GRU, num_layers=2), "weight_hh_l1")
+    with torch.no_grad():
+        module.weight_hh_l1_g.mul_(1.7)  # the stored weight_hh_l1 is now stale
+    _matches_module(module.eval(), _x())  # compares against the module's own call
+
+
+def test_spectral_norm_which_changes_the_weights_when_called_is_refused():
+    module = torch.nn.utils.spectral_norm(_module(torch.nn.RNN), "weight_hh_l0")
+    with pytest.raises(ConversionError, match="SpectralNorm"):
+        convert.from_torch(module, backend="numpy")
