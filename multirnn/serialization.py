@@ -159,6 +159,8 @@ def load(
             part.reset_states(carried)
         except (TypeError, ValueError) as exc:
             raise LayerFileError(f"load: {path}: carried states: {exc}") from exc
+    if getattr(layer, "engine_name", None) == "torch":
+        layer.eval()  # ready for inference, as the converters return layers (train() undoes)
     return layer
 
 

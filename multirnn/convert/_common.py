@@ -41,7 +41,7 @@ def build(
     if states is not None and spec.stateful:
         convert = getattr(engines.engine(backend).module, "from_numpy", lambda a: a)
         built.reset_states([convert(np.asarray(s, weights[0].dtype)) for s in states])
-    return built
+    return for_inference(built)
 
 
 def build_bidirectional(layer: str, units: int, kwargs: dict[str, Any],
@@ -53,7 +53,17 @@ def build_bidirectional(layer: str, units: int, kwargs: dict[str, Any],
     inner = build(layer, units, kwargs, forward, backend)
     wrapper = engines.engine(backend).Bidirectional(inner, merge_mode)
     wrapper.set_weights([np.asarray(w) for w in [*forward, *backward]])
-    return wrapper
+    return for_inference(wrapper)
+
+
+def for_inference(layer):
+    """``layer`` ready for inference on its engine: a converted model is usually run, not
+    trained, and a call with no ``training=`` must compute what the source model computes
+    in inference. Only PyTorch needs a step (its modules start in training mode, where
+    ``training=None`` applies dropout); ``train()`` switches back."""
+    if getattr(layer, "engine_name", None) == "torch":
+        layer.eval()
+    return layer
 
 
 def refuse_cells(layer: Any, what: str) -> None:
