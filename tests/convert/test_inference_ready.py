@@ -109,3 +109,18 @@ def test_converted_torch_layers_come_back_in_eval_mode():
         assert not layer.training and not any(m.training for m in layer.modules())
     layer.train()  # the user's way back to training mode
     assert layer.training
+
+
+def test_the_training_none_rule_reads_the_same_on_every_page():
+    """One rule, written once in the same words wherever a user looks for it."""
+    import re
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    rules = {}
+    for page in ("semantics.md", "torch.md", "jax.md", "tensorflow.md", "keras2.md"):
+        text = (docs / page).read_text(encoding="utf-8")
+        found = re.search(r"\*\*`training=None`\*\*.*?(?=\n\s*\n|\n[-*] )", text, re.S)
+        assert found, f"docs/{page} does not state the training=None rule"
+        rules[page] = " ".join(found.group(0).split())
+    assert len(set(rules.values())) == 1, rules
+    assert "eval()" in rules["semantics.md"]
