@@ -7,12 +7,19 @@ most of the time. ``csrc/scan.cpp`` runs the same loops (forward and backward, s
 same ATen products and activations) as one call each.
 
 ``pip install`` compiles nothing: the first call that can use the native loop builds it
-with PyTorch's C++ extension machinery into the torch extensions directory
-(``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), under a name that
-carries a hash of the source and of the torch version, so later processes load it from
-there. torch's own lock file lets concurrent processes (pytest-xdist workers) wait for one
-build. When the build fails (no compiler, no headers), the Python loop is used and one
-warning says why.
+with PyTorch's C++ extension machinery under the torch extensions directory
+(``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), in a directory named by
+a hash of everything the build command depends on (:func:`build_key`: the source, the flags,
+torch's version and install, the interpreter and its environment, the compiler), so later
+processes load it from there and two virtual environments never rebuild each other's.
+
+One process builds at a time: each takes an operating-system lock on a file in that
+directory (:class:`BuildLock`), which the kernel releases when its holder dies however it
+dies, so a killed build never blocks the next one; a lock file torch's own machinery left
+behind there is removed before building. A process that cannot get the lock within
+``MULTIRNN_TORCH_NATIVE_WAIT`` seconds (default 300) does not build. When the build fails
+or times out (no compiler, no headers, another process still building), the Python loop
+is used and one warning says why.
 
 ``MULTIRNN_TORCH_NATIVE`` chooses: ``auto`` (the default) as above; ``1`` requires the native
 loop (a failed build raises with the end of its log); ``0`` never builds or uses it. Calls
@@ -21,11 +28,16 @@ the native loop does not cover (:func:`ineligibility`) take the Python loop in e
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import shutil
+import socket
+import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -34,6 +46,10 @@ import torch
 #: the environment variable that chooses the loop, and its accepted values
 ENV = "MULTIRNN_TORCH_NATIVE"
 MODES = ("auto", "1", "0")
+
+#: the environment variable that bounds the wait for another process's build, in seconds
+WAIT_ENV = "MULTIRNN_TORCH_NATIVE_WAIT"
+DEFAULT_WAIT = 300.0
 
 #: codes shared with csrc/scan.cpp (enum Layer, enum Activation)
 LAYERS = {"SimpleRNN": 0, "LSTM": 1, "GRU": 2}
@@ -130,36 +146,232 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}  # "ops": the op namespace, or "error": why the build failed
 
 
-def library_name(flags: list[str] | None = None) -> str:
-    """The extension's name: a hash of the source, the flags (by default the first set) and
-    the torch version, so that a changed source or another torch never loads a stale
-    library."""
+def wait_limit() -> float:
+    """The value of ``MULTIRNN_TORCH_NATIVE_WAIT`` in seconds (300 when unset), checked."""
+    text = os.environ.get(WAIT_ENV, "").strip()
+    if not text:
+        return DEFAULT_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(
+            f"{WAIT_ENV} must be a number of seconds >= 0 (how long to wait for another "
+            f"process's build of the native loop), got {os.environ[WAIT_ENV]!r}"
+        )
+    return value
+
+
+def compiler() -> tuple[str, str]:
+    """The C++ compiler torch's build runs (``CXX``, else ``c++``; ``cl`` on Windows), as
+    ``(resolved path, its --version output)``: a compiler upgraded in place, or another one
+    named by ``CXX``, is another build."""
+    name = os.environ.get("CXX", "cl" if os.name == "nt" else "c++")
+    path = shutil.which(name) or name
+    if os.name == "nt":  # cl has no --version; its path names its version
+        return path, ""
+    try:
+        probe = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+        version = probe.stdout.strip() or probe.stderr.strip()
+    except (OSError, subprocess.SubprocessError) as exc:  # no compiler: the build says so
+        version = f"unavailable: {type(exc).__name__}"
+    return path, version
+
+
+_compilers: dict[tuple[str | None, str | None], tuple[str, str]] = {}
+
+
+def build_key(flags: list[str] | None = None) -> str:
+    """A hash of everything the build command depends on: the source and the protocol
+    version, the flags (by default the first set), torch's version and install directory
+    (its headers and libraries), the interpreter and its environment's prefix (the include
+    paths torch adds), and the compiler. Builds with different keys never share a
+    directory, so no process loads or rebuilds another environment's library."""
     flags = flag_sets()[0] if flags is None else flags
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(f"{torch.__version__}|{flags}|{VERSION}".encode())
-    return f"multirnn_scan_{digest.hexdigest()[:12]}"
+    cache = (os.environ.get("CXX"), os.environ.get("PATH"))
+    if cache not in _compilers:
+        _compilers[cache] = compiler()
+    parts = [
+        hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+        str(VERSION),
+        repr(list(flags)),
+        torch.__version__,
+        os.path.dirname(os.path.realpath(torch.__file__)),
+        sys.executable,
+        sys.prefix,
+        sys.version,
+        *_compilers[cache],
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def library_name(flags: list[str] | None = None) -> str:
+    """The extension's name, which is also its build directory's: :func:`build_key`'s hash,
+    so a changed source, another torch, environment or compiler never loads a stale
+    library."""
+    return f"multirnn_scan_{build_key(flags)}"
+
+
+def build_root() -> Path:
+    """Where the build directories are: ``TORCH_EXTENSIONS_DIR``, else torch's default."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if not root:
+        from torch.utils import cpp_extension
+
+        root = cpp_extension.get_default_build_root()
+    return Path(root)
+
+
+class BuildLockTimeout(RuntimeError):
+    """Another process held the build lock for longer than ``MULTIRNN_TORCH_NATIVE_WAIT``."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # POSIX only: signal 0 checks, sends nothing
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class BuildLock:
+    """One build at a time in a build directory, across processes.
+
+    An operating-system lock on ``multirnn.lock`` (``fcntl.flock``; ``msvcrt.locking`` on
+    Windows): the kernel drops it when the holding process exits or is killed, so a lock is
+    never left behind. Where the file system refuses such locks (some network file
+    systems), an exclusively created ``multirnn.pid`` naming the holder's pid and host
+    stands in; one naming a process of this host that no longer runs is taken over. The
+    file says who holds the lock, for the timeout's message.
+    """
+
+    POLL = (0.05, 1.0)  # first and longest pause between tries, in seconds
+
+    def __init__(self, directory: Path, timeout: float):
+        self.path = directory / "multirnn.lock"
+        self.pid_path = directory / "multirnn.pid"
+        self.timeout = timeout
+        self.fd: int | None = None
+        self.pid_file = False
+
+    def __enter__(self) -> BuildLock:
+        me = f"{os.getpid()} {socket.gethostname()}"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        start = time.monotonic()
+        pause = self.POLL[0]
+        while not self._try(me):
+            waited = time.monotonic() - start
+            if waited >= self.timeout:
+                holder = self._holder()
+                self._close()
+                raise BuildLockTimeout(
+                    f"another process ({holder}) held the build lock {self.path} for more "
+                    f"than {self.timeout:g} s ({WAIT_ENV}); it may still be compiling"
+                )
+            if pause == self.POLL[0]:
+                log.info("waiting for the native loop's build lock %s (%s)", self.path,
+                         self._holder())  # fmt: skip
+            time.sleep(min(pause, self.timeout - waited))
+            pause = min(2 * pause, self.POLL[1])
+        if not self.pid_file:  # who holds it, for a waiting process's message
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            os.write(self.fd, me.encode().ljust(64))
+        return self
+
+    def _try(self, me: str) -> bool:
+        if self.pid_file:
+            return self._try_pid_file(me)
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                os.lseek(self.fd, 0, os.SEEK_SET)
+                msvcrt.locking(self.fd, msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if os.name == "nt" or exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return False  # held by another process
+            log.info("no file lock on %s (%s); using a pid file", self.path, exc)
+            self.pid_file = True
+            return self._try_pid_file(me)
+
+    def _try_pid_file(self, me: str) -> bool:
+        try:
+            fd = os.open(self.pid_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pid, _, host = self._holder().partition(" on ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                log.info("taking over the build lock of process %s, which has ended", pid)
+                self.pid_path.unlink(missing_ok=True)
+            return False
+        with os.fdopen(fd, "w") as stream:
+            stream.write(me)
+        return True
+
+    def _holder(self) -> str:
+        """The holder as its lock file names it: 'PID on HOST'."""
+        try:
+            text = (self.pid_path if self.pid_file else self.path).read_text().split()
+        except (OSError, UnicodeDecodeError):
+            text = []
+        return f"{text[0]} on {text[1]}" if len(text) == 2 else "unknown"
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # also drops an flock
+            self.fd = None
+
+    def __exit__(self, *exc) -> None:
+        if self.pid_file:
+            self.pid_path.unlink(missing_ok=True)
+        elif os.name == "nt":
+            import msvcrt
+
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            msvcrt.locking(self.fd, msvcrt.LK_UNLCK, 1)
+        self._close()
 
 
 def _compile():
     """Build (or find already built) and load the library; returns its op namespace. Tries
-    each of :func:`flag_sets` in turn; raises the last failure."""
+    each of :func:`flag_sets` in turn; raises the last failure. Each attempt holds its build
+    directory's :class:`BuildLock`; a timeout ends all attempts (the next set would only
+    start a second compile beside the running one)."""
     from torch.utils import cpp_extension  # needs setuptools; imported only when building
 
     failures = []
+    wait = wait_limit()
     for flags in flag_sets():
         name = library_name(flags)
-        log.info("building or loading the native scan loop %s (%s)", name, " ".join(flags))
-        try:
-            cpp_extension.load(
-                name=name,
-                sources=[str(SOURCE)],
-                extra_cflags=flags,
-                is_python_module=False,
-                verbose=False,
-            )
-            break
-        except Exception as exc:  # a compile error, or a library that does not load
-            failures.append(exc)
+        directory = build_root() / name
+        directory.mkdir(parents=True, exist_ok=True)
+        with BuildLock(directory, wait):
+            # torch's own lock, left by a process killed inside its build: we hold the only
+            # lock builders of this directory take, so no one else is building
+            baton = directory / "lock"
+            if baton.exists():
+                log.warning("removing %s, left by a build that was killed", baton)
+                baton.unlink(missing_ok=True)
+            log.info("building or loading the native scan loop %s (%s)", name, " ".join(flags))
+            try:
+                cpp_extension.load(
+                    name=name,
+                    sources=[str(SOURCE)],
+                    extra_cflags=flags,
+                    build_directory=str(directory),
+                    is_python_module=False,
+                    verbose=False,
+                )
+                break
+            except Exception as exc:  # a compile error, or a library that does not load
+                failures.append(exc)
     else:
         raise failures[-1]
     ops = torch.ops.multirnn_scan

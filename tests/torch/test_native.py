@@ -1,13 +1,23 @@
 """The generic path's native loop (multirnn_torch.native, csrc/scan.cpp): the same numbers as
 the Python loop and the NumPy reference for every configuration it covers (forward and
 gradients, masks, initial states, go_backwards, shared recurrent dropout, per-gate input
-dropout), the switch MULTIRNN_TORCH_NATIVE, the fallback when the build fails, and the
-eligibility rule."""
+dropout), the switch MULTIRNN_TORCH_NATIVE, the fallback when the build fails, the build's
+directory and lock (a killed build, a build that holds the lock too long, two environments),
+and the eligibility rule."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -371,9 +381,11 @@ def test_switch_off_never_builds(monkeypatch, broken_build):
     assert broken_build == []
 
 
-def test_build_tries_the_flag_sets_in_turn(monkeypatch, require_native):
+def test_build_tries_the_flag_sets_in_turn(monkeypatch, require_native, tmp_path):
     """An OpenMP build that does not load (no runtime in scope) is followed by one without."""
     from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
 
     tried = []
 
@@ -397,6 +409,240 @@ def test_library_name_follows_the_source_and_torch(monkeypatch):
     assert native.library_name(["-O2"]) != name
     monkeypatch.setattr(torch, "__version__", "0.0.0+other")
     assert native.library_name() != name
+
+
+def test_build_key_follows_everything_the_command_depends_on(monkeypatch, tmp_path):
+    """Another interpreter, environment, torch, compiler, flag set, source or protocol is
+    another build directory; the same inputs are the same one."""
+    base = native.build_key(["-O3"])
+    assert base == native.build_key(["-O3"]) and native.library_name(["-O3"]).endswith(base)
+    source = tmp_path / "scan.cpp"
+    source.write_bytes(native.SOURCE.read_bytes() + b"// changed\n")
+    compiler = tmp_path / "c++"
+    compiler.write_text("#!/bin/sh\necho 'c++ (other) 99.0'\n")
+    compiler.chmod(0o755)
+    changes = [
+        (sys, "prefix", str(tmp_path / "venv")),
+        (sys, "executable", str(tmp_path / "venv" / "bin" / "python")),
+        (sys, "version", "3.99.0"),
+        (torch, "__version__", "0.0.0+other"),
+        (torch, "__file__", str(tmp_path / "torch" / "__init__.py")),
+        (native, "SOURCE", source),
+        (native, "VERSION", native.VERSION + 1),
+    ]
+    for owner, name, value in changes:
+        with monkeypatch.context() as m:
+            m.setattr(owner, name, value)
+            assert native.build_key(["-O3"]) != base, name
+    assert native.build_key(["-O2"]) != base
+    if os.name != "nt":
+        with monkeypatch.context() as m:
+            m.setenv("CXX", str(compiler))
+            assert native.build_key(["-O3"]) != base, "CXX"
+    assert native.build_key(["-O3"]) == base
+
+
+def test_wait_limit_reads_its_variable(monkeypatch):
+    monkeypatch.delenv(native.WAIT_ENV, raising=False)
+    assert native.wait_limit() == native.DEFAULT_WAIT
+    for value, expected in (("0", 0.0), (" 2.5 ", 2.5), ("", native.DEFAULT_WAIT)):
+        monkeypatch.setenv(native.WAIT_ENV, value)
+        assert native.wait_limit() == expected
+    for value in ("-1", "soon", "inf", "nan"):
+        monkeypatch.setenv(native.WAIT_ENV, value)
+        with pytest.raises(ValueError, match=f"MULTIRNN_TORCH_NATIVE_WAIT must be .*{value!r}"):
+            native.wait_limit()
+
+
+posix_only = pytest.mark.skipif(os.name == "nt", reason="holds the lock with fcntl")
+
+#: holds the build lock as a build does (and creates torch's lock file) until killed
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()} {os.uname().nodename}".encode())
+open(sys.argv[2], "w").close()
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def fake_build(monkeypatch, tmp_path):
+    """One flag set, builds under tmp_path, and torch's build replaced by one that records
+    each call (with whether torch's lock file was there) and fails, so nothing compiles."""
+    from torch.utils import cpp_extension
+
+    class Built(Exception):
+        pass
+
+    calls = []
+
+    def load(name, build_directory, **kwargs):
+        calls.append({"name": name, "stale baton": (Path(build_directory) / "lock").exists()})
+        raise Built(name)
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    monkeypatch.setattr(native, "flag_sets", lambda: [["-O3"]])
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(cpp_extension, "load", load)
+    directory = tmp_path / "ext" / native.library_name(["-O3"])
+    directory.mkdir(parents=True)
+    return {"calls": calls, "error": Built, "directory": directory}
+
+
+@contextlib.contextmanager
+def lock_holder(directory):
+    """A process holding the build lock, as one compiling does; killed on leaving."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(directory / "multirnn.lock"), str(directory / "lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with holder:
+        try:
+            assert holder.stdout.readline() == "holding\n"
+            yield holder
+        finally:
+            holder.kill()
+
+
+@posix_only
+def test_lock_of_a_killed_build_is_taken_over(fake_build, monkeypatch):
+    """SIGKILL leaves torch's lock file but frees ours: the next build starts at once, with
+    torch's stale lock file removed first (else torch would wait for it forever)."""
+    with lock_holder(fake_build["directory"]):
+        pass  # killed
+    assert (fake_build["directory"] / "lock").exists()
+    monkeypatch.setenv(native.WAIT_ENV, "60")
+    start = time.monotonic()
+    with pytest.raises(fake_build["error"]):
+        native._compile()
+    assert time.monotonic() - start < 30
+    assert fake_build["calls"] == [{"name": native.library_name(["-O3"]), "stale baton": False}]
+
+
+@posix_only
+def test_lock_held_past_the_wait_falls_back_with_one_warning(fake_build, monkeypatch):
+    with lock_holder(fake_build["directory"]) as holder:
+        monkeypatch.setenv(native.WAIT_ENV, "0.5")
+        monkeypatch.setenv(native.ENV, "auto")
+        with pytest.warns(native.NativeFallbackWarning) as rec:
+            fallback = lstm_call()
+        assert len(rec) == 1, [str(r.message) for r in rec]
+        message = str(rec[0].message)
+        assert f"another process ({holder.pid} on " in message
+        assert "held the build lock" in message and "0.5 s (MULTIRNN_TORCH_NATIVE_WAIT)" in message
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            lstm_call()  # decided once per process
+        monkeypatch.setenv(native.ENV, "0")
+        torch.testing.assert_close(fallback, lstm_call(), rtol=0, atol=0)
+        monkeypatch.setattr(native, "_state", {})
+        monkeypatch.setenv(native.ENV, "1")
+        with pytest.raises(native.NativeBuildError, match="BuildLockTimeout: another process"):
+            lstm_call()
+    assert fake_build["calls"] == []  # never built beside the holder
+
+
+@posix_only
+def test_pid_file_stands_in_where_files_cannot_be_locked(fake_build, monkeypatch):
+    """A pid file naming an ended process is taken over; one naming a running process is
+    waited for, up to the bound."""
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    directory = fake_build["directory"]
+    pid_file = directory / "multirnn.pid"
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    host = os.uname().nodename
+    pid_file.write_text(f"{ended.stdout.strip()} {host}")
+    with native.BuildLock(directory, 30):
+        assert pid_file.read_text() == f"{os.getpid()} {host}"
+    assert not pid_file.exists()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        pid_file.write_text(f"{running.pid} {host}")
+        timeout = pytest.raises(
+            native.BuildLockTimeout, match=f"another process \\({running.pid} on "
+        )
+        with timeout, native.BuildLock(directory, 0.3):
+            pass
+    finally:
+        running.kill()
+        running.wait()
+    assert pid_file.read_text() == f"{running.pid} {host}"  # the holder's, left alone
+
+
+#: builds the native loop and prints the directory of the library it loaded
+BUILD = """
+import torch
+from multirnn_torch import native
+native.build()
+(library,) = [p for p in torch.ops.loaded_libraries if "multirnn_scan" in p]
+print(library)
+"""
+
+
+def built_files(root):
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".o", ".so", ".pyd")}
+
+
+@posix_only
+def test_killed_build_then_two_environments_alternate_without_a_rebuild(tmp_path):
+    """The real build, twice (the slowest test here, about a minute on a busy machine):
+    a build killed mid-compile (its whole process group, as a CI timeout does) leaves
+    torch's lock file behind, and the next process builds anyway; a second virtual
+    environment (same torch, another interpreter path and prefix) builds its own library
+    beside it; then each loads its own again without compiling anything."""
+    if not os.environ.get("CI") and (shutil.which(native.compiler()[0]) is None
+                                     or shutil.which("ninja") is None):  # fmt: skip
+        pytest.skip("no C++ compiler or ninja here")
+    root = tmp_path / "ext"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(root), native.ENV: "1",
+           native.WAIT_ENV: "600"}  # fmt: skip
+    env.pop("PYTHONPATH", None)
+
+    def build(python):
+        proc = subprocess.run([python, "-c", BUILD], env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return Path(proc.stdout.strip()).parent
+
+    killed = subprocess.Popen([sys.executable, "-c", BUILD], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(root.glob("*/lock")):  # torch's lock: the compiler is about to run
+        assert killed.poll() is None and time.monotonic() < deadline, "the build never started"
+        time.sleep(0.05)
+    time.sleep(1)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert list(root.glob("*/lock")), "torch's lock file is left behind"
+
+    first = build(sys.executable)
+    assert not (first / "lock").exists()
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(venv)], check=True, timeout=120)  # fmt: skip
+    python = str(venv / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    # this environment's packages (torch, multirnn) seen from the new one
+    here = sysconfig.get_path("purelib")
+    Path(site, "outer.pth").write_text(f"import site; site.addsitedir({here!r})\n")
+    second = build(python)
+    assert second != first and second.parent == first.parent == root
+    files = built_files(root)
+    assert {p.parent for p in files} == {first, second}
+    for python_, directory in ((sys.executable, first), (python, second)) * 2:
+        assert build(python_) == directory
+    assert built_files(root) == files, "an environment rebuilt a library"
 
 
 def test_source_ships_with_the_package():
