@@ -158,7 +158,7 @@ class Recurrent(LayerCore, nn.Module):
         dtype = kernels.dtype_name(self._dtype if kernel is None else kernel.dtype)
         input_dim = None if kernel is None else kernel.shape[0]
         x, mask, call = kernels.call_inputs(spec, owner, inputs, mask, device, dtype, input_dim)
-        carried = self.states
+        carried = self._carried()
         if spec.stateful and carried is not None:
             calls.stateful_batch(spec, call.batch, carried[0].shape[0])
         if kernel is None:  # the inputs' size was checked against a built layer's above
@@ -201,11 +201,17 @@ class Recurrent(LayerCore, nn.Module):
         return self
 
     # -- state ----------------------------------------------------------------------------
-    @property
-    def states(self) -> list[torch.Tensor] | None:
-        """The carried states of a stateful layer (None before its first call)."""
+    def _carried(self) -> list[torch.Tensor] | None:
         values = [getattr(self, f"state_{n}") for n in self.spec.state_names]
         return None if values[0] is None else values
+
+    @property
+    def states(self) -> list[torch.Tensor] | None:
+        """A copy of the carried states of a stateful layer (None before its first call):
+        writing into it (``.zero_()``, a NumPy view) must not change what the next call
+        starts from."""
+        values = self._carried()
+        return None if values is None else [v.clone() for v in values]
 
     def reset_states(self, states: Sequence[torch.Tensor] | torch.Tensor | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""

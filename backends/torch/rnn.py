@@ -252,8 +252,9 @@ class RNN(cells.RNNCore, nn.Module):
     # -- states, penalties, constraints, config -----------------------------------------------
     @property
     def states(self) -> list[torch.Tensor] | None:
-        """The carried states of a stateful layer (None before its first call)."""
-        return None if self._carried is None else list(self._carried)
+        """A copy of the carried states of a stateful layer (None before its first call),
+        so that writing into it leaves the next call's states alone."""
+        return None if self._carried is None else [s.clone() for s in self._carried]
 
     def reset_states(self, states: Sequence[Any] | torch.Tensor | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""
