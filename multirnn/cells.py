@@ -12,7 +12,9 @@ Nothing here imports a framework: engines hand their namespace to :func:`namespa
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import keyword
+import numbers
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -54,9 +56,8 @@ class Cell:
     def __init__(self, units: int, **config: Any) -> None:
         owner = type(self).__name__
         self.units = check_positive_int(owner, "units", units)
-        for key in config:
-            if not key.isidentifier() or keyword.iskeyword(key) or hasattr(Cell, key):
-                raise ValueError(f"{owner}: {key!r} cannot be a cell option (a reserved name)")
+        for key, value in config.items():
+            _check_option(type(self), key, value)
         self._config = dict(config)
         for key, value in config.items():
             setattr(self, key, value)
@@ -164,6 +165,37 @@ class Cell:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _check_option(cls: type[Cell], key: str, value: Any) -> None:
+    """A cell option becomes an attribute: it must not replace what the class defines (a
+    config from a file could otherwise turn ``step`` or a helper method into a number, and
+    the layer would fail later, far from the file). A class attribute that holds a plain
+    default (``epsilon = 1e-5``) may be overridden, by a value of the same kind."""
+    owner = cls.__name__
+    if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
+        raise ValueError(f"{owner}: cell option names are identifiers, got {show(key)}")
+    if key.startswith("_") or hasattr(Cell, key):
+        raise ValueError(f"{owner}: {key!r} cannot be a cell option (a reserved name)")
+    default = inspect.getattr_static(cls, key, _NO_DEFAULT)
+    if default is _NO_DEFAULT or default is None:
+        return
+    if callable(default) or hasattr(default, "__get__"):
+        raise ValueError(
+            f"{owner}: {key!r} cannot be a cell option: it would replace {owner}.{key}, "
+            f"which the class defines ({type(default).__name__})"
+        )
+    for kind, what in ((bool, "True or False"), (numbers.Real, "a number"), (str, "a string")):
+        if isinstance(default, kind):
+            if not isinstance(value, kind) or (kind is numbers.Real and isinstance(value, bool)):
+                raise ValueError(
+                    f"{owner}: option {key!r} must be {what}, like its default "
+                    f"{owner}.{key} = {default!r}; got {show(value)}"
+                )
+            return
+
+
+_NO_DEFAULT = object()
 
 
 def register_cell(cls: type[Cell] | None = None, *, name: str | None = None):
@@ -350,6 +382,14 @@ class RNNCore:
         config = dict(config)
         cell = cell_from_config(config.pop("cell", None))
         return cls(cell, **config)
+
+    def _build_from_arguments(self) -> None:
+        """Build at creation when ``input_dim`` is given (not inside ``created_unbuilt``,
+        where ``load`` builds from a file's arrays and the initializers never run)."""
+        from multirnn.layer import builds_at_creation
+
+        if self.spec.input_dim is not None and builds_at_creation():
+            self.build((None, None, self.spec.input_dim))
 
 
 def parse_rnn(cell: Any, kwargs: dict[str, Any]) -> RNNSpec:

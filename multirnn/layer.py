@@ -7,9 +7,11 @@ canonical weight layout, seeding and dropout-mask bookkeeping live here once.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +23,27 @@ from multirnn._checks import check_bool, is_int, show
 
 #: Building is rare and quick; one lock for every layer keeps layers picklable and copyable.
 _BUILD_LOCK = threading.RLock()
+
+_UNBUILT = contextvars.ContextVar("multirnn_created_unbuilt", default=False)
+
+
+@contextlib.contextmanager
+def created_unbuilt() -> Iterator[None]:
+    """Layers created inside stay unbuilt even when their arguments give the input size.
+
+    ``load`` builds a layer from a file's arrays (``set_weights`` on an unbuilt layer): the
+    initializers never run, so a file cannot make them allocate what its tensors do not
+    hold, and a large layer loads at the cost of reading it."""
+    token = _UNBUILT.set(True)
+    try:
+        yield
+    finally:
+        _UNBUILT.reset(token)
+
+
+def builds_at_creation() -> bool:
+    """Whether a layer whose arguments give the input size builds when it is created."""
+    return not _UNBUILT.get()
 
 
 class LayerCore:
@@ -51,7 +74,7 @@ class LayerCore:
         given, self._given_weights = self._given_weights, None
         if given is not None:
             self.set_weights(given)
-        elif self.spec.input_dim is not None:
+        elif self.spec.input_dim is not None and builds_at_creation():
             self.build((None, None, self.spec.input_dim))
 
     # -- trainable ------------------------------------------------------------------------

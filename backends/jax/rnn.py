@@ -120,8 +120,7 @@ class RNN(cells.RNNCore):
         self._names: tuple[str, ...] = ()
         self._input_dim: int | None = None
         self._states: list[Array] | None = None
-        if spec.input_dim is not None:
-            self.build((None, None, spec.input_dim))
+        self._build_from_arguments()
 
     @property
     def spec(self) -> cells.RNNSpec:
@@ -135,10 +134,15 @@ class RNN(cells.RNNCore):
     def _aux(self):
         return (self._static, self._dtype, self._names, self._input_dim)
 
+    # An unbuilt layer has no leaves (grad would silently train nothing): build it first.
+    _FLATTEN = "entering jit, grad, vmap or a tree utility (flattening it as a pytree)"
+
     def _flatten_with_keys(self):
+        self._require_built(self._FLATTEN)
         return ((GetAttrKey("weights"), self._w),), self._aux()
 
     def _flatten(self):
+        self._require_built(self._FLATTEN)
         return (self._w,), self._aux()
 
     @classmethod
@@ -223,7 +227,7 @@ class RNN(cells.RNNCore):
         except TypeError:
             arrays = []
         input_dim = cells.check_weights(
-            self.name, self.cell, arrays, self._input_dim if self.built else None
+            self.name, self.cell, arrays, self._input_dim if self.built else self.spec.input_dim
         )
         self._set([d.name for d in self.cell.declare(input_dim)], input_dim, arrays)
 

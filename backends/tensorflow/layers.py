@@ -9,6 +9,7 @@ optimizer step); the computation is ``multirnn_tensorflow.kernels``.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,6 +59,27 @@ class _MainOutputPenalty:
         return regularizers.penalty(self.layer.spec.activity_regularizer, output, TF_OPS)
 
 
+_GIVEN: contextvars.ContextVar[tuple[Any, list] | None] = contextvars.ContextVar(
+    "multirnn_tensorflow_given_weights", default=None
+)
+
+
+def _build_with(layer: Any, input_dim: int, arrays: list) -> None:
+    """Build ``layer`` through Keras's ``build`` (its name scope and build config) with
+    ``arrays`` as the weights' values, so that no initializer runs."""
+    token = _GIVEN.set((layer, list(arrays)))
+    try:
+        layer.build((None, None, input_dim))
+    finally:
+        _GIVEN.reset(token)
+
+
+def _given_values(layer: Any) -> list | None:
+    """The values ``_build_with`` gives ``layer``'s weights (None: draw the initial ones)."""
+    given = _GIVEN.get()
+    return given[1] if given is not None and given[0] is layer else None
+
+
 class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Layer):
     """Base class of the TensorFlow engine's layers (use SimpleRNN, LSTM or GRU).
 
@@ -105,13 +127,16 @@ class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Laye
 
     def _create_weights(self, input_dim: int) -> None:
         spec = self.spec
+        values = _given_values(self)  # set_weights on an unbuilt layer: no initializer runs
+        if values is None:
+            values = self._initial_weights(input_dim)
         chosen = {
             "kernel": (spec.kernel_regularizer, spec.kernel_constraint),
             "recurrent_kernel": (spec.recurrent_regularizer, spec.recurrent_constraint),
             "bias": (spec.bias_regularizer, spec.bias_constraint),
         }
         variables = []
-        for name, value in zip(spec.weight_names, self._initial_weights(input_dim)):
+        for name, value in zip(spec.weight_names, values):
             regularizer, constraint = chosen[name]
             variables.append(self.add_weight(
                 name=name,
@@ -148,7 +173,7 @@ class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Laye
             weights = [w.numpy() if hasattr(w, "numpy") else w for w in weights]
         arrays = self._check_weights(weights, self.input_dim)
         if not self.built:
-            self.build((None, None, arrays[0].shape[0]))
+            _build_with(self, arrays[0].shape[0], arrays)  # (another thread may win)
         for variable, value in zip(self._weights(), arrays):
             variable.assign(value.astype(variable.dtype))
 

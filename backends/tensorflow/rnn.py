@@ -91,8 +91,7 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
         self._input_dim: int | None = None
         self._state_variables: list[tf.Variable] | None = None
         self._ops = tensorflow_namespace(self.compute_dtype)
-        if self.spec.input_dim is not None:
-            self.build((None, None, self.spec.input_dim))
+        cells.RNNCore._build_from_arguments(self)
 
     # -- weights ------------------------------------------------------------------------------
     @property
@@ -116,10 +115,12 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
             )
 
     def _create_weights(self, input_dim: int) -> None:
-        seed = self.spec.seed
-        if seed is None:
-            seed = int(np.random.randint(0, 2**31 - 1))
-        values = self.cell.initial_weights(input_dim, seed)
+        values = _layers()._given_values(self)  # set_weights on an unbuilt layer
+        if values is None:  # no initializer runs then
+            seed = self.spec.seed
+            if seed is None:
+                seed = int(np.random.randint(0, 2**31 - 1))
+            values = self.cell.initial_weights(input_dim, seed)
         decls = self.cell.declare(input_dim)
         variables = []
         penalty, projection = _layers()._penalty, _layers()._projection
@@ -155,9 +156,10 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
         """Replace the weights (the cell's declared order and shapes), keeping the
         variables; builds the layer from them if needed."""
         arrays = [np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in weights]
-        input_dim = cells.check_weights(self.name, self.cell, arrays, self.input_dim)
+        known = self.input_dim or self.spec.input_dim  # (unbuilt in load: the spec's)
+        input_dim = cells.check_weights(self.name, self.cell, arrays, known)
         if not self.built:
-            self.build((None, None, input_dim))
+            _layers()._build_with(self, input_dim, arrays)  # (another thread may win)
         for variable, value in zip(self._variables_in_order, arrays):
             variable.assign(value.astype(variable.dtype))
 

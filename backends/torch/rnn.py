@@ -71,8 +71,7 @@ class RNN(cells.RNNCore, nn.Module):
         # would broadcast from rank 0), moved by ``_apply`` like buffers.
         self._carried: list[torch.Tensor] | None = None
         torch_namespace()  # a missing array-api-compat is an error at creation
-        if spec.input_dim is not None:
-            self.build((None, None, spec.input_dim))
+        self._build_from_arguments()
 
     # -- building and weights -------------------------------------------------------------
     @property
@@ -153,7 +152,8 @@ class RNN(cells.RNNCore, nn.Module):
         arrays = [
             w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w) for w in weights
         ]
-        input_dim = cells.check_weights(self.name, self.cell, arrays, self._input_dim)
+        known = self._input_dim or self.spec.input_dim  # (unbuilt in load: the spec's)
+        input_dim = cells.check_weights(self.name, self.cell, arrays, known)
         if not self.built:
             with _BUILD_LOCK:
                 if not self.built:

@@ -49,8 +49,7 @@ class RNN(cells.RNNCore):
         self._names: list[str] = []
         self._states: list[np.ndarray] | None = None
         self._ops = numpy_namespace()
-        if self.spec.input_dim is not None:
-            self.build((None, None, self.spec.input_dim))
+        self._build_from_arguments()
 
     # -- weights ------------------------------------------------------------------------------
     @property
@@ -93,7 +92,7 @@ class RNN(cells.RNNCore):
         """Replace the weights (the cell's declared order and shapes); builds from them."""
         weights = [np.asarray(w) for w in weights]
         input_dim = cells.check_weights(
-            self.name, self.cell, weights, self._input_dim if self.built else None
+            self.name, self.cell, weights, self._input_dim if self.built else self.spec.input_dim
         )
         decls = self.cell.declare(input_dim)
         self._names, self._input_dim = [d.name for d in decls], input_dim
