@@ -100,11 +100,18 @@ class Recurrent(LayerCore):
         self._build_from_arguments()
 
     # -- pytree protocol --------------------------------------------------------------------
+    # An unbuilt layer has no leaves: grad would return an empty gradient and training
+    # would silently do nothing, so flattening it (jit, grad, vmap, tree utilities) is an
+    # error that says to build it first.
+    _FLATTEN = "entering jit, grad, vmap or a tree utility (flattening it as a pytree)"
+
     def _flatten_with_keys(self):
+        self._require_built(self._FLATTEN)
         children = tuple((GetAttrKey(n), getattr(self, n)) for n in _WEIGHTS)
         return children, (self.spec, self._dtype)
 
     def _flatten(self):
+        self._require_built(self._FLATTEN)
         return tuple(getattr(self, n) for n in _WEIGHTS), (self.spec, self._dtype)
 
     @classmethod

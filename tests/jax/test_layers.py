@@ -177,7 +177,11 @@ def test_dtypes_follow_jax_64_bit_mode():
 
 def test_lazy_build_eagerly_but_not_under_a_transformation():
     layer = LSTM(3, dtype="float64")
-    assert jax.tree.leaves(layer) == []
+    # no leaves would mean an empty gradient: training that silently does nothing
+    with pytest.raises(ValueError, match="build.* or pass input_dim="):
+        jax.value_and_grad(lambda m: m(x()).sum())(layer)
+    with pytest.raises(ValueError, match="flattening it as a pytree"):
+        jax.tree.leaves(layer)
     with pytest.raises(ValueError, match="must be built before it enters jit"):
         jax.jit(lambda m, v: m(v))(layer, x())
     assert layer(x()).shape == (2, 3) and layer.input_dim == 4
