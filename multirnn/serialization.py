@@ -174,11 +174,8 @@ def _write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
         ) from None
     try:
         try:
-            if before is not None:  # a replaced file keeps its permission bits (and owner)
-                os.fchmod(fd, stat.S_IMODE(before.st_mode))
-                if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
-                    with contextlib.suppress(PermissionError):
-                        os.fchown(fd, before.st_uid, before.st_gid)
+            # a replaced file keeps its permission bits; a new one gets what the umask gives
+            mode = stat.S_IMODE((before or os.fstat(fd)).st_mode)
         finally:
             os.close(fd)
         try:
@@ -190,8 +187,12 @@ def _write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
                 f"save: writing {path} failed: {exc}",
                 path,
             ) from None
-        fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)  # (safetensors may recreate it)
         try:
+            os.fchmod(fd, mode)
+            if before is not None and (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+                with contextlib.suppress(PermissionError):  # the owner too, where allowed
+                    os.fchown(fd, before.st_uid, before.st_gid)
             os.fsync(fd)  # the bytes reach the disk before the name points at them
         finally:
             os.close(fd)

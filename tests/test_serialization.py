@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -196,3 +197,353 @@ def test_missing_and_stray_tensors_name_the_file(tmp_path):
                   {"kernel": np.zeros((2, 3)), "recurrent_kernel": np.zeros((2, 2))})  # fmt: skip
     with pytest.raises(multirnn.LayerFileError, match="c.safetensors: .*'kernel'"):
         multirnn.load(path)
+
+
+# -- files from strangers: checked before anything is created --------------------------------
+
+
+@multirnn.register_cell(name="test_serialization.Leaky")
+class Leaky(multirnn.Cell):
+    """A leaky cell whose kernel reads [x, h] (its first dimension is no input size), with a
+    helper method and a class default that an option may override."""
+
+    rate = 0.5
+
+    def build(self, input_dim):
+        self.add_weight("kernel", (input_dim + self.units, self.units), initializer="orthogonal")
+
+    def mix(self, old, new):
+        return (1.0 - self.rate) * old + self.rate * new
+
+    def step(self, ops, w, x, states):
+        (h,) = states
+        h = self.mix(h, ops.tanh(ops.concat([x, h], axis=1) @ w["kernel"]))
+        return h, [h]
+
+
+def write_raw(path, header, data=b""):
+    """A safetensors file with exactly this header (which save_file would not write)."""
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    return path
+
+
+def _meta(config):
+    return {"multirnn.format": "multirnn.layer/1", "multirnn.config": json.dumps(config)}
+
+
+def _dtype(eng):
+    return "float32" if eng.name == "jax" else "float64"  # JAX's 64-bit mode is off
+
+
+HOSTILE = {
+    "LSTM units 3000": {"layer": "LSTM", "units": 3000, "input_dim": 3000},
+    "LSTM units 100000": {"layer": "LSTM", "units": 100000, "input_dim": 100000},
+    "Bidirectional GRU": {"layer": {"layer": "GRU", "units": 100000, "input_dim": 100000}},
+    "RNN(cell)": {"cell": {"class_name": "test_serialization.Leaky",
+                           "config": {"units": 100000}}, "input_dim": 100000},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("config", HOSTILE.values(), ids=HOSTILE)
+def test_a_tiny_file_describing_a_huge_layer_is_refused_at_once(eng, config, tmp_path):
+    import time
+    import tracemalloc
+
+    path = tmp_path / "hostile.safetensors"
+    save_file({}, str(path), _meta(config))
+    assert path.stat().st_size < 400
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(multirnn.LayerFileError, match="holds tensors \\[\\], but its config"):
+            multirnn.load(path, backend=eng.name)
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 10 * 2**20, (elapsed, peak)
+
+
+def test_a_tiny_hostile_file_costs_no_memory_in_a_fresh_process(tmp_path):
+    """The probe as an attacker would run it: resident memory, not only Python's heap."""
+    import subprocess
+    import sys
+
+    script = f"""
+import json, resource, time
+from safetensors.numpy import save_file
+import multirnn
+for units in (3000, 100000):
+    path = {str(tmp_path)!r} + f"/h{{units}}.safetensors"
+    config = {{"layer": "LSTM", "units": units, "input_dim": units}}
+    save_file({{}}, path, {{"multirnn.format": "multirnn.layer/1",
+                           "multirnn.config": json.dumps(config)}})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    try:
+        multirnn.load(path, backend="numpy")
+    except multirnn.LayerFileError:
+        pass
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(units, time.perf_counter() - start, grown * 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True).stdout  # fmt: skip
+    for line in out.splitlines():
+        _, seconds, grown = line.split()
+        assert float(seconds) < 1.0 and int(grown) < 100 * 2**20, line
+
+
+def _file_layers(eng):
+    dtype = _dtype(eng)
+    return {
+        "LSTM": eng.LSTM(3, input_dim=4, seed=1, dtype=dtype),
+        "Bidirectional": eng.Bidirectional(eng.GRU(3, stateful=True, seed=2, dtype=dtype)),
+        "RNN(cell)": eng.RNN(Leaky(3), input_dim=4, seed=3, dtype=dtype),
+        "Bidirectional(RNN(cell))": eng.Bidirectional(
+            eng.RNN(Leaky(3, rate=0.25), seed=4, dtype=dtype)
+        ),
+    }
+
+
+def test_load_builds_from_the_files_arrays_and_never_runs_an_initializer(
+    eng, tmp_path, monkeypatch
+):
+    x = RNG.standard_normal((2, 5, 4)).astype(_dtype(eng))
+    following = {}
+    for name, layer in _file_layers(eng).items():
+        layer(x)  # builds; the stateful one carries states into the file
+        multirnn.save(layer, tmp_path / f"{name}.safetensors")
+        following[name] = multirnn.to_numpy(layer(x))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an initializer ran during load")
+
+    monkeypatch.setattr("multirnn.weights.initial", refuse)
+    monkeypatch.setattr(multirnn.Cell, "initial_weights", refuse)
+    for name, next_call in following.items():
+        loaded = multirnn.load(tmp_path / f"{name}.safetensors", backend=eng.name)
+        assert loaded.built
+        np.testing.assert_allclose(multirnn.to_numpy(loaded(x)), next_call, rtol=1e-6, atol=1e-6)
+
+
+def _cell_file(tmp_path, **options):
+    layer = multirnn.RNN(Leaky(2), input_dim=3, seed=0)
+    path = tmp_path / "cell.safetensors"
+    multirnn.save(layer, path)
+    config = layer.get_config()
+    config["cell"]["config"].update(options)
+    save_file(dict(zip(layer.weight_names, layer.get_weights())), str(path), _meta(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    "option,match",
+    [
+        ({"step": 1}, "'step' cannot be a cell option"),
+        ({"state_names": 1}, "'state_names' cannot be a cell option"),
+        ({"mix": 1}, "'mix' cannot be a cell option: it would replace Leaky.mix"),
+        ({"_config": 1}, "'_config' cannot be a cell option"),
+        ({"rate": "fast"}, "option 'rate' must be a number, like its default Leaky.rate"),
+        ({"rate": True}, "option 'rate' must be a number"),
+    ],
+)
+def test_cell_options_that_would_replace_the_class_are_refused(tmp_path, option, match):
+    path = _cell_file(tmp_path, **option)
+    with pytest.raises(multirnn.LayerFileError, match=match) as info:
+        multirnn.load(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ValueError, match=match):
+        Leaky(2, **option)
+
+
+def test_a_cell_option_overrides_a_class_default(tmp_path):
+    loaded = multirnn.load(_cell_file(tmp_path, rate=0.25))
+    assert loaded.cell.rate == 0.25 and Leaky.rate == 0.5
+
+
+def test_a_cell_file_without_input_dim_takes_it_from_the_shapes(tmp_path):
+    """save records the input size; a hand-made file may leave it out where the shapes
+    show it, and is refused where they do not."""
+    layer = multirnn.RNN(multirnn.SimpleRNNCell(2), input_dim=3, seed=0)
+    config = json.dumps(layer.get_config() | {"input_dim": None})
+    tensors = dict(zip(layer.weight_names, layer.get_weights()))
+    path = _write(tmp_path / "c.safetensors", config, tensors)
+    assert multirnn.load(path).input_dim == 3
+    leaky = multirnn.RNN(Leaky(2), input_dim=3, seed=0)  # kernel (input_dim + units, units)
+    config = json.dumps(leaky.get_config() | {"input_dim": None})
+    _write(path, config, {"kernel": leaky.get_weights()[0]})
+    with pytest.raises(multirnn.LayerFileError, match="Leaky declares for no input size"):
+        multirnn.load(path)
+
+
+@pytest.mark.parametrize("kind", ["BF16", "F16", "F8_E4M3", "F8_E5M2", "I32", "U8", "BOOL"])
+def test_tensors_of_unsupported_dtypes_are_named(tmp_path, kind):
+    config = multirnn.SimpleRNN(1, use_bias=False, input_dim=1).get_config()
+    sizes = {"BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I32": 4, "U8": 1, "BOOL": 1}
+    n = sizes[kind]
+    header = {
+        "__metadata__": _meta(config),
+        "kernel": {"dtype": kind, "shape": [1, 1], "data_offsets": [0, n]},
+        "recurrent_kernel": {"dtype": kind, "shape": [1, 1], "data_offsets": [n, 2 * n]},
+    }
+    path = write_raw(tmp_path / "d.safetensors", header, b"\0" * 2 * n)
+    with pytest.raises(multirnn.LayerFileError, match=f"tensor 'kernel' holds {kind}; a layer"):
+        multirnn.load(path)
+
+
+def test_tensors_must_have_the_dtype_the_config_gives(tmp_path):
+    config = json.dumps(multirnn.SimpleRNN(2, use_bias=False, dtype="float32").get_config())
+    path = _write(tmp_path / "a.safetensors", config,
+                  {"kernel": np.zeros((3, 2)), "recurrent_kernel": np.zeros((2, 2))})  # fmt: skip
+    with pytest.raises(multirnn.LayerFileError, match="holds float64, but its config says"):
+        multirnn.load(path)
+
+
+def test_carried_states_must_fit_the_layer(tmp_path):
+    config = json.dumps(multirnn.LSTM(2, use_bias=False, stateful=True).get_config())
+    weights = {"kernel": np.zeros((3, 8)), "recurrent_kernel": np.zeros((2, 8))}
+    cases = [
+        ({"state/h": np.zeros((1, 2))}, "needs all of them"),
+        ({"state/h": np.zeros((1, 3)), "state/c": np.zeros((1, 3))}, r"needs \(batch, 2\)"),
+        ({"state/h": np.zeros(2), "state/c": np.zeros(2)}, r"state/h has shape \(2,\)"),
+        ({"state/h": np.zeros((1, 2)), "state/c": np.zeros((4, 2))}, "different batch sizes"),
+    ]
+    for states, match in cases:
+        path = _write(tmp_path / "s.safetensors", config, weights | states)
+        with pytest.raises(multirnn.LayerFileError, match=match):
+            multirnn.load(path)
+    path = _write(tmp_path / "s.safetensors", config,
+                  weights | {"state/h": np.ones((4, 2)), "state/c": np.ones((4, 2))})  # fmt: skip
+    np.testing.assert_array_equal(multirnn.load(path).states[0], np.ones((4, 2)))
+    assert multirnn.load(path, states=False).states is None
+
+
+def test_headers_that_do_not_fit_their_file_are_refused(tmp_path):
+    config = multirnn.SimpleRNN(1, use_bias=False, input_dim=1).get_config()
+    header = {"__metadata__": _meta(config),
+              "kernel": {"dtype": "F64", "shape": [1, 1], "data_offsets": [0, 8]},
+              "recurrent_kernel": {"dtype": "F64", "shape": [2**31, 2**31],
+                                   "data_offsets": [8, 16]}}  # fmt: skip
+    path = write_raw(tmp_path / "h.safetensors", header, b"\0" * 16)
+    with pytest.raises(multirnn.LayerFileError, match="not a readable safetensors file"):
+        multirnn.load(path)
+    path.write_bytes((2**40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(multirnn.LayerFileError, match="no header length that fits its 10 bytes"):
+        multirnn.load(path)
+    big = {"__metadata__": {**_meta(config), "padding": "x" * (9 * 2**20)}}
+    path = write_raw(tmp_path / "big.safetensors", big)
+    with pytest.raises(multirnn.LayerFileError, match="load reads headers of at most 8388608"):
+        multirnn.load(path)
+
+
+def test_load_reads_only_regular_files(tmp_path):
+    fifo = tmp_path / "fifo.safetensors"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(multirnn.LayerFileError, match="it is a FIFO"):
+        multirnn.load(fifo)
+    with pytest.raises(multirnn.LayerFileError, match="it is a directory"):
+        multirnn.load(tmp_path)
+
+
+# -- save writes a regular file, whole or not at all ----------------------------------------------
+
+
+def _layer():
+    return multirnn.GRU(2, input_dim=3, seed=0)
+
+
+def test_save_through_a_symlink_replaces_its_target(tmp_path):
+    target = tmp_path / "run3.safetensors"
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(target.name)
+    multirnn.save(_layer(), link)
+    assert link.is_symlink() and os.readlink(link) == target.name
+    assert multirnn.load(target).spec == _layer().spec
+    dangling = tmp_path / "dangling.safetensors"
+    dangling.symlink_to("made.safetensors")
+    multirnn.save(_layer(), dangling)
+    assert dangling.is_symlink() and (tmp_path / "made.safetensors").is_file()
+
+
+def _special_files(tmp_path):
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    yield fifo, "a FIFO \\(named pipe\\)", stat.S_ISFIFO
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:  # not root: no device node to try
+        pass
+    else:
+        yield device, "a character device", stat.S_ISCHR
+    sock = tmp_path / "sock"
+    os.mknod(sock, 0o600 | stat.S_IFSOCK)
+    yield sock, "a socket", stat.S_ISSOCK
+
+
+def test_save_refuses_what_is_not_a_regular_file(tmp_path):
+    import errno
+
+    for path, kind, still in _special_files(tmp_path):
+        with pytest.raises(OSError, match=f"is {kind}; save writes only regular files") as info:
+            multirnn.save(_layer(), path)
+        assert info.value.errno == errno.EINVAL and info.value.filename == str(path)
+        assert still(path.lstat().st_mode), f"{kind} was replaced"
+        link = tmp_path / f"link-to-{path.name}"
+        link.symlink_to(path)
+        with pytest.raises(OSError, match=kind):
+            multirnn.save(_layer(), link)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        multirnn.save(_layer(), tmp_path)
+    with pytest.raises(FileNotFoundError, match="cannot create a file in") as info:
+        multirnn.save(_layer(), tmp_path / "missing" / "x.safetensors")
+    assert info.value.filename == str(tmp_path / "missing" / "x.safetensors")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("failure", ["serializing", "disk full", "interrupted"])
+def test_a_failed_save_leaves_what_was_there_and_no_temporary_file(tmp_path, monkeypatch, failure):
+    import errno
+
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    path = tmp_path / "layer.safetensors"
+    multirnn.save(multirnn.GRU(2, input_dim=3, seed=1), path)
+    before = path.read_bytes()
+
+    def fail(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        if failure == "disk full":
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                                  'StorageFull, message: "No space left on device" })')  # fmt: skip
+        raise KeyboardInterrupt if failure == "interrupted" else ValueError("cannot serialize")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", fail)
+    expected = {"serializing": ValueError, "disk full": OSError, "interrupted": KeyboardInterrupt}
+    with pytest.raises(expected[failure]) as info:
+        multirnn.save(_layer(), path)
+    if failure == "disk full":
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["layer.safetensors"]
+
+
+def test_save_keeps_a_replaced_files_mode_and_creates_like_open(tmp_path):
+    path = tmp_path / "layer.safetensors"
+    path.write_bytes(b"old")
+    path.chmod(0o640)
+    multirnn.save(_layer(), path)
+    assert path.stat().st_mode & 0o777 == 0o640
+    old = os.umask(0o027)
+    try:
+        multirnn.save(_layer(), tmp_path / "new.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.safetensors").stat().st_mode & 0o777 == 0o640
