@@ -50,12 +50,13 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def fuzz(session: nox.Session) -> None:
     """The boundary fuzz tests (tests/test_fuzz.py: layer keywords, call arguments and file
-    contents on every engine) with the long Hypothesis profile: hundreds of draws per test
+    contents on every engine; tests/convert/test_keras2_hostile.py: mutated Keras HDF5 files)
+    with the long Hypothesis profile: hundreds of draws per test
     where CI's quick profile runs a few dozen. Not in the default list."""
     install(session, ".[test,all]")
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", "MULTIRNN_FUZZ": "long"}
-    session.run("pytest", "tests/test_fuzz.py", *PARALLEL, "--hypothesis-show-statistics",
-                *session.posargs, env=env)  # fmt: skip
+    session.run("pytest", "tests/test_fuzz.py", "tests/convert/test_keras2_hostile.py",
+                *PARALLEL, "--hypothesis-show-statistics", *session.posargs, env=env)  # fmt: skip
 
 
 @nox.session

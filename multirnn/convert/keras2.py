@@ -8,12 +8,21 @@ skipped. Weights are read in each layer's ``weight_names`` order, never by key o
 a nested model's group is split among its layers by weight name. In Keras 2
 ``"hard_sigmoid"`` is ``clip(0.2 x + 0.5, 0, 1)`` (multirnn's ``"hard_sigmoid"``); a file
 written by Keras 3's legacy writer means Keras 3's (``"hard_sigmoid_relu6"``).
+
+The file may come from anyone, so it is data: only hard links are followed, datasets
+stored in other files (external storage, virtual datasets) are refused, and only the
+datasets of the converted layers are read, after their declared dtype and shape agree
+with the layer and fit in the file's size. A malformed attribute or config is a
+ConversionError naming the file and the key, never an error from inside h5py or json.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import reprlib
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,17 +44,187 @@ _CELL = ("kernel", "recurrent_kernel")
 _UNSET: Any = object()
 
 
+#: HDF5's own filters and h5py's lzf; any other filter would make HDF5 look for a plugin
+#: library to load, so a dataset that needs one is refused
+_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
+            6: "scaleoffset", 32000: "lzf"}  # fmt: skip
+#: a byte of a filtered (compressed) dataset's storage may stand for this many bytes read
+_RATIO = 64
+#: models nested deeper than this are refused (real models nest two or three deep)
+_DEPTH = 32
+_MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+#: config keys that must be JSON true or false
+_FLAGS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "use_bias",
+          "zero_output_for_mask", "time_major", "reset_after", "unit_forget_bias")  # fmt: skip
+#: h5py's errors for a damaged or unusual object: each becomes a ConversionError
+_H5_ERRORS = (OSError, KeyError, RuntimeError, TypeError, ValueError)
+
+_short = reprlib.Repr()  # file contents in messages: short, and never a deep recursion
+_short.maxstring = _short.maxother = _short.maxlong = 60
+_short.maxlevel = 3
+
+
+class _File:
+    """An open HDF5 file: the path messages name, and the bytes this call may still read.
+
+    Every array a legitimate file holds is stored in it, so the arrays one conversion reads
+    may declare at most the file's size on disk in all (a filtered dataset: ``_RATIO``
+    bytes per byte it occupies in that budget); a dataset that declares more is refused
+    before it is read."""
+
+    def __init__(self, path: str, handle: Any, size: int):
+        self.path, self.handle, self.size, self.left = path, handle, size, size
+
+    def member(self, group: Any, name: str, what: str) -> Any:
+        """``group[name]`` (None if absent), followed one link at a time: each must be a
+        hard link, so that no soft or external link makes HDF5 open another file or
+        another object than the one named."""
+        import h5py
+
+        parts = name.split("/")
+        base = (group.name or "").rstrip("/")
+        if any(part in ("", ".") for part in parts):
+            raise ConversionError(
+                f"{self.path}: {what} {name!r} (under {group.name!r}) is not a path of names"
+            )
+        node = group
+        for k, part in enumerate(parts):
+            at = "/".join([base, *parts[: k + 1]])
+            if not isinstance(node, h5py.Group):
+                return None
+            try:
+                link = node.get(part, getlink=True)  # the link itself: nothing is opened
+            except _H5_ERRORS as exc:
+                raise ConversionError(f"{self.path}: {at!r} cannot be opened ({exc})") from exc
+            if link is None:
+                return None
+            if not isinstance(link, h5py.HardLink):
+                raise ConversionError(
+                    f"{self.path}: {at!r} ({what} {name!r}) is {_link_kind(link)}; only "
+                    "hard links are followed: nothing in the file may make the converter "
+                    "read another file or another object than the one named"
+                )
+            try:
+                node = node.get(part)
+            except _H5_ERRORS as exc:
+                raise ConversionError(f"{self.path}: {at!r} cannot be opened ({exc})") from exc
+        return node
+
+    def weight(self, group: Any, name: str, layer: str) -> _Weight:
+        """The dataset ``name`` of a layer's group, refused if its data would come from
+        anywhere but this file; not read yet."""
+        import h5py
+
+        dataset = self.member(group, name, "weight")
+        if not isinstance(dataset, h5py.Dataset):
+            raise ConversionError(
+                f"{self.path}: layer {layer!r} lists {name!r} in 'weight_names', "
+                "but the file has no such dataset"
+            )
+        at = f"{self.path}: dataset {'/'.join([(group.name or '').rstrip('/'), name])!r}"
+        try:
+            virtual, external, shape = dataset.is_virtual, dataset.external, dataset.shape
+        except _H5_ERRORS as exc:
+            raise ConversionError(f"{at} cannot be read ({exc})") from exc
+        if virtual:
+            raise ConversionError(
+                f"{at} is a virtual dataset (its data is mapped from other datasets or "
+                "files): refused, nothing in the file may make the converter read another file"
+            )
+        if external:
+            raise ConversionError(
+                f"{at} keeps its data in an external file ({_short.repr(external[0][0])}): "
+                "refused, nothing in the file may make the converter read another file"
+            )
+        if shape is None:
+            raise ConversionError(f"{at} is an empty (null) dataset, not an array")
+        return _Weight(dataset, at, self, tuple(int(n) for n in shape))
+
+
+def _link_kind(link: Any) -> str:
+    name = type(link).__name__
+    if name == "SoftLink":
+        return f"a soft link to {_short.repr(link.path)}"
+    if name == "ExternalLink":
+        return f"an external link to {_short.repr(link.path)} in {_short.repr(link.filename)}"
+    return f"a link of another kind ({name})"
+
+
+@dataclass(frozen=True)
+class _Weight:
+    """A dataset of the file: its declared shape is checked against the layer before
+    ``read`` allocates anything."""
+
+    dataset: Any
+    where: str
+    file: _File
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        try:
+            return np.dtype(self.dataset.dtype)
+        except _H5_ERRORS:
+            return None
+
+    def check_dtype(self, layer: str) -> None:
+        dtype = self.dtype
+        if dtype is None or dtype.kind != "f" or dtype.itemsize not in (4, 8):
+            raise ConversionError(
+                f"{self.where} (layer {layer!r}) holds {dtype or 'non-numeric'} values; "
+                "multirnn computes in float32 or float64"
+            )
+
+    def read(self, layer: str) -> np.ndarray:
+        """The array, within the file's budget, in native byte order."""
+        self.check_dtype(layer)
+        dtype = np.dtype(f"f{self.dtype.itemsize}")  # type: ignore[union-attr]
+        size = math.prod(self.shape) * dtype.itemsize
+        try:
+            plist = self.dataset.id.get_create_plist()
+            filters = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+        except _H5_ERRORS as exc:
+            raise ConversionError(f"{self.where} cannot be read ({exc})") from exc
+        unknown = [f for f in filters if f not in _FILTERS]
+        if unknown:
+            raise ConversionError(
+                f"{self.where} needs HDF5 filter {unknown[0]}, which is not one of HDF5's "
+                f"own ({', '.join(_FILTERS.values())}): refused, no plugin is ever loaded"
+            )
+        cost = -(-size // _RATIO) if filters else size
+        if cost > self.file.left:
+            ratio = f" ({_RATIO} times that for a compressed dataset)" if filters else ""
+            raise ConversionError(
+                f"{self.where} (layer {layer!r}) declares shape {self.shape}, {size} bytes, "
+                f"more than the file holds: {self.file.size} bytes on disk{ratio}, "
+                f"{self.file.size - self.file.left} of them read already"
+            )
+        self.file.left -= cost
+        out = np.empty(self.shape, dtype)
+        try:
+            if out.size:
+                self.dataset.read_direct(out)
+        except _H5_ERRORS as exc:
+            raise ConversionError(f"{self.where} cannot be read ({exc})") from exc
+        return out
+
+
 @dataclass
 class H5Layer:
     """One layer of the file: its name (``outer/inner`` inside a nested model), class and
     config (None in a weights-only file, where ``class_name`` is told from the weight
     names: a recurrent layer, ``"Bidirectional"``, or None for any other layer), its
-    arrays in ``weight_names`` order and, when it cannot be read, why."""
+    datasets in ``weight_names`` order (read only when the layer is converted) and, when
+    it cannot be read, why."""
 
     name: str
     class_name: str | None
     config: dict[str, Any] | None
-    weights: list[np.ndarray] = field(repr=False)
+    weights: list[_Weight] = field(repr=False)
     weight_names: list[str] = field(default_factory=list, repr=False)
     problem: str | None = None
 
@@ -54,21 +233,55 @@ class H5Layer:
         return self.class_name in _RECURRENT or self.class_name == "Bidirectional"
 
 
-def _attr_list(group, name: str) -> list[str]:
+def _attr(file: _File, obj: Any, name: str) -> Any:
+    try:
+        return obj.attrs[name]
+    except _H5_ERRORS as exc:
+        raise ConversionError(
+            f"{file.path}: attribute {name!r} of {obj.name!r} cannot be read ({exc})"
+        ) from exc
+
+
+def _attr_list(file: _File, obj: Any, name: str) -> list[str]:
     """A string-list attribute, joining the chunks Keras writes for long lists."""
-    if name in group.attrs:
-        values = group.attrs[name]
-        values = [values] if isinstance(values, (str, bytes)) else list(values)
+    if name in obj.attrs:
+        chunks = [(name, _attr(file, obj, name))]
     else:
-        values, k = [], 0
-        while f"{name}{k}" in group.attrs:
-            values += list(group.attrs[f"{name}{k}"])
+        chunks, k = [], 0
+        while f"{name}{k}" in obj.attrs:
+            chunks.append((f"{name}{k}", _attr(file, obj, f"{name}{k}")))
             k += 1
-    return [_text(v) for v in values]
+    out = []
+    for key, values in chunks:
+        where = f"{file.path}: attribute {key!r} of {obj.name!r}"
+        if isinstance(values, np.ndarray) and values.ndim <= 1:
+            values = list(values.reshape(-1))
+        elif isinstance(values, (str, bytes)):
+            values = [values]
+        else:
+            raise ConversionError(
+                f"{where} is not a list of names: {type(values).__name__} {_short.repr(values)}"
+            )
+        out += [_text(v, where) for v in values]
+    return out
 
 
-def _text(value) -> str:
-    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+def _text(value: Any, where: str) -> str:
+    """A string attribute or list item: text or UTF-8 bytes."""
+    if isinstance(value, (np.ndarray, np.generic)) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf8")
+        except UnicodeDecodeError as exc:
+            raise ConversionError(f"{where} is not valid UTF-8 ({exc})") from exc
+    if isinstance(value, str):
+        try:
+            value.encode("utf8")  # h5py keeps invalid bytes as surrogates
+        except UnicodeEncodeError as exc:
+            raise ConversionError(f"{where} is not valid UTF-8 ({exc})") from exc
+        return value
+    raise ConversionError(f"{where} holds {type(value).__name__} {_short.repr(value)}, not text")
 
 
 def _parts(weight_name: str) -> list[str]:
@@ -93,103 +306,151 @@ def _entries(model: dict[str, Any], where: str) -> list[dict[str, Any]]:
     layers = config.get("layers", []) if isinstance(config, dict) else config
     if not isinstance(layers, list) or not all(isinstance(e, dict) for e in layers):
         raise ConversionError(
-            f"{where} is not a Keras model config: the layers of {model.get('class_name')!r} "
-            "are not a list of layer configs"
+            f"{where} is not a Keras model config: the layers of "
+            f"{_short.repr(model.get('class_name'))} are not a list of layer configs"
         )
+    for entry in layers:
+        cls = entry.get("class_name")
+        if cls is not None and not isinstance(cls, str):
+            raise ConversionError(
+                f"{where}: a layer's 'class_name' is {_short.repr(cls)}, not a string"
+            )
     return layers
 
 
-def _entry_name(entry: dict[str, Any]) -> str | None:
+def _entry_name(entry: dict[str, Any], where: str) -> str | None:
     config = entry.get("config")
-    name = config.get("name") if isinstance(config, dict) else None
-    return name or entry.get("name")
+    names = [config.get("name") if isinstance(config, dict) else None, entry.get("name")]
+    for name in names:
+        if name is not None and not isinstance(name, str):
+            raise ConversionError(f"{where}: a layer's 'name' is {_short.repr(name)}, not a string")
+    return names[0] or names[1]
 
 
-def _leaves(model: dict[str, Any], prefix: str, where: str):
+def _entry_config(entry: dict[str, Any], name: str | None, where: str) -> dict[str, Any]:
+    """A layer entry's config (a JSON object; missing means empty)."""
+    config = entry.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConversionError(
+            f"{where}: the 'config' of layer {name!r} is {type(config).__name__} "
+            f"{_short.repr(config)}, not a JSON object"
+        )
+    return config
+
+
+def _leaves(model: dict[str, Any], prefix: str, where: str, depth: int = 1):
     """(path, model names on the way, class name, config) of every layer of a nested model."""
+    if depth > _DEPTH:
+        raise ConversionError(f"{where} nests models more than {_DEPTH} deep")
     for entry in _entries(model, where):
-        name = _entry_name(entry)
+        name = _entry_name(entry, where)
         if _is_model(entry):
             yield from (
                 (path, [name, *models], cls, cfg)
-                for path, models, cls, cfg in _leaves(entry, f"{prefix}{name}/", where)
+                for path, models, cls, cfg in _leaves(entry, f"{prefix}{name}/", where, depth + 1)
             )
         else:
-            yield f"{prefix}{name}", [], entry.get("class_name"), entry.get("config") or {}
+            yield f"{prefix}{name}", [], entry.get("class_name"), _entry_config(entry, name, where)
 
 
-def _model_config(handle, path: str) -> dict[str, tuple[dict[str, Any], ...]] | None:
+def _model_config(file: _File) -> dict[str | None, dict[str, Any]] | None:
     """Top-level layer name -> its config entry, or None for a weights-only file."""
-    if "model_config" not in handle.attrs:
+    if "model_config" not in file.handle.attrs:
         return None
-    where = f"{path}: attribute 'model_config'"
+    where = f"{file.path}: attribute 'model_config'"
+    text = _text(_attr(file, file.handle, "model_config"), where)
     try:
-        config = json.loads(_text(handle.attrs["model_config"]))
-    except (ValueError, TypeError) as exc:
+        config = json.loads(text)
+    except RecursionError as exc:
+        raise ConversionError(f"{where} is JSON nested too deeply") from exc
+    except ValueError as exc:
         raise ConversionError(f"{where} is not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or not isinstance(config.get("config"), (dict, list)):
         raise ConversionError(
             f"{where} is not a Keras model config (a JSON object with 'class_name' and "
-            f"'config'); got {type(config).__name__} {str(config)[:60]!r}"
+            f"'config'); got {type(config).__name__} {_short.repr(config)}"
         )
-    return {_entry_name(entry): entry for entry in _entries(config, where)}
+    entries = {}
+    for entry in _entries(config, where):  # every entry checked, converted or not
+        name = _entry_name(entry, where)
+        if _is_model(entry):
+            list(_leaves(entry, f"{name}/", where))
+        else:
+            _entry_config(entry, name, where)
+        entries[name] = entry
+    return entries
 
 
-def read(path: str | os.PathLike) -> tuple[str | None, list[H5Layer]]:
-    """(keras_version, layers) of a Keras HDF5 weights or model file; the layers of nested
-    models come as ``outer/inner``, in file order."""
+def _open(path: str):
+    """The file opened for reading: only a regular file (a FIFO or a device would block or
+    never end)."""
     try:
         import h5py
     except ImportError as exc:  # pragma: no cover - h5py comes with keras
         raise ImportError("reading Keras HDF5 files needs h5py: pip install h5py") from exc
-    path = os.fspath(path)
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError("not a regular file")
         handle = h5py.File(path, "r")
     except OSError as exc:
         raise ConversionError(f"{path} is not a readable HDF5 file: {exc}") from exc
-    with handle:
-        root = handle.get("model_weights", handle)
-        names = _attr_list(root, "layer_names")
-        if not names:
-            hint = ""
-            if "layers" in root or "vars" in root:
-                hint = (
-                    " (it looks like a Keras 3 or tf-keras '.weights.h5' file: load it into "
-                    "its Keras model and convert the layers with from_keras)"
-                )
-            raise ConversionError(
-                f"{path} is an HDF5 file but not a legacy Keras weights file "
-                f"(no 'layer_names' attribute){hint}"
+    return handle, info.st_size
+
+
+def read(file: _File) -> tuple[str | None, list[H5Layer]]:
+    """(keras_version, layers) of an open Keras HDF5 weights or model file; the layers of
+    nested models come as ``outer/inner``, in file order. Nothing is read but attributes:
+    each layer holds its datasets, checked for links and foreign storage, still unread."""
+    import h5py
+
+    path, handle = file.path, file.handle
+    root = file.member(handle, "model_weights", "group")
+    if root is None:
+        root = handle
+    elif not isinstance(root, h5py.Group):
+        raise ConversionError(f"{path}: 'model_weights' is not a group")
+    names = _attr_list(file, root, "layer_names")
+    if not names:
+        hint = ""
+        if any(root.get(n, getlink=True) is not None for n in ("layers", "vars")):
+            hint = (
+                " (it looks like a Keras 3 or tf-keras '.weights.h5' file: load it into "
+                "its Keras model and convert the layers with from_keras)"
             )
-        version = root.attrs.get("keras_version", handle.attrs.get("keras_version"))
-        version = None if version is None else _text(version)
-        entries = _model_config(handle, path)
-        layers = []
-        for name in names:
-            group = root.get(name)
-            if not isinstance(group, h5py.Group):
-                raise ConversionError(
-                    f"{path}: 'layer_names' lists {name!r}, but the file has no group {name!r}"
-                )
-            weight_names = _attr_list(group, "weight_names")
-            weights = []
-            for w in weight_names:
-                dataset = group.get(w)
-                if not isinstance(dataset, h5py.Dataset):
-                    raise ConversionError(
-                        f"{path}: layer {name!r} lists {w!r} in 'weight_names', "
-                        "but the file has no such dataset"
-                    )
-                weights.append(np.asarray(dataset))
-            if entries is None:
-                layers += _weights_only(name, weights, weight_names)
-            elif name in entries and _is_model(entries[name]):
-                layers += _nested(entries[name], name, weights, weight_names, path)
-            else:
-                entry = entries.get(name, {})
-                config = entry.get("config") if isinstance(entry.get("config"), dict) else None
-                cls, config = _unwrap_rnn(entry.get("class_name"), config)
-                layers.append(H5Layer(name, cls, config, weights, weight_names))
+        raise ConversionError(
+            f"{path} is an HDF5 file but not a legacy Keras weights file "
+            f"(no 'layer_names' attribute){hint}"
+        )
+    version = None
+    for owner in (root, handle):
+        if "keras_version" in owner.attrs:
+            version = _text(
+                _attr(file, owner, "keras_version"), f"{path}: attribute 'keras_version'"
+            )
+            break
+    entries = _model_config(file)
+    where = f"{path}: attribute 'model_config'"
+    layers = []
+    for name in names:
+        group = file.member(root, name, "layer")
+        if not isinstance(group, h5py.Group):
+            raise ConversionError(
+                f"{path}: 'layer_names' lists {name!r}, but the file has no group {name!r}"
+            )
+        weight_names = _attr_list(file, group, "weight_names")
+        weights = [file.weight(group, w, name) for w in weight_names]
+        if entries is None:
+            layers += _weights_only(name, weights, weight_names)
+        elif name in entries and _is_model(entries[name]):
+            layers += _nested(entries[name], name, weights, weight_names, path)
+        else:
+            entry = entries.get(name, {})
+            config = _entry_config(entry, name, where) if name in entries else None
+            cls, config = _unwrap_rnn(entry.get("class_name"), config)
+            layers.append(H5Layer(name, cls, config, weights, weight_names))
     return version, layers
 
 
@@ -197,7 +458,9 @@ def _unwrap_rnn(cls: str | None, config: Any) -> tuple[str | None, Any]:
     """``RNN(cell)`` of a SimpleRNNCell, LSTMCell or GRUCell is that cell's layer: (its
     class, the cell's config updated with the RNN's). Another cell stays an "RNN"."""
     cell = config.get("cell") if cls == "RNN" and isinstance(config, dict) else None
-    if not isinstance(cell, dict) or cell.get("class_name") not in _CELLS:
+    if not isinstance(cell, dict) or not isinstance(cell.get("class_name"), str):
+        return cls, config
+    if cell["class_name"] not in _CELLS:
         return cls, config
     inner = cell.get("config") if isinstance(cell.get("config"), dict) else {}
     return _CELLS[cell["class_name"]], {**inner, **{k: v for k, v in config.items() if k != "cell"}}
@@ -207,10 +470,10 @@ def _shown(cls: str | None, config: Any) -> str:
     """A class name for messages (an RNN with the class of its cell)."""
     cell = config.get("cell") if cls == "RNN" and isinstance(config, dict) else None
     if isinstance(cell, dict):
-        return f"an RNN of {cell.get('class_name')!r}"
+        return f"an RNN of {_short.repr(cell.get('class_name'))}"
     if isinstance(cell, list):
         return "an RNN of stacked cells"
-    return repr(cls)
+    return _short.repr(cls)
 
 
 def _nested(entry, name, weights, weight_names, path) -> list[H5Layer]:
@@ -311,7 +574,9 @@ def _weights_only_layer(layer: H5Layer) -> H5Layer:
     return layer
 
 
-def _kind_from_shapes(weights: list[np.ndarray]) -> str | None:
+def _kind_from_shapes(weights: list[_Weight]) -> str | None:
+    if len(weights) < 2:
+        return None
     kernel, recurrent = weights[0], weights[1]
     if recurrent.ndim != 2 or kernel.ndim != 2 or not recurrent.shape[0]:
         return None
@@ -327,57 +592,79 @@ def _activation(value: Any, arg: str, layer: H5Layer, keras3: bool) -> str:
     if isinstance(value, str) and value in FROM_KERAS:
         return FROM_KERAS[value] if keras3 else value  # Keras 2 names mean multirnn's
     raise ConversionError(
-        f"Keras layer {layer.name!r}: {arg}={value!r} has no multirnn equivalent; multirnn "
+        f"Keras layer {layer.name!r}: {arg}={_short.repr(value)} has no multirnn equivalent; "
+        "multirnn "
         f"takes {', '.join(FROM_KERAS)}"
     )
 
 
-def _canonical(layer: H5Layer, kind: str) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """(canonical weights with CuDNN layouts converted, the options the weights decide)."""
+def _canonical(
+    layer: H5Layer, kind: str, units: int | None = None
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """(canonical weights with CuDNN layouts converted, the options the weights decide).
+    The declared shapes and dtypes are checked against the class and the config's
+    ``units`` before any dataset is read."""
     if len(layer.weights) not in (2, 3):
         raise ConversionError(
             f"Keras layer {layer.name!r} holds {len(layer.weights)} arrays; a recurrent layer "
             "holds kernel, recurrent_kernel[, bias] (Keras 1 files are not supported)"
         )
     kernel, recurrent, *rest = layer.weights
-    units = recurrent.shape[0] if recurrent.ndim == 2 else 0
+    found = recurrent.shape[0] if recurrent.ndim == 2 else 0
+    if units is not None and units != found:
+        raise ConversionError(
+            f"Keras layer {layer.name!r}: config says units={units}, its recurrent_kernel "
+            f"has shape {recurrent.shape}"
+        )
+    units = found
     g = GATES[kind]
     if kernel.ndim != 2 or recurrent.shape != (units, g * units) or kernel.shape[1] != g * units:
         raise ConversionError(
             f"Keras layer {layer.name!r}: kernel {kernel.shape} and recurrent_kernel "
             f"{recurrent.shape} do not fit its class {kind} ({g} gate blocks)"
         )
-    for w in layer.weights:
-        if w.dtype not in (np.float32, np.float64):
-            raise ConversionError(
-                f"Keras layer {layer.name!r} holds {w.dtype} weights; "
-                "multirnn computes in float32 or float64"
-            )
+    inputs = _input_dim(layer.config)
+    if inputs is not None and kernel.shape[0] != inputs:
+        raise ConversionError(
+            f"Keras layer {layer.name!r}: config says its inputs have {inputs} features, its "
+            f"kernel has shape {kernel.shape}"
+        )
     options: dict[str, Any] = {}
-    weights = [kernel, recurrent]
-    if not rest:
-        options["use_bias"] = False
-        return weights, options
-    (bias,) = rest
     # a weights-only file names no class: its bias shape tells a CuDNN layer
     cudnn_class = layer.config is None or "CuDNN" in (layer.class_name or "")
-    if cudnn_class and kind != "SimpleRNN" and bias.shape == (2 * g * units,):
+    cudnn = bool(rest) and cudnn_class and kind != "SimpleRNN"
+    cudnn = cudnn and rest[0].shape == (2 * g * units,)
+    if rest and not cudnn:
+        expected = {(2, 3 * units), (3 * units,)} if kind == "GRU" else {(g * units,)}
+        if rest[0].shape not in expected:
+            raise ConversionError(
+                f"Keras layer {layer.name!r}: a {kind} bias of {units} units has shape "
+                f"{' or '.join(map(str, sorted(expected)))}, got {rest[0].shape}"
+            )
+    for w in layer.weights:
+        w.check_dtype(layer.name)
+    kernel, recurrent, *rest = [w.read(layer.name) for w in layer.weights]
+    if not rest:
+        options["use_bias"] = False
+        return [kernel, recurrent], options
+    (bias,) = rest
+    if cudnn:
         # CuDNNLSTM/CuDNNGRU: each input block holds cuDNN's row-major (units, in)
         blocks = np.split(kernel, g, axis=1)
         kernel = np.concatenate([b.reshape(-1).reshape(units, -1).T for b in blocks], axis=1)
         recurrent = np.concatenate([b.T for b in np.split(recurrent, g, axis=1)], axis=1)
-        weights = [kernel, recurrent]
         bias = bias[: g * units] + bias[g * units :] if kind == "LSTM" else bias.reshape(2, -1)
         options.update(activation="tanh", recurrent_activation="sigmoid")
-    if kind == "GRU" and bias.shape in ((2, 3 * units), (3 * units,)):
+    if kind == "GRU":
         options["reset_after"] = bias.ndim == 2
-    expected = {(2, 3 * units), (3 * units,)} if kind == "GRU" else {(g * units,)}
-    if bias.shape not in expected:
-        raise ConversionError(
-            f"Keras layer {layer.name!r}: a {kind} bias of {units} units has shape "
-            f"{' or '.join(map(str, sorted(expected)))}, got {bias.shape}"
-        )
-    return [*weights, bias], options
+    return [kernel, recurrent, bias], options
+
+
+def _input_dim(config: dict[str, Any] | None) -> int | None:
+    """The feature count a config's ``batch_input_shape`` gives (the first layer's)."""
+    shape = (config or {}).get("batch_input_shape")
+    last = shape[-1] if isinstance(shape, list) and shape else None
+    return last if isinstance(last, int) and not isinstance(last, bool) else None
 
 
 def from_keras2_h5(
@@ -405,63 +692,130 @@ def from_keras2_h5(
     converts without them); ``time_major=True`` (``ignore_time_major=True`` gives a layer
     taking ``(batch, time, features)``: swap the first two axes of the inputs and of the
     sequence outputs).
+
+    A file with no recurrent layer is refused, as is anything in the file that would make
+    the converter read another file (links other than hard links, external storage,
+    virtual datasets) or more bytes than the file holds (docs/porting.md lists the checks).
     """
-    version, found = read(path)
+    path = os.fspath(path)
+    handle, size = _open(path)
+    with handle:
+        file = _File(path, handle, size)
+        version, found = read(file)
+        flags = {
+            "ignore_training_options": ignore_training_options,
+            "ignore_time_major": ignore_time_major,
+        }
+        return _convert_all(file, version, found, layers, options, merge_mode, flags, backend)
+
+
+def _convert_all(file: _File, version, found: list[H5Layer], layers, options, merge_mode,
+                 flags, backend) -> dict[str, Any]:  # fmt: skip
+    """The picked layers (every recurrent one by default), reading only their datasets."""
+    path = file.path
     keras3 = _keras3_file(version)
     by_name = {layer.name: layer for layer in found}
     unknown = [n for n in layers or [] if n not in by_name]
     if unknown:
         raise ConversionError(
-            f"{os.fspath(path)} has no layer {unknown[0]!r}; layers: {', '.join(by_name)}"
+            f"{path} has no layer {_short.repr(unknown[0])}; layers: {', '.join(by_name)}"
         )
-    flags = {
-        "ignore_training_options": ignore_training_options,
-        "ignore_time_major": ignore_time_major,
-    }
+    recurrent = [layer for layer in found if layer.recurrent]
+    if layers is None and not recurrent:
+        raise ConversionError(
+            f"{path} holds no recurrent layer ({', '.join(_RECURRENT)}, Bidirectional, RNN "
+            f"of {', '.join(_CELLS)}); {_found(found)}"
+        )
     out = {}
     for layer in found:
         if layers is not None and layer.name not in layers:
             continue
         if not layer.recurrent:
             if layers is not None and layer.problem is not None:
-                raise ConversionError(f"Keras layer {layer.name!r}: {layer.problem}")
+                raise ConversionError(f"{path}: Keras layer {layer.name!r}: {layer.problem}")
             if layers is not None:
                 what = (
                     f"is {_shown(layer.class_name, layer.config)},"
                     if layer.class_name == "RNN"
                     else f"is a {layer.class_name},"
                     if layer.class_name
-                    else f"holds weights {layer.weight_names or '(none)'}, which are"
+                    else f"holds weights {_short.repr(layer.weight_names or '(none)')}, which are"
                 )
                 raise ConversionError(
-                    f"Keras layer {layer.name!r} {what} not a recurrent layer "
+                    f"{path}: Keras layer {layer.name!r} {what} not a recurrent layer "
                     f"({', '.join(_RECURRENT)}, Bidirectional, RNN of {', '.join(_CELLS)})"
                 )
             continue
-        if layer.problem is not None:
-            raise ConversionError(f"Keras layer {layer.name!r}: {layer.problem}")
         try:
-            if layer.class_name == "Bidirectional":
-                out[layer.name] = _bidirectional(layer, keras3, options, merge_mode, flags, backend)
-            else:
-                kind, kwargs, weights = _convert(layer, keras3, options, flags)
-                out[layer.name] = build(kind, weights[1].shape[0], kwargs, weights, backend)
+            if layer.problem is not None:
+                raise ConversionError(f"Keras layer {layer.name!r}: {layer.problem}")
+            try:
+                if layer.class_name == "Bidirectional":
+                    out[layer.name] = _bidirectional(
+                        layer, keras3, options, merge_mode, flags, backend
+                    )
+                else:
+                    kind, kwargs, weights = _convert(layer, keras3, options, flags)
+                    out[layer.name] = build(kind, weights[1].shape[0], kwargs, weights, backend)
+            except ConversionError:
+                raise
+            except (TypeError, ValueError) as exc:  # what the layer's constructor refuses
+                raise ConversionError(f"Keras layer {layer.name!r}: {exc}") from exc
         except ConversionError as exc:
-            if layers is None and len([f for f in found if f.recurrent]) > 1:
-                raise ConversionError(f"{exc} (pick the other layers with layers=[...])") from exc
-            raise
+            message = str(exc)
+            if not message.startswith(path):
+                message = f"{path}: {message}"
+            if layers is None and len(recurrent) > 1:
+                message += " (pick the other layers with layers=[...])"
+            raise ConversionError(message) from exc
     return out
 
 
-def _dtype_policy(value: Any) -> str | None:
+def _found(found: list[H5Layer]) -> str:
+    """What a file without a recurrent layer holds, for the message."""
+    classes = [_shown(layer.class_name, layer.config) for layer in found if layer.class_name]
+    if classes:
+        return f"its layers are {', '.join(dict.fromkeys(classes))}"
+    names = ", ".join(repr(layer.name) for layer in found[:10])
+    return (f"its layers ({names}{', ...' if len(found) > 10 else ''}) hold no recurrent "
+            "cell's weights (kernel, recurrent_kernel[, bias])")  # fmt: skip
+
+
+def _dtype_policy(value: Any, layer: H5Layer) -> str | None:
     """The name of a config's dtype: a string or a (Keras 2 or 3) policy object."""
+    name = value
     if isinstance(value, dict):
-        value = (value.get("config") or {}).get("name")
-    return value if isinstance(value, str) else None
+        inner = value.get("config")
+        name = inner.get("name") if isinstance(inner, dict) else None
+    if value is not None and not isinstance(name, str):
+        raise ConversionError(
+            f"Keras layer {layer.name!r}: config dtype={_short.repr(value)} is neither a "
+            "dtype name nor a dtype policy"
+        )
+    return name
+
+
+def _check_types(layer: H5Layer) -> None:
+    """The config values the converter uses have the types Keras writes."""
+    config = layer.config or {}
+    wrong = [(k, "true or false") for k in _FLAGS if not isinstance(config.get(k, True), bool)]
+    for key in ("dropout", "recurrent_dropout"):
+        value = config.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            wrong.append((key, "a number"))
+    units = config.get("units")
+    if units is not None and (isinstance(units, bool) or not isinstance(units, int) or units < 1):
+        wrong.append(("units", "a positive integer"))
+    if wrong:
+        key, what = wrong[0]
+        raise ConversionError(
+            f"Keras layer {layer.name!r}: config {key}={_short.repr(config[key])} is not {what}"
+        )
 
 
 def _config_kwargs(layer: H5Layer, kind: str, keras3: bool, flags: dict[str, bool]):
     """The keyword arguments a layer's config decides (refusing what has no exact form)."""
+    _check_types(layer)
     config = layer.config or {}
     kwargs = {k: config[k] for k in _PASSED if k in config}
     if "CuDNN" not in (layer.class_name or ""):
@@ -477,7 +831,7 @@ def _config_kwargs(layer: H5Layer, kind: str, keras3: bool, flags: dict[str, boo
             )
     if kind == "GRU" and "CuDNN" not in (layer.class_name or ""):
         kwargs["reset_after"] = bool(config.get("reset_after", False))  # Keras 2's default
-    policy = _dtype_policy(config.get("dtype"))
+    policy = _dtype_policy(config.get("dtype"), layer)
     if policy is not None and policy not in ("float32", "float64"):
         raise ConversionError(
             f"Keras layer {layer.name!r} has dtype policy {policy!r}: it computes in "
@@ -509,15 +863,11 @@ def _convert(layer: H5Layer, keras3: bool, options: dict[str, Any], flags: dict[
             f"Keras layer {layer.name!r}: its arrays are no recurrent cell's "
             "(kernel, recurrent_kernel[, bias] of 1, 3 or 4 gate blocks)"
         )
-    weights, decided = _canonical(layer, kind)
     kwargs: dict[str, Any] = {}
+    units = None
     if layer.config is not None:
         kwargs, units = _config_kwargs(layer, kind, keras3, flags)
-        if units is not None and units != weights[1].shape[0]:
-            raise ConversionError(
-                f"Keras layer {layer.name!r}: config says units={units}, weights hold "
-                f"{weights[1].shape[0]}"
-            )
+    weights, decided = _canonical(layer, kind, units)
     for key, value in decided.items():
         if key in kwargs and kwargs[key] != value:
             raise ConversionError(
@@ -560,10 +910,15 @@ def _inner(layer: H5Layer, key: str, second: bool, keras3, options, flags):
     half = len(layer.weights) // 2
     part = slice(half, None) if second else slice(None, half)
     entry = (layer.config or {}).get(key) or {}
+    if not isinstance(entry, dict):
+        raise ConversionError(
+            f"Keras Bidirectional {layer.name!r}: config {key}={_short.repr(entry)} is not a "
+            "layer config"
+        )
     cls, cfg = _unwrap_rnn(entry.get("class_name"), entry.get("config"))
     if layer.config is None:  # weights-only: told from the shapes
         cls, cfg = _kind_from_shapes(layer.weights[part]), None
-    elif cls not in _RECURRENT or not isinstance(cfg, dict):
+    elif not isinstance(cls, str) or cls not in _RECURRENT or not isinstance(cfg, dict):
         raise ConversionError(
             f"Keras Bidirectional {layer.name!r} wraps {_shown(cls, cfg)}; convertible: "
             f"{', '.join(_RECURRENT)}, RNN of {', '.join(_CELLS)}"
@@ -610,6 +965,11 @@ def _bidirectional(layer: H5Layer, keras3, options, merge_mode, flags, backend):
         )
     if layer.config is not None:
         in_file = config.get("merge_mode", "concat")
+        if not isinstance(in_file, (str, type(None))) or in_file not in _MERGE_MODES:
+            raise ConversionError(
+                f"Keras Bidirectional {layer.name!r}: config merge_mode={_short.repr(in_file)} "
+                f"is not one of {', '.join(map(repr, _MERGE_MODES))}"
+            )
         if merge_mode is not _UNSET and merge_mode != in_file:
             raise ConversionError(
                 f"Keras Bidirectional {layer.name!r}: merge_mode="
