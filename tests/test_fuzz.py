@@ -4,12 +4,16 @@ documented exception types (``TypeError``, ``ValueError``; ``LayerFileError`` fo
 with a message that names the argument, and the same on every engine: never another
 exception type, never an error from inside a framework.
 
+Hostile layer files (any header table: names, dtypes, shapes, byte ranges, sizes) either
+load or are refused with ``LayerFileError``, within seconds and without large allocations.
+
 ``MULTIRNN_FUZZ=long`` (``nox -s fuzz``) runs many more draws than CI's quick profile.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 
@@ -261,3 +265,100 @@ def test_files_load_or_raise_one_error_naming_the_file(name, drawn, tmp_path):
         return
     assert isinstance(error, multirnn.LayerFileError), f"{name}: {error!r}"
     assert str(path) in str(error)
+
+
+# -- hostile safetensors headers ------------------------------------------------------------------
+
+_NAMES = ["kernel", "recurrent_kernel", "bias", "state/h", "state/c", "forward/kernel",
+          "backward/kernel", "forward/recurrent_kernel", "x", "\u00e9", "k" * 300]  # fmt: skip
+_KINDS = ["F32", "F64", "F64", "F16", "BF16", "F8_E4M3", "I64", "U8", "BOOL", "F128", ""]
+_DIMS = [0, 1, 2, 3, 6, 2**16, 2**31, 2**62, 2**64 - 1]
+_SIZES = {"F32": 4, "F64": 8, "F16": 2, "BF16": 2, "F8_E4M3": 1, "I64": 8, "U8": 1, "BOOL": 1}
+_HUGE = st.sampled_from([3000, 100000, 2**31, 2**62, 10**30, -1, 0.5, "3", None])
+_CELL = {"class_name": "Nope", "config": {"units": 2}}
+#: the table _GOOD (GRU, units 2, input_dim 2) needs: mutations start from it
+_TABLE = {"kernel": ("F64", [2, 6]), "recurrent_kernel": ("F64", [2, 6]), "bias": ("F64", [6])}
+
+
+@st.composite
+def hostile_files(draw):
+    """A config and a header table as an attacker writes them: any names, dtypes, shapes and
+    byte ranges, with data that fits them or not; or, as often, what a valid file holds
+    with a few changes, so that both loading and refusing are exercised."""
+    config = dict(_GOOD) | {"input_dim": 2}
+    keys = ["units", "input_dim", "layer", "use_bias", "stateful", "reset_after", "dtype",
+            "cell", "unknown"]  # fmt: skip
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+        value = st.one_of(_HUGE, _BAD, st.sampled_from(["LSTM", "float32", _CELL]))
+        config[draw(st.sampled_from(keys))] = draw(value)
+    prefixes = [""]
+    if draw(st.integers(0, 3)) == 0:
+        config, prefixes = {"layer": config, "merge_mode": "sum"}, ["forward/", "backward/"]
+    if draw(st.booleans()):
+        table = {
+            p + k: (kind, list(shape)) for p in prefixes for k, (kind, shape) in _TABLE.items()
+        }
+        for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+            key = draw(st.sampled_from(sorted(table)))
+            kind, shape = table.pop(key)
+            change = draw(st.sampled_from(["kind", "dim", "drop", "rename"]))
+            if change == "kind":
+                table[key] = (draw(st.sampled_from(_KINDS)), shape)
+            elif change == "dim":
+                shape[draw(st.integers(0, len(shape) - 1))] = draw(st.sampled_from(_DIMS))
+                table[key] = (kind, shape)
+            elif change == "rename":
+                table[draw(st.sampled_from(_NAMES))] = (kind, shape)
+    else:
+        names = draw(st.lists(st.sampled_from(_NAMES), max_size=5, unique=True))
+        table = {
+            n: (draw(st.sampled_from(_KINDS)), draw(st.lists(st.sampled_from(_DIMS), max_size=3)))
+            for n in names
+        }
+    fit = draw(st.sampled_from([True, True, True, False]))
+    entries, offset = {}, 0
+    for name, (kind, shape) in table.items():
+        size = math.prod(shape) * _SIZES.get(kind, 1)
+        if fit and size < 2**12:  # byte ranges that fit the data
+            start, end = offset, offset + size
+        else:
+            start, end = sorted(draw(st.lists(st.sampled_from(_DIMS), min_size=2, max_size=2)))
+        offset = max(offset, end)
+        entries[name] = {"dtype": kind, "shape": shape, "data_offsets": [start, end]}
+    extra = draw(st.sampled_from([0, 0, 0, 1, -1]))
+    data = b"\0" * max(offset + extra, 0) if offset < 2**12 else b""
+    return config, entries, data
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@settings(settings.get_profile(PROFILE))
+@given(drawn=hostile_files(), odd_metadata=st.sampled_from([False] * 7 + [True]))
+def test_hostile_headers_load_or_are_refused_quickly_and_cheaply(
+    name, drawn, odd_metadata, tmp_path
+):
+    import time
+    import tracemalloc
+
+    config, entries, data = drawn
+    metadata = {"multirnn.format": "multirnn.layer/1", "multirnn.config": json.dumps(config)}
+    if odd_metadata:  # safetensors' metadata is a map of strings
+        metadata["n"] = 1
+    text = json.dumps({"__metadata__": metadata, **entries}).encode()
+    path = tmp_path / "hostile.safetensors"
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    multirnn.engine(name).GRU(2, input_dim=2)  # the framework's start-up is not the file's
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        layer, error = _outcome(lambda: multirnn.load(path, backend=name))
+        elapsed, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    hypothesis.event("loaded" if error is None else "refused")
+    if error is None:
+        assert layer.built
+    else:
+        assert isinstance(error, multirnn.LayerFileError), f"{name}: {error!r}"
+        assert str(path) in str(error)
+    assert elapsed < 5.0, f"{name}: {elapsed:.1f} s"
+    assert peak < 100 * 2**20, f"{name}: {peak / 2**20:.0f} MB traced"
