@@ -36,7 +36,13 @@ DEMO_CASES: tuple[tuple[str, dict], ...] = (
 
 def _info(args: argparse.Namespace) -> int:
     print(f"multirnn {multirnn.__version__} on Python {platform.python_version()}")
-    print(f"selection: {engines.ENV_VAR}={os.environ.get(engines.ENV_VAR, '')!r}")
+    given = os.environ.get(engines.ENV_VAR)
+    if given is None:
+        print(f"selection: {engines.ENV_VAR} (unset)")
+    elif not given.strip():
+        print(f"selection: {engines.ENV_VAR}={given!r} (blank: as if unset)")
+    else:
+        print(f"selection: {engines.ENV_VAR}={given!r}")
     try:
         print(f"selected engine: {engines.backend()}")
     except (engines.UnknownEngineError, engines.EngineUnavailableError) as exc:
@@ -236,6 +242,16 @@ def _certify_cell(args: argparse.Namespace) -> int:
               if value]  # fmt: skip
     if others:
         raise Refused(f"--cell runs the cell checks; {others[0]} applies to the layer grid")
+    if importlib.util.find_spec("array_api_strict") is None:
+        raise Refused(
+            "--cell first runs the cell's step on the bare array API standard, which needs "
+            'array-api-strict: pip install array-api-strict (or pip install ".[cells]" from a '
+            "multirnn checkout)"
+        )
+    # module:Name from the working directory first, as ``python -m`` would find it (the
+    # installed command's own directory is what Python put on the path)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         cell = cell_suite.load_cell(args.cell, args.cell_units)
     except (ValueError, TypeError) as exc:
@@ -382,9 +398,94 @@ def _bench_record(path: str) -> dict:
         raise Refused(f"--from-json {path!r} cannot be read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise Refused(f"--from-json {path!r} is not JSON: {exc}") from None
+    except RecursionError:
+        raise Refused(f"--from-json {path!r}: its JSON is nested too deeply") from None
     if not isinstance(record, dict) or not {"contenders", "workloads"} <= set(record):
         raise Refused(f"--from-json {path!r} is not a record written by multirnn bench --json")
+    problem = _record_problem(record)
+    if problem:
+        raise Refused(
+            f"--from-json {path!r} is not a record written by multirnn bench --json: {problem}"
+        )
     return record
+
+
+_NUMBER = (int, float)
+#: the types of what rendering a record reads: workloads' fields, results' timings
+_WORKLOAD_FIELDS = {"key": str, "layer": str, "config": str, "group": str, "batch": int,
+                    "time": int, "input_dim": int, "units": int}  # fmt: skip
+_WORKLOAD_OPTIONAL = {"dtype": str, "stateful": bool, "label": str}
+
+
+def _is(value, kind) -> bool:
+    """isinstance, with a bool never counting as a number."""
+    return isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+
+
+def _record_problem(record: dict) -> str | None:
+    """What in a saved bench record has the wrong type or refers to nothing (the first
+    found, by its place in the record), or None: everything rendering reads is checked
+    before rendering starts, so a hand-edited or foreign file is one clear error."""
+    workloads, contenders = record["workloads"], record["contenders"]
+    if not isinstance(workloads, list):
+        return f"'workloads' is {type(workloads).__name__}, expected a list"
+    keys = set()
+    for i, w in enumerate(workloads):
+        where = f"workloads[{i}]"
+        if not isinstance(w, dict):
+            return f"{where} is {type(w).__name__}, expected an object"
+        for name in _WORKLOAD_FIELDS:
+            if name not in w:
+                return f"{where} has no {name!r}"
+        for name, kind in {**_WORKLOAD_FIELDS, **_WORKLOAD_OPTIONAL}.items():
+            if name in w and not _is(w[name], kind):
+                return f"{where}.{name} is {w[name]!r}, expected {kind.__name__}"
+        keys.add(w["key"])
+    if not isinstance(contenders, list):
+        return f"'contenders' is {type(contenders).__name__}, expected a list"
+    for i, c in enumerate(contenders):
+        where = f"contenders[{i}]"
+        if not isinstance(c, dict):
+            return f"{where} is {type(c).__name__}, expected an object"
+        if not isinstance(c.get("contender"), str):
+            return f"{where}.contender is {c.get('contender')!r}, expected a name"
+        for name in ("kind", "failed"):
+            if name in c and not isinstance(c[name], str):
+                return f"{where}.{name} is {c[name]!r}, expected a string"
+        if "import_s" in c and not _is(c["import_s"], _NUMBER):
+            return f"{where}.import_s is {c['import_s']!r}, expected a number"
+        for name in ("versions", "threads"):
+            if name in c and not isinstance(c[name], dict):
+                return f"{where}.{name} is {type(c[name]).__name__}, expected an object"
+        results = c.get("results", [])
+        if not isinstance(results, list):
+            return f"{where}.results is {type(results).__name__}, expected a list"
+        for j, row in enumerate(results):
+            here = f"{where}.results[{j}]"
+            if not isinstance(row, dict):
+                return f"{here} is {type(row).__name__}, expected an object"
+            if row.get("workload") not in keys:
+                return f"{here}.workload {row.get('workload')!r} is none of the workloads' keys"
+            for name in ("unsupported", "error", "traceback"):
+                if name in row and not isinstance(row[name], str):
+                    return f"{here}.{name} is {row[name]!r}, expected a string"
+            for mode in ("forward", "train"):
+                if mode not in row:
+                    continue
+                timing = row[mode]
+                if not isinstance(timing, dict) or not _is(timing.get("median_s"), _NUMBER):
+                    return f"{here}.{mode} has no number 'median_s'"
+                for name, value in timing.items():
+                    if value is not None and not _is(value, _NUMBER):
+                        return f"{here}.{mode}.{name} is {value!r}, expected a number"
+    for name, kind in (("machine", dict), ("matmul_peak", dict), ("mode", str),
+                       ("date", str), ("rounds", int)):  # fmt: skip
+        if name in record and not _is(record[name], kind):
+            return f"{name!r} is {record[name]!r:.60}, expected {kind.__name__}"
+    peak = record.get("matmul_peak", {}).get("gflops")
+    if "matmul_peak" in record and not (_is(peak, _NUMBER) and peak > 0):
+        return f"matmul_peak.gflops is {peak!r}, expected a positive number"
+    return None
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -442,6 +543,15 @@ def _bench(args: argparse.Namespace) -> int:
             if out.option == "--report":
                 out.write(render.report(record, written, relative_to=Path(out.path).parent,
                                         notes=notes))  # fmt: skip
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError, ZeroDivisionError,
+            StopIteration) as exc:  # fmt: skip
+        if not args.from_json:
+            raise
+        # what _record_problem does not check (the report's machine section, say)
+        raise Refused(
+            f"--from-json {args.from_json!r} is not a record written by multirnn bench "
+            f"--json: rendering it failed with {type(exc).__name__}: {exc}"
+        ) from None
     except KeyboardInterrupt:
         saved = [out.option for out in outputs if out.written]
         tail = f"; {', '.join(saved)} written" if saved else "; no record written"
@@ -483,7 +593,33 @@ def _check_directory(option: str, path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns its exit status: 0 success, 1 failures found (conformance),
-    2 a usage error (nothing ran), 130 interrupted."""
+    2 a usage error (nothing ran), 130 interrupted (Ctrl-C at any point: one line on
+    stderr, never a traceback), 141 its output closed early (``multirnn info | head``:
+    nothing more is written, quietly, as a program ended by SIGPIPE would)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in a traceback at exit
+    except KeyboardInterrupt:  # while parsing or importing, before a command could say
+        _say("multirnn: interrupted")
+        return 130
+    except BrokenPipeError:
+        # what is still buffered would fail again when the interpreter exits
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 141
+
+
+def _say(line: str) -> None:
+    """One line on stderr, which may itself be closed."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _Parser(prog="multirnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     conf = sub.add_parser(
@@ -571,10 +707,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (Refused, engines.UnknownEngineError, engines.EngineUnavailableError) as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
+        _say(f"{command}: {exc}")
         return 2
     except KeyboardInterrupt:
-        print(f"{command}: interrupted", file=sys.stderr)
+        _say(f"{command}: interrupted")
         return 130
 
 

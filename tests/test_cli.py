@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +149,69 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_info_says_when_the_selection_is_unset(monkeypatch, capsys):
+    monkeypatch.delenv(engines.ENV_VAR, raising=False)
+    assert cli.main(["info"]) == 0
+    assert "selection: MULTIRNN_BACKEND (unset)\n" in capsys.readouterr().out
+    monkeypatch.setenv(engines.ENV_VAR, " ")
+    assert cli.main(["info"]) == 0
+    assert "selection: MULTIRNN_BACKEND=' ' (blank: as if unset)\n" in capsys.readouterr().out
+    monkeypatch.setenv(engines.ENV_VAR, "numpy")
+    assert cli.main(["info"]) == 0
+    assert "selection: MULTIRNN_BACKEND='numpy'\n" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_parsing_exits_130_with_one_line(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._Parser, "parse_args", interrupted)
+    assert cli.main(["info"]) == 130
+    assert capsys.readouterr().err == "multirnn: interrupted\n"
+
+
+#: runs the command with one of its imports held up, and says so on stdout
+SLOW_IMPORT = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest-xdist's workers ignore it
+class Slow:
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1]:
+            print("importing", flush=True)
+            time.sleep(120)
+sys.meta_path.insert(0, Slow())
+from multirnn import cli
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+@pytest.mark.parametrize(
+    "module, argv, line",
+    [
+        ("multirnn.bench.render", ["bench", "--smoke"], "multirnn bench: interrupted"),
+        ("multirnn.conformance.runner", ["conformance"], "multirnn conformance: interrupted"),
+    ],
+)
+def test_sigint_while_a_command_imports_exits_130_with_one_line(module, argv, line):
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_IMPORT, module, *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "importing\n"
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err == line + "\n", err
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX pipes")
+def test_output_closed_early_ends_quietly():
+    """``multirnn info | head -0``: the reader is gone before anything is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "multirnn.cli", "info"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc.stdout.close()
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 141 and err == "", err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -85,20 +86,63 @@ def default_contenders() -> list[str]:
     return names
 
 
+#: the worker process's command after the interpreter (tests put a stand-in here)
+WORKER = ["-m", "multirnn.bench.worker"]
+
+#: seconds a worker gets to end after each of SIGINT and SIGTERM, before the next signal
+STOP_GRACE_S = 5.0
+
+
+def stop(proc: subprocess.Popen, grace: float | None = None) -> None:
+    """End a worker gently, so that it unwinds (its ``finally`` blocks, its own children,
+    a native-loop build's locks): a moment to end of itself (a terminal's Ctrl-C reached it
+    too), then SIGINT, SIGTERM and SIGKILL, ``grace`` seconds apart. A further Ctrl-C while
+    waiting moves on to the next signal."""
+    grace = STOP_GRACE_S if grace is None else grace
+    sends = [None, proc.terminate, proc.kill]
+    if os.name != "nt":  # Windows has no SIGINT for a process outside our console group
+        sends.insert(1, lambda: proc.send_signal(signal.SIGINT))
+    waits = [min(0.5, grace)] + [grace] * (len(sends) - 2) + [None]
+    for send, wait in zip(sends, waits):
+        if proc.poll() is not None:
+            break
+        try:
+            if send is not None:
+                send()
+            proc.wait(wait)
+            break
+        except ProcessLookupError:  # ended meanwhile
+            break
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            continue
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def _worker(job: dict, timeout: float) -> dict:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run(
-        [sys.executable, "-m", "multirnn.bench.worker"],
-        input=json.dumps(job),
-        capture_output=True,
+    proc = subprocess.Popen(
+        [sys.executable, *WORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        timeout=timeout,
     )
+    try:
+        stdout, stderr = proc.communicate(json.dumps(job), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        return {"contender": job["contender"], "failed": f"timed out after {timeout:g} s",
+                "results": []}  # fmt: skip
+    except BaseException:  # Ctrl-C (KeyboardInterrupt): stop the worker, then unwind
+        stop(proc)
+        raise
     if proc.returncode != 0:
-        return {"contender": job["contender"], "failed": proc.stderr[-2000:], "results": []}
-    return json.loads(proc.stdout)
+        return {"contender": job["contender"], "failed": stderr[-2000:], "results": []}
+    return json.loads(stdout)
 
 
 def run(

@@ -48,8 +48,11 @@ def run_job(job: dict) -> dict:
 
 
 def main() -> int:
-    job = json.loads(sys.stdin.read())
-    json.dump(run_job(job), sys.stdout)
+    try:
+        job = json.loads(sys.stdin.read())
+        json.dump(run_job(job), sys.stdout)
+    except KeyboardInterrupt:  # the harness stops its workers with SIGINT first
+        return 130
     return 0
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -291,3 +296,156 @@ def test_smoke_run_of_the_tensorflow_xla_variant_against_keras():
     assert "| multirnn:tensorflow+xla | LSTM (fused-eligible) |" in render.targets(record)
     assert "| multirnn:tensorflow+xla | " in render.targets(record, "small")
     assert "| keras:tensorflow+xla | " in render.per_call(record)  # a stateful Keras layer
+
+
+# -- saved records of the wrong shape ---------------------------------------------------------
+
+
+def _set(path: str, value):
+    """A change to a saved record: ``value`` at ``path`` (keys and indices, dot-separated)."""
+
+    def change(record):
+        *head, last = path.split(".")
+        target = record
+        for key in head:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        if isinstance(target, list):
+            target[int(last)] = value
+        elif value is KeyError:
+            del target[last]
+        else:
+            target[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_set("workloads", {}), "'workloads' is dict, expected a list"),
+        (_set("workloads.0.batch", "32"), "workloads[0].batch is '32', expected int"),
+        (_set("workloads.0.stateful", 1), "workloads[0].stateful is 1, expected bool"),
+        (_set("workloads.1.units", KeyError), "workloads[1] has no 'units'"),
+        (_set("contenders", "all"), "'contenders' is str, expected a list"),
+        (_set("contenders.0", 3), "contenders[0] is int, expected an object"),
+        (_set("contenders.0.contender", None), "contenders[0].contender is None, expected a"),
+        (_set("contenders.0.results", {}), "contenders[0].results is dict, expected a list"),
+        (_set("contenders.0.results.0.workload", "nope"), ".workload 'nope' is none of the"),
+        (_set("contenders.0.results.0.forward", [1]), "results[0].forward has no number 'median"),
+        (_set("contenders.0.results.0.forward.median_s", True), "forward has no number 'medi"),
+        (_set("contenders.0.results.0.train.p25_s", "1"), "train.p25_s is '1', expected a nu"),
+        (_set("matmul_peak", {"gflops": 0}), "matmul_peak.gflops is 0, expected a positive"),
+        (_set("mode", ["smoke"]), "'mode' is ['smoke'], expected str"),
+        # what only the report reads: caught as it renders, still one line
+        (_set("machine.cpu", KeyError), "rendering it failed with KeyError: 'cpu'"),
+    ],
+)
+def test_saved_record_of_the_wrong_shape_is_one_line(change, message, tmp_path, capsys):
+    record = fake_record({"torch.nn": {"S": 0.001}})
+    saved, report = tmp_path / "record.json", tmp_path / "page.md"
+    argv = ["bench", "--from-json", str(saved), "--report", str(report), "--notes", ""]
+    saved.write_text(json.dumps(record))
+    assert cli.main(argv) == 0  # as written, it renders
+    capsys.readouterr()
+    report.unlink()
+    change(record)
+    saved.write_text(json.dumps(record))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"multirnn bench: --from-json {str(saved)!r} is not a record"), err
+    assert message in err and not report.exists()
+
+
+def test_saved_record_nested_too_deeply_is_one_line(tmp_path, capsys):
+    saved = tmp_path / "deep.json"
+    saved.write_text("[" * 100_000 + "]" * 100_000)
+    assert cli.main(["bench", "--from-json", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"multirnn bench: --from-json {str(saved)!r}: its JSON is nested too deeply\n"
+
+
+# -- stopping workers -------------------------------------------------------------------------
+
+#: a worker that notes each signal it gets; which it ignores is its first argument
+NOTING_WORKER = """
+import signal, sys, time
+ignore, log = sys.argv[1], sys.argv[2]
+def note(text):
+    with open(log, "a") as stream:
+        stream.write(text + " ")
+def handler(signum, frame):
+    name = signal.Signals(signum).name
+    note(name)
+    if name not in ignore:
+        sys.exit(1)
+signal.signal(signal.SIGINT, handler)
+signal.signal(signal.SIGTERM, handler)
+note("started")
+while True:
+    time.sleep(0.02)
+"""
+
+posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+
+
+def noting_worker(ignore: str, log):
+    proc = subprocess.Popen([sys.executable, "-c", NOTING_WORKER, ignore, str(log)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return proc
+
+
+@posix_only
+@pytest.mark.parametrize(
+    "ignore, notes, returncode",
+    [
+        ("", "started SIGINT", 1),  # stops at the first, gentle signal
+        ("SIGINT", "started SIGINT SIGTERM", 1),
+        ("SIGINT,SIGTERM", "started SIGINT SIGTERM", -signal.SIGKILL),  # then no choice
+    ],
+)
+def test_stop_sends_sigint_then_sigterm_then_sigkill(ignore, notes, returncode, tmp_path):
+    log = tmp_path / "signals"
+    proc = noting_worker(ignore, log)
+    harness.stop(proc, grace=0.3)
+    assert proc.returncode == returncode
+    assert log.read_text().split() == notes.split()
+    assert proc.stdout.closed and proc.stderr.closed
+
+
+@posix_only
+def test_sigint_during_bench_stops_its_worker_and_exits_130_with_one_line(tmp_path):
+    log = tmp_path / "signals"
+    # pytest-xdist's workers ignore SIGINT, and a child inherits that: Python's own handler
+    script = (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from multirnn import cli\n"
+        "from multirnn.bench import harness\n"
+        f"harness.WORKER = ['-c', {NOTING_WORKER!r}, 'SIGINT', {str(log)!r}]\n"
+        "harness.STOP_GRACE_S = 0.3\n"
+        "harness.matmul_peak = lambda: {'gflops': 1.0, 'library': 'none', 'size': 1}\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    command = [sys.executable, "-c", script, "bench", "--smoke", "--engines", "numpy",
+               "--peers", "", "--json", str(tmp_path / "record.json")]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.read_text()):  # the worker runs
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # to the command only, as `kill -INT` does
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == "multirnn bench: interrupted; no record written"
+    assert log.read_text().split() == ["started", "SIGINT", "SIGTERM"]
+    assert list(tmp_path.iterdir()) == [log]

@@ -604,3 +604,42 @@ def test_json_to_dev_stdout_keeps_the_printed_lines_when_redirected_or_piped(tmp
     assert "compared with the NumPy reference" in text and '"environment"' in text
     piped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert piped.returncode == 0 and '"environment"' in piped.stdout, piped.stderr
+
+
+def test_cell_without_array_api_strict_says_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "array_api_strict", None)  # as if not installed
+    assert cli.main(["conformance", "--cell", "mycells:Leaky"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("multirnn conformance: --cell first runs the cell's step")
+    assert "pip install array-api-strict" in err and '".[cells]"' in err
+
+
+#: a user's cell, in a file of the directory the command runs in
+USER_CELL = """
+import multirnn
+
+class Leaky(multirnn.Cell):
+    def build(self, input_dim):
+        self.add_weight("kernel", (input_dim, self.units))
+
+    def step(self, ops, w, x, states):
+        (h,) = states
+        h = 0.5 * h + 0.5 * ops.tanh(x @ w["kernel"])
+        return h, [h]
+"""
+
+
+def test_cell_module_is_imported_from_the_working_directory(tmp_path):
+    """As the installed command runs: its own directory, not the working one, first on
+    sys.path (-I: neither the working directory nor PYTHONPATH are on it)."""
+    pytest.importorskip("array_api_strict")
+    (tmp_path / "usercells_here.py").write_text(USER_CELL)
+    env = {k: v for k, v in os.environ.items() if k != engines.ENV_VAR}
+    code = "import sys; from multirnn.cli import main; sys.exit(main())"
+    command = [sys.executable, "-I", "-c", code, "conformance", "--cell", "usercells_here:Leaky",
+               "--engines", "numpy"]  # fmt: skip
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("cell Leaky(3 units): ")
