@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from multirnn import cells
+from multirnn import calls, cells
 from multirnn._checks import check_bool, show
 from multirnn.cells import RNNSpec
 from multirnn.spec import LayerSpec
@@ -362,8 +362,9 @@ class BidirectionalCore:
         self.forward_layer.set_weights(weights[:n])
         self.backward_layer.set_weights(weights[n:])
 
-    def _run(self, inputs: Any, *, mask: Any = None, initial_state: Any = None,
+    def _run(self, inputs: Any, *args: Any, mask: Any = None, initial_state: Any = None,
              training: bool | None = None):  # fmt: skip
+        calls.keyword_only(self, args)
         forward_state, backward_state = self.spec.split_initial_state(initial_state)
         y = self.forward_layer(inputs, mask=mask, initial_state=forward_state,
                                training=training)  # fmt: skip

@@ -88,6 +88,20 @@ def host_array(
     return array.astype(dtype, copy=False)
 
 
+def keyword_only(layer: object, args: tuple) -> None:
+    """Everything after ``inputs`` is keyword-only on every engine: frameworks disagree on
+    the positional order (Keras's ``call`` takes ``mask, training, initial_state``, PyTorch
+    passes states second), so a positional second argument is refused, not guessed."""
+    if args:
+        kind = type(layer).__name__
+        name = getattr(layer, "name", None)
+        raise TypeError(
+            f"{f'{name} ({kind})' if name else kind}: mask, initial_state and training are "
+            "keyword-only; call layer(inputs, mask=..., initial_state=..., training=...) "
+            f"(got {len(args)} positional argument{'s' if len(args) > 1 else ''} after inputs)"
+        )
+
+
 def training(owner: str, value: object) -> bool | None:
     """``training`` is True, False (NumPy booleans too) or None, on every engine."""
     if value is None or isinstance(value, (bool, np.bool_)):

@@ -203,7 +203,7 @@ class Recurrent(LayerCore):
     def __call__(
         self,
         inputs: jax.Array,
-        *,
+        *args: Any,
         mask: jax.Array | None = None,
         initial_state: Sequence[jax.Array] | jax.Array | None = None,
         training: bool = False,
@@ -212,6 +212,7 @@ class Recurrent(LayerCore):
         """Run the layer. ``key`` (a ``jax.random`` key) is required when ``training=True``
         and the layer has dropout. A stateful layer starts from its carried states (unless
         ``initial_state`` is given) and keeps its final states, eagerly only."""
+        calls.keyword_only(self, args)
         inputs = kernels.call_array(inputs, "inputs", self._dtype, self.name)
         if not self.spec.stateful:
             return self.apply(inputs, states=initial_state, mask=mask, training=training, key=key)[
@@ -395,8 +396,9 @@ class Bidirectional(BidirectionalCore):
         wrapper.forward_layer, wrapper.backward_layer = children
         return wrapper
 
-    def __call__(self, inputs, *, mask=None, initial_state=None, training: bool = False,
+    def __call__(self, inputs, *args, mask=None, initial_state=None, training: bool = False,
                  key: jax.Array | None = None):  # fmt: skip
+        calls.keyword_only(self, args)
         forward_keys, backward_keys = {}, {}
         if not isinstance(self.forward_layer, Recurrent):  # RNN(cell): no dropout, no key
             if key is not None:

@@ -265,13 +265,14 @@ class RNN(cells.RNNCore):
     def __call__(
         self,
         inputs: Array,
-        *,
+        *args: Any,
         mask: Array | None = None,
         initial_state: Sequence[Array] | Array | None = None,
         training: bool | None = None,
     ):
         """Run the layer. A stateful layer starts from its carried states (unless
         ``initial_state`` is given) and keeps its final states, eagerly only."""
+        calls.keyword_only(self, args)
         inputs = kernels.call_array(inputs, "inputs", self._dtype, self.name)
         if not self.spec.stateful:
             return self.apply(inputs, states=initial_state, mask=mask, training=training)[0]

@@ -191,8 +191,9 @@ class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Laye
 
     # -- calling ----------------------------------------------------------------------------
     def __call__(self, inputs, *args, **kwargs):
+        calls.keyword_only(self, args)  # Keras would take a second argument as the mask
         inputs, kwargs = _host_arguments(self, self.compute_dtype, inputs, kwargs)
-        return super().__call__(inputs, *args, **kwargs)
+        return super().__call__(inputs, **kwargs)
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
         spec = self.spec
@@ -387,9 +388,10 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
         self.backward_layer.build(input_shape)
 
     def __call__(self, inputs, *args, **kwargs):
+        calls.keyword_only(self, args)
         dtype = self.forward_layer.compute_dtype
         inputs, kwargs = _host_arguments(self, dtype, inputs, kwargs)
-        return super().__call__(inputs, *args, **kwargs)
+        return super().__call__(inputs, **kwargs)
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
         if isinstance(initial_state, kernels.Deferred):

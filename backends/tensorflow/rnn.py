@@ -165,8 +165,9 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, inputs, *args, **kwargs):
+        calls.keyword_only(self, args)
         inputs, kwargs = _layers()._host_arguments(self, self.compute_dtype, inputs, kwargs)
-        return super().__call__(inputs, *args, **kwargs)
+        return super().__call__(inputs, **kwargs)
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
         spec = self.spec

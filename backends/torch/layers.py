@@ -142,11 +142,12 @@ class Recurrent(LayerCore, nn.Module):
     def forward(
         self,
         inputs: torch.Tensor,
-        *,
+        *args: Any,
         mask: torch.Tensor | None = None,
         initial_state: Sequence[torch.Tensor] | torch.Tensor | None = None,
         training: bool | None = None,
     ):
+        calls.keyword_only(self, args)
         spec = self.spec
         training = calls.training(self.name, training)
         if training is None:
@@ -290,8 +291,9 @@ class Bidirectional(BidirectionalCore, nn.Module):
         nn.Module.__init__(self)
         self.forward_layer, self.backward_layer = self._init_core(layer, merge_mode, keywords)
 
-    def forward(self, inputs, *, mask=None, initial_state=None, training=None):
-        return self._run(inputs, mask=mask, initial_state=initial_state, training=training)
+    def forward(self, inputs, *args, mask=None, initial_state=None, training=None):
+        return self._run(inputs, *args, mask=mask, initial_state=initial_state,
+                         training=training)  # fmt: skip
 
     __repr__ = nn.Module.__repr__
 

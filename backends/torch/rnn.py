@@ -176,11 +176,12 @@ class RNN(cells.RNNCore, nn.Module):
     def forward(
         self,
         inputs: torch.Tensor,
-        *,
+        *args: Any,
         mask: torch.Tensor | None = None,
         initial_state: Sequence[torch.Tensor] | torch.Tensor | None = None,
         training: bool | None = None,
     ):
+        calls.keyword_only(self, args)
         spec = self.spec
         calls.training(self.name, training)
         device = kernels.call_device(self._weights()[0].device if self.built else None,

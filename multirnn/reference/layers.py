@@ -94,11 +94,12 @@ class Recurrent(LayerCore):
     def __call__(
         self,
         inputs: Any,
-        *,
+        *args: Any,
         mask: Any = None,
         initial_state: Any = None,
         training: bool | None = None,
     ):
+        calls.keyword_only(self, args)
         spec = self.spec
         training = calls.training(self.name, training)
         x = kernels.host(self.name, inputs, "inputs", self.dtype)

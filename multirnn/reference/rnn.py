@@ -99,8 +99,9 @@ class RNN(cells.RNNCore):
         self._weights = [np.array(w, dtype=self.dtype) for w in weights]
 
     # -- calling ------------------------------------------------------------------------------
-    def __call__(self, inputs: Any, *, mask: Any = None, initial_state: Any = None,
+    def __call__(self, inputs: Any, *args: Any, mask: Any = None, initial_state: Any = None,
                  training: bool | None = None):  # fmt: skip
+        calls.keyword_only(self, args)
         spec = self.spec
         calls.training(self.name, training)
         x = kernels.host(self.name, inputs, "inputs", self.dtype)
