@@ -260,16 +260,22 @@ class BuildLock:
     def __enter__(self) -> BuildLock:
         me = f"{os.getpid()} {socket.gethostname()}"
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._acquire(me)
+        except BaseException:  # the timeout, Ctrl-C while waiting
+            self._close()
+            raise
+        return self
+
+    def _acquire(self, me: str) -> None:
         start = time.monotonic()
         pause = self.POLL[0]
         while not self._try(me):
             waited = time.monotonic() - start
             if waited >= self.timeout:
-                holder = self._holder()
-                self._close()
                 raise BuildLockTimeout(
-                    f"another process ({holder}) held the build lock {self.path} for more "
-                    f"than {self.timeout:g} s ({WAIT_ENV}); it may still be compiling"
+                    f"another process ({self._holder()}) held the build lock {self.path} for "
+                    f"more than {self.timeout:g} s ({WAIT_ENV}); it may still be compiling"
                 )
             if pause == self.POLL[0]:
                 log.info("waiting for the native loop's build lock %s (%s)", self.path,
@@ -279,7 +285,6 @@ class BuildLock:
         if not self.pid_file:  # who holds it, for a waiting process's message
             os.lseek(self.fd, 0, os.SEEK_SET)
             os.write(self.fd, me.encode().ljust(64))
-        return self
 
     def _try(self, me: str) -> bool:
         if self.pid_file:
@@ -398,6 +403,7 @@ def build():
     with _lock:
         if "ops" in _state:
             return _state["ops"]
+        wait_limit()  # a malformed bound is the caller's error, as a malformed switch is
         if "error" not in _state:
             try:
                 _state["ops"] = _compile()

@@ -454,6 +454,14 @@ def test_wait_limit_reads_its_variable(monkeypatch):
             native.wait_limit()
 
 
+def test_malformed_wait_raises_before_any_build(monkeypatch, broken_build):
+    monkeypatch.setenv(native.ENV, "auto")
+    monkeypatch.setenv(native.WAIT_ENV, "soon")
+    with pytest.raises(ValueError, match="MULTIRNN_TORCH_NATIVE_WAIT must be"):
+        lstm_call()
+    assert broken_build == []
+
+
 posix_only = pytest.mark.skipif(os.name == "nt", reason="holds the lock with fcntl")
 
 #: holds the build lock as a build does (and creates torch's lock file) until killed
