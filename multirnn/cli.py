@@ -254,8 +254,11 @@ def _certify_cell(args: argparse.Namespace) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         cell = cell_suite.load_cell(args.cell, args.cell_units)
-    except (ValueError, TypeError) as exc:
-        raise Refused(str(exc)) from None
+    except Exception as exc:  # also the user's constructor: one line, not its traceback
+        text = str(exc)
+        if not (isinstance(exc, ValueError) and text.startswith("--cell")):
+            text = f"--cell {args.cell!r}: making the cell raised {type(exc).__name__}: {exc}"
+        raise Refused(text) from None
     names = None
     if args.engines is not None:
         names = runner.split_names(args.engines, "--engines")

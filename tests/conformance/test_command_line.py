@@ -643,3 +643,25 @@ def test_cell_module_is_imported_from_the_working_directory(tmp_path):
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("cell Leaky(3 units): ")
+
+
+def test_cell_whose_constructor_raises_is_one_line(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("array_api_strict")
+    (tmp_path / "usercells_broken.py").write_text(
+        "import multirnn\n"
+        "class Broken(multirnn.Cell):\n"
+        "    def __init__(self, units, **kwargs):\n"
+        "        raise RuntimeError('no weights today')\n"
+        "def factory():\n"
+        "    return {}['cell']\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the command puts tmp_path on it
+    monkeypatch.delitem(sys.modules, "usercells_broken", raising=False)
+    for name, why in (("Broken", "RuntimeError: no weights today"), ("factory", "KeyError")):
+        assert cli.main(["conformance", "--cell", f"usercells_broken:{name}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(
+            f"multirnn conformance: --cell 'usercells_broken:{name}': making the cell raised {why}"
+        )
