@@ -26,11 +26,18 @@ def _write_into(value) -> None:
         view[...] = 0
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def _cell_layer(eng, **kwargs):
+    from multirnn.builtin_cells import LSTMCell
+
+    return eng.RNN(LSTMCell(3), **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN(cell)"])
 def test_layer_states_is_a_copy_that_writing_into_leaves_the_carried_states_alone(eng, kind):
     if eng.name == "jax":
         pytest.skip("JAX arrays cannot be written into")
-    layer = getattr(eng, kind)(3, stateful=True, seed=0, input_dim=2, dtype="float64")
+    kwargs = {"stateful": True, "seed": 0, "input_dim": 2, "dtype": "float64"}
+    layer = _cell_layer(eng, **kwargs) if kind == "RNN(cell)" else getattr(eng, kind)(3, **kwargs)
     x = np.random.default_rng(0).standard_normal((2, 4, 2))
     layer(x)
     before = [multirnn.to_numpy(s).copy() for s in layer.states]
