@@ -74,12 +74,17 @@ def _demo(args: argparse.Namespace) -> int:
         instance = cls(4, seed=0, **options)
         dtype = np.float32 if "32" in str(getattr(instance, "dtype", "")) else np.float64
         training = bool(options.get("dropout"))
-        result = instance(
-            convert(x.astype(dtype)),
-            mask=convert(mask),
-            training=training,
-            **(training_kwargs() if training else {}),
-        )
+        try:
+            result = instance(
+                convert(x.astype(dtype)),
+                mask=convert(mask),
+                training=training,
+                **(training_kwargs() if training else {}),
+            )
+        except ValueError as exc:  # a malformed switch (MULTIRNN_TORCH_NATIVE=yes) is bad input
+            if not str(exc).startswith("MULTIRNN_"):
+                raise
+            raise Refused(str(exc)) from None
         parts = result if isinstance(result, list) else [result]
         shapes = " + ".join(str(tuple(p.shape)) for p in parts)
         text = ", ".join(f"{k}={v!r}" for k, v in options.items())

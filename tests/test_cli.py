@@ -215,3 +215,12 @@ def test_output_closed_early_ends_quietly():
     proc.stdout.close()
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 141 and err == "", err
+
+
+def test_demo_with_a_malformed_engine_switch_is_one_line(capsys, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("MULTIRNN_TORCH_NATIVE", "yes")
+    assert cli.main(["demo", "--backend", "torch"]) == 2
+    assert one_line(capsys.readouterr().err).startswith(
+        "multirnn demo: MULTIRNN_TORCH_NATIVE must be one of auto, 1, 0"
+    )
