@@ -47,6 +47,9 @@ MAX_HEADER_BYTES = 8 * 2**20
 #: sizes: layers compute in float32 or float64.
 _DTYPES = {"F32": ("float32", 4), "F64": ("float64", 8)}
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO opens without waiting, then is refused
+
 #: What interpreting a config may raise; each becomes a LayerFileError naming the file.
 _CONFIG_ERRORS = (TypeError, ValueError, KeyError, OverflowError, RecursionError)
 
@@ -167,7 +170,7 @@ def _write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
     temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
     try:
         # created like open(path, "w") creates a file: mode 0o666 less the umask
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o666)
     except OSError as exc:
         raise OSError(
             exc.errno, f"save: cannot create a file in {directory or '.'}: {exc.strerror}", path
@@ -187,12 +190,13 @@ def _write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
                 f"save: writing {path} failed: {exc}",
                 path,
             ) from None
-        fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)  # (safetensors may recreate it)
+        os.chmod(temporary, mode)  # (safetensors may have made the file anew)
+        ours = (os.getuid(), os.getgid()) if hasattr(os, "getuid") else None
+        if before is not None and ours is not None and (before.st_uid, before.st_gid) != ours:
+            with contextlib.suppress(PermissionError):  # the owner too, where allowed
+                os.chown(temporary, before.st_uid, before.st_gid)
+        fd = os.open(temporary, os.O_RDONLY | _CLOEXEC)
         try:
-            os.fchmod(fd, mode)
-            if before is not None and (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
-                with contextlib.suppress(PermissionError):  # the owner too, where allowed
-                    os.fchown(fd, before.st_uid, before.st_gid)
             os.fsync(fd)  # the bytes reach the disk before the name points at them
         finally:
             os.close(fd)
@@ -303,7 +307,7 @@ def _read_header(path: str) -> tuple[int, dict[str, str], dict[str, tuple[str, t
     from safetensors import SafetensorError, safe_open
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _CLOEXEC)
     except OSError as exc:
         raise LayerFileError(f"load: {path} is not a readable safetensors file: {exc}") from exc
     try:
@@ -316,7 +320,7 @@ def _read_header(path: str) -> tuple[int, dict[str, str], dict[str, tuple[str, t
                 f"load: {path} is not a readable safetensors file: it is {kind}; load reads "
                 "regular files only"
             )
-        prefix = os.pread(fd, 8, 0)
+        prefix = os.read(fd, 8)
     finally:
         os.close(fd)
     declared = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
