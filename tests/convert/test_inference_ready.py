@@ -98,15 +98,33 @@ def test_a_loaded_dropout_layer_called_without_training_computes_inference(eng, 
     assert np.abs(noisy - multirnn.to_numpy(layer(x, training=False))).max() > 1e-3
 
 
-def test_converted_torch_layers_come_back_in_eval_mode():
+def _from_keras3():
+    keras = pytest.importorskip("keras")
+    peer = keras.layers.Bidirectional(keras.layers.GRU(4, dropout=0.3))
+    peer.build((None, None, 3))
+    return convert.from_keras(peer, backend="torch")
+
+
+def _from_flax():
+    nnx = pytest.importorskip("flax.nnx")
+    return convert.from_flax(nnx.LSTMCell(3, 4, rngs=nnx.Rngs(0)), backend="torch")
+
+
+CONVERTERS = {
+    "from_torch": lambda torch: convert.from_torch(torch.nn.LSTM(3, 4), backend="torch"),
+    "from_torch-bidirectional": lambda torch: convert.from_torch(
+        torch.nn.GRU(3, 4, bidirectional=True), backend="torch"
+    ),
+    "from_keras": lambda torch: _from_keras3(),
+    "from_flax": lambda torch: _from_flax(),
+}
+
+
+@pytest.mark.parametrize("convert_one", CONVERTERS.values(), ids=CONVERTERS.keys())
+def test_converted_torch_layers_come_back_in_eval_mode(convert_one):
     torch = pytest.importorskip("torch")
-    module = torch.nn.LSTM(3, 4, bidirectional=True)  # a module in training mode
-    assert module.training
-    for layer in (
-        convert.from_torch(module, backend="torch"),
-        convert.from_torch(torch.nn.GRU(3, 4), backend="torch"),
-    ):
-        assert not layer.training and not any(m.training for m in layer.modules())
+    layer = convert_one(torch)  # torch modules, the sources here included, start in training
+    assert not layer.training and not any(m.training for m in layer.modules())
     layer.train()  # the user's way back to training mode
     assert layer.training
 
