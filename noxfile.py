@@ -183,7 +183,8 @@ def check_wheel(session: nox.Session, path: Path) -> None:
         for p in Path().glob("multirnn/conformance/gaps/*.txt")
     }
     need |= {f"multirnn_{name}/__init__.py" for name in ("torch", "jax", "tensorflow")}
-    need |= {f"multirnn_torch/csrc/{p.name}" for p in Path().glob("backends/torch/csrc/*.cpp")}
+    sources = Path().glob("backends/multirnn_torch/csrc/*.cpp")
+    need |= {f"multirnn_torch/csrc/{p.name}" for p in sources}
     if missing := sorted(need - names):
         session.error(f"{path.name} lacks {missing}")
     if "[multirnn.backends]" not in entry_points:

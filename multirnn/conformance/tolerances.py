@@ -1,4 +1,5 @@
-"""The tolerance policy (DESIGN.md §6), in one place and reported with every result.
+"""The tolerance policy (docs/conformance.md, section 4), in one place and reported with
+every result.
 
 An engine's array ``got`` passes against the oracle's ``ref`` when, elementwise,
 ``|got - ref| <= tol * (1 + |ref|)``. The reported *relative error* is the largest

@@ -1,4 +1,5 @@
-"""The reference computation, written to read like DESIGN.md §3–4 rather than to be fast.
+"""The reference computation, written to read like the cell maths and options of
+docs/semantics.md rather than to be fast.
 
 :func:`forward` is the functional entry: spec, canonical weights and inputs in; output
 and final states out. Dropout masks are passed in explicitly (already scaled, e.g.

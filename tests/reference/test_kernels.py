@@ -1,5 +1,5 @@
 """The reference computation against hand-derived numbers, and its options against their
-definitions (DESIGN.md §3-4)."""
+definitions (docs/semantics.md)."""
 
 from __future__ import annotations
 

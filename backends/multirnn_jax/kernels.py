@@ -19,14 +19,14 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-import numpy as np
-from multirnn_jax import backprop, scan
-from multirnn_jax.ops import JAX_OPS
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+
 from multirnn import activations, builtin_cells, calls
 from multirnn.spec import LayerSpec
+from multirnn_jax import backprop, scan
+from multirnn_jax.ops import JAX_OPS
 
 Array = jax.Array
 

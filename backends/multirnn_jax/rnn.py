@@ -15,16 +15,16 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import numpy as np
-from multirnn_jax import kernels
-from multirnn_jax.ops import JAX_OPS
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import GetAttrKey
+
 from multirnn import calls, cells, regularizers
 from multirnn import constraints as constraint_module
 from multirnn.layer import _BUILD_LOCK, LayerCore
+from multirnn_jax import kernels
+from multirnn_jax.ops import JAX_OPS
 
 Array = jax.Array
 

@@ -23,11 +23,11 @@ else takes the automatically differentiated loop (``multirnn_tensorflow.scan``).
 
 from __future__ import annotations
 
-from multirnn_tensorflow.ops import array_api
-
 import tensorflow as tf
+
 from multirnn import builtin_cells
 from multirnn.spec import LayerSpec
+from multirnn_tensorflow.ops import array_api
 
 
 def supported(spec: LayerSpec, mi, mr) -> bool:

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from multirnn_torch import kernels, scan
-from multirnn_torch.ops import TORCH_OPS
-
 import torch
+from torch import nn
+
 from multirnn import calls, cells, regularizers
 from multirnn import constraints as constraint_module
 from multirnn.layer import _BUILD_LOCK
-from torch import nn
+from multirnn_torch import kernels, scan
+from multirnn_torch.ops import TORCH_OPS
 
 __all__ = ["RNN", "torch_namespace"]
 

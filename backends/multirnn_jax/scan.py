@@ -1,4 +1,4 @@
-"""The generic path: every option of DESIGN.md §3-4 as one ``lax.scan``.
+"""The generic path: every option of docs/semantics.md as one ``lax.scan``.
 
 On accelerators the input projections of all steps (with input dropout and the input bias
 folded in) are one product before the loop, in time-major layout, and the scan body does
@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+
 from multirnn import builtin_cells
 from multirnn.spec import LayerSpec
 

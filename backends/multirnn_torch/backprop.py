@@ -30,11 +30,11 @@ gradients) stays here and is shared by both.
 
 from __future__ import annotations
 
-from multirnn_torch import native
-
 import torch
 import torch.nn.functional as F
+
 from multirnn import builtin_cells
+from multirnn_torch import native
 
 #: name -> the activation in place on a tensor; its derivative, as a function of its
 #: output, is the shared formula (:func:`derivative`)

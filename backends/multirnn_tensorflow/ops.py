@@ -8,7 +8,6 @@ import builtins
 from types import SimpleNamespace
 
 import numpy as np
-
 import tensorflow as tf
 
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import keras
 import numpy as np
-from multirnn_tensorflow import kernels
-from multirnn_tensorflow.carried import CarriedStates
-from multirnn_tensorflow.ops import TF_OPS, ArrayAPI
-
 import tensorflow as tf
+
 from multirnn import calls, cells
 from multirnn import constraints as constraint_module
 from multirnn._checks import check_bool
 from multirnn.layer import _BUILD_LOCK, LayerCore
+from multirnn_tensorflow import kernels
+from multirnn_tensorflow.carried import CarriedStates
+from multirnn_tensorflow.ops import TF_OPS, ArrayAPI
 
 __all__ = ["RNN", "ArrayAPI"]
 

@@ -7,10 +7,10 @@ GRU with reset_after=False, arbitrary masks, recurrent dropout, user activations
 
 from __future__ import annotations
 
-from multirnn_torch import backprop
-
 import torch
+
 from multirnn import builtin_cells
+from multirnn_torch import backprop
 
 
 def array_api():

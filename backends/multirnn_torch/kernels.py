@@ -7,7 +7,7 @@ two paths it chooses between.
   recurrent product and the cell's elementwise work per step (``multirnn_torch.scan``, with
   a hand-written backward pass where it applies).
 
-Both compute exactly the function of DESIGN.md §3-4; the eligibility rule is a pure function
+Both compute exactly the function docs/semantics.md defines; the eligibility rule is a pure function
 of the spec and the call (:func:`fused_ineligibility`), unit-tested on CPU.
 """
 
@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from multirnn_torch import scan
-from multirnn_torch.ops import TORCH_OPS
-
 import torch
 import torch.nn.functional as F
+
 from multirnn import activations, builtin_cells, calls
 from multirnn.spec import LayerSpec
+from multirnn_torch import scan
+from multirnn_torch.ops import TORCH_OPS
 
 #: activations the framework computes natively and exactly (the formula's own ops)
 NATIVE_ACTIVATIONS = {

@@ -6,9 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from multirnn_torch import kernels
-
 import torch
+
 from multirnn.conformance.adapters import (
     EngineAdapter,
     layer_from,
@@ -17,6 +16,7 @@ from multirnn.conformance.adapters import (
     stateful_sequence,
 )
 from multirnn.conformance.oracle import results
+from multirnn_torch import kernels
 
 
 def _t(a, grad: bool = False):

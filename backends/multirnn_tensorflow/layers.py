@@ -15,15 +15,15 @@ from typing import Any
 
 import keras
 import numpy as np
-from multirnn_tensorflow import kernels
-from multirnn_tensorflow.carried import CarriedStates
-from multirnn_tensorflow.ops import TF_OPS
-
 import tensorflow as tf
+
 from multirnn import calls, constraints, regularizers
 from multirnn._checks import check_bool
 from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
+from multirnn_tensorflow import kernels
+from multirnn_tensorflow.carried import CarriedStates
+from multirnn_tensorflow.ops import TF_OPS
 
 
 def framework_version() -> str:

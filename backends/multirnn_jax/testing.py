@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-from multirnn_jax import kernels
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+
 from multirnn.conformance.adapters import (
     EngineAdapter,
     layer_from,
@@ -18,6 +17,7 @@ from multirnn.conformance.adapters import (
     stateful_sequence,
 )
 from multirnn.conformance.oracle import results
+from multirnn_jax import kernels
 
 
 def _j(a):

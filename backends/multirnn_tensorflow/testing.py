@@ -7,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from multirnn_tensorflow import kernels
-
 import tensorflow as tf
+
 from multirnn.conformance.adapters import (
     EngineAdapter,
     layer_from,
@@ -18,6 +17,7 @@ from multirnn.conformance.adapters import (
     stateful_sequence,
 )
 from multirnn.conformance.oracle import results
+from multirnn_tensorflow import kernels
 
 
 def _t(a):

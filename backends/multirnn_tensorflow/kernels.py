@@ -15,12 +15,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from multirnn_tensorflow import backprop, scan
-from multirnn_tensorflow.ops import TF_OPS
-
 import tensorflow as tf
+
 from multirnn import activations, builtin_cells, calls
 from multirnn.spec import LayerSpec
+from multirnn_tensorflow import backprop, scan
+from multirnn_tensorflow.ops import TF_OPS
 
 #: activations the framework computes natively and exactly (the formula's own ops)
 NATIVE_ACTIVATIONS = {

@@ -1,4 +1,4 @@
-"""The generic path: every option of DESIGN.md §3-4 as one ``tf.while_loop``.
+"""The generic path: every option of docs/semantics.md as one ``tf.while_loop``.
 
 On GPUs the input projections of all steps (with input dropout and the input bias folded
 in) are one product before the loop, in time-major layout, and the loop body does one
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from multirnn_tensorflow.ops import array_api
-
 import tensorflow as tf
+
 from multirnn import builtin_cells
 from multirnn.spec import LayerSpec
+from multirnn_tensorflow.ops import array_api
 
 
 def split_bias(spec: LayerSpec, weights: Sequence[tf.Tensor]):

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from multirnn_jax.scan import vary_like
-
 import jax
 import jax.numpy as jnp
 from jax import lax
+
 from multirnn import builtin_cells
 from multirnn.spec import LayerSpec
+from multirnn_jax.scan import vary_like
 
 Array = jax.Array
 

@@ -12,14 +12,14 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from multirnn_torch import kernels
-from multirnn_torch.ops import TORCH_OPS
-
 import torch
+from torch import nn
+
 from multirnn import calls, regularizers
 from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
-from torch import nn
+from multirnn_torch import kernels
+from multirnn_torch.ops import TORCH_OPS
 
 _names = itertools.count()
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")

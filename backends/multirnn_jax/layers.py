@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-from multirnn_jax import kernels
-from multirnn_jax.ops import JAX_OPS
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import GetAttrKey
+
 from multirnn import calls, regularizers
 from multirnn.bidirectional import BidirectionalCore, merge
 from multirnn.layer import LayerCore
+from multirnn_jax import kernels
+from multirnn_jax.ops import JAX_OPS
 
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 

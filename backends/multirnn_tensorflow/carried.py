@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import tensorflow as tf
+
 from multirnn import calls
 
 
