@@ -51,3 +51,23 @@ def keras_file_reloads(model, x, path, **tolerance) -> None:
     np.testing.assert_allclose(
         again.predict(x, verbose=0), model.predict(x, verbose=0), **tolerance
     )
+
+
+def native(engine: str, array):
+    """A NumPy array as the engine's own tensor (a torch.Tensor, jax.Array or tf.Tensor),
+    so the shared tests call each engine with what its users pass."""
+    import numpy as np
+
+    if engine == "torch":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(array))
+    if engine == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(array)
+    if engine == "tensorflow":
+        import tensorflow as tf
+
+        return tf.constant(array)
+    return np.asarray(array)

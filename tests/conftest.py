@@ -7,6 +7,8 @@ import pytest
 import multirnn
 from multirnn import engines
 
+from .conformance.frameworks import float64
+
 #: the built-in engines, in the order tests are parametrised over them
 ENGINES = ("numpy", "torch", "jax", "tensorflow")
 
@@ -26,3 +28,11 @@ def eng(request):
     if request.param not in engines.available():
         pytest.skip(f"{request.param} is not installed")
     return multirnn.engine(request.param)
+
+
+@pytest.fixture
+def eng64(eng):
+    """``eng`` with JAX in its 64-bit mode, so each engine's default dtype is the one its
+    own tests have always used: float64 on NumPy and JAX, float32 on PyTorch and TensorFlow."""
+    with float64(eng.name):
+        yield eng

@@ -11,9 +11,7 @@ jax = pytest.importorskip("jax")
 
 import jax.numpy as jnp  # noqa: E402
 from multirnn_jax import kernels  # noqa: E402
-from multirnn_jax.layers import GRU, LSTM, Recurrent, SimpleRNN  # noqa: E402
-
-import multirnn  # noqa: E402
+from multirnn_jax.layers import GRU, LSTM, SimpleRNN  # noqa: E402
 
 from ..cases import VARIANTS, variant_id  # noqa: E402
 
@@ -28,19 +26,6 @@ def make(variant, units=3, **kwargs):
 
 def x(batch=2, time=5, features=4, dtype="float64", seed=0):
     return jnp.asarray(np.random.default_rng(seed).standard_normal((batch, time, features)), dtype)
-
-
-def test_demo_runs_on_the_jax_engine(capsys):
-    from multirnn import cli
-
-    assert cli.main(["demo", "--backend", "jax"]) == 0
-    assert "all documented layers ran" in capsys.readouterr().out
-
-
-def test_selected_by_name_and_abstract_base():
-    assert multirnn.engine("jax").LSTM is LSTM
-    with pytest.raises(TypeError, match="abstract base"):
-        Recurrent(3)
 
 
 # -- pytrees --------------------------------------------------------------------------------------
@@ -144,15 +129,6 @@ def test_replace_works_under_jit_and_checks_shapes():
 # -- weights, seeds, dtypes ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_seed_gives_the_same_weights_as_the_numpy_engine(variant):
-    layer = make(variant, input_dim=4, seed=7, dtype="float32")
-    ref = multirnn.engine("numpy").layer_class(variant[0])(3, **variant[1], input_dim=4, seed=7,
-                                                          dtype="float32")  # fmt: skip
-    for a, b in zip(layer.get_weights(), ref.get_weights()):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_unseeded_init_follows_the_given_key():
     a = GRU(2, input_dim=2, key=jax.random.key(3)).get_weights()[0]
     np.testing.assert_array_equal(a, GRU(2, input_dim=2, key=jax.random.key(3)).get_weights()[0])
@@ -224,17 +200,6 @@ def test_dropout_masks_match_the_documented_shapes(implementation, monkeypatch):
 # -- state -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_stateful_calls_continue_the_sequence(variant):
-    inputs = x(time=6)
-    whole = make(variant, seed=2, return_sequences=True, input_dim=4)
-    stateful = make(variant, seed=2, return_sequences=True, stateful=True, input_dim=4)
-    first, second = stateful(inputs[:, :3]), stateful(inputs[:, 3:])
-    np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole(inputs), atol=1e-12)
-    stateful.reset_states()
-    assert all(not np.any(s) for s in stateful.states)
-
-
 def test_states_are_threaded_explicitly_under_jit():
     layer = LSTM(3, seed=2, return_sequences=True, stateful=True, input_dim=4, dtype="float64")
     inputs = x(time=6)
@@ -252,19 +217,6 @@ def test_states_are_threaded_explicitly_under_jit():
     np.testing.assert_allclose(out2, eager[1], atol=1e-12)
     for a, b in zip(states, layer.states):
         np.testing.assert_allclose(a, b, atol=1e-12)
-
-
-def test_stateful_batch_size_and_reset_states_errors():
-    layer = LSTM(3, stateful=True, dtype="float64")
-    layer(x(batch=2))
-    with pytest.raises(ValueError, match="holds states for batch size 2"):
-        layer(x(batch=3))
-    with pytest.raises(ValueError, match=r"reset_states\(states\) must be a list of 2"):
-        layer.reset_states([jnp.zeros((3, 3))])
-    layer.reset_states([jnp.zeros((3, 3)), jnp.zeros((3, 3))])
-    assert layer(x(batch=3)).shape == (3, 3)
-    with pytest.raises(ValueError, match="applies to stateful layers"):
-        LSTM(3).reset_states()
 
 
 # -- penalties and constraints ------------------------------------------------------------------
@@ -295,47 +247,13 @@ def test_apply_constraints_returns_a_new_layer():
     np.testing.assert_array_equal(projected.bias, layer.bias)
 
 
-# -- files -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_save_on_jax_load_on_numpy_and_back(variant, tmp_path):
-    layer = make(variant, seed=5, return_sequences=True, go_backwards=True, input_dim=4)
-    inputs = x()
-    path = tmp_path / "layer.safetensors"
-    multirnn.save(layer, path)
-    on_numpy = multirnn.load(path, backend="numpy")
-    np.testing.assert_allclose(on_numpy(np.asarray(inputs)), layer(inputs), atol=1e-12)
-    multirnn.save(on_numpy, path)
-    back = multirnn.load(path, backend="jax")
-    np.testing.assert_allclose(back(inputs), layer(inputs), atol=1e-12)
-
-
-def test_config_round_trip():
-    layer = GRU(5, reset_after=True, go_backwards=True, dtype="float64", name="g")
-    clone = GRU.from_config(layer.get_config())
-    assert clone.spec == layer.spec and clone.name == "g"
-
-
-# -- bad input -------------------------------------------------------------------------------------
+# -- bad input (what every engine refuses: tests/test_builtin_layers.py) ---------------------------
 
 
 @pytest.mark.parametrize(
     "call,error,match",
     [
-        (lambda m: m(jnp.zeros((2, 4))), ValueError, r"inputs must be 3-D \(batch, time"),
-        (lambda m: m(jnp.zeros((2, 5, 3))), ValueError, "inputs have 3 features .* input_dim=4"),
-        (lambda m: m(jnp.zeros((2, 5, 4), jnp.float32)), TypeError, "dtype float32 .* float64"),
         (lambda m: m("x"), TypeError, "inputs must be a jax.Array, a NumPy array or"),
-        (lambda m: m(x(), mask=jnp.ones((2, 4), bool)), ValueError, r"mask must have shape"),
-        (lambda m: m(x(), mask=jnp.ones((2, 5))), TypeError, "mask must be a boolean"),
-        (lambda m: m(x(), initial_state=[jnp.zeros((2, 3))]), ValueError, r"\[h, c\]"),
-        (
-            lambda m: m(x(), initial_state=[jnp.zeros((2, 3)), jnp.zeros((2, 2))]),
-            ValueError,
-            "'c'",
-        ),
-        (lambda m: m(x(), initial_state=jnp.zeros((2, 3))), ValueError, r"\[h, c\]"),
         (lambda m: m(x(), training=True, key=7), TypeError, "key must be one JAX PRNG key"),
     ],
 )

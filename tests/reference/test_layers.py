@@ -7,7 +7,7 @@ import pytest
 
 import multirnn
 from multirnn.reference import kernels
-from multirnn.reference.layers import GRU, LSTM, Recurrent, SimpleRNN
+from multirnn.reference.layers import GRU, LSTM, SimpleRNN
 
 from ..cases import VARIANTS, variant_id
 
@@ -22,11 +22,6 @@ def make(variant, units=3, **kwargs):
 
 def inputs(batch=2, time=4, features=5, dtype=np.float64):
     return RNG.standard_normal((batch, time, features)).astype(dtype)
-
-
-def test_recurrent_is_abstract():
-    with pytest.raises(TypeError, match="abstract base"):
-        Recurrent(3)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
@@ -80,16 +75,7 @@ def test_initial_state_single_array_for_single_state_layers():
         LSTM(3)(x, initial_state=h0)
 
 
-# -- seeds and weights ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_seed_gives_identical_weights(variant):
-    a, b = make(variant, seed=3, input_dim=4), make(variant, seed=3, input_dim=4)
-    for wa, wb in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_array_equal(wa, wb)
-    c = make(variant, seed=4, input_dim=4)
-    assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+# -- seeds and weights (a seed's weights on every engine: tests/test_builtin_layers.py) ------
 
 
 def test_unseeded_layers_follow_numpy_global_seed():
@@ -162,27 +148,7 @@ def test_dtype_default_and_mismatch():
         LSTM(2)(np.ones((1, 2, 3), dtype=np.int64))
 
 
-def test_training_must_be_boolean():
-    with pytest.raises(TypeError, match="training must be True, False or None"):
-        GRU(2)(inputs(), training=1)
-
-
-# -- stateful -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_stateful_calls_continue_the_sequence(variant):
-    x = inputs(time=6)
-    whole = make(variant, seed=2, return_sequences=True)
-    stateful = make(variant, seed=2, return_sequences=True, stateful=True)
-    stateful.build(x.shape)
-    whole.set_weights(stateful.get_weights())
-    first, second = stateful(x[:, :3]), stateful(x[:, 3:])
-    np.testing.assert_allclose(np.concatenate([first, second], 1), whole(x), rtol=1e-14)
-    assert len(stateful.states) == stateful.spec.num_states
-    stateful.reset_states()
-    assert all(not s.any() for s in stateful.states)
-    np.testing.assert_array_equal(stateful(x[:, :3]), first)
+# -- stateful (splitting a sequence over calls on every engine: tests/test_builtin_layers.py) -
 
 
 def test_stateful_batch_size_is_fixed_and_state_survives_errors():
@@ -291,16 +257,7 @@ def test_apply_constraints():
     assert np.linalg.norm(layer.recurrent_kernel, axis=0).max() <= 0.1
 
 
-# -- config -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_from_config_rebuilds_the_same_layer(variant):
-    layer = make(variant, seed=4, go_backwards=True, name="enc")
-    again = type(layer).from_config(layer.get_config())
-    assert again.spec == layer.spec and again.name == "enc"
-    with pytest.raises(ValueError, match="got a config for a"):
-        (LSTM if variant[0] != "LSTM" else GRU).from_config(layer.get_config())
+# -- config (round trips on every engine: tests/test_builtin_layers.py) ------------------------
 
 
 def test_attributes_mirror_the_arguments():
