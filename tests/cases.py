@@ -4,6 +4,14 @@ from __future__ import annotations
 
 LAYERS = ("SimpleRNN", "LSTM", "GRU")
 
+#: each built-in engine's package (its layers are in ``<package>.layers``)
+PACKAGES = {
+    "numpy": "multirnn.reference",
+    "torch": "multirnn_torch",
+    "jax": "multirnn_jax",
+    "tensorflow": "multirnn_tensorflow",
+}
+
 #: (layer, extra kwargs) covering each cell variant.
 VARIANTS = (
     ("SimpleRNN", {}),

@@ -12,15 +12,7 @@ import pytest
 
 import multirnn
 
-from .cases import VARIANTS, native, variant_id
-
-#: each engine's package
-PACKAGES = {
-    "numpy": "multirnn.reference",
-    "torch": "multirnn_torch",
-    "jax": "multirnn_jax",
-    "tensorflow": "multirnn_tensorflow",
-}
+from .cases import PACKAGES, VARIANTS, native, variant_id
 
 #: each engine's default dtype (JAX in its 64-bit mode: the ``eng64`` fixture)
 DTYPES = {"numpy": "float64", "torch": "float32", "jax": "float64", "tensorflow": "float32"}

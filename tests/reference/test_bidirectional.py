@@ -1,4 +1,5 @@
-"""Bidirectional on the NumPy engine, against Keras 3's Bidirectional on the same weights."""
+"""Bidirectional on the NumPy engine, against Keras 3's Bidirectional on the same weights
+(what every engine's wrapper shares is in tests/test_bidirectional.py)."""
 
 from __future__ import annotations
 
@@ -48,38 +49,3 @@ def test_bidirectional_matches_keras(kind, kwargs, merge_mode):
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, keras.ops.convert_to_numpy(b), atol=1e-12)
-
-
-def test_initial_state_weights_and_config():
-    layer = Bidirectional(LSTM(3, seed=1, return_state=True))
-    x = _x()
-    rng = np.random.default_rng(2)
-    states = [rng.standard_normal((3, 3)) for _ in range(4)]
-    out, hf, *_ = layer(x, initial_state=states)
-    assert out.shape == (3, 6) and hf.shape == (3, 3)
-    np.testing.assert_allclose(
-        layer.forward_layer(x, initial_state=states[:2])[0], out[:, :3], atol=1e-15
-    )
-    assert len(layer.get_weights()) == 6
-    assert not np.array_equal(layer.forward_layer.kernel, layer.backward_layer.kernel)
-    again = Bidirectional.from_config(layer.get_config())
-    again.set_weights(layer.get_weights())
-    np.testing.assert_array_equal(again(x)[0], layer(x)[0])
-    with pytest.raises(ValueError, match="initial_state must be a list of 4 tensors"):
-        layer(x, initial_state=states[:2])
-    with pytest.raises(ValueError, match="merge_mode must be 'concat', 'sum', 'mul', 'ave'"):
-        Bidirectional(LSTM(3), merge_mode="max")
-    with pytest.raises(ValueError, match="set_weights takes 6 arrays"):
-        layer.set_weights(layer.get_weights()[:3])
-    with pytest.raises(TypeError, match="wraps a SimpleRNN, LSTM or GRU"):
-        Bidirectional("lstm")
-
-
-def test_the_selected_engine_provides_bidirectional():
-    import multirnn
-
-    multirnn.set_backend("numpy")
-    assert multirnn.Bidirectional is Bidirectional
-    assert multirnn.engine("numpy").Bidirectional is Bidirectional
-    wrapped = multirnn.Bidirectional(multirnn.GRU(4, seed=0), merge_mode="sum")
-    assert wrapped(_x()).shape == (3, 4)
