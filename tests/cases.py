@@ -79,3 +79,22 @@ def native(engine: str, array):
 
         return tf.constant(array)
     return np.asarray(array)
+
+
+def is_native(engine: str, value) -> bool:
+    """Whether ``value`` is the engine's own tensor type (what its layers return)."""
+    import numpy as np
+
+    if engine == "torch":
+        import torch
+
+        return torch.is_tensor(value)
+    if engine == "jax":
+        import jax
+
+        return isinstance(value, jax.Array)
+    if engine == "tensorflow":
+        import tensorflow as tf
+
+        return tf.is_tensor(value)
+    return isinstance(value, np.ndarray)
