@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import multirnn
+from multirnn.conformance import cell_suite
 
 from .cases import PACKAGES, is_native, native
 
@@ -211,3 +212,73 @@ def test_errors_say_what_was_expected(eng64):
     fresh = eng64.RNN(MinGRU(3))
     fresh.set_weights(layer.get_weights())
     assert fresh.input_dim == 4
+
+
+# -- gradients: each framework's autodiff against finite differences of the oracle ------------
+
+
+def _autodiff(eng, layer, x, mask, probes):
+    """d sum(outputs * probes) / d (inputs, weights), by the engine's autodiff."""
+
+    def listed(out):
+        return out if isinstance(out, list) else [out]
+
+    if eng.name == "torch":
+        import torch
+
+        xt = torch.from_numpy(x.copy()).requires_grad_()
+        out = listed(layer(xt, mask=torch.from_numpy(mask)))
+        sum((o * torch.from_numpy(p)).sum() for o, p in zip(out, probes)).backward()
+        return [xt.grad.numpy()] + [layer.weights[n].grad.numpy() for n in layer.weight_names]
+    if eng.name == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def loss(lay, x):
+            out = listed(lay(x, mask=jnp.asarray(mask)))
+            return sum(jnp.sum(o * jnp.asarray(p)) for o, p in zip(out, probes))
+
+        g_layer, g_x = jax.grad(loss, argnums=(0, 1))(layer, jnp.asarray(x))
+        assert isinstance(g_layer, eng.RNN)  # the gradient is a layer-shaped pytree
+        return [np.asarray(g_x), *g_layer.get_weights()]
+    import tensorflow as tf
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        out = listed(layer(xt, mask=tf.constant(mask)))
+        loss = tf.add_n([tf.reduce_sum(o * p) for o, p in zip(out, probes)])
+    return [g.numpy() for g in tape.gradient(loss, [xt, *layer.trainable_weights])]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True, "go_backwards": True},
+        {"return_sequences": True, "return_state": True, "go_backwards": True},
+    ],
+    ids=["sequences", "sequences-state"],
+)
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_gradients_match_central_differences_of_the_oracle(eng64, kind, options):
+    if eng64.name == "numpy":
+        pytest.skip("the NumPy engine has no autodiff: it is the oracle")
+    a, b = pair(eng64, kind, dtype="float64", input_dim=2, **options)
+    x = data(batch=2, time=3, features=2, seed=3)
+    mask = np.array([[True, False, True], [False, True, True]])
+    outs = b(x, mask=mask)
+    rng = np.random.default_rng(4)
+    probes = [rng.standard_normal(o.shape) for o in (outs if isinstance(outs, list) else [outs])]
+    got = _autodiff(eng64, a, x, mask, probes)
+
+    def loss(leaves):
+        b.set_weights(leaves[1:])
+        out = b(leaves[0], mask=mask)
+        return sum(
+            float(np.sum(o * p)) for o, p in zip(out if isinstance(out, list) else [out], probes)
+        )
+
+    want = cell_suite.central_differences(loss, [x, *b.get_weights()])
+    assert len(got) == len(want) == 1 + len(a.weight_names)
+    for name, g, w in zip(["inputs", *a.weight_names], got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-7, atol=1e-7, err_msg=name)

@@ -185,58 +185,6 @@ def test_jit_of_a_call_and_equal_layers_share_a_tree_structure():
     assert paths == [".weights['bias']", ".weights['kernel']", ".weights['recurrent_kernel']"]
 
 
-def _numpy_loss(oracle, weights, x, mask, probe):
-    oracle.set_weights(weights)
-    out = oracle(x, mask=mask)
-    return sum(float(np.sum(o * p)) for o, p in zip(out, probe))
-
-
-@pytest.mark.parametrize("cell_name", sorted(CELLS))
-def test_grad_matches_central_differences_of_the_numpy_rnn(cell_name):
-    options = {"return_sequences": True, "return_state": True, "go_backwards": True}
-    layer, oracle = pair(cell_name, **options)
-    x = data(batch=2, time=3, features=2, seed=3)
-    mask = np.array([[True, False, True], [False, True, True]])
-    layer.build(x.shape)
-    oracle.build(x.shape)
-    outs = oracle(x, mask=mask)
-    rng = np.random.default_rng(4)
-    probe = [rng.standard_normal(o.shape) for o in outs]
-
-    def loss(lay, x):
-        out = lay(x, mask=jnp.asarray(mask))
-        return sum(jnp.sum(o * jnp.asarray(p)) for o, p in zip(out, probe))
-
-    g_layer, g_x = jax.grad(loss, argnums=(0, 1))(layer, jnp.asarray(x))
-    weights = oracle.get_weights()
-    eps = 1e-6
-
-    def numeric(perturb, shape):
-        grad = np.zeros(shape)
-        for index in np.ndindex(shape):
-            up, down = perturb(index, eps), perturb(index, -eps)
-            grad[index] = (up - down) / (2 * eps)
-        return grad
-
-    def in_x(index, step):
-        moved = x.copy()
-        moved[index] += step
-        return _numpy_loss(oracle, weights, moved, mask, probe)
-
-    np.testing.assert_allclose(np.asarray(g_x), numeric(in_x, x.shape), atol=1e-7, rtol=1e-6)
-    assert isinstance(g_layer, RNN)
-    for k, (name, grad) in enumerate(zip(g_layer.weight_names, g_layer.get_weights())):
-
-        def in_w(index, step, k=k):
-            moved = [w.copy() for w in weights]
-            moved[k][index] += step
-            return _numpy_loss(oracle, moved, x, mask, probe)
-
-        np.testing.assert_allclose(
-            grad, numeric(in_w, weights[k].shape), atol=1e-7, rtol=1e-6, err_msg=name
-        )
-
-
 def test_config_penalties_and_constraints_match_the_numpy_rnn():
     layer, oracle = pair("lstm", input_dim=4)
     assert layer.get_config() == oracle.get_config()

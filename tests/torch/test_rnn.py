@@ -151,42 +151,6 @@ def test_batch_zero_stays_attached_to_the_weights():
     assert all(w.grad is not None and not w.grad.any() for w in a.weights.values())
 
 
-def test_gradients_against_finite_differences_of_the_oracle():
-    a, b = pair("two_state", return_sequences=True, go_backwards=True)
-    x = data(batch=2, time=3, features=2)
-    mask = np.array([[1, 0, 1], [1, 1, 1]], dtype=bool)
-    probe = np.random.default_rng(5).standard_normal((2, 3, 2))
-    xt = torch.from_numpy(x.copy()).requires_grad_()
-    (a(xt, mask=torch.from_numpy(mask)) * torch.from_numpy(probe)).sum().backward()
-    b.build(x.shape)
-    weights = b.get_weights()
-
-    def loss(x_, weights_):
-        b.set_weights(weights_)
-        return float((b(x_, mask=mask) * probe).sum())
-
-    eps = 1e-6
-
-    def numeric(array, f):
-        grad = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            keep = array[index]
-            array[index] = keep + eps
-            up = f()
-            array[index] = keep - eps
-            down = f()
-            array[index] = keep
-            grad[index] = (up - down) / (2 * eps)
-        return grad
-
-    xn = x.copy()
-    np.testing.assert_allclose(xt.grad.numpy(), numeric(xn, lambda: loss(xn, weights)),
-                               atol=1e-7)  # fmt: skip
-    for name, w in zip(a.weight_names, weights):
-        expected = numeric(w, lambda: loss(x, weights))
-        np.testing.assert_allclose(a.weights[name].grad.numpy(), expected, atol=1e-7)
-
-
 @pytest.mark.parametrize("go_backwards", [False, True])
 def test_the_loop_takes_the_inputs_apart_once(go_backwards):
     # x[:, t] at every step would give each step a backward that writes a zero-filled copy
