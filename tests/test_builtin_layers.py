@@ -198,3 +198,27 @@ def test_a_tensor_of_another_dtype_is_refused(eng64):
     layer = eng64.LSTM(3, input_dim=4)
     with pytest.raises(TypeError, match=f"dtype {other} .* {own}"):
         layer(native(eng64.name, np.zeros((2, 5, 4), other)))
+
+
+# -- constraints --------------------------------------------------------------------------------
+
+
+def test_apply_constraints_projects_the_constrained_weights_only(eng64):
+    # each framework's idiom (after an optimizer step, in a custom loop, under jit) is
+    # tested in its folder; here every engine projects the weights set_weights gave
+    max_norm = multirnn.constraints.MaxNorm(0.1)
+    layer = eng64.LSTM(3, kernel_constraint="non_neg", recurrent_constraint=max_norm,
+                       input_dim=4, seed=0)  # fmt: skip
+    kernel, recurrent, bias = layer.get_weights()
+    assert (kernel < 0).any()
+    layer.set_weights([kernel, 10.0 * recurrent, bias])
+    projected = layer.apply_constraints()
+    if eng64.name == "jax":  # a pure layer: a new one, the old one untouched
+        assert isinstance(projected, eng64.LSTM)
+        assert (layer.get_weights()[0] < 0).any()
+        layer = projected
+    kernel, recurrent, bias_after = layer.get_weights()
+    assert (kernel >= 0).all()
+    slack = 1e-7 if kernel.dtype == np.float32 else 0.0
+    assert np.linalg.norm(recurrent, axis=0).max() <= 0.1 + slack
+    np.testing.assert_array_equal(bias_after, bias)

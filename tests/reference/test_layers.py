@@ -224,7 +224,7 @@ def test_dropout_mask_shapes_follow_implementation():
     assert layer._dropout_mask_shapes(2, 5) == ((2, 5), None)
 
 
-# -- penalties and constraints ----------------------------------------------------------------
+# -- penalties (constraints on every engine: tests/test_builtin_layers.py) ----------------------
 
 
 def test_losses():
@@ -242,19 +242,6 @@ def test_losses():
     k, _, b = layer.get_weights()
     want = [0.01 * np.sum(k**2), 0.5 * np.sum(np.abs(b)), 0.01 * np.sum(np.abs(out)) / 2]
     np.testing.assert_allclose(layer.losses, want, rtol=1e-14)
-
-
-def test_apply_constraints():
-    layer = LSTM(
-        2,
-        seed=0,
-        kernel_constraint="non_neg",
-        recurrent_constraint=multirnn.constraints.MaxNorm(0.1),
-    )
-    layer.build((1, 1, 3))
-    layer.apply_constraints()
-    assert (layer.kernel >= 0).all()
-    assert np.linalg.norm(layer.recurrent_kernel, axis=0).max() <= 0.1
 
 
 # -- config (round trips on every engine: tests/test_builtin_layers.py) ------------------------
