@@ -6,8 +6,13 @@ functions are what every engine's generic paths run: the automatically different
 loops (JAX ``lax.scan``, TensorFlow ``tf.while_loop``, PyTorch's autograd loop) call
 :func:`transition`, and the JAX and TensorFlow loops with a hand-written backward pass
 call :func:`saving_step`, :func:`step_back` and the weight gradients (:func:`weight_grads`,
-or its parts where a loop adds up the recurrent kernel's). The engines keep only
-their loops and their fused kernels; a formula changes here, in one place.
+or its parts where a loop adds up the recurrent kernel's). PyTorch's loop with a
+hand-written backward pass writes the steps' combinations (:class:`Elementwise`,
+:func:`lstm_carry`, :func:`gru_candidate`) into its buffers and forms the cells' local
+derivatives for all steps at once (:func:`lstm_coefficients`, :func:`gru_coefficients`,
+:func:`derivative`). The engines keep only their loops and their fused kernels; a formula
+changes here, in one place. (PyTorch's native loop, ``csrc/scan.cpp``, is C++ of the same
+formulas; its tests check it against the steps here.)
 
 ``ops`` is an array API namespace (``jax.numpy``, array-api-compat's torch, the
 TensorFlow adapter). Steps use operators and slicing on arrays where the standard has
@@ -112,6 +117,61 @@ def fused_formula(spec: specs.LayerSpec) -> str | None:
     return None
 
 
+# -- the elementwise maths of a step -----------------------------------------------------------
+
+
+class Elementwise:
+    """The elementwise combinations the steps are made of. Each formula of this module is
+    written once against these; out of place (``out`` None) they are plain operators on any
+    array API arrays, so a traced program is the one a hand-written step gives. A loop that
+    keeps its results in buffers it allocated once (PyTorch's Python loop) passes ``out``
+    and builds this with ``buffers``, a namespace with PyTorch's ``out=`` functions
+    (``mul``, ``addcmul``, ``lerp``): the same formula, written into the buffer in one pass.
+    """
+
+    def __init__(self, buffers: Any = None) -> None:
+        self.buffers = buffers
+
+    def mul(self, a: Array, b: Array, out: Array | None = None) -> Array:
+        """``a b``."""
+        return a * b if out is None else self.buffers.mul(a, b, out=out)
+
+    def fma(self, c: Array, a: Array, b: Array, out: Array | None = None) -> Array:
+        """``c + a b``."""
+        return c + a * b if out is None else self.buffers.addcmul(c, a, b, out=out)
+
+    def blend(self, z: Array, h: Array, hh: Array, out: Array | None = None) -> Array:
+        """``z h + (1 - z) hh``: the GRU's update (into ``out``: ``hh + z (h - hh)``)."""
+        if out is None:
+            return z * h + (1.0 - z) * hh
+        return self.buffers.lerp(hh, h, z, out=out)
+
+    @staticmethod
+    def activate(act: Callable, v: Array, out: Array | None = None) -> Array:
+        """``act(v)``; into ``out`` (``v`` itself for in place), ``act`` must take ``out``."""
+        return act(v) if out is None else act(v, out=out)
+
+
+#: the out-of-place combinations (every namespace)
+ARRAYS = Elementwise()
+
+
+def lstm_carry(e: Elementwise, i: Array, f: Array, g: Array, c: Array, out=None) -> Array:
+    """The LSTM's new carry ``f c + i g`` from its activated gates."""
+    return e.fma(e.mul(f, c, out=out), i, g, out=out)
+
+
+def lstm_output(e: Elementwise, act: Callable, o: Array, c: Array, out=None) -> Array:
+    """The LSTM's new ``h``: ``o act(c)`` of the new carry."""
+    return e.mul(e.activate(act, c, out=out), o, out=out)
+
+
+def gru_candidate(e: Elementwise, xh: Array, r: Array, rh: Array, out=None) -> Array:
+    """The GRU's candidate pre-activation with the reset gate after the recurrent product
+    (``reset_after``): ``xh + r rh``; before it, ``rh`` is ``(r h) U_h`` and ``r`` is 1."""
+    return e.fma(xh, r, rh, out=out)
+
+
 # -- one step ----------------------------------------------------------------------------------
 
 
@@ -146,8 +206,8 @@ def transition(
         return [act(xp + product(h, 1))]
     if spec.layer == "LSTM":
         i, f, g, o = _blocks(xp + product(h, 4), u, 4, split)
-        c = ract(f) * states[1] + ract(i) * act(g)
-        return [ract(o) * act(c), c]
+        c = lstm_carry(ARRAYS, ract(i), ract(f), act(g), states[1])
+        return [lstm_output(ARRAYS, act, ract(o), c), c]
     xz, xr, xh = _blocks(xp, u, 3, split)
     if spec.reset_after:
         rec = product(h, 3)
@@ -155,12 +215,12 @@ def transition(
             rec = rec + bias_rec
         rz, rr, rh = _blocks(rec, u, 3, split)
         z, r = ract(xz + rz), ract(xr + rr)
-        hh = act(xh + r * rh)
+        hh = act(gru_candidate(ARRAYS, xh, r, rh))
     else:
         rz, rr = _blocks(product(h, 2), u, 2, split)
         z, r = ract(xz + rz), ract(xr + rr)
         hh = act(xh + product.candidate(r, h))
-    return [z * h + (1.0 - z) * hh]
+    return [ARRAYS.blend(z, h, hh)]
 
 
 # -- the hand-written backward pass (JAX and TensorFlow) -------------------------------------
@@ -170,7 +230,8 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def _inside(ops: Any, y: Array, slope: float) -> Array:
-    return ops.astype((y > 0.0) & (y < 1.0), y.dtype) * slope
+    inside = ops.astype((y > 0.0) & (y < 1.0), y.dtype)
+    return inside if slope == 1.0 else inside * slope
 
 
 #: activation name -> (ops, y) -> the derivative, as a function of the activation's output
@@ -189,6 +250,39 @@ DERIVATIVES: dict[str, Callable[[Any, Array], Array]] = {
         y > 0.0, ops.full_like(y, _SELU_SCALE), y + _SELU_SCALE * _SELU_ALPHA
     ),
 }
+
+
+#: piecewise-linear gate -> (slope, offset): ``gate(z) = clip(slope z + offset, 0, 1)``. A loop
+#: may fold the affine part into the gate's weights and then apply :data:`CLAMP01`.
+FOLDED_GATES = {"hard_sigmoid": (0.2, 0.5), "hard_sigmoid_relu6": (1.0 / 6.0, 0.5)}
+
+#: the gate after folding: ``clip(z, 0, 1)``, of slope 1 inside (0, 1)
+CLAMP01 = "clamp01"
+
+#: the derivatives of :data:`DERIVATIVES` (and of :data:`CLAMP01`) written into a buffer in
+#: one pass, with :class:`Elementwise`'s ``buffers`` namespace, for the large time-stacked
+#: arrays a loop keeps (no temporaries of their size); the others are copied into it
+_DERIVATIVES_INTO: dict[str, Callable[[Any, Array, Array], Array]] = {
+    "tanh": lambda t, y, out: t.mul(y, y, out=out).neg_().add_(1.0),
+    "sigmoid": lambda t, y, out: t.addcmul(y, y, y, value=-1.0, out=out),  # y - y y
+    CLAMP01: lambda t, y, out: t.addcmul(y, y, y, value=-1.0, out=out).gt_(0.0),
+}
+
+
+def derivative(
+    ops: Any, name: str, y: Array, out: Array | None = None, e: Elementwise = ARRAYS
+) -> Array:
+    """``activation'`` as a function of the activation's output ``y``; into ``out`` with
+    ``e``'s buffers namespace when given."""
+    if out is not None:
+        into = _DERIVATIVES_INTO.get(name)
+        if into is not None:
+            return into(e.buffers, y, out)
+        out[...] = derivative(ops, name, y)
+        return out
+    if name == CLAMP01:
+        return _inside(ops, y, 1.0)
+    return DERIVATIVES[name](ops, y)
 
 
 def differentiable(spec: specs.LayerSpec) -> bool:
@@ -225,7 +319,7 @@ def saving_step(ops, spec, act, ract, W, U, b_in, b_rec, x_t, states):
     if spec.layer == "LSTM":
         zi, zf, zg, zo = _blocks(xp + h @ U, u, 4, split)
         i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
-        c = f * states[1] + i * g
+        c = lstm_carry(ARRAYS, i, f, g, states[1])
         tc = act(c)
         return [o * tc, c], (ops.concat([i, f, g, o], axis=1), tc)
     xz, xr, xh = _blocks(xp, u, 3, split)
@@ -235,12 +329,12 @@ def saving_step(ops, spec, act, ract, W, U, b_in, b_rec, x_t, states):
             rec = rec + b_rec
         rz, rr, rh = _blocks(rec, u, 3, split)
         z, r = ract(xz + rz), ract(xr + rr)
-        hh = act(xh + r * rh)
-        return [z * h + (1.0 - z) * hh], (z, r, hh, rh)
+        hh = act(gru_candidate(ARRAYS, xh, r, rh))
+        return [ARRAYS.blend(z, h, hh)], (z, r, hh, rh)
     rz, rr = _blocks(h @ U[:, : 2 * u], u, 2, split)
     z, r = ract(xz + rz), ract(xr + rr)
     hh = act(xh + (r * h) @ U[:, 2 * u :])
-    return [z * h + (1.0 - z) * hh], (z, r, hh)
+    return [ARRAYS.blend(z, h, hh)], (z, r, hh)
 
 
 def _grad(ops: Any, name: str, y: Array, dy: Array) -> Array:
@@ -252,7 +346,7 @@ def _grad(ops: Any, name: str, y: Array, dy: Array) -> Array:
         out = fused(name, y, dy)
         if out is not None:
             return out
-    return dy * DERIVATIVES[name](ops, y)
+    return dy * derivative(ops, name, y)
 
 
 def step_back(ops, spec, UT, residuals, old, d_new):
@@ -298,6 +392,46 @@ def step_back(ops, spec, UT, residuals, old, d_new):
     dzr = ops.concat([dzg, dr], axis=1)
     dxp = ops.concat([dzr, dpre_h], axis=1)
     return dxp, None, [dh * z + d_rh * r + dzr @ UT[: 2 * u]]
+
+
+# -- the same derivatives as coefficients (PyTorch's loop) -----------------------------------
+#
+# A loop may form each step's local derivatives before it walks back, then only multiply
+# them by the incoming gradients step by step. They are elementwise, so these take one
+# step's arrays or every step's at once (stacked along a leading time axis); with ``out``
+# (and ``e`` writing into buffers) they fill the loop's buffers. :func:`step_back` applies
+# the same chain rule step by step, where a namespace's fused activation gradients help.
+
+
+def lstm_coefficients(ops, act, ract, i, f, o, g, c_prev, tc, out=(None,) * 5, e=ARRAYS):
+    """The LSTM's local derivatives from its activated gates ``i, f, o, g``, the previous
+    carry and ``tc = act(c)`` of the new one: (i and f pre-activations from the new carry:
+    ``ract'(i) g``, ``ract'(f) c_prev``; o's from h: ``ract'(o) tc``; the candidate's from
+    the new carry: ``act'(g) i``; the new carry from h: ``act'(tc) o``). The previous carry
+    takes the new carry's gradient times ``f``. ``out`` (five buffers; the last may be
+    ``tc`` itself) receives them in that order."""
+    o_i, o_f, o_o, o_g, o_c = out
+    return (
+        e.mul(derivative(ops, ract, i, o_i, e), g, out=o_i),
+        e.mul(derivative(ops, ract, f, o_f, e), c_prev, out=o_f),
+        e.mul(derivative(ops, ract, o, o_o, e), tc, out=o_o),
+        e.mul(derivative(ops, act, g, o_g, e), i, out=o_g),
+        e.mul(derivative(ops, act, tc, o_c, e), o, out=o_c),  # last: o_c may be tc
+    )
+
+
+def gru_coefficients(ops, act, ract, z, r, hh, h_prev, r_input):
+    """The GRU's local derivatives from its gates ``z, r``, candidate ``hh`` and previous
+    ``h``: (z's pre-activation from the new h: ``(h_prev - hh) ract'(z)``; r's from the
+    candidate's pre-activation: ``r_input ract'(r)``, with ``r_input`` what ``r``
+    multiplies (``rh`` with ``reset_after``, else the previous h as the product sees it);
+    the candidate's from the new h: ``(1 - z) act'(hh)``). The previous h takes the new
+    h's gradient times ``z``, plus what flows back through the recurrent product."""
+    return (
+        (h_prev - hh) * derivative(ops, ract, z),
+        r_input * derivative(ops, ract, r),
+        (1.0 - z) * derivative(ops, act, hh),
+    )
 
 
 def _outer(ops, a: Array, b: Array) -> Array:
@@ -445,3 +579,18 @@ class GRUCell(_BuiltinCell):
 
 for _cls in (SimpleRNNCell, LSTMCell, GRUCell):
     cells.register_cell(_cls)
+
+
+def cell_of(spec: specs.LayerSpec) -> _BuiltinCell:
+    """The cell a built-in layer of ``spec`` runs: ``SimpleRNN(...)`` is ``RNN`` of it.
+
+    Made from the layer's validated spec rather than through the cell's arguments, so a
+    layer with Python callables (which have no config) has its cell too."""
+    cls = _CELLS[spec.layer]
+    cell = cls.__new__(cls)
+    cells.Cell.__init__(cell, spec.units)
+    cell.layer_spec = spec
+    return cell
+
+
+_CELLS: dict[str, type[_BuiltinCell]] = {c.layer: c for c in (SimpleRNNCell, LSTMCell, GRUCell)}

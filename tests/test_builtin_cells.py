@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import multirnn
-from multirnn import cells
+from multirnn import builtin_cells, cells
 
 CASES = [
     ("SimpleRNN", multirnn.SimpleRNNCell, {"activation": "relu"}),
@@ -95,3 +95,39 @@ def test_saving_an_rnn_of_a_built_in_cell_across_engines(tmp_path):
 def test_bad_cell_options_are_refused_by_the_layers_rules(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("name", [*sorted(builtin_cells.DERIVATIVES), builtin_cells.CLAMP01])
+def test_derivatives_written_into_a_buffer_are_the_shared_formulas(name):
+    """A loop that keeps its buffers (PyTorch's) gets the same numbers from the ``out=``
+    forms as every other engine from the out-of-place ones, including where ``out`` is
+    the input itself."""
+    torch = pytest.importorskip("torch")
+    xp = pytest.importorskip("array_api_compat.torch")
+    into = builtin_cells.Elementwise(torch)
+    rng = np.random.default_rng(3)
+    y = torch.from_numpy(rng.uniform(-1.5, 1.5, (4, 3, 5)))
+    y[0, 0, :3] = torch.tensor([0.0, 1.0, -1.0])  # the kinks of the piecewise-linear ones
+    want = builtin_cells.derivative(xp, name, y)
+    out = torch.empty_like(y)
+    assert builtin_cells.derivative(xp, name, y, out, into) is out
+    torch.testing.assert_close(out, want, rtol=1e-15, atol=1e-15)
+    same = y.clone()
+    builtin_cells.derivative(xp, name, same, same, into)
+    torch.testing.assert_close(same, want, rtol=1e-15, atol=1e-15)
+
+
+def test_lstm_coefficients_written_into_buffers_are_the_out_of_place_ones():
+    torch = pytest.importorskip("torch")
+    xp = pytest.importorskip("array_api_compat.torch")
+    into = builtin_cells.Elementwise(torch)
+    rng = np.random.default_rng(4)
+    i, f, o, g, c_prev, tc = (torch.from_numpy(rng.uniform(0.05, 0.95, (3, 2, 4)))
+                              for _ in range(6))  # fmt: skip
+    args = (xp, "tanh", "sigmoid", i, f, o, g, c_prev)
+    want = builtin_cells.lstm_coefficients(*args, tc)
+    outs = [torch.empty_like(i) for _ in range(4)]
+    tc_buffer = tc.clone()
+    got = builtin_cells.lstm_coefficients(*args, tc_buffer, out=(*outs, tc_buffer), e=into)
+    for k, (g_k, w_k) in enumerate(zip(got, want, strict=True)):
+        torch.testing.assert_close(g_k, w_k, rtol=1e-15, atol=1e-15, msg=f"coefficient {k}")

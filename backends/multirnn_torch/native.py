@@ -123,7 +123,8 @@ def ineligibility(cfg, device: torch.device, dtype: torch.dtype) -> str | None:
 
     ``cfg`` is the loop's ``(layer, units, activation, gate_activation, reset_after)``, with
     the gate activation after ``backprop.internal_weights`` (``clamp01`` for the folded
-    piecewise-linear gates). Pure: the build and the switch are not consulted.
+    piecewise-linear gates, ``multirnn.builtin_cells.CLAMP01``). Pure: the build and the
+    switch are not consulted.
     """
     layer, _units, act, gate, _reset_after = cfg
     if device.type != "cpu":
@@ -454,37 +455,42 @@ def time_major_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     return None if mask is None else mask.t().contiguous()
 
 
-def forward(ops, cfg, A, U, bias_rec, h0, c0, mask_tm, mr, H, Hin, C, R) -> None:
-    """Fill the forward buffers (see ``backprop._Scan.forward``) with the native loop."""
-    layer, act, gate, reset_after = _codes(cfg)
-    ops.forward(
-        layer, act, gate, reset_after, A, U, bias_rec, h0.contiguous(), c0.contiguous(),
-        mask_tm, None if mr is None else mr.contiguous(), H, Hin, C, R,
+def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def forward(loop) -> None:
+    """Fill the forward buffers of ``loop`` (a ``backprop.Loop``) with the native loop."""
+    layer, act, gate, reset_after = _codes(loop.cfg)
+    loop.ops.forward(
+        layer, act, gate, reset_after, loop.A, loop.U, loop.bias_rec, loop.h0.contiguous(),
+        loop.c0.contiguous(), loop.mask_tm, _contiguous(loop.mr), loop.H, loop.Hin, loop.C,
+        loop.R,
     )  # fmt: skip
 
 
-def lstm_backward(ops, cfg, DZ, A, C, c0, dH, dc_final, mask_tm, mr, U):
+def lstm_backward(loop, DZ, dH, dc_final):
     """(dh0, dc0); fills DZ with the gradients of the pre-activations, forming the per-step
     coefficients on the way (the Python loop forms them for all steps first)."""
-    _, act, gate, _ = _codes(cfg)
-    dh, dc = ops.lstm_backward(
-        act, gate, DZ, A, C, c0.contiguous(), dH.contiguous(), dc_final.contiguous(), mask_tm,
-        None if mr is None else mr.contiguous(), U,
+    _, act, gate, _ = _codes(loop.cfg)
+    dh, dc = loop.ops.lstm_backward(
+        act, gate, DZ, loop.A, loop.C, loop.c0.contiguous(), dH.contiguous(),
+        dc_final.contiguous(), loop.mask_tm, _contiguous(loop.mr), loop.U,
     )  # fmt: skip
     return dh, dc
 
 
-def gru_backward(ops, reset_after, DZ, DREC, K_z, K_h, K_r, A, dH, mask_tm, mr, U):
+def gru_backward(loop, DZ, DREC, K_z, K_h, K_r, dH):
     """dh0; fills DZ (and DREC) with the gradients of the pre-activations."""
-    (dh,) = ops.gru_backward(
-        bool(reset_after), DZ, DREC, K_z.contiguous(), K_h.contiguous(), K_r.contiguous(), A,
-        dH.contiguous(), mask_tm, None if mr is None else mr.contiguous(), U,
+    (dh,) = loop.ops.gru_backward(
+        bool(loop.cfg[4]), DZ, DREC, K_z.contiguous(), K_h.contiguous(), K_r.contiguous(),
+        loop.A, dH.contiguous(), loop.mask_tm, _contiguous(loop.mr), loop.U,
     )  # fmt: skip
     return dh
 
 
-def simple_backward(ops, DZ, K, dH, mask_tm, mr, U):
+def simple_backward(loop, DZ, K, dH):
     """dh0; fills DZ with the gradients of the pre-activations."""
-    (dh,) = ops.simple_backward(DZ, K.contiguous(), dH.contiguous(), mask_tm,
-                                None if mr is None else mr.contiguous(), U)  # fmt: skip
+    (dh,) = loop.ops.simple_backward(DZ, K.contiguous(), dH.contiguous(), loop.mask_tm,
+                                     _contiguous(loop.mr), loop.U)  # fmt: skip
     return dh

@@ -11,19 +11,9 @@ import torch
 
 from multirnn import builtin_cells
 from multirnn_torch import backprop
+from multirnn_torch.backprop import array_api
 
-
-def array_api():
-    """PyTorch's array API namespace (array-api-compat): what the shared cell maths
-    (``multirnn.builtin_cells``) run with on the autograd loop."""
-    try:
-        import array_api_compat.torch as xp
-    except ImportError as exc:  # pragma: no cover - the torch extra installs it
-        raise ImportError(
-            'the torch engine needs array-api-compat: pip install ".[torch]" from a multirnn '
-            "checkout, or pip install array-api-compat"
-        ) from exc
-    return xp
+__all__ = ["array_api", "generic", "project_inputs"]
 
 
 def project_inputs(spec, kernel, bias_in, x, mi) -> torch.Tensor:

@@ -24,8 +24,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from multirnn_torch import backprop, kernels, native  # noqa: E402
+from multirnn_torch import backprop, kernels, native, scan  # noqa: E402
+from multirnn_torch.ops import TORCH_OPS  # noqa: E402
+from multirnn_torch.scan import array_api  # noqa: E402
 
+import multirnn  # noqa: E402
+from multirnn import builtin_cells, cells  # noqa: E402
 from multirnn.reference import kernels as reference  # noqa: E402
 from multirnn.spec import parse  # noqa: E402
 
@@ -96,7 +100,8 @@ def make_spec(layer, kwargs, **extra):
 
 def make_data(spec, dtype, *, masked, states, dropout, seed=0, batch=3, time=6, dim=5):
     rng = np.random.default_rng(seed)
-    scale = 0.15 if spec.activation == "exponential" else 0.8  # exp must not overflow
+    exponential = "exponential" in (spec.activation, spec.recurrent_activation)
+    scale = 0.15 if exponential else 0.8  # exp must not overflow
     weights = [
         (scale * rng.standard_normal(shape)).astype(dtype)
         for shape in spec.weight_shapes(dim).values()
@@ -707,3 +712,69 @@ def test_ineligible_calls_take_the_python_loop_even_when_required(monkeypatch, b
 
 def test_every_named_activation_has_a_native_code():
     assert set(backprop.ACTIVATIONS) == set(native.ACTIVATIONS)
+
+
+# -- the native loop against the shared definition of the cells ---------------------------------
+
+#: every cell the native loop computes (GRU in both forms)
+NATIVE_CELLS = [("SimpleRNN", {}), ("LSTM", {}), ("GRU", {}), ("GRU", {"reset_after": True})]
+
+
+def _every_cell_and_activation():
+    """Each cell with each named activation as its activation (the gate at its default,
+    hard_sigmoid, which the loop folds into its internal ``clamp01``) and, with tanh, as
+    its gate."""
+    named = sorted(set(native.ACTIVATIONS) - {builtin_cells.CLAMP01})
+    for layer, kwargs in NATIVE_CELLS:
+        for name in named:
+            yield layer, {**kwargs, "activation": name}
+            if layer != "SimpleRNN":
+                yield layer, {**kwargs, "activation": "tanh", "recurrent_activation": name}
+
+
+def _shared_definition(cell, weights, x, states):
+    """Every step's output and the final states of ``cell``'s own step (the shared maths of
+    ``multirnn.builtin_cells``) in a plain loop, on the autograd tape."""
+    w = dict(zip(cell.layer_spec.weight_names, weights, strict=True))
+    ops = cells.namespace(array_api(), TORCH_OPS, "torch")  # multirnn's own activations
+    outputs = []
+    for x_t in x.unbind(1):
+        y, states = cell.step(ops, w, x_t, states)
+        outputs.append(y)
+    return [torch.stack(outputs, dim=1), *states]
+
+
+@pytest.mark.parametrize("config", list(_every_cell_and_activation()), ids=config_id)
+def test_both_loops_compute_the_shared_cells(config, monkeypatch, require_native, spy):
+    """Forward and gradients of the native loop (``csrc/scan.cpp``) and of the Python loop
+    equal those of the cells' shared step differentiated by autograd, for every cell and
+    activation the native loop has."""
+    layer, kwargs = config
+    cell = {"SimpleRNN": multirnn.SimpleRNNCell, "LSTM": multirnn.LSTMCell,
+            "GRU": multirnn.GRUCell}[layer](4, **kwargs)  # fmt: skip
+    spec = make_spec(layer, kwargs, return_sequences=True)
+    data = make_data(spec, "float64", masked=False, states=True, dropout=False)
+    results, leaves = {}, {}
+    for way in ("1", "0", "shared"):  # the native loop, the Python loop, the definition
+        weights = [torch.tensor(w, requires_grad=True) for w in data["weights"]]
+        x = torch.tensor(data["x"], requires_grad=True)
+        states = [torch.tensor(s, requires_grad=True) for s in data["initial"]]
+        if way == "shared":
+            out = _shared_definition(cell, weights, x, states)
+        else:
+            monkeypatch.setenv(native.ENV, way)
+            y, final = scan.generic(spec, weights, x, None, states, None, None,
+                                    kernels.activation)  # fmt: skip
+            out = [y, *final]
+        rng = np.random.default_rng(1)
+        loss = sum((r * torch.from_numpy(rng.standard_normal(tuple(r.shape)))).sum() for r in out)
+        grads = torch.autograd.grad(loss, [x, *weights, *states])
+        results[way], leaves[way] = [r.detach().numpy() for r in out], [g.numpy() for g in grads]
+    assert spy == {"forward": 1, "backward": 1}, "one call took the native loop"
+    # float64 rounding, summed in another order: products over all steps, not step by step
+    tol = 1e-11
+    for way, name in (("1", "native"), ("0", "Python")):
+        for k, (ours, theirs) in enumerate(zip(results[way], results["shared"], strict=True)):
+            close(ours, theirs, "float64", f"{name} loop, result {k}", tol)
+        for k, (ours, theirs) in enumerate(zip(leaves[way], leaves["shared"], strict=True)):
+            close(ours, theirs, "float64", f"{name} loop, gradient {k}", tol)
