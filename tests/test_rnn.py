@@ -18,11 +18,12 @@ NUMPY = multirnn.engine("numpy")
 
 @multirnn.register_cell(name="tests.test_rnn.MinGRU")
 class MinGRU(multirnn.Cell):
-    """A GRU (reset gate before the recurrent product), a penalty and a constraint."""
+    """A GRU (reset gate before the recurrent product), a penalty and two constraints."""
 
     def build(self, input_dim):
         u = self.units
-        self.add_weight("kernel", (input_dim, 3 * u))
+        max_norm = {"class_name": "MaxNorm", "config": {"max_value": 0.1}}
+        self.add_weight("kernel", (input_dim, 3 * u), constraint=max_norm)
         self.add_weight("recurrent", (u, 3 * u), "orthogonal", regularizer="l2")
         self.add_weight("bias", (3 * u,), "random_normal", constraint="non_neg")
 
@@ -171,6 +172,36 @@ def test_save_load_on_numpy_and_back(eng64, kind, options, tmp_path):
     c = multirnn.load(tmp_path / "numpy.safetensors", backend=eng64.name)
     assert isinstance(c, eng64.RNN) and c.weight_names == b.weight_names == a.weight_names
     check(eng64, c(native(eng64.name, x), mask=native(eng64.name, MASK)), b(x, mask=MASK), atol)
+
+
+def test_config_penalties_and_constraints_match_the_oracle(eng64):
+    a, b = pair(eng64, "gru", dtype="float64", input_dim=4)
+    config, want = a.get_config(), b.get_config()
+    if eng64.name == "tensorflow":  # Keras names each layer it creates ("rnn_3")
+        assert set(config) == set(want)
+        config, want = config | {"name": None}, want | {"name": None}
+    assert config == want
+    assert a.get_config()["cell"] == {"class_name": "tests.test_rnn.MinGRU", "config": {"units": 3}}
+    a(data())
+    b(data())
+    # JAX layers are pure: penalties() instead of collected losses
+    penalties = a.penalties() if eng64.name == "jax" else a.losses
+    assert len(penalties) == len(b.losses) == 1  # the recurrent kernel's l2
+    np.testing.assert_allclose(
+        [float(multirnn.to_numpy(p)) for p in penalties], b.losses, rtol=1e-12
+    )
+    kernel, recurrent, bias = a.get_weights()
+    for layer in (a, b):
+        layer.set_weights([kernel, recurrent, -np.abs(bias)])
+    projected = a.apply_constraints()
+    if eng64.name == "jax":  # a new layer
+        assert projected is not a and isinstance(projected, eng64.RNN)
+        a = projected
+    b.apply_constraints()
+    got, want = a.get_weights(), b.get_weights()
+    assert np.linalg.norm(want[0], axis=0).max() <= 0.1 + 1e-12 and not want[2].any()
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
 
 
 def test_errors_say_what_was_expected(eng64):

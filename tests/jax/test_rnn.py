@@ -185,13 +185,9 @@ def test_jit_of_a_call_and_equal_layers_share_a_tree_structure():
     assert paths == [".weights['bias']", ".weights['kernel']", ".weights['recurrent_kernel']"]
 
 
-def test_config_penalties_and_constraints_match_the_numpy_rnn():
+def test_penalty_under_jit_and_constraints_on_a_replaced_layer():
+    # configs, penalties and constraints against the oracle on every engine: tests/test_rnn.py
     layer, oracle = pair("lstm", input_dim=4)
-    assert layer.get_config() == oracle.get_config()
-    assert layer.get_config()["cell"]["class_name"] == "test_jax_rnn.TwoStateLSTM"
-    penalties = layer.penalties()
-    assert len(penalties) == 1
-    np.testing.assert_allclose(float(penalties[0]), oracle.losses[0], rtol=1e-12)
     np.testing.assert_allclose(float(jax.jit(lambda lay: lay.penalty())(layer)), oracle.losses[0])
     big = layer.replace(w_h=layer._w["w_h"] * 10)
     projected = big.apply_constraints()

@@ -273,27 +273,6 @@ def test_numpy_and_list_inputs():
     assert_same(a(x.tolist()), b(x.astype("float32")), dtype="float32")
 
 
-@multirnn.register_cell(name="tf_test_rnn.Penalized")
-class Penalized(multirnn.Cell):
-    def build(self, input_dim):
-        max_norm = {"class_name": "MaxNorm", "config": {"max_value": 0.1}}
-        self.add_weight("kernel", (input_dim, self.units), regularizer="l2", constraint=max_norm)
-
-    def step(self, ops, w, x, states):
-        h = ops.tanh(ops.matmul(x, w["kernel"]) + states[0])
-        return h, [h]
-
-
-def test_regularizers_and_constraints():
-    a = RNN(Penalized(3), seed=0, dtype="float64", input_dim=4)
-    b = NumpyRNN(Penalized(3), seed=0, input_dim=4)
-    a(data())
-    np.testing.assert_allclose([float(v) for v in a.losses], b.losses, rtol=1e-12)
-    a.apply_constraints()
-    b.apply_constraints()
-    assert_same(a.get_weights(), b.get_weights())
-
-
 @multirnn.register_cell(name="tf_test_rnn.WrongShape")
 class WrongShape(multirnn.Cell):
     def build(self, input_dim):
