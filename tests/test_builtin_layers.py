@@ -222,3 +222,25 @@ def test_apply_constraints_projects_the_constrained_weights_only(eng64):
     slack = 1e-7 if kernel.dtype == np.float32 else 0.0
     assert np.linalg.norm(recurrent, axis=0).max() <= 0.1 + slack
     np.testing.assert_array_equal(bias_after, bias)
+
+
+# -- penalties --------------------------------------------------------------------------------
+
+
+def test_penalties_are_the_weights_and_the_main_outputs(eng64):
+    layer = eng64.SimpleRNN(2, seed=0, kernel_regularizer="l2", activity_regularizer="l1",
+                            bias_regularizer=multirnn.regularizers.l1(0.5),
+                            bias_initializer="ones", input_dim=4)  # fmt: skip
+    if eng64.name != "jax":  # JAX layers are pure: nothing is collected, penalties(out) ask
+        assert eng64.SimpleRNN(2, kernel_regularizer="l2").losses == []  # no weights yet
+        assert len(layer.losses) == 2  # the weights' penalties, before any call
+    out = layer(inputs(eng64))
+    got = layer.penalties(out) if eng64.name == "jax" else layer.losses
+    got = [float(multirnn.to_numpy(v)) for v in got]
+    if eng64.name == "tensorflow":  # Keras lists the activity penalty first
+        got = got[1:] + got[:1]
+    k, _, b = layer.get_weights()
+    out = multirnn.to_numpy(out)
+    want = [0.01 * np.sum(k**2), 0.5 * np.sum(np.abs(b)), 0.01 * np.sum(np.abs(out)) / 2]
+    rtol = 1e-6 if out.dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(got, want, rtol=rtol)

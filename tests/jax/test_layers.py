@@ -227,9 +227,7 @@ def test_penalties_are_differentiable_values():
                       dtype="float64")  # fmt: skip
     out = layer(x())
     terms = layer.penalties(out)
-    assert len(terms) == 2
-    np.testing.assert_allclose(terms[0], 0.01 * jnp.sum(layer.kernel**2))
-    np.testing.assert_allclose(terms[1], 0.01 * jnp.sum(jnp.abs(out)) / 2)
+    assert len(terms) == 2  # their values, on every engine: tests/test_builtin_layers.py
     assert float(layer.penalty()) == pytest.approx(float(terms[0]))
     grads = jax.grad(lambda m: m.penalty(m(x())))(layer)
     np.testing.assert_allclose(grads.bias, jax.grad(lambda m: m.penalties(m(x()))[1])(layer).bias)

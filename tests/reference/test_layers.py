@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import multirnn
 from multirnn.reference import kernels
 from multirnn.reference.layers import GRU, LSTM, SimpleRNN
 
@@ -222,26 +221,6 @@ def test_dropout_mask_shapes_follow_implementation():
     assert layer._dropout_mask_shapes(2, 5) == ((3, 2, 5), (3, 2, 3))
     layer = GRU(3, dropout=0.1, implementation=2)
     assert layer._dropout_mask_shapes(2, 5) == ((2, 5), None)
-
-
-# -- penalties (constraints on every engine: tests/test_builtin_layers.py) ----------------------
-
-
-def test_losses():
-    layer = SimpleRNN(
-        2,
-        seed=0,
-        kernel_regularizer="l2",
-        bias_regularizer=multirnn.regularizers.l1(0.5),
-        activity_regularizer="l1",
-        bias_initializer="ones",
-    )
-    x = inputs()
-    assert layer.losses == []
-    out = layer(x)
-    k, _, b = layer.get_weights()
-    want = [0.01 * np.sum(k**2), 0.5 * np.sum(np.abs(b)), 0.01 * np.sum(np.abs(out)) / 2]
-    np.testing.assert_allclose(layer.losses, want, rtol=1e-14)
 
 
 # -- config (round trips on every engine: tests/test_builtin_layers.py) ------------------------

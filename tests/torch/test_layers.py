@@ -158,12 +158,11 @@ def test_carried_states_hold_no_gradient(variant):
 
 def test_losses_are_differentiable_tensors():
     layer = SimpleRNN(3, kernel_regularizer="l2", activity_regularizer="l1", input_dim=4)
-    out = layer(x())
+    layer(x())  # the penalties' values, on every engine: tests/test_builtin_layers.py
     penalty = sum(layer.losses)
     assert len(layer.losses) == 2 and penalty.requires_grad
     penalty.backward()
     assert layer.kernel.grad is not None
-    torch.testing.assert_close(layer.losses[1], 0.01 * out.abs().sum() / 2)
 
 
 def test_apply_constraints_after_a_step():
