@@ -1,6 +1,7 @@
 """The JAX layers as JAX users use them: pytrees through jit/grad/vmap and optax, explicit
-keys, threaded state, penalties and constraints as values, files, and errors that say what
-was expected."""
+keys, threaded state, penalties and constraints as values, and the errors only JAX has. What
+every engine shares (seeds, carried states, files, configs, bad calls) is in
+tests/test_builtin_layers.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """``RNN(cell)`` on the JAX engine against the NumPy engine's (the oracle): the same seed
 gives the same weights and the same numbers for every option, and the layer is a pytree
-that jit, grad and files take like the built-in layers."""
+that jit takes like the built-in layers. What every engine shares (carried states, files,
+gradients, errors) is in tests/test_rnn.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The NumPy engine's layer objects: building, weights, calling, state, dropout, penalties."""
+"""The NumPy engine's layer objects: building, weights, calling, state, dropout. What every
+engine shares is in tests/test_builtin_layers.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """The TensorFlow layers as Keras users use them: models, fit, masking, tf.function and XLA,
-GradientTape, files, state, penalties, constraints, and errors that say what was expected."""
+GradientTape, SavedModel and checkpoints, Keras' penalties and constraints. What every
+engine shares (seeds, carried states, files, configs, bad calls) is in
+tests/test_builtin_layers.py."""
 
 from __future__ import annotations
 

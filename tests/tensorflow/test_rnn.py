@@ -1,5 +1,6 @@
 """RNN(cell) on the TensorFlow engine against the NumPy engine's RNN (the oracle): outputs,
-masks, states, tf.function, gradients, Keras training, files and errors."""
+masks, tf.function, traced gradients and errors, Keras training. What every engine shares
+(carried states, files, gradients, errors) is in tests/test_rnn.py."""
 
 from __future__ import annotations
 

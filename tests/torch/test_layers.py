@@ -1,5 +1,6 @@
-"""The PyTorch layers as PyTorch users use them: parameters, modes, optimizers, state,
-penalties, constraints, files, and errors that say what was expected."""
+"""The PyTorch layers as PyTorch users use them: parameters, modes, optimizers, autograd
+penalties, constraints after a step, and the errors only PyTorch has. What every engine
+shares (seeds, carried states, files, configs, bad calls) is in tests/test_builtin_layers.py."""
 
 from __future__ import annotations
 

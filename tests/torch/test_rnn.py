@@ -1,5 +1,6 @@
 """``RNN(cell)`` on the PyTorch engine against the NumPy engine's (the oracle): outputs,
-states, masks, gradients (finite differences of the oracle), files and errors."""
+states and masks in both dtypes, and the module's behaviour. What every engine shares
+(carried states, files, gradients, errors) is in tests/test_rnn.py."""
 
 from __future__ import annotations
 
