@@ -122,34 +122,47 @@ def fused_formula(spec: specs.LayerSpec) -> str | None:
 
 class Elementwise:
     """The elementwise combinations the steps are made of. Each formula of this module is
-    written once against these; out of place (``out`` None) they are plain operators on any
-    array API arrays, so a traced program is the one a hand-written step gives. A loop that
-    keeps its results in buffers it allocated once (PyTorch's Python loop) passes ``out``
-    and builds this with ``buffers``, a namespace with PyTorch's ``out=`` functions
-    (``mul``, ``addcmul``, ``lerp``): the same formula, written into the buffer in one pass.
-    """
+    written once against these. Here they are operators on any array API arrays (``out``
+    is ignored), so a traced program is the one a hand-written step gives;
+    :class:`IntoBuffers` writes the same combinations into a loop's buffers."""
 
-    def __init__(self, buffers: Any = None) -> None:
-        self.buffers = buffers
+    buffers: Any = None
 
-    def mul(self, a: Array, b: Array, out: Array | None = None) -> Array:
+    @staticmethod
+    def mul(a: Array, b: Array, out: Array | None = None) -> Array:
         """``a b``."""
-        return a * b if out is None else self.buffers.mul(a, b, out=out)
+        return a * b
 
-    def fma(self, c: Array, a: Array, b: Array, out: Array | None = None) -> Array:
+    @staticmethod
+    def fma(c: Array, a: Array, b: Array, out: Array | None = None) -> Array:
         """``c + a b``."""
-        return c + a * b if out is None else self.buffers.addcmul(c, a, b, out=out)
+        return c + a * b
 
-    def blend(self, z: Array, h: Array, hh: Array, out: Array | None = None) -> Array:
-        """``z h + (1 - z) hh``: the GRU's update (into ``out``: ``hh + z (h - hh)``)."""
-        if out is None:
-            return z * h + (1.0 - z) * hh
-        return self.buffers.lerp(hh, h, z, out=out)
+    @staticmethod
+    def blend(z: Array, h: Array, hh: Array, out: Array | None = None) -> Array:
+        """``z h + (1 - z) hh``: the GRU's update."""
+        return z * h + (1.0 - z) * hh
 
     @staticmethod
     def activate(act: Callable, v: Array, out: Array | None = None) -> Array:
-        """``act(v)``; into ``out`` (``v`` itself for in place), ``act`` must take ``out``."""
-        return act(v) if out is None else act(v, out=out)
+        """``act(v)``."""
+        return act(v)
+
+
+class IntoBuffers(Elementwise):
+    """:class:`Elementwise`'s combinations written into ``out`` (a new array when it is
+    None), each in one pass, by ``buffers``: a namespace with PyTorch's ``out=`` functions
+    (``mul``, ``addcmul``, ``lerp``), for a loop that keeps its results in buffers it
+    allocated once. The functions are bound as they are: no Python call between the loop
+    and the kernel. Activations must take ``out`` too."""
+
+    def __init__(self, buffers: Any) -> None:
+        self.buffers = buffers
+        self.mul = buffers.mul
+        self.fma = buffers.addcmul
+        # the same update as hh + z (h - hh)
+        self.blend = lambda z, h, hh, out=None: buffers.lerp(hh, h, z, out=out)
+        self.activate = lambda act, v, out=None: act(v, out=out)
 
 
 #: the out-of-place combinations (every namespace)

@@ -104,7 +104,7 @@ def test_derivatives_written_into_a_buffer_are_the_shared_formulas(name):
     the input itself."""
     torch = pytest.importorskip("torch")
     xp = pytest.importorskip("array_api_compat.torch")
-    into = builtin_cells.Elementwise(torch)
+    into = builtin_cells.IntoBuffers(torch)
     rng = np.random.default_rng(3)
     y = torch.from_numpy(rng.uniform(-1.5, 1.5, (4, 3, 5)))
     y[0, 0, :3] = torch.tensor([0.0, 1.0, -1.0])  # the kinks of the piecewise-linear ones
@@ -120,7 +120,7 @@ def test_derivatives_written_into_a_buffer_are_the_shared_formulas(name):
 def test_lstm_coefficients_written_into_buffers_are_the_out_of_place_ones():
     torch = pytest.importorskip("torch")
     xp = pytest.importorskip("array_api_compat.torch")
-    into = builtin_cells.Elementwise(torch)
+    into = builtin_cells.IntoBuffers(torch)
     rng = np.random.default_rng(4)
     i, f, o, g, c_prev, tc = (torch.from_numpy(rng.uniform(0.05, 0.95, (3, 2, 4)))
                               for _ in range(6))  # fmt: skip

@@ -47,7 +47,7 @@ from multirnn_torch.ops import TORCH_OPS
 CLAMP01 = builtin_cells.CLAMP01
 
 #: the shared step's combinations, written into this loop's buffers (PyTorch's ``out=``)
-INTO = builtin_cells.Elementwise(torch)
+INTO = builtin_cells.IntoBuffers(torch)
 
 
 def array_api():
@@ -81,26 +81,27 @@ _IN_PLACE = {
 _OUT = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
+def _in_place(name: str):
+    """The named activation in place on a tensor (a buffer slice that keeps the result)."""
+    if name in _IN_PLACE:
+        return _IN_PLACE[name]
+    formula = activations.function(name, TORCH_OPS)
+    return lambda v: v.copy_(formula(v))
+
+
 def _activation(name: str):
-    """The named activation as ``f(v, out=None)``: a new tensor, or written into ``out``
-    (``v`` itself: in place)."""
-    in_place, direct = _IN_PLACE.get(name), _OUT.get(name)
-    formula = None if in_place else activations.function(name, TORCH_OPS)
-
-    def apply(v, out=None):
-        if direct is not None and out is not v:
-            return direct(v, out=out)
-        if formula is not None:
-            return formula(v) if out is None else out.copy_(formula(v))
-        if out is None:
-            return in_place(v.clone())
-        return in_place(v if out is v else out.copy_(v))
-
-    return apply
+    """The named activation as ``f(v, out=None)``: a new tensor, or written into ``out``."""
+    in_place, direct = _in_place(name), _OUT.get(name)
+    if direct is not None:
+        return direct
+    return lambda v, out=None: in_place(v.clone() if out is None else out.copy_(v))
 
 
-#: every name the loop computes: the named activations and the folded gate
-ACTIVATIONS = {name: _activation(name) for name in [*builtin_cells.DERIVATIVES, CLAMP01]}
+#: every name the loop computes: the named activations and the folded gate, as
+#: (in place, into ``out``)
+ACTIVATIONS = {
+    name: (_in_place(name), _activation(name)) for name in [*builtin_cells.DERIVATIVES, CLAMP01]
+}
 
 
 def supported(spec, mr) -> bool:
@@ -207,7 +208,7 @@ def _forward_loop(loop: Loop):
     same loop natively."""
     layer, u, act_name, gate_name, reset_after = loop.cfg
     A, U, mask, mr, bias_rec = loop.A, loop.U, loop.mask, loop.mr, loop.bias_rec
-    act, gate = ACTIVATIONS[act_name], ACTIVATIONS.get(gate_name)  # SimpleRNN: no gate
+    (act_, act), (gate_, _) = ACTIVATIONS[act_name], ACTIVATIONS.get(gate_name, (None, None))
     time, width = A.shape[0], A.shape[2]
     # Per-step views, made once (unbind is one call), so the loop does no slicing.
     steps, Hs = A.unbind(0), loop.H.unbind(0)
@@ -226,24 +227,24 @@ def _forward_loop(loop: Loop):
         if layer == "LSTM":
             c_out = Cs[t] if mask is None else None
             a.addmm_(hin, U)
-            gate(gate_rows[t], out=gate_rows[t])
-            g = act(cand_rows[t], out=cand_rows[t])
+            gate_(gate_rows[t])
+            g = act_(cand_rows[t])
             c_new = builtin_cells.lstm_carry(INTO, cols[0][t], cols[1][t], g, c, out=c_out)
             h_new = builtin_cells.lstm_output(INTO, act, cols[2][t], c_new, out=h_out)
         elif layer == "GRU":
             zr, zh = gate_rows[t], cols[2][t]
             if reset_after:
                 rec = hin @ U if bias_rec is None else torch.addmm(bias_rec, hin, U)
-                gate(zr.add_(rec[:, : 2 * u]), out=zr)
+                gate_(zr.add_(rec[:, : 2 * u]))
                 rh = Rs[t].copy_(rec[:, 2 * u :])
                 builtin_cells.gru_candidate(INTO, zh, cols[1][t], rh, out=zh)
             else:
-                gate(zr.addmm_(hin, U_zr), out=zr)
+                gate_(zr.addmm_(hin, U_zr))
                 zh.addmm_(INTO.mul(cols[1][t], hin, out=Rs[t]), U_h)  # xh + (r h) U_h
-            hh = act(zh, out=zh)
+            hh = act_(zh)
             h_new = INTO.blend(cols[0][t], h, hh, out=h_out)
         else:
-            h_new = act(a.addmm_(hin, U), out=a)
+            h_new = act_(a.addmm_(hin, U))
             if h_out is not None:
                 h_new = h_out.copy_(h_new)
         if mask is None:
@@ -321,7 +322,7 @@ def _lstm_backward(loop: Loop, dH, dc) -> Grads:
     i, f, o, g = (A[..., k * u : (k + 1) * u] for k in range(4))
     d_i, d_f, d_o, d_g = (DZ[..., k * u : (k + 1) * u] for k in range(4))
     # every step's coefficients at once, in the buffer that then becomes the gradient
-    tc = ACTIVATIONS[act_name](C)
+    tc = ACTIVATIONS[act_name][1](C)
     K_dc = builtin_cells.lstm_coefficients(
         array_api(), act_name, gate_name, i, f, o, g, _previous(loop.c0, C), tc,
         out=(d_i, d_f, d_o, d_g, tc), e=INTO,
