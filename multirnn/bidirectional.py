@@ -218,7 +218,9 @@ class BidirectionalCore:
         ``go_backwards`` flipped; a built ``layer`` lends the forward copy its weights.
         ``keywords`` (:data:`LAYER_KEYWORDS`) apply to the wrapped layer, checked against
         what it already says."""
-        if self._rnn_class is not None and isinstance(layer, self._rnn_class):
+        if isinstance(getattr(layer, "spec", None), RNNSpec) and self._rnn_class is not None:
+            if not isinstance(layer, self._rnn_class):
+                raise TypeError(self._refusal(layer))
             return self._init_rnn(layer, merge_mode, keywords or {})
         classes = tuple(self._classes.values())
         if not isinstance(layer, classes):

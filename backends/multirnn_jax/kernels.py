@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multirnn import activations, builtin_cells, calls
+from multirnn import activations, builtin_cells, pipeline
 from multirnn.spec import LayerSpec
 from multirnn_jax import backprop, scan
-from multirnn_jax.ops import JAX_OPS
+from multirnn_jax.ops import JAX_ARRAYS, JAX_OPS, dtype_name
 
 Array = jax.Array
 
@@ -44,10 +44,6 @@ def activation(value) -> Any:
     if isinstance(value, str) and value in NATIVE_ACTIVATIONS:
         return NATIVE_ACTIVATIONS[value]
     return activations.function(value, JAX_OPS)
-
-
-def dtype_name(dtype) -> str:
-    return np.dtype(dtype).name
 
 
 def is_traced(*values: Any) -> bool:
@@ -139,17 +135,6 @@ def platform_of(*values: Any) -> str:
 # -- the functional entry ------------------------------------------------------------------------
 
 
-def call_array(value: Any, what: str, dtype: str | None, owner: str = "") -> Array:
-    """A call argument as a JAX array: JAX arrays (and tracers) as they are, NumPy arrays
-    and nested lists under the common input rule (floats cast to ``dtype``; ``None`` for
-    masks)."""
-    if isinstance(value, jax.Array):
-        return value
-    array = calls.host_array(value, owner=owner or "multirnn", arg=what, native="jax.Array",
-                             dtype=dtype)  # fmt: skip
-    return jnp.asarray(array)
-
-
 def check_weights(
     spec: LayerSpec, weights: Sequence[Any], input_dim: int | None = None
 ) -> list[Array]:
@@ -197,37 +182,13 @@ def forward(
     weights = check_weights(spec, weights)
     kernel = weights[0]
     dtype = dtype_name(kernel.dtype)
-    x = call_array(inputs, "inputs", dtype, spec.layer)
-    call = calls.inputs(spec, x.shape, dtype_name(x.dtype), expected_dtype=dtype,
-                        input_dim=kernel.shape[0])  # fmt: skip
-    if mask is not None:
-        mask = call_array(mask, "mask", None, spec.layer)
-        calls.mask(spec, mask.shape, dtype_name(mask.dtype), call)
-    states = initial_states(spec, initial_state, call, dtype)
-    mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", dtype)
-    mr = dropout_mask(spec, recurrent_dropout, call.batch, spec.units, "recurrent_dropout", dtype)
-    return run(spec, weights, x, mask, states, mi, mr)
-
-
-def initial_states(
-    spec, initial_state, call, dtype: str, arg: str = "initial_state", owner: str = ""
-) -> list[Array] | None:
-    """Validated initial states (None means zeros)."""
-    if initial_state is None:
-        return None
-    states = [call_array(s, arg, dtype, owner or spec.layer)
-              for s in calls.state_list(initial_state)]  # fmt: skip
-    calls.states(spec, [s.shape for s in states], [dtype_name(s.dtype) for s in states],
-                 batch=call.batch, expected_dtype=dtype, arg=arg)  # fmt: skip
-    return states
-
-
-def dropout_mask(spec, mask, batch, width, arg, dtype: str) -> Array | None:
-    if mask is None:
-        return None
-    mask = as_array(mask, arg)
-    calls.dropout_mask(spec, mask.shape, batch=batch, width=width, arg=arg)
-    return mask.astype(dtype)
+    call = pipeline.functional(JAX_ARRAYS, spec, inputs, mask=mask, initial_state=initial_state,
+                               input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                               place=None, dtype=dtype, input_dim=kernel.shape[0])  # fmt: skip
+    mi, mr = (
+        None if m is None else m.astype(dtype) for m in (call.input_dropout, call.recurrent_dropout)
+    )
+    return run(spec, weights, call.x, call.mask, call.states, mi, mr)
 
 
 def run(spec, weights, x, mask, states, mi, mr) -> tuple[Array, list[Array]]:

@@ -1,12 +1,16 @@
-"""``RNN(cell)`` on the JAX engine: a user's cell run over a sequence, as a pytree.
+"""``RNN(cell)`` on the JAX engine: the one layer kind, as a pytree.
 
-Like the built-in layers (``multirnn_jax.layers``), the layer's children are its weights
-(a dict from the names the cell declared to arrays) and its configuration, the cell
-included, is static auxiliary data; so a layer passes straight through ``jax.jit``,
-``jax.grad``, ``jax.vmap`` and optax. The loop is one ``lax.scan`` over time calling
-``cell.step`` with ``jax.numpy`` (which follows the array API standard) as its ``ops``;
-gradients are JAX's autodiff. The semantics are the NumPy engine's ``RNN``'s (the oracle,
-``multirnn.reference.rnn``): the mask rule, ``go_backwards``, states and ``stateful``.
+The layer's children are its weights (a dict from the names the cell declared to arrays)
+and its configuration, the cell included, is static auxiliary data; so a layer passes
+straight through ``jax.jit``, ``jax.grad``, ``jax.vmap`` and optax. The loop is one
+``lax.scan`` over time calling ``cell.step`` with ``jax.numpy`` (which follows the array
+API standard) as its ``ops``; gradients are JAX's autodiff. The built-in layers
+(``multirnn_jax.layers``) are this class with a built-in cell, whose fast paths (cuDNN,
+the hoisted scan, the hand-written backward) replace the loop.
+
+Calls are pure except for the carried states of a stateful layer, which only an eager call
+can update (a traced call cannot write them back): inside transformations, thread states
+explicitly with :meth:`RNN.apply`. A call is prepared by :func:`multirnn.pipeline.prepare`.
 """
 
 from __future__ import annotations
@@ -20,15 +24,32 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import GetAttrKey
 
-from multirnn import calls, cells, regularizers
-from multirnn import constraints as constraint_module
+from multirnn import cells, constraints, pipeline, regularizers
 from multirnn.layer import _BUILD_LOCK, LayerCore
 from multirnn_jax import kernels
-from multirnn_jax.ops import JAX_OPS
+from multirnn_jax.ops import JAX_ARRAYS, JAX_OPS, dtype_name
 
 Array = jax.Array
 
 _OPS = cells.namespace(jnp, JAX_OPS, "jax", kernels.NATIVE_ACTIVATIONS)
+
+
+def default_dtype() -> str:
+    """float64 when JAX's 64-bit mode is on, else float32 (JAX's own default)."""
+    return "float64" if jax.config.jax_enable_x64 else "float32"
+
+
+def check_key(key: Any, owner: str) -> jax.Array:
+    if isinstance(key, jax.Array):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return key
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return key
+    raise TypeError(
+        f"{owner}: key must be one JAX PRNG key (jax.random.key(seed) or "
+        f"jax.random.PRNGKey(seed)), got {type(key).__name__} "
+        f"{getattr(key, 'dtype', '')}{getattr(key, 'shape', '')}"
+    )
 
 
 class _Static:
@@ -99,64 +120,83 @@ class RNN(cells.RNNCore):
     """
 
     engine_name = "jax"
+    _arrays = JAX_ARRAYS
+    _dropout_args: tuple[str, ...] = ()
+    _training_hint = (" (under jit, pass it as a static argument: "
+                      "jax.jit(f, static_argnames='training'))")  # fmt: skip
 
     def __init__(self, cell: cells.Cell, *, key: jax.Array | None = None, **kwargs: Any):
-        # layers.py imports this module at its end: take its helpers at call time
-        from multirnn_jax.layers import _check_key, default_dtype
-
-        spec = cells.parse_rnn(cell, kwargs)
-        dtype = spec.dtype or default_dtype()
-        if dtype == "float64" and not jax.config.jax_enable_x64:
-            raise ValueError(
-                f"RNN({spec.layer}): dtype='float64' needs JAX's 64-bit mode; call "
-                "jax.config.update('jax_enable_x64', True) first (or set JAX_ENABLE_X64=1)"
-            )
-        self._static = _Static(spec)
-        self._dtype = dtype
-        self._key = None if key is None else _check_key(key, f"RNN({spec.layer})")
-        # no generated names: equal layers must have equal tree structures
-        self.name = spec.name or "rnn"
+        self.spec = cells.parse_rnn(cell, kwargs)
+        self._static = _Static(self.spec)
         self._w: dict[str, Array] | None = None
         self._names: tuple[str, ...] = ()
         self._input_dim: int | None = None
-        self._states: list[Array] | None = None
+        self._setup(key, f"RNN({self.spec.layer})")
         self._build_from_arguments()
 
-    @property
-    def spec(self) -> cells.RNNSpec:
-        return self._static.spec
+    def _setup(self, key: jax.Array | None, owner: str) -> None:
+        """What both layer kinds set up after their spec: dtype, seed key, name, states."""
+        dtype = self.spec.dtype or default_dtype()
+        if dtype == "float64" and not jax.config.jax_enable_x64:
+            raise ValueError(
+                f"{owner}: dtype='float64' needs JAX's 64-bit mode; call "
+                "jax.config.update('jax_enable_x64', True) first (or set JAX_ENABLE_X64=1)"
+            )
+        self._dtype = dtype
+        self._key = None if key is None else check_key(key, owner)
+        # No generated names: the configuration is the pytree's static data, and two layers
+        # built alike must have equal tree structures (to stack an ensemble, to share a
+        # compiled function).
+        self.name = self._default_name()
+        self._states: list[Array] | None = None
 
-    @property
-    def cell(self) -> cells.Cell:
-        return self._static.spec.cell
+    def _default_name(self) -> str:
+        return self.spec.name or "rnn"
 
     # -- pytree protocol --------------------------------------------------------------------
+    # An unbuilt layer has no leaves: grad would return an empty gradient and training
+    # would silently do nothing, so flattening it (jit, grad, vmap, tree utilities) is an
+    # error that says to build it first.
+    _FLATTEN = "entering jit, grad, vmap or a tree utility (flattening it as a pytree)"
+
     def _aux(self):
         return (self._static, self._dtype, self._names, self._input_dim)
 
-    # An unbuilt layer has no leaves (grad would silently train nothing): build it first.
-    _FLATTEN = "entering jit, grad, vmap or a tree utility (flattening it as a pytree)"
+    def _children(self):
+        return ((GetAttrKey("weights"), self._w),)
 
     def _flatten_with_keys(self):
         self._require_built(self._FLATTEN)
-        return ((GetAttrKey("weights"), self._w),), self._aux()
+        return self._children(), self._aux()
 
     def _flatten(self):
         self._require_built(self._FLATTEN)
-        return (self._w,), self._aux()
+        return tuple(child for _, child in self._children()), self._aux()
 
     @classmethod
     def _unflatten(cls, aux, children):
-        # leaves may be anything a tree utility puts there: nothing is validated here, and
-        # carried states belong to the eager object only
+        # Leaves may be anything a tree utility puts there (tracers, shardings, None), so
+        # nothing is validated here; carried states belong to the eager object only.
         layer = object.__new__(cls)
-        layer._static, layer._dtype, layer._names, layer._input_dim = aux
-        layer.name = layer._static.spec.name or "rnn"
-        (layer._w,) = children
+        layer._restore(aux, children)
+        layer.name = layer._default_name()
         layer._key, layer._states = None, None
         return layer
 
+    def _restore(self, aux, children) -> None:
+        self._static, self._dtype, self._names, self._input_dim = aux
+        self.spec = self._static.spec
+        (self._w,) = children
+
+    def _with(self, weights: Sequence[Any]) -> RNN:
+        """A new layer of these weights (declared order); the layer itself is unchanged."""
+        return type(self)._unflatten(self._aux(), (dict(zip(self._names, weights)),))
+
     # -- weights ----------------------------------------------------------------------------
+    @property
+    def cell(self) -> cells.Cell:
+        return self.spec.cell
+
     @property
     def dtype(self) -> str:
         """The dtype the layer computes in ("float32" or "float64")."""
@@ -175,12 +215,24 @@ class RNN(cells.RNNCore):
         """The weights' names, in the order the cell declared them."""
         return list(self._names)
 
-    def _layer_seed(self) -> int:
-        if self.spec.seed is not None:
-            return self.spec.seed
+    def _weights(self) -> list[Array]:
+        return [self._w[n] for n in self._names]
+
+    def _differentiable_weights(self) -> list[Array]:
+        """The weights as calls and penalties use them (a frozen built-in layer's pass no
+        gradient back)."""
+        return self._weights()
+
+    def _declared(self) -> tuple[cells.WeightDecl, ...]:
+        return self.cell.declare(self.input_dim)
+
+    def _draw_seed(self) -> int:
         if self._key is not None:
             return int(jax.random.randint(self._key, (), 0, 2**31 - 1))
         return int(np.random.randint(0, 2**31 - 1))
+
+    def _layer_seed(self) -> int:
+        return self.spec.seed if self.spec.seed is not None else self._draw_seed()
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         """Create the weights for inputs of shape ``(batch, time, features)``: the cell's
@@ -202,22 +254,18 @@ class RNN(cells.RNNCore):
         self._names, self._input_dim = tuple(names), int(input_dim)
         self._w = {n: jnp.asarray(np.asarray(v), dtype=self._dtype) for n, v in zip(names, values)}
 
-    def _require_built(self, what: str) -> dict[str, Array]:
-        if self._w is None:
+    def _require_built(self, what: str) -> list[Array]:
+        if not self.built:
             raise ValueError(
                 f"{self.name}: {what} needs the weights, which do not exist yet; call "
                 "build((batch, time, features)), call the layer once eagerly, or pass "
                 "input_dim= (a layer must be built before it enters jit, grad or vmap)"
             )
-        return self._w
-
-    def _ordered(self, what: str) -> list[Array]:
-        w = self._require_built(what)
-        return [w[n] for n in self._names]
+        return self._weights()
 
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights as NumPy arrays, in the order the cell declared them."""
-        return [np.array(w) for w in self._ordered("get_weights")]
+        """Copies of the weights as NumPy arrays, in the declared order."""
+        return [np.array(w) for w in self._require_built("get_weights")]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace the weights (the cell's declared order and shapes) of this layer object,
@@ -232,34 +280,32 @@ class RNN(cells.RNNCore):
         self._set([d.name for d in self.cell.declare(input_dim)], input_dim, arrays)
 
     def replace(self, **weights: Array) -> RNN:
-        """A new layer with some weights replaced (by the names the cell declared); works
-        under transformations. Shapes and dtypes are checked."""
+        """A new layer with some weights replaced (by their declared names); works under
+        transformations. Shapes and dtypes are checked."""
         current = self._require_built("replace")
-        unknown = set(weights) - set(self._names)
+        names = self.weight_names
+        unknown = set(weights) - set(names)
         if unknown:
             raise ValueError(
-                f"{self.name}: replace() takes {', '.join(self._names)}; got "
-                f"{', '.join(sorted(unknown))}"
+                f"{self.name}: replace() takes {', '.join(names)}; got {', '.join(sorted(unknown))}"
             )
-        decls = {d.name: d for d in self.cell.declare(self._input_dim)}
-        new = dict(current)
-        for name, value in weights.items():
-            value = kernels.as_array(value, f"{self.name}: replace({name}=)")
-            if tuple(value.shape) != decls[name].shape:
+        new = dict(zip(names, current))
+        for decl in self._declared():
+            if decl.name not in weights:
+                continue
+            value = kernels.as_array(weights[decl.name], f"{self.name}: replace({decl.name}=)")
+            if tuple(value.shape) != decl.shape:
                 raise ValueError(
-                    f"{self.name}: weight {name!r} must have shape {decls[name].shape}, got "
+                    f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "
                     f"{tuple(value.shape)}"
                 )
-            if kernels.dtype_name(value.dtype) != self._dtype:
+            if dtype_name(value.dtype) != self._dtype:
                 raise TypeError(
-                    f"{self.name}: replacement weight {name!r} must have dtype {self._dtype}, "
-                    f"got {kernels.dtype_name(value.dtype)}"
+                    f"{self.name}: replacement weight {decl.name!r} must have dtype "
+                    f"{self._dtype}, got {dtype_name(value.dtype)}"
                 )
-            new[name] = value
-        return self._with_weights(new)
-
-    def _with_weights(self, weights: dict[str, Any]) -> RNN:
-        return type(self)._unflatten(self._aux(), (weights,))
+            new[decl.name] = value
+        return self._with([new[n] for n in names])
 
     # -- calling ----------------------------------------------------------------------------
     def __call__(
@@ -269,26 +315,24 @@ class RNN(cells.RNNCore):
         mask: Array | None = None,
         initial_state: Sequence[Array] | Array | None = None,
         training: bool | None = None,
+        **dropout_args: Any,
     ):
         """Run the layer. A stateful layer starts from its carried states (unless
         ``initial_state`` is given) and keeps its final states, eagerly only."""
-        calls.keyword_only(self, args)
-        inputs = kernels.call_array(inputs, "inputs", self._dtype, self.name)
-        if not self.spec.stateful:
-            return self.apply(inputs, states=initial_state, mask=mask, training=training)[0]
-        weights = None if self._w is None else list(self._w.values())
-        if kernels.is_traced(inputs, mask, initial_state, weights):
+        stateful = self.spec.stateful
+        if stateful and kernels.is_traced(inputs, mask, initial_state,
+                                          self._weights() if self.built else None):  # fmt: skip
             raise TypeError(
                 f"{self.name}: a stateful layer cannot keep its states from inside jit, grad "
                 "or vmap (the traced call cannot write them back). Thread them explicitly: "
                 "result, states = layer.apply(x, states=states), starting from "
                 "layer.states (eager) or None (zeros)"
             )
-        if self._states is not None and len(inputs.shape) == 3:
-            calls.stateful_batch(self.spec, inputs.shape[0], self._states[0].shape[0])
-        states = self._states if initial_state is None else initial_state
-        result, final = self.apply(inputs, states=states, mask=mask, training=training)
-        self._states = final
+        result, final = self._call(inputs, args, mask=mask, initial_state=initial_state,
+                                   training=training, carried=self._states if stateful else None,
+                                   **dropout_args)  # fmt: skip
+        if stateful:
+            self._states = final
         return result
 
     def apply(
@@ -298,35 +342,47 @@ class RNN(cells.RNNCore):
         states: Sequence[Array] | Array | None = None,
         mask: Array | None = None,
         training: bool | None = None,
+        **dropout_args: Any,
     ) -> tuple[Any, list[Array]]:
         """The pure form of a call: ``(result, final_states)``, starting from ``states``
-        (zeros when None). Never reads or writes the carried states."""
-        spec = self.spec
-        if training is not None and not isinstance(training, (bool, np.bool_)):
-            raise TypeError(
-                f"{self.name}: training must be True, False or None, got {training!r} (under "
-                "jit, pass it as a static argument: jax.jit(f, static_argnames='training'))"
-            )
-        x = kernels.call_array(inputs, "inputs", self._dtype, self.name)
-        if not self.built:
-            if kernels.is_traced(x):
-                self._require_built("a call inside a JAX transformation")
-            if len(x.shape) == 3:
-                self.build(x.shape)
-        call = calls.inputs(spec, x.shape, kernels.dtype_name(x.dtype),
-                            expected_dtype=self._dtype, input_dim=self.input_dim)  # fmt: skip
-        if mask is not None:
-            mask = kernels.call_array(mask, "mask", None, self.name)
-            calls.mask(spec, mask.shape, kernels.dtype_name(mask.dtype), call)
-        initial = kernels.initial_states(spec, states, call, self._dtype, owner=self.name)
-        if initial is None:
-            initial = [jnp.zeros((call.batch, spec.units), self._dtype) for _ in spec.state_names]
-        output, final = self._scan(dict(self._require_built("a call")), x, mask, initial)
-        result = [output, *final] if spec.return_state else output
-        return result, final
+        (zeros when None). Never reads or writes the carried states, so it is what a
+        jitted step uses to thread a stateful layer's states."""
+        return self._call(inputs, (), mask=mask, initial_state=states, training=training,
+                          **dropout_args)  # fmt: skip
 
-    def _scan(self, w, x, mask, states):
-        return _scan(self._static, self._dtype, w, x, mask, states)
+    def _call(self, inputs, args, *, mask, initial_state, training, carried=None,
+              **dropout_args) -> tuple[Any, list[Array]]:  # fmt: skip
+        for name in dropout_args:  # the built-in layers' key=; a cell draws its own
+            if name not in self._dropout_args:
+                raise TypeError(
+                    f"{type(self).__name__}.__call__() got an unexpected keyword argument {name!r}"
+                )
+        call = pipeline.prepare(self, inputs, args, mask=mask, initial_state=initial_state,
+                                training=training, carried=carried, **dropout_args)  # fmt: skip
+        output, final = self._run(call)
+        return ([output, *final] if self.spec.return_state else output), final
+
+    def _default_training(self) -> bool:
+        return False
+
+    def _place(self, inputs: Any) -> None:
+        return None
+
+    def _compute_dtype(self) -> str:
+        return self._dtype
+
+    def _build_on(self, x: Array, place: None) -> None:
+        if kernels.is_traced(x):
+            self._require_built("a call inside a JAX transformation")
+        self.build(x.shape)
+
+    def _run(self, call: pipeline.Call) -> tuple[Array, list[Array]]:
+        states = call.states
+        if states is None:
+            states = [jnp.zeros((call.shape.batch, self.spec.units), self._dtype)
+                      for _ in self.spec.state_names]  # fmt: skip
+        w = dict(zip(self._names, self._weights()))
+        return _scan(self._static, self._dtype, w, call.x, call.mask, states)
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -336,29 +392,21 @@ class RNN(cells.RNNCore):
 
     def reset_states(self, states: Sequence[Array] | Array | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""
-        if not self.spec.stateful:
-            raise ValueError(f"{self.name}: reset_states() applies to stateful layers")
-        if states is None:
-            if self._states is not None:
-                self._states = [jnp.zeros_like(s) for s in self._states]
-            return
-        arrays = [kernels.call_array(s, "reset_states(states)", self._dtype, self.name)
-                  for s in calls.state_list(states)]  # fmt: skip
-        calls.state_count(self.spec, len(arrays), arg="reset_states(states)")
-        calls.states(self.spec, [a.shape for a in arrays],
-                     [kernels.dtype_name(a.dtype) for a in arrays],
-                     batch=arrays[0].shape[0] if len(arrays[0].shape) == 2 else None,
-                     expected_dtype=self._dtype, arg="reset_states(states)")  # fmt: skip
-        self._states = arrays
+        values = pipeline.reset_values(self, states)
+        if values is not None:
+            self._states = values
+        elif self._states is not None:
+            self._states = [jnp.zeros_like(s) for s in self._states]
 
     # -- penalties and constraints ---------------------------------------------------------------
     def penalties(self) -> list[Array]:
         """The declared weights' regularizer penalties on the current weights, in declared
         order. Pure, so usable inside a jitted loss."""
-        w = self._require_built("penalties")
-        decls = self.cell.declare(self._input_dim)
-        return [regularizers.penalty(d.regularizer, w[d.name], JAX_OPS)
-                for d in decls if d.regularizer is not None]  # fmt: skip
+        self._require_built("penalties")
+        weights = self._differentiable_weights()
+        pairs = zip(self._declared(), weights)
+        return [regularizers.penalty(d.regularizer, w, JAX_OPS)
+                for d, w in pairs if d.regularizer is not None]  # fmt: skip
 
     def penalty(self) -> Array:
         """The sum of :meth:`penalties` (zero when no weight has a regularizer)."""
@@ -367,18 +415,17 @@ class RNN(cells.RNNCore):
     @property
     def losses(self) -> list[Array]:
         """The weight penalties (empty before the layer is built), as the NumPy RNN's."""
-        return [] if self._w is None else self.penalties()
+        return [] if not self.built else self.penalties()
 
     def apply_constraints(self) -> RNN:
         """A new layer whose weights are projected onto their constraints (call it on the
         updated layer after an optimizer step). Pure: the layer itself is unchanged."""
-        w = dict(self._require_built("apply_constraints"))
-        for d in self.cell.declare(self._input_dim):
-            if d.constraint is not None:
-                w[d.name] = constraint_module.project(d.constraint, w[d.name], JAX_OPS)
-        return self._with_weights(w)
+        weights = self._require_built("apply_constraints")
+        for index, decl in enumerate(self._declared()):
+            if decl.constraint is not None:
+                weights[index] = constraints.project(decl.constraint, weights[index], JAX_OPS)
+        return self._with(weights)
 
-    # -- config -----------------------------------------------------------------------------
     def __repr__(self) -> str:
         return f"RNN({self.cell!r}) [jax]"
 

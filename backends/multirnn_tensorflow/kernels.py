@@ -17,10 +17,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from multirnn import activations, builtin_cells, calls
+from multirnn import activations, builtin_cells, pipeline
 from multirnn.spec import LayerSpec
 from multirnn_tensorflow import backprop, scan
-from multirnn_tensorflow.ops import TF_OPS
+from multirnn_tensorflow.ops import TF_ARRAYS, TF_OPS, dtype_name
 
 #: activations the framework computes natively and exactly (the formula's own ops)
 NATIVE_ACTIVATIONS = {
@@ -36,10 +36,6 @@ def activation(value) -> Any:
     if isinstance(value, str) and value in NATIVE_ACTIVATIONS:
         return NATIVE_ACTIVATIONS[value]
     return activations.function(value, TF_OPS)
-
-
-def dtype_name(dtype) -> str:
-    return tf.as_dtype(dtype).name
 
 
 def as_tensor(value: Any, what: str) -> tf.Tensor:
@@ -68,34 +64,6 @@ class OutputSpecs:
         if spec.return_state:
             return [output] + [(batch, spec.units)] * spec.num_states
         return output
-
-
-class Deferred:
-    """A call argument the input rule refused before Keras saw the call: carried through
-    Keras untouched, so that the call checks its arguments in the order every engine does
-    (inputs first) and raises the refusal in turn."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def call_tensor(value: Any, what: str, dtype: str | None, owner: str = "") -> tf.Tensor:
-    """A call argument as a tensor: TensorFlow tensors and variables as they are, NumPy
-    arrays and nested lists under the common input rule (floats cast to ``dtype``; ``None``
-    for masks)."""
-    if isinstance(value, Deferred):
-        value = value.value
-    if isinstance(value, (tf.Tensor, tf.Variable)) or _is_keras_variable(value):
-        return tf.convert_to_tensor(value)
-    array = calls.host_array(value, owner=owner or "multirnn", arg=what, native="tf.Tensor",
-                             dtype=dtype)  # fmt: skip
-    return tf.convert_to_tensor(array)
-
-
-def _is_keras_variable(value: Any) -> bool:
-    import keras
-
-    return isinstance(value, keras.Variable)
 
 
 def check_weights(spec: LayerSpec, weights: Sequence[Any]) -> list[tf.Tensor]:
@@ -142,39 +110,12 @@ def forward(
     weights = check_weights(spec, weights)
     kernel = weights[0]
     dtype = dtype_name(kernel.dtype)
-    x = call_tensor(inputs, "inputs", dtype, spec.layer)
-    call = calls.inputs(spec, x.shape.as_list() if x.shape.rank is not None else [None],
-                        dtype_name(x.dtype), expected_dtype=dtype,
-                        input_dim=kernel.shape[0])  # fmt: skip
-    if mask is not None:
-        mask = call_tensor(mask, "mask", None, spec.layer)
-        calls.mask(spec, mask.shape.as_list(), dtype_name(mask.dtype), call)
-    states = initial_states(spec, initial_state, call, dtype)
-    mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", dtype)
-    mr = dropout_mask(spec, recurrent_dropout, call.batch, spec.units, "recurrent_dropout", dtype)
-    return run(spec, weights, x, mask, states, mi, mr)
-
-
-def initial_states(
-    spec, initial_state, call, dtype: str, arg: str = "initial_state", owner: str = ""
-) -> list[tf.Tensor] | None:
-    """Validated initial states (None means zeros)."""
-    if initial_state is None:
-        return None
-    states = [call_tensor(s, arg, dtype, owner or spec.layer)
-              for s in calls.state_list(initial_state)]  # fmt: skip
-    calls.states(spec, [s.shape.as_list() for s in states],
-                 [dtype_name(s.dtype) for s in states], batch=call.batch,
-                 expected_dtype=dtype, arg=arg)  # fmt: skip
-    return states
-
-
-def dropout_mask(spec, mask, batch, width, arg, dtype: str) -> tf.Tensor | None:
-    if mask is None:
-        return None
-    mask = as_tensor(mask, arg)
-    calls.dropout_mask(spec, mask.shape.as_list(), batch=batch, width=width, arg=arg)
-    return tf.cast(mask, dtype)
+    call = pipeline.functional(TF_ARRAYS, spec, inputs, mask=mask, initial_state=initial_state,
+                               input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                               place=None, dtype=dtype, input_dim=kernel.shape[0])  # fmt: skip
+    mi, mr = (None if m is None else tf.cast(m, dtype)
+              for m in (call.input_dropout, call.recurrent_dropout))  # fmt: skip
+    return run(spec, weights, call.x, call.mask, call.states, mi, mr)
 
 
 _COMPILED: dict[tuple, Any] = {}

@@ -1,4 +1,5 @@
-"""SimpleRNN, LSTM and GRU as Keras 3 layers on the TensorFlow backend.
+"""SimpleRNN, LSTM and GRU as Keras 3 layers on the TensorFlow backend: the engine's
+``RNN`` with a built-in cell.
 
 They fit ``keras.Sequential``/``Model``, ``model.fit``, ``tf.function``, ``tf.GradientTape``
 and checkpoints like any Keras layer. The weights are Keras variables ``kernel``,
@@ -9,21 +10,26 @@ optimizer step); the computation is ``multirnn_tensorflow.kernels``.
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from multirnn import calls, constraints, regularizers
+from multirnn import builtin_cells, calls, cells, regularizers
 from multirnn._checks import check_bool
 from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
 from multirnn_tensorflow import kernels
-from multirnn_tensorflow.carried import CarriedStates
 from multirnn_tensorflow.ops import TF_OPS
+from multirnn_tensorflow.rnn import (
+    RNN,
+    _host_arguments,
+    _require_tensorflow_backend,
+    _undeferred,
+)
+
+__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Recurrent", "SimpleRNN"]
 
 
 def framework_version() -> str:
@@ -33,16 +39,6 @@ def framework_version() -> str:
 def from_numpy(array: Any) -> tf.Tensor:
     """A tensor from a NumPy array (used by ``multirnn demo``)."""
     return tf.convert_to_tensor(np.ascontiguousarray(array))
-
-
-def _require_tensorflow_backend(owner: str) -> None:
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            f"{owner}: the tensorflow engine's layers are Keras layers on the TensorFlow "
-            f"backend, but Keras runs on {backend!r}. Set KERAS_BACKEND=tensorflow before "
-            f"Keras is first imported, or use multirnn's {backend!r} engine instead"
-        )
 
 
 class _MainOutputPenalty:
@@ -59,52 +55,32 @@ class _MainOutputPenalty:
         return regularizers.penalty(self.layer.spec.activity_regularizer, output, TF_OPS)
 
 
-_GIVEN: contextvars.ContextVar[tuple[Any, list] | None] = contextvars.ContextVar(
-    "multirnn_tensorflow_given_weights", default=None
-)
-
-
-def _build_with(layer: Any, input_dim: int, arrays: list) -> None:
-    """Build ``layer`` through Keras's ``build`` (its name scope and build config) with
-    ``arrays`` as the weights' values, so that no initializer runs."""
-    token = _GIVEN.set((layer, list(arrays)))
-    try:
-        layer.build((None, None, input_dim))
-    finally:
-        _GIVEN.reset(token)
-
-
-def _given_values(layer: Any) -> list | None:
-    """The values ``_build_with`` gives ``layer``'s weights (None: draw the initial ones)."""
-    given = _GIVEN.get()
-    return given[1] if given is not None and given[0] is layer else None
-
-
-class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Layer):
-    """Base class of the TensorFlow engine's layers (use SimpleRNN, LSTM or GRU).
+class Recurrent(LayerCore, RNN):
+    """Base class of the TensorFlow engine's built-in layers (use SimpleRNN, LSTM or GRU):
+    ``RNN`` with the built-in cell, whose variables are the layer's ``kernel``,
+    ``recurrent_kernel`` and ``bias`` and whose calls take the cell's fast paths
+    (``multirnn_tensorflow.kernels.run``).
 
     ``dtype`` defaults to Keras's ``floatx()``. ``trainable`` is Keras's own flag.
     """
 
-    engine_name = "tensorflow"
+    _batch_hint = (
+        "create it with batch_input_shape=(batch, time, features) or batch_size=, or give "
+        "the inputs a static batch dimension (keras.Input(batch_size=...))"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any):
         _require_tensorflow_backend(type(self).__name__)
         self._init_core(args, kwargs)
-        spec = self.spec
         self._main_output = None
-        # autocast=False: inputs of another dtype are an error, not silently cast.
-        keras.layers.Layer.__init__(
-            self,
-            name=spec.name,
-            dtype=spec.dtype or keras.config.floatx(),
-            trainable=spec.trainable,
-            autocast=False,
-        )
-        self.supports_masking = True
-        self._seed_generator = keras.random.SeedGenerator(spec.seed)
-        self._state_variables: list[keras.Variable] | None = None
+        self._setup(self.spec.trainable)
+        self._seed_generator = keras.random.SeedGenerator(self.spec.seed)
         self._build_from_arguments()
+
+    @property
+    def cell(self) -> cells.Cell:
+        """The built-in cell this layer runs (``RNN(cell)`` computes the same function)."""
+        return builtin_cells.cell_of(self.spec)
 
     # Keras sets and applies ``activity_regularizer``; the layer's own comes from its spec.
     @property
@@ -119,63 +95,34 @@ class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Laye
         if value is not None:
             raise AttributeError("activity_regularizer is set when the layer is created")
 
-    # -- building and weights ---------------------------------------------------------------
+    # -- weights: the variables kernel, recurrent_kernel, bias --------------------------------
     @property
     def input_dim(self) -> int | None:
         kernel = getattr(self, "kernel", None)  # set while Keras's build is still running
         return None if kernel is None else int(kernel.shape[0])
 
-    def _create_weights(self, input_dim: int) -> None:
-        spec = self.spec
-        values = _given_values(self)  # set_weights on an unbuilt layer: no initializer runs
-        if values is None:
-            values = self._initial_weights(input_dim)
-        chosen = {
-            "kernel": (spec.kernel_regularizer, spec.kernel_constraint),
-            "recurrent_kernel": (spec.recurrent_regularizer, spec.recurrent_constraint),
-            "bias": (spec.bias_regularizer, spec.bias_constraint),
-        }
-        variables = []
-        for name, value in zip(spec.weight_names, values):
-            regularizer, constraint = chosen[name]
-            variables.append(self.add_weight(
-                name=name,
-                shape=value.shape,
-                initializer=lambda shape, dtype, value=value: tf.constant(value, dtype),
-                regularizer=None if regularizer is None else _penalty(regularizer),
-                constraint=None if constraint is None else _projection(constraint),
-            ))  # fmt: skip
-        if not spec.use_bias:
-            self.bias = None
-        # the kernel last: `input_dim` reads it, so another thread never sees half the weights
-        for name, variable in reversed(list(zip(spec.weight_names, variables))):
-            setattr(self, name, variable)
-        self.built = True
+    @property
+    def weight_names(self) -> list[str]:
+        return list(self.spec.weight_names)
 
     def _weights(self) -> list[keras.Variable]:
         return [getattr(self, name) for name in self.spec.weight_names]
 
-    def _require_built(self, what: str) -> list[keras.Variable]:
-        if not self.built:
-            raise ValueError(
-                f"{self.name}: {what} needs the weights, which do not exist yet; call "
-                "build((batch, time, features)), call the layer once, or pass input_dim="
-            )
-        return self._weights()
+    _create_weights = RNN._create_weights  # (LayerCore's is abstract)
 
-    def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights as NumPy arrays, in the canonical layout."""
-        return [np.array(w.numpy()) for w in self._require_built("get_weights")]
+    def _initial_values(self, input_dim: int) -> list[np.ndarray]:
+        return self._initial_weights(input_dim)
 
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        """Replace the weights (canonical layout), keeping the variables."""
-        if isinstance(weights, (list, tuple)):
-            weights = [w.numpy() if hasattr(w, "numpy") else w for w in weights]
+    def _store(self, decls, input_dim: int, variables: list) -> None:
+        if not self.spec.use_bias:
+            self.bias = None
+        # the kernel last: `input_dim` reads it, so another thread never sees half the weights
+        for name, variable in reversed(list(zip(self.spec.weight_names, variables))):
+            setattr(self, name, variable)
+
+    def _checked_weights(self, weights: Any) -> tuple[int, list[np.ndarray]]:
         arrays = self._check_weights(weights, self.input_dim)
-        if not self.built:
-            _build_with(self, arrays[0].shape[0], arrays)  # (another thread may win)
-        for variable, value in zip(self._weights(), arrays):
-            variable.assign(value.astype(variable.dtype))
+        return arrays[0].shape[0], arrays
 
     # Keras's flag, which also reaches the variables; the spec follows it for get_config
     @property
@@ -189,47 +136,23 @@ class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Laye
         if getattr(self, "spec", None) is not None and self.spec.trainable != value:
             self.spec = self.spec.replace(trainable=value)
 
-    # -- calling ----------------------------------------------------------------------------
-    def __call__(self, inputs, *args, **kwargs):
-        calls.keyword_only(self, args)  # Keras would take a second argument as the mask
-        inputs, kwargs = _host_arguments(self, self.compute_dtype, inputs, kwargs)
-        return super().__call__(inputs, **kwargs)
-
-    def call(self, inputs, mask=None, initial_state=None, training=None):
-        spec = self.spec
-        x = kernels.call_tensor(inputs, "inputs", self.compute_dtype, self.name)
-        call = calls.inputs(spec, x.shape.as_list() if x.shape.rank is not None else [None],
-                            kernels.dtype_name(x.dtype), expected_dtype=self.compute_dtype,
-                            input_dim=self.input_dim)  # fmt: skip
-        if mask is not None:
-            mask = kernels.call_tensor(mask, "mask", None, self.name)
-            calls.mask(spec, mask.shape.as_list(), kernels.dtype_name(mask.dtype), call)
-        carried = None
-        if spec.stateful:
-            carried = self._carried_states(call, x)
-        if isinstance(initial_state, kernels.Deferred):
-            initial_state = initial_state.value
-        if initial_state is not None:
-            states = kernels.initial_states(spec, initial_state, call, self.compute_dtype,
-                                            owner=self.name)  # fmt: skip
-        else:
-            states = carried
-        mi = mr = None
-        if training and (spec.dropout > 0 or spec.recurrent_dropout > 0):
-            in_shape, rec_shape = self._dropout_mask_shapes(call.batch, call.input_dim)
-            mi = self._sample_dropout(in_shape, spec.dropout, x)
-            mr = self._sample_dropout(rec_shape, spec.recurrent_dropout, x)
-        output, final = kernels.run(spec, [tf.convert_to_tensor(w) for w in self._weights()],
-                                    x, mask, states, mi, mr,
-                                    inference=training is False)  # fmt: skip
-        if spec.stateful:
-            self._keep_final(final)
+    # -- calling: the cell's fast paths --------------------------------------------------------
+    def _run(self, call):
+        weights = [tf.convert_to_tensor(w) for w in self._weights()]
+        output, final = kernels.run(self.spec, weights, call.x, call.mask, call.states,
+                                    call.input_dropout, call.recurrent_dropout,
+                                    inference=call.training is False)  # fmt: skip
         self._main_output = output
-        return [output, *final] if spec.return_state else output
+        return output, final
+
+    def _dropout_masks(self, call, *shapes) -> list:
+        like = call.x
+        masks = []
+        for shape, rate in zip(shapes, (self.spec.dropout, self.spec.recurrent_dropout)):
+            masks.append(None if shape is None else self._sample_dropout(shape, rate, like))
+        return masks
 
     def _sample_dropout(self, shape, rate: float, like):
-        if shape is None:
-            return None
         if any(s is None for s in shape):
             batch = tf.shape(like)[0]
             shape = [batch if s is None else s for s in shape]
@@ -246,29 +169,9 @@ class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Laye
         keep = uniform >= rate
         return tf.cast(keep, like.dtype) / tf.constant(1.0 - rate, like.dtype)
 
-    _batch_hint = (
-        "create it with batch_input_shape=(batch, time, features) or batch_size=, or give "
-        "the inputs a static batch dimension (keras.Input(batch_size=...))"
-    )
-
     def _default_batch(self) -> int | None:
         return self.spec.batch_size
 
-    # -- state --------------------------------------------------------------------------------
-    def reset_states(self, states: Sequence[Any] | Any | None = None) -> None:
-        """Zero the carried states, or set them (which also sets the batch size)."""
-        if states is None:
-            self._check_reset(None, None, self.compute_dtype)
-            self._zero_carried()
-            return
-        tensors = [kernels.call_tensor(s, "reset_states(states)", self.compute_dtype, self.name)
-                   for s in calls.state_list(states)]  # fmt: skip
-        self._check_reset([t.shape.as_list() for t in tensors],
-                          [kernels.dtype_name(t.dtype) for t in tensors],
-                          self.compute_dtype)  # fmt: skip
-        self._assign_carried(tensors)
-
-    # -- constraints ----------------------------------------------------------------------------
     def apply_constraints(self) -> None:
         """Project the weights onto their constraints in place (Keras optimizers already do
         this after every step; this is for custom training loops)."""
@@ -278,40 +181,6 @@ class Recurrent(CarriedStates, LayerCore, kernels.OutputSpecs, keras.layers.Laye
 
     def __repr__(self) -> str:
         return LayerCore.__repr__(self)
-
-
-def _host_arguments(layer, dtype: str, inputs, kwargs: dict[str, Any]):
-    """NumPy arrays and nested lists converted before Keras sees them (Keras would map a
-    nested list element by element), and ``training`` checked, as on every engine."""
-    calls.training(layer.name, kwargs.get("training"))
-    if not isinstance(inputs, (tf.Tensor, tf.Variable, keras.Variable, keras.KerasTensor)):
-        inputs = kernels.call_tensor(inputs, "inputs", dtype, layer.name)
-
-    def convert(value, arg, dtype):
-        if not isinstance(value, calls.HOST_TYPES):
-            return value
-        try:
-            return kernels.call_tensor(value, arg, dtype, layer.name)
-        except (TypeError, ValueError):  # raised by call() after the inputs are checked
-            return kernels.Deferred(value)
-
-    if kwargs.get("mask") is not None:
-        kwargs = {**kwargs, "mask": convert(kwargs["mask"], "mask", None)}
-    state = kwargs.get("initial_state")
-    if state is not None:
-        converted = [convert(s, "initial_state", dtype) for s in calls.state_list(state)]
-        if any(isinstance(s, kernels.Deferred) for s in converted):
-            converted = kernels.Deferred(state)  # Keras takes no mix of tensors and others
-        kwargs = {**kwargs, "initial_state": converted}
-    return inputs, kwargs
-
-
-def _penalty(regularizer):
-    return lambda w: regularizers.penalty(regularizer, w, TF_OPS)
-
-
-def _projection(constraint):
-    return lambda w: constraints.project(constraint, w, TF_OPS)
 
 
 @keras.saving.register_keras_serializable(package="multirnn")
@@ -348,8 +217,10 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
 
     engine_name = "tensorflow"
     _ops = _BidirectionalOps
+    _classes: ClassVar[dict[str, type]] = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
+    _rnn_class = RNN
 
-    def __init__(self, layer: Recurrent, merge_mode: str | None = "concat", **kwargs: Any):
+    def __init__(self, layer: RNN, merge_mode: str | None = "concat", **kwargs: Any):
         _require_tensorflow_backend("Bidirectional")
         # Keras takes the name; the rest are the wrapped layer's keywords (or refused there)
         keras_kwargs = {k: kwargs.pop(k) for k in ("name",) if k in kwargs}
@@ -394,8 +265,7 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
         return super().__call__(inputs, **kwargs)
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
-        if isinstance(initial_state, kernels.Deferred):
-            initial_state = initial_state.value  # each direction's layer refuses it in turn
+        initial_state = _undeferred(initial_state)  # each direction's layer refuses it in turn
         return self._run(inputs, mask=mask, initial_state=initial_state, training=training)
 
     def compute_mask(self, inputs, mask=None):
@@ -434,9 +304,3 @@ class Bidirectional(BidirectionalCore, keras.layers.Layer):
     def from_config(cls, config: dict[str, Any]):
         layer = cls._layer_from_config(config["layer"])
         return cls(layer, config.get("merge_mode", "concat"), name=config.get("name"))
-
-
-Bidirectional._classes = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
-from multirnn_tensorflow.rnn import RNN  # noqa: E402
-
-Bidirectional._rnn_class = RNN

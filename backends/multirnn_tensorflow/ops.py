@@ -1,6 +1,7 @@
 """TensorFlow's namespaces: the ops the backend-neutral activations, regularizers and
-constraints are evaluated with (see ``multirnn.ops``), and the array API adapter cells
-run with (TensorFlow has no array API namespace of its own)."""
+constraints are evaluated with (see ``multirnn.ops``), the array API adapter cells run
+with (TensorFlow has no array API namespace of its own), and the tensor adapter of the
+call pipeline (``multirnn.pipeline``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,40 @@ from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
+
+from multirnn import pipeline
+
+
+def dtype_name(dtype) -> str:
+    return tf.as_dtype(dtype).name
+
+
+class TfArrays(pipeline.Arrays):
+    """TensorFlow tensors and (Keras) variables read as tensors; host data converted."""
+
+    native = "tf.Tensor"
+
+    def is_native(self, value) -> bool:
+        if isinstance(value, (tf.Tensor, tf.Variable)):
+            return True
+        import keras
+
+        return isinstance(value, keras.Variable)
+
+    def own(self, value, arg, owner, place):
+        return tf.convert_to_tensor(value)
+
+    def from_host(self, array, place):
+        return tf.convert_to_tensor(array)
+
+    def shape(self, value) -> tuple:
+        return tuple(value.shape.as_list()) if value.shape.rank is not None else (None,)
+
+    def dtype(self, value) -> str:
+        return dtype_name(value.dtype)
+
+
+TF_ARRAYS = TfArrays()
 
 
 def _like(value, dtype):

@@ -1,15 +1,24 @@
-"""``RNN(cell)`` on the TensorFlow engine: a user's :class:`multirnn.Cell` as a Keras layer.
+"""``RNN(cell)`` on the TensorFlow engine: the one layer kind, as a Keras 3 layer.
 
-The cell's ``step`` runs on TensorFlow tensors through a thin array-API adapter
-(:class:`ArrayAPI`): TensorFlow has no array-API namespace of its own. The steps run in a
-``tf.while_loop`` over TensorArrays when traced (``tf.function``, ``model.fit``; any
-time length) and in a Python loop eagerly or with ``unroll=True``. Masks, ``go_backwards``,
-states and ``stateful`` follow the NumPy engine's ``RNN`` (``multirnn.reference.rnn``),
-the oracle, exactly.
+A user's :class:`multirnn.Cell` has its weights as Keras variables named as the cell
+declared them (regularizers and constraints through Keras), and its ``step`` runs on
+TensorFlow tensors through a thin array-API adapter (:class:`ArrayAPI`: TensorFlow has no
+array-API namespace of its own). The steps run in a ``tf.while_loop`` over TensorArrays
+when traced (``tf.function``, ``model.fit``; any time length) and in a Python loop eagerly
+or with ``unroll=True``; the semantics are the NumPy engine's ``RNN``. The built-in layers
+(``multirnn_tensorflow.layers``) are this class with a built-in cell, whose fast paths
+(cuDNN, the hand-written backward) replace the loop.
+
+A call is prepared by :func:`multirnn.pipeline.prepare`; this module supplies its hooks,
+and converts host data before Keras sees it (Keras would map a nested list element by
+element). A stateful layer's carried states are plain TensorFlow variables, not Keras
+weights: Keras allows no new weights after ``build``, and the batch size is known only at
+the first call (or at ``reset_states``).
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -18,13 +27,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from multirnn import calls, cells
-from multirnn import constraints as constraint_module
+from multirnn import calls, cells, constraints, pipeline, regularizers
 from multirnn._checks import check_bool
 from multirnn.layer import _BUILD_LOCK, LayerCore
 from multirnn_tensorflow import kernels
-from multirnn_tensorflow.carried import CarriedStates
-from multirnn_tensorflow.ops import TF_OPS, ArrayAPI
+from multirnn_tensorflow.ops import TF_ARRAYS, TF_OPS, ArrayAPI
 
 __all__ = ["RNN", "ArrayAPI"]
 
@@ -34,14 +41,87 @@ def tensorflow_namespace(dtype: str) -> cells.Ops:
     return cells.namespace(ArrayAPI(dtype), TF_OPS, "tensorflow", kernels.NATIVE_ACTIVATIONS)
 
 
-# -- the layer --------------------------------------------------------------------------------
+def _require_tensorflow_backend(owner: str) -> None:
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{owner}: the tensorflow engine's layers are Keras layers on the TensorFlow "
+            f"backend, but Keras runs on {backend!r}. Set KERAS_BACKEND=tensorflow before "
+            f"Keras is first imported, or use multirnn's {backend!r} engine instead"
+        )
 
 
-def _layers():
-    """``multirnn_tensorflow.layers``, imported late: it imports this module at its end."""
-    from multirnn_tensorflow import layers
+_GIVEN: contextvars.ContextVar[tuple[Any, list] | None] = contextvars.ContextVar(
+    "multirnn_tensorflow_given_weights", default=None
+)
 
-    return layers
+
+def _build_with(layer: Any, input_dim: int, arrays: list) -> None:
+    """Build ``layer`` through Keras's ``build`` (its name scope and build config) with
+    ``arrays`` as the weights' values, so that no initializer runs."""
+    token = _GIVEN.set((layer, list(arrays)))
+    try:
+        layer.build((None, None, input_dim))
+    finally:
+        _GIVEN.reset(token)
+
+
+def _given_values(layer: Any) -> list | None:
+    """The values ``_build_with`` gives ``layer``'s weights (None: draw the initial ones)."""
+    given = _GIVEN.get()
+    return given[1] if given is not None and given[0] is layer else None
+
+
+def _penalty(regularizer):
+    return lambda w: regularizers.penalty(regularizer, w, TF_OPS)
+
+
+def _projection(constraint):
+    return lambda w: constraints.project(constraint, w, TF_OPS)
+
+
+class Deferred:
+    """A call argument the input rule refused before Keras saw the call: carried through
+    Keras untouched, so that the call checks its arguments in the order every engine does
+    (inputs first) and raises the refusal in turn."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _undeferred(value: Any) -> Any:
+    return value.value if isinstance(value, Deferred) else value
+
+
+def _tensor(layer: Any, value: Any, arg: str, dtype: str | None) -> tf.Tensor:
+    return pipeline.tensor(TF_ARRAYS, value, arg=arg, owner=f"{layer.name}: ", place=None,
+                           dtype=dtype)  # fmt: skip
+
+
+def _host_arguments(layer, dtype: str, inputs, kwargs: dict[str, Any]):
+    """NumPy arrays and nested lists converted before Keras sees them (Keras would map a
+    nested list element by element), and ``training`` checked, as on every engine."""
+    calls.training(layer.name, kwargs.get("training"))
+    if not isinstance(inputs, (tf.Tensor, tf.Variable, keras.Variable, keras.KerasTensor)):
+        inputs = _tensor(layer, inputs, "inputs", dtype)
+
+    def convert(value, arg, dtype):
+        if not isinstance(value, calls.HOST_TYPES):
+            return value
+        try:
+            return _tensor(layer, value, arg, dtype)
+        except (TypeError, ValueError):  # raised by call() after the inputs are checked
+            return Deferred(value)
+
+    if kwargs.get("mask") is not None:
+        kwargs = {**kwargs, "mask": convert(kwargs["mask"], "mask", None)}
+    state = kwargs.get("initial_state")
+    if state is not None:
+        converted = [convert(s, "initial_state", dtype) for s in calls.state_list(state)]
+        if any(isinstance(s, Deferred) for s in converted):
+            converted = Deferred(state)  # Keras takes no mix of tensors and others
+        kwargs = {**kwargs, "initial_state": converted}
+    return inputs, kwargs
 
 
 class _Shape(SimpleNamespace):
@@ -61,7 +141,7 @@ def _static(value, want: tuple) -> _Shape | Any:
 
 
 @keras.saving.register_keras_serializable(package="multirnn")
-class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
+class RNN(kernels.OutputSpecs, keras.layers.Layer):
     """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
     ``Recurrent`` options, as a Keras layer on the TensorFlow backend.
 
@@ -72,12 +152,28 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
     """
 
     engine_name = "tensorflow"
+    _arrays = TF_ARRAYS
+    #: how to give a stateful layer the batch size it needs before its first call
+    _batch_hint = (
+        "give the inputs a static batch dimension (keras.Input(batch_size=...)) or call "
+        "reset_states(states=[...]) first"
+    )
 
     def __init__(self, cell: cells.Cell, **kwargs: Any) -> None:
-        _layers()._require_tensorflow_backend("RNN")
+        _require_tensorflow_backend("RNN")
         trainable = check_bool("RNN", "trainable", kwargs.pop("trainable", True))
         self.spec = cells.parse_rnn(cell, kwargs)
         self.cell = cell
+        self._setup(trainable)
+        self._names: list[str] = []
+        self._variables_in_order: list[keras.Variable] | None = None
+        self._input_dim: int | None = None
+        self._ops = tensorflow_namespace(self.compute_dtype)
+        cells.RNNCore._build_from_arguments(self)
+
+    def _setup(self, trainable: bool) -> None:
+        """What both layer kinds set up after their spec: the Keras layer, the states."""
+        # autocast=False: inputs of another dtype are an error, not silently cast.
         keras.layers.Layer.__init__(
             self,
             name=self.spec.name,
@@ -86,12 +182,7 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
             autocast=False,
         )
         self.supports_masking = True
-        self._names: list[str] = []
-        self._variables_in_order: list[keras.Variable] | None = None
-        self._input_dim: int | None = None
         self._state_variables: list[tf.Variable] | None = None
-        self._ops = tensorflow_namespace(self.compute_dtype)
-        cells.RNNCore._build_from_arguments(self)
 
     # -- weights ------------------------------------------------------------------------------
     @property
@@ -101,6 +192,9 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
     @property
     def weight_names(self) -> list[str]:
         return list(self._names)
+
+    def _weights(self) -> list[keras.Variable]:
+        return list(self._variables_in_order)
 
     def build(self, input_shape) -> None:
         input_dim = LayerCore._input_dim_from_shape("RNN", input_shape)
@@ -114,95 +208,103 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
                 f"for {input_dim}"
             )
 
+    def _initial_values(self, input_dim: int) -> list[np.ndarray]:
+        seed = self.spec.seed
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        return self.cell.initial_weights(input_dim, seed)
+
     def _create_weights(self, input_dim: int) -> None:
-        values = _layers()._given_values(self)  # set_weights on an unbuilt layer
-        if values is None:  # no initializer runs then
-            seed = self.spec.seed
-            if seed is None:
-                seed = int(np.random.randint(0, 2**31 - 1))
-            values = self.cell.initial_weights(input_dim, seed)
+        """The declared weights as Keras variables (set_weights on an unbuilt layer gives
+        their values: then no initializer runs)."""
+        values = _given_values(self)
+        if values is None:
+            values = self._initial_values(input_dim)
         decls = self.cell.declare(input_dim)
         variables = []
-        penalty, projection = _layers()._penalty, _layers()._projection
         for decl, value in zip(decls, values):
-            value = value.astype(self.compute_dtype)
-            variables.append(
-                self.add_weight(
-                    name=decl.name,
-                    shape=value.shape,
-                    initializer=lambda shape, dtype, value=value: tf.constant(value, dtype),
-                    regularizer=None if decl.regularizer is None else penalty(decl.regularizer),
-                    constraint=None if decl.constraint is None else projection(decl.constraint),
-                )
-            )
+            value = np.asarray(value).astype(self.compute_dtype)
+            variables.append(self.add_weight(
+                name=decl.name,
+                shape=value.shape,
+                initializer=lambda shape, dtype, value=value: tf.constant(value, dtype),
+                regularizer=None if decl.regularizer is None else _penalty(decl.regularizer),
+                constraint=None if decl.constraint is None else _projection(decl.constraint),
+            ))  # fmt: skip
+        self._store(decls, input_dim, variables)
+        self.built = True
+
+    def _store(self, decls, input_dim: int, variables: list) -> None:
         self._names = [d.name for d in decls]
         self._input_dim = input_dim
         self._variables_in_order = variables
-        self.built = True
 
     def _require_built(self, what: str) -> list[keras.Variable]:
-        if self._variables_in_order is None:
+        if not self.built:
             raise ValueError(
                 f"{self.name}: {what} needs the weights, which do not exist yet; call "
                 "build((batch, time, features)), call the layer once, or pass input_dim="
             )
-        return self._variables_in_order
+        return self._weights()
 
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights as NumPy arrays, in the order the cell declared them."""
+        """Copies of the weights as NumPy arrays, in the declared order."""
         return [np.array(v.numpy()) for v in self._require_built("get_weights")]
 
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        """Replace the weights (the cell's declared order and shapes), keeping the
-        variables; builds the layer from them if needed."""
-        arrays = [np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in weights]
+    def _checked_weights(self, weights: Any) -> tuple[int, list[np.ndarray]]:
+        arrays = [np.asarray(w) for w in weights]
         known = self.input_dim or self.spec.input_dim  # (unbuilt in load: the spec's)
-        input_dim = cells.check_weights(self.name, self.cell, arrays, known)
+        return cells.check_weights(self.name, self.cell, arrays, known), arrays
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace the weights (declared order and shapes), keeping the variables; builds
+        the layer from them if needed (no initializer runs then)."""
+        if isinstance(weights, (list, tuple)):
+            weights = [w.numpy() if hasattr(w, "numpy") else w for w in weights]
+        input_dim, arrays = self._checked_weights(weights)
         if not self.built:
-            _layers()._build_with(self, input_dim, arrays)  # (another thread may win)
-        for variable, value in zip(self._variables_in_order, arrays):
+            _build_with(self, input_dim, arrays)  # (another thread may win)
+        for variable, value in zip(self._weights(), arrays):
             variable.assign(value.astype(variable.dtype))
 
-    # -- calling ------------------------------------------------------------------------------
+    # -- calling: host data converted, then the pipeline's hooks ------------------------------
     def __call__(self, inputs, *args, **kwargs):
-        calls.keyword_only(self, args)
-        inputs, kwargs = _layers()._host_arguments(self, self.compute_dtype, inputs, kwargs)
+        calls.keyword_only(self, args)  # Keras would take a second argument as the mask
+        inputs, kwargs = _host_arguments(self, self.compute_dtype, inputs, kwargs)
         return super().__call__(inputs, **kwargs)
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
         spec = self.spec
-        x = kernels.call_tensor(inputs, "inputs", self.compute_dtype, self.name)
-        shape = x.shape.as_list() if x.shape.rank is not None else [None]
-        call = calls.inputs(
-            spec,
-            shape,
-            kernels.dtype_name(x.dtype),
-            expected_dtype=self.compute_dtype,
-            input_dim=self.input_dim,
-        )
-        if mask is not None:
-            mask = kernels.call_tensor(mask, "mask", None, self.name)
-            calls.mask(spec, mask.shape.as_list(), kernels.dtype_name(mask.dtype), call)
-        carried = self._carried_states(call, x) if spec.stateful else None
-        if isinstance(initial_state, kernels.Deferred):
-            initial_state = initial_state.value
-        if initial_state is not None:
-            states = kernels.initial_states(spec, initial_state, call, self.compute_dtype,
-                                            owner=self.name)  # fmt: skip
-        elif carried is not None:
-            states = carried
-        else:
-            zeros = tf.zeros(tf.stack([tf.shape(x)[0], spec.units]), self.compute_dtype)
-            zeros.set_shape([call.batch, spec.units])
-            states = [zeros for _ in spec.state_names]
-        self.build((None, None, call.input_dim))
-        weights = {
-            n: tf.convert_to_tensor(v) for n, v in zip(self._names, self._variables_in_order)
-        }
-        output, final = self._scan(weights, x, mask, list(states), call)
+        carried = self._carried_states if spec.stateful else None
+        call = pipeline.prepare(self, inputs, (), mask=_undeferred(mask),
+                                initial_state=_undeferred(initial_state), training=training,
+                                carried=carried)  # fmt: skip
+        output, final = self._run(call)
         if spec.stateful:
             self._keep_final(final)
         return [output, *final] if spec.return_state else output
+
+    def _default_training(self) -> None:
+        return None  # Keras's learning phase: no dropout, not inference either
+
+    def _place(self, inputs: Any) -> None:
+        return None
+
+    def _compute_dtype(self) -> str:
+        return self.compute_dtype
+
+    def _build_on(self, x: tf.Tensor, place: None) -> None:
+        self.build((None, None, x.shape[-1]))
+
+    def _run(self, call: pipeline.Call):
+        spec, x = self.spec, call.x
+        states = call.states
+        if states is None:
+            zeros = tf.zeros(tf.stack([tf.shape(x)[0], spec.units]), self.compute_dtype)
+            zeros.set_shape([call.shape.batch, spec.units])
+            states = [zeros for _ in spec.state_names]
+        weights = {n: tf.convert_to_tensor(v) for n, v in zip(self._names, self._weights())}
+        return self._scan(weights, x, call.mask, list(states), call.shape)
 
     def _step(self, w, x_t, states, batch, check: bool = True):
         """One step of the cell; ``check``: validate what it returned (once per trace, or
@@ -285,38 +387,83 @@ class RNN(CarriedStates, kernels.OutputSpecs, keras.layers.Layer):
         stacked.set_shape([time, call.batch, spec.units])
         return tf.transpose(stacked, [1, 0, 2]), states
 
-    # -- states ---------------------------------------------------------------------------------
-    _batch_hint = (
-        "give the inputs a static batch dimension (keras.Input(batch_size=...)) or call "
-        "reset_states(states=[...]) first"
-    )
+    # -- carried states: TensorFlow variables ----------------------------------------------------
+    def _default_batch(self) -> int | None:
+        """The batch size the layer was created with, if any."""
+        return None
+
+    def _carried_states(self, call: calls.CallShape, x: tf.Tensor) -> list[tf.Tensor]:
+        """The states a stateful call starts from, created (zeros) at the first call; a
+        call traced with an unknown batch size checks it when it runs."""
+        spec = self.spec
+        if self._state_variables is None:
+            batch = call.batch if call.batch is not None else self._default_batch()
+            if batch is None:
+                raise ValueError(
+                    f"{self.name}: a stateful layer needs a fixed batch size; {self._batch_hint}"
+                )
+            self._state_variables = self._new_states((batch, spec.units))
+        fixed = int(self._state_variables[0].shape[0])
+        if call.batch is None:  # traced with an unknown batch size (e.g. model.export)
+            try:
+                calls.stateful_batch(spec, -1, fixed)
+            except ValueError as error:
+                message = str(error).replace("batch size -1", "another batch size")
+            check = tf.debugging.assert_equal(tf.shape(x)[0], fixed, message=message)
+            with tf.control_dependencies([check]):
+                return [tf.identity(v) for v in self._state_variables]
+        calls.stateful_batch(spec, call.batch, fixed)
+        return [tf.convert_to_tensor(v) for v in self._state_variables]
+
+    def _new_states(self, shape) -> list[tf.Variable]:
+        return [
+            tf.Variable(tf.zeros(shape, self.compute_dtype), trainable=False, name=f"state_{n}")
+            for n in self.spec.state_names
+        ]
+
+    def _keep_final(self, final: list[tf.Tensor]) -> None:
+        """Carry a stateful call's final states to the next call."""
+        for variable, value in zip(self._state_variables, final):
+            variable.assign(value)
+
+    def _zero_carried(self) -> None:
+        for variable in self._state_variables or []:
+            variable.assign(tf.zeros_like(variable))
+
+    def _assign_carried(self, tensors: list[tf.Tensor]) -> None:
+        """Set the carried states to checked tensors; a new batch size gets new variables."""
+        current = self._state_variables
+        if current is not None and tuple(current[0].shape) != tuple(tensors[0].shape):
+            current = None
+        if current is None:
+            current = self._state_variables = self._new_states(tuple(tensors[0].shape))
+        for variable, value in zip(current, tensors):
+            variable.assign(value)
+
+    @property
+    def states(self) -> list[tf.Tensor] | None:
+        """The carried states of a stateful layer (None before its first call)."""
+        if self._state_variables is None:
+            return None
+        return [tf.convert_to_tensor(v) for v in self._state_variables]
 
     def reset_states(self, states: Sequence[Any] | Any | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""
-        if not self.spec.stateful:
-            raise ValueError(f"{self.name}: reset_states() applies to stateful layers")
-        if states is None:
+        values = pipeline.reset_values(self, states)
+        if values is None:
             self._zero_carried()
-            return
-        tensors = [kernels.call_tensor(s, "reset_states(states)", self.compute_dtype, self.name)
-                   for s in calls.state_list(states)]  # fmt: skip
-        shapes = [t.shape.as_list() for t in tensors]
-        calls.states(self.spec, shapes, [kernels.dtype_name(t.dtype) for t in tensors],
-                     batch=shapes[0][0] if len(shapes[0]) == 2 else None,
-                     expected_dtype=self.compute_dtype, arg="reset_states(states)")  # fmt: skip
-        self._assign_carried(tensors)
+        else:
+            self._assign_carried(values)
 
-    # -- constraints, masks, shapes, config -------------------------------------------------------
+    # -- constraints, config ----------------------------------------------------------------------
     def apply_constraints(self) -> None:
         """Project the weights onto their constraints in place (Keras optimizers already do
         this after every step; this is for custom training loops)."""
         variables = self._require_built("apply_constraints")
-        for decl, variable in zip(self.cell.declare(self._input_dim), variables):
+        for decl, variable in zip(self.cell.declare(self.input_dim), variables):
             if decl.constraint is not None:
-                projected = constraint_module.project(
-                    decl.constraint, tf.convert_to_tensor(variable), TF_OPS
-                )
-                variable.assign(projected)
+                value = tf.convert_to_tensor(variable)
+                variable.assign(constraints.project(decl.constraint, value, TF_OPS))
 
     def get_config(self) -> dict[str, Any]:
         """The NumPy engine's ``RNN`` config (the cell by its registered name, the options,

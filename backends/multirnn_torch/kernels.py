@@ -16,14 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from multirnn import activations, builtin_cells, calls
+from multirnn import activations, builtin_cells, pipeline
 from multirnn.spec import LayerSpec
 from multirnn_torch import scan
-from multirnn_torch.ops import TORCH_OPS
+from multirnn_torch.ops import TORCH_ARRAYS, TORCH_OPS, dtype_name
 
 #: activations the framework computes natively and exactly (the formula's own ops)
 NATIVE_ACTIVATIONS = {
@@ -47,10 +46,6 @@ def activation(value):
     if isinstance(value, str) and value in NATIVE_ACTIVATIONS:
         return NATIVE_ACTIVATIONS[value]
     return activations.function(value, TORCH_OPS)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 # -- eligibility ----------------------------------------------------------------------------
@@ -97,44 +92,6 @@ def _mask_kind(mask: torch.Tensor | None) -> tuple[str, torch.Tensor | None]:
 # -- the functional entry ---------------------------------------------------------------------
 
 
-def _tensor(value, what: str, device, dtype: str | None = None, owner: str = "") -> torch.Tensor:
-    """A call argument as a tensor on ``device``: tensors as they are (on the right device),
-    NumPy arrays and nested lists under the common input rule (floats cast to ``dtype``;
-    ``dtype=None`` for masks)."""
-    if torch.is_tensor(value):
-        if value.device != device:
-            raise ValueError(
-                f"{owner}{what} is on {value.device} but the weights are on {device}; move it "
-                f"with .to({str(device)!r})"
-            )
-        return value
-    array = calls.host_array(value, owner=owner.rstrip(": ") or "multirnn", arg=what,
-                             native="torch.Tensor", dtype=dtype)  # fmt: skip
-    # a writable, C-contiguous copy where needed: torch takes no negative strides
-    return torch.as_tensor(np.require(array, requirements=("C", "W")), device=device)
-
-
-def call_device(weights_device, own_device, inputs) -> torch.device:
-    """Where a layer's call runs: its weights' device once built, else the ``device=`` it
-    was created with, else the inputs' (CPU for NumPy data)."""
-    if weights_device is not None:
-        return weights_device
-    if own_device is not None:
-        return own_device
-    return inputs.device if torch.is_tensor(inputs) else torch.device("cpu")
-
-
-def call_inputs(spec, owner: str, inputs, mask, device, dtype: str, input_dim):
-    """A layer call's inputs and mask as checked tensors on ``device``, and its shape."""
-    x = _tensor(inputs, "inputs", device, dtype, owner)
-    call = calls.inputs(spec, tuple(x.shape), dtype_name(x.dtype), expected_dtype=dtype,
-                        input_dim=input_dim)  # fmt: skip
-    if mask is not None:
-        mask = _tensor(mask, "mask", device, None, owner)
-        calls.mask(spec, tuple(mask.shape), dtype_name(mask.dtype), call)
-    return x, mask, call
-
-
 def forward(
     spec: LayerSpec,
     weights: Sequence[torch.Tensor],
@@ -168,34 +125,14 @@ def forward(
                 f"weights: {name!r} must have shape {shapes[name]}, got {tuple(w.shape)}"
             )
     device, dtype = kernel.device, dtype_name(kernel.dtype)
-    x, mask, call = call_inputs(spec, f"{spec.layer}: ", inputs, mask, device, dtype,
-                                kernel.shape[0])  # fmt: skip
-    states = initial_states(spec, initial_state, call, kernel)
-    mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", kernel)
-    mr = dropout_mask(spec, recurrent_dropout, call.batch, spec.units, "recurrent_dropout", kernel)
-    return run(spec, weights, x, mask, states, mi, mr)
-
-
-def initial_states(
-    spec, initial_state, call, kernel, arg: str = "initial_state", owner: str = ""
-) -> list[torch.Tensor] | None:
-    """Validated initial states (None means zeros)."""
-    if initial_state is None:
-        return None
-    dtype = dtype_name(kernel.dtype)
-    states = [_tensor(s, arg, kernel.device, dtype, owner or f"{spec.layer}: ")
-              for s in calls.state_list(initial_state)]  # fmt: skip
-    calls.states(spec, [tuple(s.shape) for s in states], [dtype_name(s.dtype) for s in states],
-                 batch=call.batch, expected_dtype=dtype, arg=arg)  # fmt: skip
-    return states
-
-
-def dropout_mask(spec, mask, batch, width, arg, kernel) -> torch.Tensor | None:
-    if mask is None:
-        return None
-    mask = _tensor(mask, arg, kernel.device)
-    calls.dropout_mask(spec, tuple(mask.shape), batch=batch, width=width, arg=arg)
-    return mask.to(kernel.dtype)
+    call = pipeline.functional(TORCH_ARRAYS, spec, inputs, mask=mask, initial_state=initial_state,
+                               input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                               place=device, dtype=dtype, input_dim=kernel.shape[0])  # fmt: skip
+    mi, mr = (
+        None if m is None else m.to(kernel.dtype)
+        for m in (call.input_dropout, call.recurrent_dropout)
+    )
+    return run(spec, weights, call.x, call.mask, call.states, mi, mr)
 
 
 def run(

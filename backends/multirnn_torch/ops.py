@@ -1,11 +1,45 @@
-"""The ops namespace the backend-neutral activations, regularizers and constraints are
-evaluated with (see ``multirnn.ops``), in PyTorch."""
+"""What the core needs of PyTorch: the ops namespace the backend-neutral activations,
+regularizers and constraints are evaluated with (see ``multirnn.ops``), and the tensor
+adapter of the call pipeline (``multirnn.pipeline``)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import torch
+
+from multirnn import pipeline
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+class TorchArrays(pipeline.Arrays):
+    """Tensors stay where they are (one on another device than the call is refused);
+    host data is copied to the call's device."""
+
+    native = "torch.Tensor"
+    is_native = staticmethod(torch.is_tensor)
+
+    def own(self, value, arg, owner, place):
+        if place is not None and value.device != place:
+            raise ValueError(
+                f"{owner}{arg} is on {value.device} but the weights are on {place}; move it "
+                f"with .to({str(place)!r})"
+            )
+        return value
+
+    def from_host(self, array, place):
+        # a writable, C-contiguous copy where needed: torch takes no negative strides
+        return torch.as_tensor(np.require(array, requirements=("C", "W")), device=place)
+
+    def dtype(self, value) -> str:
+        return dtype_name(value.dtype)
+
+
+TORCH_ARRAYS = TorchArrays()
 
 
 def _sum(x, axis=None, keepdims=False):

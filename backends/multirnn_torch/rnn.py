@@ -1,11 +1,14 @@
-"""``RNN(cell)`` on the PyTorch engine: a user's :class:`multirnn.Cell` as an ``nn.Module``.
+"""``RNN(cell)`` on the PyTorch engine: the one layer kind, as a ``torch.nn.Module``.
 
-The cell's weights are ``nn.Parameter``s in an ``nn.ParameterDict`` under the names the
-cell declared (``state_dict`` keys ``weights.<name>``), so optimizers, ``.to()`` and
-``torch.compile`` see ordinary parameters. The loop is a Python loop over the time steps
-calling ``cell.step`` with the array API namespace of array-api-compat; gradients come
-from autograd. The semantics (masks, ``go_backwards``, states) are the NumPy engine's
-``multirnn.reference.rnn.RNN``, the oracle this layer is tested against.
+A user's :class:`multirnn.Cell` keeps its weights as ``nn.Parameter``s in an
+``nn.ParameterDict`` under the names the cell declared (``state_dict`` keys
+``weights.<name>``), so optimizers, ``.to()`` and ``torch.compile`` see ordinary
+parameters; the loop is a Python loop over the time steps calling ``cell.step`` with the
+array API namespace of array-api-compat, and gradients come from autograd. The built-in
+layers (``multirnn_torch.layers``) are this class with a built-in cell, whose fast paths
+(fused kernels, the native loop, the hand-written backward) replace the loop.
+
+A call is prepared by :func:`multirnn.pipeline.prepare`; this module supplies its hooks.
 """
 
 from __future__ import annotations
@@ -18,17 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from multirnn import calls, cells, regularizers
-from multirnn import constraints as constraint_module
+from multirnn import cells, constraints, pipeline, regularizers
 from multirnn.layer import _BUILD_LOCK
 from multirnn_torch import kernels, scan
-from multirnn_torch.ops import TORCH_OPS
+from multirnn_torch.ops import TORCH_ARRAYS, TORCH_OPS, dtype_name
 
 __all__ = ["RNN", "torch_namespace"]
-
-_names = itertools.count()
-_PARAMS = "weights"
-
 
 _NAMESPACE: list[cells.Ops] = []
 
@@ -52,6 +50,9 @@ class RNN(cells.RNNCore, nn.Module):
     """
 
     engine_name = "torch"
+    _arrays = TORCH_ARRAYS
+    _counter = itertools.count()
+    _default_name = "rnn"
 
     def __init__(
         self, cell: cells.Cell, *, device: torch.device | str | None = None, **kwargs: Any
@@ -59,21 +60,26 @@ class RNN(cells.RNNCore, nn.Module):
         nn.Module.__init__(self)
         self.spec = cells.parse_rnn(cell, kwargs)
         self.cell = cell
-        spec = self.spec
-        self._dtype = getattr(torch, spec.dtype) if spec.dtype else torch.get_default_dtype()
-        self._device = torch.device(device) if device is not None else None
-        self.name: str = spec.name or f"rnn_{next(_names)}"
         self.weights = nn.ParameterDict()
         self._names: list[str] = []
-        self._decls: tuple[cells.WeightDecl, ...] = ()
         self._input_dim: int | None = None
-        # Carried states: a plain attribute (not buffers, which DistributedDataParallel
-        # would broadcast from rank 0), moved by ``_apply`` like buffers.
-        self._carried: list[torch.Tensor] | None = None
+        self._setup(device)
         torch_namespace()  # a missing array-api-compat is an error at creation
         self._build_from_arguments()
 
-    # -- building and weights -------------------------------------------------------------
+    def _setup(self, device: torch.device | str | None) -> None:
+        """What both layer kinds set up after their spec: dtype, device, name, states."""
+        spec = self.spec
+        self._dtype = getattr(torch, spec.dtype) if spec.dtype else torch.get_default_dtype()
+        self._device = torch.device(device) if device is not None else None
+        self.name: str = spec.name or f"{self._default_name}_{next(self._counter)}"
+        self._decls: tuple[cells.WeightDecl, ...] = ()
+        # Carried states are plain attributes, not buffers: DistributedDataParallel
+        # broadcasts rank 0's buffers before every forward, which would hand every rank the
+        # states of rank 0's rows. ``_apply`` moves them with ``.to()`` like buffers.
+        self._set_carried(None)
+
+    # -- weights: where they are kept ---------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
         return self._weights()[0].dtype if self.built else self._dtype
@@ -90,9 +96,30 @@ class RNN(cells.RNNCore, nn.Module):
     def weight_names(self) -> list[str]:
         return list(self._names)
 
+    def _weights(self) -> list[torch.Tensor]:
+        return [self.weights[name] for name in self._names]
+
+    def _store(self, input_dim: int, params: list[nn.Parameter]) -> None:
+        decls = self.cell.declare(input_dim)
+        for decl, param in zip(decls, params):  # one by one: the declared order
+            self.weights[decl.name] = param
+        self._decls, self._names = decls, [d.name for d in decls]
+        self._input_dim = input_dim
+
     def _draw_seed(self) -> int:
-        # Unseeded layers follow torch.manual_seed, like the built-in layers.
+        # Unseeded layers follow torch.manual_seed.
         return int(torch.randint(0, 2**31 - 1, ()).item())
+
+    def _parameters_from(self, arrays: Sequence[Any], device: Any = None) -> list:
+        device = self._device if self._device is not None else device
+        params = []
+        for value in arrays:
+            tensor = torch.as_tensor(np.asarray(value), dtype=self._dtype, device=device)
+            # contiguous: NumPy's initializers may return transposed arrays (orthogonal),
+            # and FSDP shards only contiguous parameters
+            param = nn.Parameter(tensor.clone(memory_format=torch.contiguous_format))
+            params.append(param.requires_grad_(getattr(self.spec, "trainable", True)))
+        return params
 
     def build(self, input_shape: Sequence[int | None], *, device: Any = None) -> None:
         """Create the weights for inputs of shape ``(batch, time, features)`` (once, also
@@ -112,27 +139,13 @@ class RNN(cells.RNNCore, nn.Module):
             if not self.built:
                 seed = self.spec.seed if self.spec.seed is not None else self._draw_seed()
                 values = self.cell.initial_weights(input_dim, seed)
-                self._create(input_dim, values, device)
+                self._store(input_dim, self._parameters_from(values, device))
                 return
         if input_dim != self._input_dim:
             raise ValueError(
                 f"{self.name}: already built for input_dim={self._input_dim}, cannot rebuild "
                 f"for {input_dim}"
             )
-
-    def _create(self, input_dim: int, arrays: Sequence[Any], device: Any = None) -> None:
-        decls = self.cell.declare(input_dim)
-        device = self._device if self._device is not None else device
-        for decl, value in zip(decls, arrays):  # one by one: the declared order
-            tensor = torch.as_tensor(np.asarray(value), dtype=self._dtype, device=device)
-            # contiguous: NumPy's initializers may return transposed arrays (orthogonal)
-            param = nn.Parameter(tensor.clone(memory_format=torch.contiguous_format))
-            self.weights[decl.name] = param
-        self._decls, self._names = decls, [d.name for d in decls]
-        self._input_dim = input_dim
-
-    def _weights(self) -> list[torch.Tensor]:
-        return [self.weights[name] for name in self._names]
 
     def _require_built(self, what: str) -> list[torch.Tensor]:
         if not self.built:
@@ -146,18 +159,21 @@ class RNN(cells.RNNCore, nn.Module):
         """Copies of the weights as NumPy arrays, in the order the cell declared them."""
         return [w.detach().cpu().numpy().copy() for w in self._require_built("get_weights")]
 
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        """Replace the weights (the cell's declared order and shapes), keeping the
-        parameter objects; an unbuilt layer is built from them."""
-        arrays = [
-            w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w) for w in weights
-        ]
+    def _checked_weights(self, weights: Any) -> tuple[int, list]:
+        arrays = [np.asarray(w) for w in weights]
         known = self._input_dim or self.spec.input_dim  # (unbuilt in load: the spec's)
-        input_dim = cells.check_weights(self.name, self.cell, arrays, known)
+        return cells.check_weights(self.name, self.cell, arrays, known), arrays
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace the weights (the declared order and shapes), keeping the parameter
+        objects; an unbuilt layer is built from them."""
+        if isinstance(weights, (list, tuple)):
+            weights = [w.detach().cpu().numpy() if torch.is_tensor(w) else w for w in weights]
+        input_dim, arrays = self._checked_weights(weights)
         if not self.built:
             with _BUILD_LOCK:
                 if not self.built:
-                    self._create(input_dim, arrays)
+                    self._store(input_dim, self._parameters_from(arrays))
                     return
         with torch.no_grad():
             for param, value in zip(self._weights(), arrays):
@@ -165,14 +181,13 @@ class RNN(cells.RNNCore, nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if not self.built:  # a lazy layer takes its input size from the file
-            key = prefix + _PARAMS + "."
-            stored = [v for k, v in state_dict.items() if k.startswith(key)]
+            stored = [v for k, v in state_dict.items() if k.startswith(prefix + "weights.")]
             if stored:
                 arrays = [v.detach().cpu().numpy() for v in stored]
                 self.build((None, None, cells.input_dim_of(self.cell, arrays)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    # -- calling --------------------------------------------------------------------------
+    # -- calling: the pipeline's hooks, then the loop ----------------------------------------------
     def forward(
         self,
         inputs: torch.Tensor,
@@ -181,44 +196,48 @@ class RNN(cells.RNNCore, nn.Module):
         initial_state: Sequence[torch.Tensor] | torch.Tensor | None = None,
         training: bool | None = None,
     ):
-        calls.keyword_only(self, args)
-        spec = self.spec
-        calls.training(self.name, training)
-        device = kernels.call_device(self._weights()[0].device if self.built else None,
-                                     self._device, inputs)  # fmt: skip
-        owner = f"{self.name}: "
-        x, mask, call = kernels.call_inputs(
-            spec, owner, inputs, mask, device, kernels.dtype_name(self.dtype), self.input_dim
-        )
-        carried = self._carried
-        if spec.stateful and carried is not None:
-            calls.stateful_batch(spec, call.batch, carried[0].shape[0])
-        self.build(tuple(x.shape), device=device)
-        weights = self._weights()
-        if initial_state is not None:
-            states = kernels.initial_states(spec, initial_state, call, weights[0], owner=owner)
-        elif spec.stateful and carried is not None:
-            states = list(carried)
-        else:
-            states = [x.new_zeros((call.batch, spec.units)) for _ in spec.state_names]
-        if call.batch == 0:
-            output, final = self._empty_batch(x, states, weights)
-        else:
-            output, final = self._scan(x, mask, states)
-        if spec.stateful:  # carried without gradient, like truncated backpropagation
-            self._carried = [s.detach() for s in final]
-        return [output, *final] if spec.return_state else output
+        call = pipeline.prepare(self, inputs, args, mask=mask, initial_state=initial_state,
+                                training=training, carried=self._get_carried())  # fmt: skip
+        output, final = self._run(call)
+        return pipeline.result(self, output, final)
 
-    def _empty_batch(self, x, states, weights):
-        """Batch size 0: empty outputs and states, still attached to the weights' graph
-        (as the built-in layers return them)."""
-        zero = sum(w.sum() for w in weights) * 0
-        units = self.spec.units
-        shape = (0, x.shape[1], units) if self.spec.return_sequences else (0, units)
-        return x.new_zeros(shape) + zero, [s + zero for s in states]
+    def _default_training(self) -> bool:
+        return self.training
 
-    def _scan(self, x, mask, states):
-        spec = self.spec
+    def _place(self, inputs: Any) -> torch.device:
+        """Where a call runs: the weights' device once built, else the ``device=`` the
+        layer was created with, else the inputs' (CPU for host data)."""
+        if self.built:
+            return self._weights()[0].device
+        if self._device is not None:
+            return self._device
+        return inputs.device if torch.is_tensor(inputs) else torch.device("cpu")
+
+    def _compute_dtype(self) -> str:
+        return dtype_name(self.dtype)
+
+    def _build_on(self, x: torch.Tensor, place: torch.device) -> None:
+        self.build(tuple(x.shape), device=place)
+
+    def _dropout_masks(self, call, *shapes: tuple | None) -> list[torch.Tensor | None]:
+        """The (input, recurrent) masks of a training call, scaled by ``1 / (1 - rate)``."""
+        like, spec = self._weights()[0], self.spec
+        masks = []
+        for shape, rate in zip(shapes, (spec.dropout, spec.recurrent_dropout)):
+            keep = None if shape is None else torch.rand(shape, device=like.device,
+                                                         dtype=like.dtype) >= rate  # fmt: skip
+            masks.append(None if keep is None else keep.to(like.dtype) / (1.0 - rate))
+        return masks
+
+    def _run(self, call: pipeline.Call) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The generic loop: ``cell.step`` per time step, masks and ``go_backwards``
+        applied here (the semantics of the NumPy engine's ``RNN``)."""
+        spec, x, mask = self.spec, call.x, call.mask
+        if call.shape.batch == 0:
+            return kernels._empty_batch(spec, self._weights(), x, call.states)
+        states = call.states
+        if states is None:
+            states = [x.new_zeros((call.shape.batch, spec.units)) for _ in spec.state_names]
         ops = torch_namespace()
         w = dict(zip(self._names, self._weights()))
         time = x.shape[1]
@@ -243,59 +262,64 @@ class RNN(cells.RNNCore, nn.Module):
             return torch.stack(outputs, dim=1), states
         return outputs[-1], states
 
+    # -- carried states ---------------------------------------------------------------------
+    def _get_carried(self) -> list[torch.Tensor] | None:
+        return self.__dict__.get("_carried")
+
+    def _set_carried(self, values: list[torch.Tensor] | None) -> None:
+        # carried without gradient, like truncated backpropagation; a plain attribute
+        # (see _setup): nn.Module's __setattr__ bookkeeping is skipped
+        detached = None if values is None else [v.detach() for v in values]
+        self.__dict__["_carried"] = detached
+
     def _apply(self, fn, recurse=True):
         # .to(), .double(), .cuda() ... move the carried states too
         super()._apply(fn, recurse)
-        if self._carried is not None:
-            self._carried = [fn(s) for s in self._carried]
+        carried = self._get_carried()
+        if carried is not None:
+            self._set_carried([fn(s) for s in carried])
         return self
 
-    # -- states, penalties, constraints, config -----------------------------------------------
     @property
     def states(self) -> list[torch.Tensor] | None:
-        """A copy of the carried states of a stateful layer (None before its first call),
-        so that writing into it leaves the next call's states alone."""
-        return None if self._carried is None else [s.clone() for s in self._carried]
+        """A copy of the carried states of a stateful layer (None before its first call):
+        writing into it (``.zero_()``, a NumPy view) must not change what the next call
+        starts from."""
+        carried = self._get_carried()
+        return None if carried is None else [s.clone() for s in carried]
 
     def reset_states(self, states: Sequence[Any] | torch.Tensor | None = None) -> None:
         """Zero the carried states, or set them (which also sets the batch size)."""
-        if not self.spec.stateful:
-            raise ValueError(
-                f"{self.name}: reset_states() applies to stateful layers; this one was created "
-                "with stateful=False (its states start from zeros or initial_state every call)"
-            )
-        if states is None:
-            if self._carried is not None:
-                self._carried = [torch.zeros_like(s) for s in self._carried]
+        values = pipeline.reset_values(self, states)
+        if values is None:
+            carried = self._get_carried()
+            if carried is not None:
+                self._set_carried([torch.zeros_like(s) for s in carried])
             return
-        device = self._weights()[0].device if self.built else (self._device or torch.device("cpu"))
-        dtype = kernels.dtype_name(self.dtype)
-        tensors = [kernels._tensor(s, "reset_states(states)", device, dtype, f"{self.name}: ")
-                   for s in calls.state_list(states)]  # fmt: skip
-        calls.states(self.spec, [tuple(s.shape) for s in tensors],
-                     [kernels.dtype_name(s.dtype) for s in tensors],
-                     batch=tensors[0].shape[0] if tensors and tensors[0].dim() == 2 else None,
-                     expected_dtype=dtype, arg="reset_states(states)")  # fmt: skip
-        self._carried = [s.detach().clone() for s in tensors]
+        self._set_carried([s.clone() for s in values])
 
+    # -- penalties and constraints ----------------------------------------------------------
     @property
     def losses(self) -> list[torch.Tensor]:
         """Differentiable weight penalties (the regularizers the cell declared). Add
         ``sum(layer.losses)`` to the training loss."""
         if not self.built:
             return []
-        pairs = zip(self._decls, self._weights())
+        pairs = zip(self._declared(), self._weights())
         return [regularizers.penalty(d.regularizer, w, TORCH_OPS)
                 for d, w in pairs if d.regularizer is not None]  # fmt: skip
+
+    def _declared(self) -> tuple[cells.WeightDecl, ...]:
+        return self._decls
 
     @torch.no_grad()
     def apply_constraints(self) -> None:
         """Project the weights onto their declared constraints in place; call after
         ``optimizer.step()``."""
         weights = self._require_built("apply_constraints")
-        for d, w in zip(self._decls, weights):
+        for d, w in zip(self._declared(), weights):
             if d.constraint is not None:
-                w.copy_(constraint_module.project(d.constraint, w, TORCH_OPS))
+                w.copy_(constraints.project(d.constraint, w, TORCH_OPS))
 
     def extra_repr(self) -> str:
         return f"cell={self.cell!r}, input_dim={self.input_dim}, dtype={self.dtype}"

@@ -1,0 +1,225 @@
+"""A layer call, prepared once for every engine and both layer kinds.
+
+Every call of a recurrent layer goes the same way: keyword-only arguments, ``training``,
+the inputs and mask converted and checked, the carried or given states, the layer built
+on first use, dropout masks sampled, then the engine's loop or fused kernel, then the
+carried states kept. This module is that sequence, written once. An engine supplies
+only what differs between frameworks:
+
+* an :class:`Arrays` adapter: which values are its own tensors, how host data becomes
+  one, and how to read a tensor's shape and dtype name;
+* on its layer class, the hooks :func:`prepare` calls: ``_place(inputs)`` (where the call
+  runs: a device, or None), ``_compute_dtype()``, ``_default_training()``,
+  ``_build_on(x, place)``, ``_dropout_masks(call, input_shape, recurrent_shape, **args)``
+  and, for :func:`result`, ``_set_carried(states)``.
+
+The rules themselves (what a valid input, mask or state is, and the messages) are in
+:mod:`multirnn.calls`; nothing outside this module calls them for a layer call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from multirnn import calls
+
+
+class Arrays:
+    """An engine's tensors as the pipeline sees them. Subclasses set ``native`` (the
+    tensor type's name, for messages) and implement :meth:`is_native`, :meth:`from_host`,
+    :meth:`shape` and :meth:`dtype`; :meth:`own` may refuse a tensor (e.g. on another
+    device)."""
+
+    native: str = "tensor"
+
+    def is_native(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def own(self, value: Any, arg: str, owner: str, place: Any) -> Any:
+        """The engine's own tensor as the call uses it (as it is, unless refused)."""
+        return value
+
+    def from_host(self, array: np.ndarray, place: Any) -> Any:
+        raise NotImplementedError
+
+    def shape(self, value: Any) -> tuple:
+        return tuple(value.shape)
+
+    def dtype(self, value: Any) -> str:
+        raise NotImplementedError
+
+
+def tensor(arrays: Arrays, value: Any, *, arg: str, owner: str, place: Any, dtype: str | None):
+    """A call argument as the engine's tensor: its own tensors as they are, host data (NumPy
+    arrays, nested lists) under the one input rule of :func:`multirnn.calls.host_array`
+    (floats cast to ``dtype``; ``dtype=None`` keeps a mask's values for its check)."""
+    if arrays.is_native(value):
+        return arrays.own(value, arg, owner, place)
+    array = calls.host_array(value, owner=owner.rstrip(": ") or "multirnn", arg=arg,
+                             native=arrays.native, dtype=dtype)  # fmt: skip
+    return arrays.from_host(array, place)
+
+
+def inputs_and_mask(arrays: Arrays, spec: Any, owner: str, inputs: Any, mask: Any, *,
+                    place: Any, dtype: str, input_dim: int | None):  # fmt: skip
+    """The inputs and mask as checked tensors, and the call's shape."""
+    x = tensor(arrays, inputs, arg="inputs", owner=owner, place=place, dtype=dtype)
+    shape = calls.inputs(spec, arrays.shape(x), arrays.dtype(x), expected_dtype=dtype,
+                         input_dim=input_dim)  # fmt: skip
+    if mask is not None:
+        mask = tensor(arrays, mask, arg="mask", owner=owner, place=place, dtype=None)
+        calls.mask(spec, arrays.shape(mask), arrays.dtype(mask), shape)
+    return x, mask, shape
+
+
+def states(arrays: Arrays, spec: Any, value: Any, *, batch: int | None, place: Any, dtype: str,
+           owner: str, arg: str = "initial_state") -> list:  # fmt: skip
+    """``initial_state`` (or ``reset_states(states)``) as checked tensors, one per state."""
+    values = [tensor(arrays, s, arg=arg, owner=owner, place=place, dtype=dtype)
+              for s in calls.state_list(value)]  # fmt: skip
+    shapes = [arrays.shape(v) for v in values]
+    calls.state_count(spec, len(values), arg=arg)
+    if batch is None and len(shapes[0]) == 2:
+        batch = shapes[0][0]
+    calls.states(spec, shapes, [arrays.dtype(v) for v in values], batch=batch,
+                 expected_dtype=dtype, arg=arg)  # fmt: skip
+    return values
+
+
+def dropout_mask(arrays: Arrays, spec: Any, value: Any, *, batch: int, width: int, arg: str,
+                 place: Any) -> Any:  # fmt: skip
+    """An explicit dropout mask of a functional entry, checked (None stays None)."""
+    if value is None:
+        return None
+    mask = tensor(arrays, value, arg=arg, owner=f"{spec.layer}: ", place=place, dtype=None)
+    calls.dropout_mask(spec, arrays.shape(mask), batch=batch, width=width, arg=arg)
+    return mask
+
+
+def dropout_shapes(spec: Any, batch: int, input_dim: int) -> tuple:
+    """Shapes of the (input, recurrent) masks a training call samples, or None each.
+
+    Implementations 0 and 1 use one mask per gate, implementation 2 one shared mask;
+    ``RNN(cell)`` has no dropout option (a cell draws its own)."""
+    rate, recurrent = getattr(spec, "dropout", 0), getattr(spec, "recurrent_dropout", 0)
+    lead = () if getattr(spec, "implementation", 2) == 2 else (spec.gates,)
+    return (
+        (*lead, batch, input_dim) if rate > 0 else None,
+        (*lead, batch, spec.units) if recurrent > 0 else None,
+    )
+
+
+@dataclass
+class Call:
+    """A prepared call: what the engine's loop or kernel runs on. ``states`` None means
+    zeros; the dropout masks are scaled (``keep / (1 - rate)``) or None; ``training`` is
+    None where the framework decides (Keras's learning phase)."""
+
+    x: Any
+    mask: Any
+    states: list | None
+    shape: calls.CallShape
+    training: bool | None
+    input_dropout: Any = None
+    recurrent_dropout: Any = None
+
+
+def functional(arrays: Arrays, spec: Any, inputs: Any, *, mask: Any, initial_state: Any,
+               input_dropout: Any, recurrent_dropout: Any, place: Any, dtype: str,
+               input_dim: int) -> Call:  # fmt: skip
+    """The arguments of an engine's functional entry (``kernels.forward``: weights given,
+    dropout masks explicit, nothing carried), converted and checked."""
+    owner = f"{spec.layer}: "
+    x, mask, shape = inputs_and_mask(arrays, spec, owner, inputs, mask, place=place, dtype=dtype,
+                                     input_dim=input_dim)  # fmt: skip
+    given = None
+    if initial_state is not None:
+        given = states(arrays, spec, initial_state, batch=shape.batch, place=place, dtype=dtype,
+                       owner=owner)  # fmt: skip
+    masks = [
+        dropout_mask(arrays, spec, value, batch=shape.batch, width=width, arg=arg, place=place)
+        for value, width, arg in ((input_dropout, shape.input_dim, "input_dropout"),
+                                  (recurrent_dropout, spec.units, "recurrent_dropout"))
+    ]  # fmt: skip
+    return Call(x, mask, given, shape, False, *masks)
+
+
+def prepare(
+    layer: Any,
+    inputs: Any,
+    args: tuple,
+    *,
+    mask: Any = None,
+    initial_state: Any = None,
+    training: Any = None,
+    carried: Sequence[Any] | None = None,
+    **dropout_args: Any,
+) -> Call:
+    """Everything a call does before the computation, in one order on every engine.
+
+    ``carried``: the states a stateful layer carries (None before its first call, and in
+    a pure call), which the call starts from unless ``initial_state`` is given; or a
+    function of the call's shape and inputs giving them (TensorFlow creates its state
+    variables at the first call, and checks a batch size unknown while tracing itself).
+    ``dropout_args`` go to the layer's ``_dropout_masks`` (JAX's ``key``)."""
+    calls.keyword_only(layer, args)
+    spec = layer.spec
+    try:
+        training = calls.training(layer.name, training)
+    except TypeError as exc:  # an engine may say more (JAX: static under jit)
+        raise TypeError(f"{exc}{getattr(layer, '_training_hint', '')}") from None
+    if training is None:
+        training = layer._default_training()
+    arrays: Arrays = layer._arrays
+    place = layer._place(inputs)
+    dtype = layer._compute_dtype()
+    owner = f"{layer.name}: "
+    x, mask, shape = inputs_and_mask(arrays, spec, owner, inputs, mask, place=place,
+                                     dtype=dtype, input_dim=layer.input_dim)  # fmt: skip
+    if not spec.stateful:
+        carried = None
+    elif callable(carried):
+        carried = carried(shape, x)
+    elif carried is not None:
+        calls.stateful_batch(spec, shape.batch, arrays.shape(carried[0])[0])
+    if not layer.built:  # the inputs' size was checked against a built layer's above
+        layer._build_on(x, place)
+    if initial_state is not None:
+        given = states(arrays, spec, initial_state, batch=shape.batch, place=place, dtype=dtype,
+                       owner=owner)  # fmt: skip
+    else:
+        given = None if carried is None else list(carried)
+    call = Call(x, mask, given, shape, training)
+    if training:
+        shapes = dropout_shapes(spec, shape.batch, shape.input_dim)
+        if shapes != (None, None):
+            masks = layer._dropout_masks(call, *shapes, **dropout_args)
+            call.input_dropout, call.recurrent_dropout = masks
+    return call
+
+
+def result(layer: Any, output: Any, final: Sequence[Any]):
+    """What a call returns, after a stateful layer kept its final states."""
+    spec = layer.spec
+    if spec.stateful:
+        layer._set_carried(list(final))
+    return [output, *final] if spec.return_state else output
+
+
+def reset_values(layer: Any, values: Any) -> list | None:
+    """``reset_states(states)`` checked: None (zero the states) or the new states."""
+    spec = layer.spec
+    if not spec.stateful:
+        raise ValueError(
+            f"{layer.name}: reset_states() applies to stateful layers; this one was created "
+            "with stateful=False (its states start from zeros or initial_state every call)"
+        )
+    if values is None:
+        return None
+    return states(layer._arrays, spec, values, batch=None, place=layer._place(None),
+                  dtype=layer._compute_dtype(), owner=f"{layer.name}: ",
+                  arg="reset_states(states)")  # fmt: skip
