@@ -12,6 +12,9 @@ PACKAGES = {
     "tensorflow": "multirnn_tensorflow",
 }
 
+#: each built-in engine's default dtype (JAX in its 64-bit mode: the ``eng64`` fixture)
+DTYPES = {"numpy": "float64", "torch": "float32", "jax": "float64", "tensorflow": "float32"}
+
 #: (layer, extra kwargs) covering each cell variant.
 VARIANTS = (
     ("SimpleRNN", {}),

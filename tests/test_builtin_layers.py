@@ -12,10 +12,7 @@ import pytest
 
 import multirnn
 
-from .cases import PACKAGES, VARIANTS, native, variant_id
-
-#: each engine's default dtype (JAX in its 64-bit mode: the ``eng64`` fixture)
-DTYPES = {"numpy": "float64", "torch": "float32", "jax": "float64", "tensorflow": "float32"}
+from .cases import DTYPES, PACKAGES, VARIANTS, native, variant_id
 
 #: how close a sequence fed in two stateful calls is to the whole, on each engine
 SPLIT = {
