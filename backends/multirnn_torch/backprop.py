@@ -135,6 +135,7 @@ class Loop(NamedTuple):
     H: torch.Tensor  # (time, batch, units): every step's carried h
     Hin: torch.Tensor | None  # h_{t-1} * mr, with recurrent dropout
     C: torch.Tensor | None  # every step's carried c (LSTM)
+    C_prev: torch.Tensor | None  # every step's previous c: c0, then C[:-1] (one buffer)
     R: torch.Tensor | None  # GRU: rh (reset_after) or r * hin
     ops: Any  # the native loop's op namespace, or None for the Python loop
     mask_tm: torch.Tensor | None  # the mask as the native loop reads it
@@ -157,11 +158,16 @@ class _Scan(torch.autograd.Function):
         layer, u = cfg[:2]
         # the loop is chosen once per call: backward walks back with the loop forward took
         ops = native.loaded_ops(cfg, U.device, U.dtype)
+        carries = None  # c0, then every step's c, in one buffer: C and C_prev are views
+        if layer == "LSTM":
+            carries = A.new_empty(time + 1, batch, u)
+            carries[0] = c0
         loop = Loop(
             cfg, U, bias_rec, h0, c0, mask, mr, A,
             H=A.new_empty(time, batch, u),
             Hin=A.new_empty(time, batch, u) if mr is not None else None,
-            C=A.new_empty(time, batch, u) if layer == "LSTM" else None,
+            C=None if carries is None else carries[1:],
+            C_prev=None if carries is None else carries[:-1],
             R=A.new_empty(time, batch, u) if layer == "GRU" else None,
             ops=ops, mask_tm=native.time_major_mask(mask) if ops is not None else None,
         )  # fmt: skip
@@ -172,13 +178,13 @@ class _Scan(torch.autograd.Function):
             c = _forward_loop(loop)
         empty = h0.new_zeros(0)
         # The buffers are non-differentiable outputs, kept for backward.
-        buffers = tuple(empty if b is None else b for b in (loop.Hin, A, loop.C, loop.R))
+        buffers = tuple(empty if b is None else b for b in (loop.Hin, A, carries, loop.R))
         ctx.mark_non_differentiable(*buffers)
         # No zero gradients made up for the buffers (A alone is time x batch x G*units) nor
         # for an unused h or c: backward takes None for them.
         ctx.set_materialize_grads(False)
-        ctx.loop = loop._replace(H=None, Hin=None, A=None, C=None, R=None, U=None, h0=None,
-                                 c0=None, mask=None, mr=None)  # fmt: skip
+        ctx.loop = loop._replace(H=None, Hin=None, A=None, C=None, C_prev=None, R=None, U=None,
+                                 h0=None, c0=None, mask=None, mr=None)  # fmt: skip
         ctx.flags = (xp is None, bias_in is not None, bias_rec is not None)
         ctx.save_for_backward(x, kernel, U, h0, c0, mask, mr, loop.H, *buffers)
         return (loop.H, c if layer == "LSTM" else empty, *buffers)
@@ -272,11 +278,12 @@ def _backward(ctx, dH, dc_final):
     """``_Scan.backward``: the per-step coefficients of all steps at once, the walk back
     through time (native or Python), then the weight gradients as single large products."""
     projected_here, has_bias_in, has_bias_rec = ctx.flags
-    x, kernel, U, h0, c0, mask, mr, H, Hin, A, C, R = ctx.saved_tensors
+    x, kernel, U, h0, c0, mask, mr, H, Hin, A, carries, R = ctx.saved_tensors
     layer = ctx.loop.cfg[0]
     loop = ctx.loop._replace(
         U=U, h0=h0, c0=c0, mask=mask, mr=mr, H=H, A=A,
-        Hin=Hin if Hin.numel() else None, C=C if C.numel() else None,
+        Hin=Hin if Hin.numel() else None, C=carries[1:] if carries.numel() else None,
+        C_prev=carries[:-1] if carries.numel() else None,
         R=R if R.numel() else None,
     )  # fmt: skip
     time, batch, width = A.shape
@@ -324,7 +331,7 @@ def _lstm_backward(loop: Loop, dH, dc) -> Grads:
     # every step's coefficients at once, in the buffer that then becomes the gradient
     tc = ACTIVATIONS[act_name][1](C)
     K_dc = builtin_cells.lstm_coefficients(
-        array_api(), act_name, gate_name, i, f, o, g, _previous(loop.c0, C), tc,
+        array_api(), act_name, gate_name, i, f, o, g, loop.C_prev, tc,
         out=(d_i, d_f, d_o, d_g, tc), e=INTO,
     )[-1]  # fmt: skip
     Ut = loop.U.t().contiguous()  # BLAS runs twice as fast on it as on the transposed view
