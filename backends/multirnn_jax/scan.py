@@ -123,9 +123,9 @@ def generic(
 def hoisting(platform: str) -> bool:
     """Whether to hoist the input products out of the loop on this platform.
 
-    Measured on XLA's CPU backend (jax 0.10, shape S): computing ``x_t W`` inside the scan
-    body runs the LSTM forward pass about 1.6x faster than slicing a hoisted (time, batch,
-    4u) projection each step, and training about 1.4x faster. Accelerators keep the
-    hoisted product, the layout cuDNN and XLA's GPU backend are built around.
+    On XLA's CPU backend computing ``x_t W`` inside the scan body is faster, forward and in
+    training, than slicing a hoisted (time, batch, 4u) projection each step (measured in
+    ``benchmarks/notes.md``). Accelerators keep the hoisted product, the layout cuDNN and
+    XLA's GPU backend are built around.
     """
     return platform != "cpu"

@@ -141,14 +141,11 @@ def kernel_grads_in_loop(spec: LayerSpec, xla: bool) -> bool:
     """Whether the backward loop adds up the recurrent kernel's gradient step by step (the
     input kernel's is always one product over all steps after it).
 
-    Measured on the 2-core CPU (shape S training step), in the loop against after it: the
-    sigmoid-gated LSTM 0.87-0.92x in two runs; the GRU with ``reset_after=True``
-    0.88-0.95x; the GRU with ``reset_after=False`` (two products and a concatenation per
-    step) 1.08x, the SimpleRNN 1.1x; under XLA, which runs a loop body's products one
-    after another, every layer 1.03-1.3x. Those runs added up both kernels' gradients in
-    the loop; adding up only the recurrent kernel's, which keeps the two cores about
-    equally busy, and forming the input kernel's after the loop took the LSTM's training
-    step from 1.13x to 1.05x of Keras 3's (``benchmarks/notes.md``)."""
+    In the loop was measured faster (``benchmarks/notes.md``) for the LSTM and the GRU with
+    ``reset_after=True`` in a plain graph; after it for the GRU with ``reset_after=False``
+    (two products and a concatenation per step), the SimpleRNN, and every layer under XLA,
+    which runs a loop body's products one after another. Only the recurrent kernel's is
+    added up in the loop, which keeps the cores about equally busy."""
     if xla:
         return False
     return spec.layer == "LSTM" or (spec.layer == "GRU" and spec.reset_after)

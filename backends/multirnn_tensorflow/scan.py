@@ -28,10 +28,9 @@ def hoisting() -> bool:
     """Whether to hoist the input products out of the loop: only when TensorFlow places
     work on a GPU.
 
-    Measured on CPU (TensorFlow 2.21, shape S, LSTM): computing ``x_t W`` inside the loop
-    makes the training step about 10% faster in a plain ``tf.function`` and the forward
-    pass about 1.6x faster under ``jit_compile=True`` (XLA) than reading the steps of one
-    hoisted product. On GPUs one large product is the better use of the device.
+    On CPU computing ``x_t W`` inside the loop is faster than reading the steps of one
+    hoisted product, in a plain ``tf.function`` and under ``jit_compile=True`` (measured in
+    ``benchmarks/notes.md``). On GPUs one large product is the better use of the device.
     """
     return bool(tf.config.list_logical_devices("GPU"))
 
