@@ -371,6 +371,22 @@ class RNNCore:
 
     spec: RNNSpec
     input_dim: int | None
+    #: how the "needs the weights" message ends (JAX adds that jit needs a built layer)
+    _unbuilt_hint: str = "call the layer once, or pass input_dim="
+
+    def _require_built(self, what: str) -> list:
+        """The weights in order, or a message saying how to create them."""
+        if not self.built:
+            raise ValueError(
+                f"{self.name}: {what} needs the weights, which do not exist yet; call "
+                f"build((batch, time, features)), {self._unbuilt_hint}"
+            )
+        return self._weights()
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights as NumPy arrays, in order (the canonical layout of the
+        built-in layers, the declared order of a cell's)."""
+        return [self._arrays.to_numpy(w) for w in self._require_built("get_weights")]
 
     def get_config(self) -> dict[str, Any]:
         """The cell (by its registered name) and the options; a built layer records its

@@ -215,6 +215,29 @@ class LayerCore:
         return f"{type(self).__name__}(units={spec.units}{tail}) [{self.engine_name}]"
 
 
+#: The built-in layers and what each is (their classes' docstrings on every engine).
+BUILTIN_LAYERS = {
+    "SimpleRNN": "Fully connected recurrent layer whose output is fed back as its state.",
+    "LSTM": "Long short-term memory layer (states ``[h, c]``).",
+    "GRU": "Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant).",
+}
+
+
+def builtin_classes(base: type, module: str) -> list[type]:
+    """An engine's ``SimpleRNN``, ``LSTM`` and ``GRU``: subclasses of ``base`` (its
+    ``Recurrent``, which is its ``RNN`` with the built-in cell), made here once so that
+    the three engines do not each spell them out. ``module`` is where they live (pickle
+    and Keras's registry find them there)."""
+    return [
+        type(base)(
+            name,
+            (base,),
+            {"layer_name": name, "__doc__": doc, "__module__": module, "__qualname__": name},
+        )
+        for name, doc in BUILTIN_LAYERS.items()
+    ]
+
+
 def _spec_property(key: str) -> property:
     return property(lambda self: getattr(self.spec, key), doc=f"The layer's ``{key}`` argument.")
 

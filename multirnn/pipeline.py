@@ -52,6 +52,10 @@ class Arrays:
     def dtype(self, value: Any) -> str:
         raise NotImplementedError
 
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A copy of a weight (tensor or variable) on the host."""
+        return np.array(value)
+
 
 def tensor(arrays: Arrays, value: Any, *, arg: str, owner: str, place: Any, dtype: str | None):
     """A call argument as the engine's tensor: its own tensors as they are, host data (NumPy

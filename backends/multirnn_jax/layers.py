@@ -20,7 +20,7 @@ from jax.tree_util import GetAttrKey
 
 from multirnn import builtin_cells, calls, cells, regularizers
 from multirnn.bidirectional import BidirectionalCore, merge
-from multirnn.layer import LayerCore
+from multirnn.layer import LayerCore, builtin_classes
 from multirnn_jax import kernels
 from multirnn_jax.ops import JAX_OPS
 from multirnn_jax.rnn import RNN, check_key, default_dtype
@@ -179,22 +179,7 @@ class Recurrent(LayerCore, RNN):
         return LayerCore.__repr__(self)
 
 
-class SimpleRNN(Recurrent):
-    """Fully connected recurrent layer whose output is fed back as its state."""
-
-    layer_name = "SimpleRNN"
-
-
-class LSTM(Recurrent):
-    """Long short-term memory layer (states ``[h, c]``)."""
-
-    layer_name = "LSTM"
-
-
-class GRU(Recurrent):
-    """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
-
-    layer_name = "GRU"
+SimpleRNN, LSTM, GRU = builtin_classes(Recurrent, __name__)
 
 
 class _BidirectionalOps:

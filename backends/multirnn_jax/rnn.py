@@ -122,6 +122,10 @@ class RNN(cells.RNNCore):
     engine_name = "jax"
     _arrays = JAX_ARRAYS
     _dropout_args: tuple[str, ...] = ()
+    _unbuilt_hint = (
+        "call the layer once eagerly, or pass input_dim= (a layer must be built before it "
+        "enters jit, grad or vmap)"
+    )
     _training_hint = (" (under jit, pass it as a static argument: "
                       "jax.jit(f, static_argnames='training'))")  # fmt: skip
 
@@ -253,19 +257,6 @@ class RNN(cells.RNNCore):
     def _set(self, names, input_dim, values) -> None:
         self._names, self._input_dim = tuple(names), int(input_dim)
         self._w = {n: jnp.asarray(np.asarray(v), dtype=self._dtype) for n, v in zip(names, values)}
-
-    def _require_built(self, what: str) -> list[Array]:
-        if not self.built:
-            raise ValueError(
-                f"{self.name}: {what} needs the weights, which do not exist yet; call "
-                "build((batch, time, features)), call the layer once eagerly, or pass "
-                "input_dim= (a layer must be built before it enters jit, grad or vmap)"
-            )
-        return self._weights()
-
-    def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights as NumPy arrays, in the declared order."""
-        return [np.array(w) for w in self._require_built("get_weights")]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace the weights (the cell's declared order and shapes) of this layer object,

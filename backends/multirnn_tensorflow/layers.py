@@ -19,7 +19,7 @@ import tensorflow as tf
 from multirnn import builtin_cells, calls, cells, regularizers
 from multirnn._checks import check_bool
 from multirnn.bidirectional import BidirectionalCore
-from multirnn.layer import LayerCore
+from multirnn.layer import LayerCore, builtin_classes
 from multirnn_tensorflow import kernels
 from multirnn_tensorflow.ops import TF_OPS
 from multirnn_tensorflow.rnn import (
@@ -183,25 +183,10 @@ class Recurrent(LayerCore, RNN):
         return LayerCore.__repr__(self)
 
 
-@keras.saving.register_keras_serializable(package="multirnn")
-class SimpleRNN(Recurrent):
-    """Fully connected recurrent layer whose output is fed back as its state."""
-
-    layer_name = "SimpleRNN"
-
-
-@keras.saving.register_keras_serializable(package="multirnn")
-class LSTM(Recurrent):
-    """Long short-term memory layer (states ``[h, c]``)."""
-
-    layer_name = "LSTM"
-
-
-@keras.saving.register_keras_serializable(package="multirnn")
-class GRU(Recurrent):
-    """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
-
-    layer_name = "GRU"
+SimpleRNN, LSTM, GRU = (
+    keras.saving.register_keras_serializable(package="multirnn")(cls)
+    for cls in builtin_classes(Recurrent, __name__)
+)
 
 
 class _BidirectionalOps:

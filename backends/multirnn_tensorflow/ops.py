@@ -42,6 +42,9 @@ class TfArrays(pipeline.Arrays):
     def dtype(self, value) -> str:
         return dtype_name(value.dtype)
 
+    def to_numpy(self, value) -> np.ndarray:
+        return np.array(value.numpy())
+
 
 TF_ARRAYS = TfArrays()
 

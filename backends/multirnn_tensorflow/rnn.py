@@ -141,7 +141,7 @@ def _static(value, want: tuple) -> _Shape | Any:
 
 
 @keras.saving.register_keras_serializable(package="multirnn")
-class RNN(kernels.OutputSpecs, keras.layers.Layer):
+class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
     """A :class:`multirnn.Cell` run over ``(batch, time, features)`` inputs with the
     ``Recurrent`` options, as a Keras layer on the TensorFlow backend.
 
@@ -169,7 +169,7 @@ class RNN(kernels.OutputSpecs, keras.layers.Layer):
         self._variables_in_order: list[keras.Variable] | None = None
         self._input_dim: int | None = None
         self._ops = tensorflow_namespace(self.compute_dtype)
-        cells.RNNCore._build_from_arguments(self)
+        self._build_from_arguments()
 
     def _setup(self, trainable: bool) -> None:
         """What both layer kinds set up after their spec: the Keras layer, the states."""
@@ -238,18 +238,6 @@ class RNN(kernels.OutputSpecs, keras.layers.Layer):
         self._names = [d.name for d in decls]
         self._input_dim = input_dim
         self._variables_in_order = variables
-
-    def _require_built(self, what: str) -> list[keras.Variable]:
-        if not self.built:
-            raise ValueError(
-                f"{self.name}: {what} needs the weights, which do not exist yet; call "
-                "build((batch, time, features)), call the layer once, or pass input_dim="
-            )
-        return self._weights()
-
-    def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights as NumPy arrays, in the declared order."""
-        return [np.array(v.numpy()) for v in self._require_built("get_weights")]
 
     def _checked_weights(self, weights: Any) -> tuple[int, list[np.ndarray]]:
         arrays = [np.asarray(w) for w in weights]
@@ -468,7 +456,7 @@ class RNN(kernels.OutputSpecs, keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         """The NumPy engine's ``RNN`` config (the cell by its registered name, the options,
         the input size once built), named as Keras named the layer."""
-        return cells.RNNCore.get_config(self) | {"name": self.name}
+        return super().get_config() | {"name": self.name}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RNN:

@@ -16,7 +16,7 @@ from torch import nn
 
 from multirnn import builtin_cells, cells, regularizers
 from multirnn.bidirectional import BidirectionalCore
-from multirnn.layer import LayerCore
+from multirnn.layer import LayerCore, builtin_classes
 from multirnn_torch import kernels
 from multirnn_torch.ops import TORCH_OPS
 from multirnn_torch.rnn import RNN
@@ -149,22 +149,7 @@ class Recurrent(LayerCore, RNN):
     __repr__ = nn.Module.__repr__
 
 
-class SimpleRNN(Recurrent):
-    """Fully connected recurrent layer whose output is fed back as its state."""
-
-    layer_name = "SimpleRNN"
-
-
-class LSTM(Recurrent):
-    """Long short-term memory layer (states ``[h, c]``)."""
-
-    layer_name = "LSTM"
-
-
-class GRU(Recurrent):
-    """Gated recurrent unit layer (``reset_after`` selects the cuDNN-style variant)."""
-
-    layer_name = "GRU"
+SimpleRNN, LSTM, GRU = builtin_classes(Recurrent, __name__)
 
 
 class _BidirectionalOps:

@@ -38,6 +38,9 @@ class TorchArrays(pipeline.Arrays):
     def dtype(self, value) -> str:
         return dtype_name(value.dtype)
 
+    def to_numpy(self, value) -> np.ndarray:
+        return value.detach().cpu().numpy().copy()
+
 
 TORCH_ARRAYS = TorchArrays()
 

@@ -147,18 +147,6 @@ class RNN(cells.RNNCore, nn.Module):
                 f"for {input_dim}"
             )
 
-    def _require_built(self, what: str) -> list[torch.Tensor]:
-        if not self.built:
-            raise ValueError(
-                f"{self.name}: {what} needs the weights, which do not exist yet; call "
-                "build((batch, time, features)), call the layer once, or pass input_dim="
-            )
-        return self._weights()
-
-    def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights as NumPy arrays, in the order the cell declared them."""
-        return [w.detach().cpu().numpy().copy() for w in self._require_built("get_weights")]
-
     def _checked_weights(self, weights: Any) -> tuple[int, list]:
         arrays = [np.asarray(w) for w in weights]
         known = self._input_dim or self.spec.input_dim  # (unbuilt in load: the spec's)
