@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from multirnn_jax import kernels
+from multirnn_jax._pytree import check_flattenable, unbuilt
 from multirnn_jax.ops import JAX_OPS
 
 import jax
@@ -100,18 +101,13 @@ class Recurrent(LayerCore):
         self._build_from_arguments()
 
     # -- pytree protocol --------------------------------------------------------------------
-    # An unbuilt layer has no leaves: grad would return an empty gradient and training
-    # would silently do nothing, so flattening it (jit, grad, vmap, tree utilities) is an
-    # error that says to build it first.
-    _FLATTEN = "entering jit, grad, vmap or a tree utility (flattening it as a pytree)"
-
     def _flatten_with_keys(self):
-        self._require_built(self._FLATTEN)
+        check_flattenable(self)
         children = tuple((GetAttrKey(n), getattr(self, n)) for n in _WEIGHTS)
         return children, (self.spec, self._dtype)
 
     def _flatten(self):
-        self._require_built(self._FLATTEN)
+        check_flattenable(self)
         return tuple(getattr(self, n) for n in _WEIGHTS), (self.spec, self._dtype)
 
     @classmethod
@@ -122,7 +118,7 @@ class Recurrent(LayerCore):
         layer.spec, layer._dtype = aux
         layer.name = layer.spec.name or cls.layer_name.lower()
         layer.kernel, layer.recurrent_kernel, layer.bias = children
-        layer._key, layer._states = None, None
+        layer._key, layer._states, layer._from_tree = None, None, True
         return layer
 
     # -- building and weights ---------------------------------------------------------------
@@ -166,11 +162,7 @@ class Recurrent(LayerCore):
 
     def _require_built(self, what: str) -> list[jax.Array]:
         if not self.built:
-            raise ValueError(
-                f"{self.name}: {what} needs the weights, which do not exist yet; call "
-                "build((batch, time, features)), call the layer once eagerly, or pass "
-                "input_dim= (a layer must be built before it enters jit, grad or vmap)"
-            )
+            raise unbuilt(self.name, what)
         return self._weights()
 
     def get_weights(self) -> list[np.ndarray]:

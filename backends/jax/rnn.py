@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from multirnn_jax import kernels
+from multirnn_jax._pytree import check_flattenable, unbuilt
 from multirnn_jax.ops import JAX_OPS
 
 import jax
@@ -134,15 +135,12 @@ class RNN(cells.RNNCore):
     def _aux(self):
         return (self._static, self._dtype, self._names, self._input_dim)
 
-    # An unbuilt layer has no leaves (grad would silently train nothing): build it first.
-    _FLATTEN = "entering jit, grad, vmap or a tree utility (flattening it as a pytree)"
-
     def _flatten_with_keys(self):
-        self._require_built(self._FLATTEN)
+        check_flattenable(self)
         return ((GetAttrKey("weights"), self._w),), self._aux()
 
     def _flatten(self):
-        self._require_built(self._FLATTEN)
+        check_flattenable(self)
         return (self._w,), self._aux()
 
     @classmethod
@@ -153,7 +151,7 @@ class RNN(cells.RNNCore):
         layer._static, layer._dtype, layer._names, layer._input_dim = aux
         layer.name = layer._static.spec.name or "rnn"
         (layer._w,) = children
-        layer._key, layer._states = None, None
+        layer._key, layer._states, layer._from_tree = None, None, True
         return layer
 
     # -- weights ----------------------------------------------------------------------------
@@ -204,11 +202,7 @@ class RNN(cells.RNNCore):
 
     def _require_built(self, what: str) -> dict[str, Array]:
         if self._w is None:
-            raise ValueError(
-                f"{self.name}: {what} needs the weights, which do not exist yet; call "
-                "build((batch, time, features)), call the layer once eagerly, or pass "
-                "input_dim= (a layer must be built before it enters jit, grad or vmap)"
-            )
+            raise unbuilt(self.name, what)
         return self._w
 
     def _ordered(self, what: str) -> list[Array]:
