@@ -357,10 +357,10 @@ def _read_header(
             raise bad(f"{where} has no 'dtype'")
         kind, shape, offsets = entry["dtype"], entry.get("shape"), entry.get("data_offsets")
         if kind not in _DTYPES:
+            named = kind if kind.isidentifier() else _short.repr(kind)
             raise LayerFileError(
-                f"load: {path}: {where} holds {kind if kind.isidentifier() else _short.repr(kind)}; "
-                "a layer file holds float32 "
-                "(F32) or float64 (F64) tensors"
+                f"load: {path}: {where} holds {named}; a layer file holds float32 (F32) or "
+                "float64 (F64) tensors"
             )
         if not (
             isinstance(shape, list)
