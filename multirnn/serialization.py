@@ -21,14 +21,14 @@ import errno
 import json
 import math
 import os
-import re
+import reprlib
 import secrets
 import stat
 from typing import Any
 
 import numpy as np
 
-from multirnn import cells, engines
+from multirnn import _files, cells, engines
 from multirnn import layer as layers
 from multirnn import spec as specs
 
@@ -48,7 +48,10 @@ MAX_HEADER_BYTES = 8 * 2**20
 _DTYPES = {"F32": ("float32", 4), "F64": ("float64", 8)}
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO opens without waiting, then is refused
+
+_short = reprlib.Repr()  # shapes from a file in messages: a header may hold megabytes
+_short.maxtuple = _short.maxlist = 8
+_short.maxother = _short.maxstring = 60
 
 #: What interpreting a config may raise; each becomes a LayerFileError naming the file.
 _CONFIG_ERRORS = (TypeError, ValueError, KeyError, OverflowError, RecursionError)
@@ -132,20 +135,16 @@ def save(layer: Any, path: str | os.PathLike, *, states: bool = True) -> None:
     _write(os.fspath(path), tensors, metadata)
 
 
-_KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
 def _write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     """Write a safetensors file at ``path`` (through a symlink to its target) by way of a
     temporary file in the same directory and one rename: readers never see a partial file,
-    and a failure leaves what was there."""
+    and a failure leaves what was there.
+
+    The temporary file is written, synced and given its mode through the descriptor that
+    created it (exclusively): it is never opened again by name, so nothing that swaps the
+    name for a symlink meanwhile can redirect the bytes."""
     from safetensors import SafetensorError
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as serialize
 
     target = os.path.realpath(path)
     try:
@@ -159,13 +158,16 @@ def _write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
             raise IsADirectoryError(
                 errno.EISDIR, f"save: {path} is a directory; give the path of a file", path
             )
-        kind = next((what for test, what in _KINDS if test(before.st_mode)), "not a file")
         raise OSError(
             errno.EINVAL,
-            f"save: {path} is {kind}; save writes only regular files (remove it, or save "
-            "elsewhere)",
+            f"save: {path} is {_files.kind(before.st_mode)}; save writes only regular files "
+            "(remove it, or save elsewhere)",
             path,
         )
+    try:
+        data = serialize(tensors, metadata=metadata)
+    except SafetensorError as exc:
+        raise ValueError(f"save: {path}: the tensors cannot be serialized: {exc}") from None
     directory, name = os.path.split(target)
     temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -177,38 +179,39 @@ def _write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
         ) from None
     try:
         try:
-            # a replaced file keeps its permission bits; a new one gets what the umask gives
-            mode = stat.S_IMODE((before or os.fstat(fd)).st_mode)
-        finally:
-            os.close(fd)
-        try:
-            save_file(tensors, temporary, metadata=metadata)
-        except SafetensorError as exc:
-            code = re.search(r"code: (\d+)", str(exc))
-            raise OSError(
-                int(code.group(1)) if code else errno.EIO,
-                f"save: writing {path} failed: {exc}",
-                path,
-            ) from None
-        os.chmod(temporary, mode)  # (safetensors may have made the file anew)
-        ours = (os.getuid(), os.getgid()) if hasattr(os, "getuid") else None
-        if before is not None and ours is not None and (before.st_uid, before.st_gid) != ours:
-            with contextlib.suppress(PermissionError):  # the owner too, where allowed
-                os.chown(temporary, before.st_uid, before.st_gid)
-        fd = os.open(temporary, os.O_RDONLY | _CLOEXEC)
-        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if before is not None:  # a replaced file keeps its mode, and owner where allowed
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, stat.S_IMODE(before.st_mode))
+                else:  # pragma: no cover - Windows: only the read-only bit exists
+                    os.chmod(temporary, stat.S_IMODE(before.st_mode))
+                ours = (os.getuid(), os.getgid()) if hasattr(os, "getuid") else None
+                if ours is not None and (before.st_uid, before.st_gid) != ours:
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(fd, before.st_uid, before.st_gid)
             os.fsync(fd)  # the bytes reach the disk before the name points at them
         finally:
             os.close(fd)
         os.replace(temporary, target)
     except OSError as exc:
         _remove(temporary)
-        if exc.filename == path:
-            raise
         raise OSError(exc.errno, f"save: writing {path} failed: {exc.strerror}", path) from None
-    except BaseException:  # KeyboardInterrupt, serialization errors: nothing is left behind
+    except BaseException:  # KeyboardInterrupt: nothing is left behind
         _remove(temporary)
         raise
+    _sync_directory(directory)
+
+
+def _sync_directory(directory: str) -> None:
+    """Make the rename durable, where the platform can sync a directory (not Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory or ".", os.O_RDONLY | _CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove(path: str) -> None:
@@ -248,7 +251,22 @@ def load(
     the config before anything is created or any tensor is read, and the layer is built
     from the file's arrays: its initializers never run."""
     path = os.fspath(path)
-    size, metadata, header = _read_header(path)
+    try:
+        fd, info = _files.open_regular(path)
+    except OSError as exc:
+        reason = exc
+        if isinstance(exc, _files.NotRegularFile):
+            reason = f"{exc.strerror}; load reads regular files only"
+        raise LayerFileError(f"load: {path} is not a readable safetensors file: {reason}") from exc
+    try:
+        return _load(path, fd, info.st_size, backend, dtype, states)
+    finally:
+        os.close(fd)
+
+
+def _load(path: str, fd: int, size: int, backend: str | None, dtype: str | None, states: bool):
+    """``load`` of the file open at ``fd``: every byte is read through that descriptor."""
+    metadata, header, ranges = _read_header(path, fd, size)
     if metadata.get(_META_FORMAT) != FORMAT or _META_CONFIG not in metadata:
         raise LayerFileError(
             f"load: {path} is a safetensors file but not a multirnn layer (metadata "
@@ -276,7 +294,7 @@ def load(
     wanted = [e.prefix + n for e in expected for n in e.weights]
     if states:
         wanted += [k for e in expected for k in _state_keys(e) if k in header]
-    tensors = _read_tensors(path, wanted)
+    tensors = _read_tensors(path, fd, header, ranges, wanted)
     for want, (prefix, part) in zip(expected, _layers(layer)):
         try:
             part.set_weights([tensors[prefix + n] for n in want.weights])
@@ -298,63 +316,100 @@ def _state_keys(expected: _Expected) -> list[str]:
     return [f"{expected.prefix}{_STATE}{n}" for n in expected.state_names]
 
 
-def _read_header(path: str) -> tuple[int, dict[str, str], dict[str, tuple[str, tuple]]]:
-    """(file size, metadata, {tensor name: (dtype, shape)}), reading no tensor's bytes.
+def _read_header(
+    path: str, fd: int, size: int
+) -> tuple[dict[str, str], dict[str, tuple[str, tuple]], dict[str, tuple[int, int]]]:
+    """(metadata, {tensor name: (dtype, shape)}, {tensor name: (first byte, end)}) of the
+    safetensors file open at ``fd``, reading no tensor's bytes.
 
-    Only a regular file is opened for reading (a FIFO or a device could block or never
-    end), and a header larger than :data:`MAX_HEADER_BYTES` is refused before it is read.
-    safetensors itself checks that the tensors' byte ranges cover the file exactly."""
-    from safetensors import SafetensorError, safe_open
+    A header larger than :data:`MAX_HEADER_BYTES` is refused before it is read. The
+    tensors' byte ranges must match their dtypes and shapes and cover the data exactly,
+    as safetensors requires."""
 
-    try:
-        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _CLOEXEC)
-    except OSError as exc:
-        raise LayerFileError(f"load: {path} is not a readable safetensors file: {exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else next(
-                (what for test, what in _KINDS if test(info.st_mode)), "not a regular file"
-            )  # fmt: skip
-            raise LayerFileError(
-                f"load: {path} is not a readable safetensors file: it is {kind}; load reads "
-                "regular files only"
-            )
-        prefix = os.read(fd, 8)
-    finally:
-        os.close(fd)
+    def bad(reason: str) -> LayerFileError:
+        return LayerFileError(f"load: {path} is not a readable safetensors file: {reason}")
+
+    prefix = _files.read_exactly(fd, 8)
     declared = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
-    if declared is None or declared > info.st_size - 8:
-        raise LayerFileError(
-            f"load: {path} is not a readable safetensors file: it starts with no header "
-            f"length that fits its {info.st_size} bytes"
-        )
+    if declared is None or declared > size - 8:
+        raise bad(f"it starts with no header length that fits its {size} bytes")
     if declared > MAX_HEADER_BYTES:
         raise LayerFileError(
             f"load: {path}: its header declares {declared} bytes; load reads headers of at most "
             f"{MAX_HEADER_BYTES} bytes (a layer's takes a few kilobytes)"
         )
+    text = _files.read_exactly(fd, declared)
     try:
-        with safe_open(path, framework="np") as handle:
-            metadata = handle.metadata() or {}
-            header = {}
-            for key in handle.keys():  # noqa: SIM118 (a handle, not a dict)
-                piece = handle.get_slice(key)
-                header[key] = (piece.get_dtype(), tuple(int(d) for d in piece.get_shape()))
-    except (SafetensorError, OSError) as exc:
-        raise LayerFileError(f"load: {path} is not a readable safetensors file: {exc}") from exc
-    return info.st_size, metadata, header
+        table = json.loads(text.decode("utf8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise bad(f"its header is not JSON ({_short.repr(str(exc))})") from None
+    if not isinstance(table, dict):
+        raise bad(f"its header is {type(table).__name__}, not a JSON object")
+    metadata = table.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(v, str) for v in metadata.values()
+    ):  # fmt: skip
+        raise bad("its '__metadata__' is not an object of strings")
+    header, ranges = {}, {}
+    for key, entry in table.items():
+        where = f"tensor {_short.repr(key)}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str):
+            raise bad(f"{where} has no 'dtype'")
+        kind, shape, offsets = entry["dtype"], entry.get("shape"), entry.get("data_offsets")
+        if kind not in _DTYPES:
+            named = kind if kind.isidentifier() else _short.repr(kind)
+            raise LayerFileError(
+                f"load: {path}: {where} holds {named}; a layer file holds float32 (F32) or "
+                "float64 (F64) tensors"
+            )
+        if not (
+            isinstance(shape, list)
+            and all(type(d) is int and d >= 0 for d in shape)
+            and isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(d) is int for d in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):
+            raise bad(f"{where} has no valid 'shape' and 'data_offsets'")
+        if offsets[1] - offsets[0] != math.prod(shape) * _DTYPES[kind][1]:
+            raise bad(
+                f"{where}'s byte range {_short.repr(offsets)} does not hold its shape "
+                f"{_short.repr(shape)}"
+            )
+        header[key] = (kind, tuple(shape))
+        ranges[key] = (8 + declared + offsets[0], 8 + declared + offsets[1])
+    end = 8 + declared
+    for first, last in sorted(ranges.values()):
+        if first != end:
+            raise bad("its tensors' byte ranges overlap or leave gaps")
+        end = last
+    if end != size:
+        raise bad(f"its tensors' byte ranges end at byte {end}, the file at {size}")
+    return metadata, header, ranges
 
 
-def _read_tensors(path: str, keys: list[str]) -> dict[str, np.ndarray]:
-    """The named tensors' arrays (after the header was checked: their sizes are known)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="np") as handle:
-            return {key: handle.get_tensor(key) for key in keys}
-    except (SafetensorError, OSError, KeyError) as exc:  # changed since its header was read
-        raise LayerFileError(f"load: {path} could not be read: {exc}") from exc
+def _read_tensors(
+    path: str,
+    fd: int,
+    header: dict[str, tuple[str, tuple]],
+    ranges: dict[str, tuple[int, int]],
+    keys: list[str],
+) -> dict[str, np.ndarray]:
+    """The named tensors' arrays, read from the descriptor after the header was checked
+    (their sizes are known and fit the file)."""
+    tensors = {}
+    for key in keys:
+        (kind, shape), (first, last) = header[key], ranges[key]
+        try:
+            os.lseek(fd, first, os.SEEK_SET)
+            data = _files.read_exactly(fd, last - first)
+        except OSError as exc:
+            raise LayerFileError(f"load: {path} could not be read: {exc}") from exc
+        if len(data) != last - first:  # changed since its header was read
+            raise LayerFileError(f"load: {path} could not be read: it ends early")
+        little = np.dtype(_DTYPES[kind][0]).newbyteorder("<")
+        tensors[key] = np.frombuffer(data, little).astype(_DTYPES[kind][0]).reshape(shape)
+    return tensors
 
 
 def _config_error(path: str, exc: BaseException) -> LayerFileError:
@@ -392,8 +447,9 @@ def _describe(
         if input_dim is None and kernel is not None:
             if len(kernel) != 2 or kernel[0] < 1:
                 raise LayerFileError(
-                    f"load: {path}: tensor {prefixes[0] + 'kernel'!r} has shape {kernel}, but "
-                    f"its config needs (input_dim, {spec.gates * spec.units})"
+                    f"load: {path}: tensor {prefixes[0] + 'kernel'!r} has shape "
+                    f"{_short.repr(kernel)}, but its config needs (input_dim, "
+                    f"{spec.gates * spec.units})"
                 )
             input_dim = kernel[0]
         weights = spec.weight_shapes(input_dim or 1)  # no kernel: refused by its names
@@ -407,14 +463,20 @@ def _describe(
 def _cell_input_dim(
     path: str, cell: cells.Cell, shapes: dict[str, tuple], state_names: tuple[str, ...]
 ) -> int:
+    """The input size whose declarations match the stored shapes. Only the sizes in the
+    first weight's stored shape are tried (at most its declared rank of them), so a header
+    of many or long shapes costs no more ``declare`` calls than a real one."""
     stored = {k: v for k, v in shapes.items() if not k.startswith(_STATE)}
-    for candidate in sorted({d for shape in stored.values() for d in shape if d >= 1}):
-        if {d.name: d.shape for d in cell.declare(candidate)} == stored:
+    first = cell.declare(1)[0]
+    got = stored.get(first.name)
+    candidates = [] if got is None or len(got) != len(first.shape) else sorted(set(got))
+    for candidate in candidates:
+        if candidate >= 1 and {d.name: d.shape for d in cell.declare(candidate)} == stored:
             return candidate
+    shown = _short.repr(dict(sorted(stored.items())))
     raise LayerFileError(
-        f"load: {path} holds tensors {sorted(stored)} with shapes {sorted(stored.values())}, "
-        f"which {type(cell).__name__} declares for no input size (and its config gives no "
-        "input_dim)"
+        f"load: {path} holds tensors with shapes {shown}, which {type(cell).__name__} "
+        "declares for no input size (and its config gives no input_dim)"
     )
 
 
@@ -443,7 +505,7 @@ def _check_header(
     stored = {k for k in header if k not in state_keys}
     if stored != names:
         raise LayerFileError(
-            f"load: {path} holds tensors {sorted(stored)}, but its config needs "
+            f"load: {path} holds tensors {_short.repr(sorted(stored))}, but its config needs "
             f"{sorted(names)} (and, for a stateful layer, {sorted(state_keys)})"
         )
     for want in expected:
@@ -451,8 +513,8 @@ def _check_header(
             got = header[want.prefix + name][1]
             if got != tuple(shape):
                 raise LayerFileError(
-                    f"load: {path}: tensor {want.prefix + name!r} has shape {got}, but its "
-                    f"config needs {tuple(shape)}"
+                    f"load: {path}: tensor {want.prefix + name!r} has shape "
+                    f"{_short.repr(got)}, but its config needs {tuple(shape)}"
                 )
         carried = {n: header.get(f"{want.prefix}{_STATE}{n}") for n in want.state_names}
         if all(c is None for c in carried.values()):
@@ -466,8 +528,8 @@ def _check_header(
         for n, (_, shape) in carried.items():
             if len(shape) != 2 or shape[1] != want.units:
                 raise LayerFileError(
-                    f"load: {path}: carried state {want.prefix}{_STATE}{n} has shape {shape}, "
-                    f"but its config needs (batch, {want.units})"
+                    f"load: {path}: carried state {want.prefix}{_STATE}{n} has shape "
+                    f"{_short.repr(shape)}, but its config needs (batch, {want.units})"
                 )
             batches.add(shape[0])
         if len(batches) > 1:

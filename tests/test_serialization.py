@@ -517,15 +517,21 @@ def test_a_failed_save_leaves_what_was_there_and_no_temporary_file(tmp_path, mon
     multirnn.save(multirnn.GRU(2, input_dim=3, seed=1), path)
     before = path.read_bytes()
 
-    def fail(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
-        if failure == "disk full":
-            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
-                                  'StorageFull, message: "No space left on device" })')  # fmt: skip
-        raise KeyboardInterrupt if failure == "interrupted" else ValueError("cannot serialize")
+    real_write = os.write
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", fail)
+    def fail(fd, data):  # part of the file written, then the failure
+        real_write(fd, bytes(data[:7]))
+        if failure == "disk full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise KeyboardInterrupt
+
+    def refuse(tensors, metadata=None):
+        raise SafetensorError("cannot serialize")
+
+    if failure == "serializing":
+        monkeypatch.setattr(safetensors.numpy, "save", refuse)
+    else:
+        monkeypatch.setattr(os, "write", fail)
     expected = {"serializing": ValueError, "disk full": OSError, "interrupted": KeyboardInterrupt}
     with pytest.raises(expected[failure]) as info:
         multirnn.save(_layer(), path)
@@ -547,3 +553,113 @@ def test_save_keeps_a_replaced_files_mode_and_creates_like_open(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "new.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+# -- hostile headers cost what a real one costs; every byte is read through one descriptor ---
+
+
+def test_a_cell_file_with_one_long_shape_is_refused_at_once_in_a_short_message(tmp_path):
+    """A zero-byte tensor of shape [0, 1, ..., N] once made load declare the cell for every
+    size in it (seconds per megabyte of header) and quote the whole shape."""
+    import time
+
+    from multirnn.builtin_cells import LSTMCell
+
+    config = multirnn.RNN(LSTMCell(2)).get_config()  # no input_dim: the shapes tell it
+    shape = list(range(200_000))  # a 1.3 MB header
+    header = {"__metadata__": _meta(config),
+              "kernel": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}}  # fmt: skip
+    path = write_raw(tmp_path / "long.safetensors", header)
+    start = time.perf_counter()
+    with pytest.raises(multirnn.LayerFileError, match="declares for no input size") as info:
+        multirnn.load(path)
+    assert time.perf_counter() - start < 1.0
+    assert len(str(info.value)) < 500
+
+
+def _open_calls(monkeypatch):
+    """The paths os.open and open are given, from now on."""
+    import builtins
+
+    opened = []
+    real_os_open, real_open = os.open, builtins.open
+
+    def os_open(path, *args, **kwargs):
+        opened.append(os.fspath(path))
+        return real_os_open(path, *args, **kwargs)
+
+    def py_open(path, *args, **kwargs):
+        if not isinstance(path, int):
+            opened.append(os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", py_open)
+    return opened
+
+
+def test_load_opens_the_file_once_and_reads_through_that_descriptor(tmp_path, monkeypatch):
+    path = tmp_path / "layer.safetensors"
+    layer = multirnn.LSTM(3, input_dim=2, seed=0, stateful=True)
+    layer(np.ones((4, 5, 2)))
+    multirnn.save(layer, path)
+    opened = _open_calls(monkeypatch)
+    again = multirnn.load(path)
+    assert opened == [str(path)]
+    for got, want in zip(
+        again.get_weights() + list(again.states), layer.get_weights() + list(layer.states)
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
+SWAP_FOR_A_FIFO = """
+import os, sys
+import multirnn
+path = sys.argv[1]
+real_open = os.open
+
+def open_then_swap(name, *args, **kwargs):  # the file is replaced once it has been opened
+    fd = real_open(name, *args, **kwargs)
+    if os.fspath(name) == path:
+        os.rename(path, path + ".real")
+        os.mkfifo(path)  # opened again by name, it would wait for a writer forever
+    return fd
+
+os.open = open_then_swap
+multirnn.set_backend("numpy")
+print(type(multirnn.load(path)).__name__)
+"""
+
+
+def test_load_is_not_misled_by_a_fifo_swapped_in_after_the_check(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "layer.safetensors"
+    multirnn.save(multirnn.GRU(2, input_dim=3, seed=0), path)
+    done = subprocess.run([sys.executable, "-c", SWAP_FOR_A_FIFO, str(path)], timeout=60,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "GRU"
+
+
+def test_save_writes_the_temporary_file_through_the_descriptor_that_created_it(
+    tmp_path, monkeypatch
+):
+    """A temporary name swapped for a symlink after it was created redirects nothing."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    real_os_open = os.open
+
+    def create_then_swap(name, flags, *args, **kwargs):
+        fd = real_os_open(name, flags, *args, **kwargs)
+        if str(name).endswith(".tmp"):
+            os.unlink(name)
+            os.symlink(victim, name)
+        return fd
+
+    monkeypatch.setattr(os, "open", create_then_swap)
+    opened = _open_calls(monkeypatch)
+    multirnn.save(_layer(), tmp_path / "layer.safetensors")
+    assert victim.read_bytes() == b"precious"
+    assert len([p for p in opened if p.endswith(".tmp")]) == 1

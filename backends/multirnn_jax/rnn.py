@@ -161,7 +161,6 @@ class RNN(cells.RNNCore):
     # An unbuilt layer has no leaves: grad would return an empty gradient and training
     # would silently do nothing, so flattening it (jit, grad, vmap, tree utilities) is an
     # error that says to build it first.
-    _FLATTEN = "entering jit, grad, vmap or a tree utility (flattening it as a pytree)"
 
     def _aux(self):
         return (self._static, self._dtype, self._names, self._input_dim)
@@ -169,12 +168,22 @@ class RNN(cells.RNNCore):
     def _children(self):
         return ((GetAttrKey("weights"), self._w),)
 
+    def _check_flattenable(self) -> None:
+        # A layer the user made and has not built has no leaves: grad would return an empty
+        # gradient and training would silently do nothing. A layer that a tree utility made
+        # (_unflatten: jax.tree.map(lambda _: None, layer), an in_axes prefix, a partition)
+        # flattens whatever its leaves hold, for the next transformation.
+        if not getattr(self, "_from_tree", False):
+            self._require_built(
+                "entering jit, grad, vmap or a tree utility (flattening it as a pytree)"
+            )
+
     def _flatten_with_keys(self):
-        self._require_built(self._FLATTEN)
+        self._check_flattenable()
         return self._children(), self._aux()
 
     def _flatten(self):
-        self._require_built(self._FLATTEN)
+        self._check_flattenable()
         return tuple(child for _, child in self._children()), self._aux()
 
     @classmethod
@@ -184,7 +193,7 @@ class RNN(cells.RNNCore):
         layer = object.__new__(cls)
         layer._restore(aux, children)
         layer.name = layer._default_name()
-        layer._key, layer._states = None, None
+        layer._key, layer._states, layer._from_tree = None, None, True
         return layer
 
     def _restore(self, aux, children) -> None:

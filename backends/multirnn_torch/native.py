@@ -28,6 +28,7 @@ the native loop does not cover (:func:`ineligibility`) take the Python loop in e
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -312,22 +313,46 @@ class BuildLock:
         try:
             fd = os.open(self.pid_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            pid, _, host = self._holder().partition(" on ")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                log.info("taking over the build lock of process %s, which has ended", pid)
-                self.pid_path.unlink(missing_ok=True)
+            holder = self._holder()
+            if self._ended(holder):
+                self._claim_stale(holder)
             return False
         with os.fdopen(fd, "w") as stream:
             stream.write(me)
         return True
 
-    def _holder(self) -> str:
+    def _holder(self, path: Path | None = None) -> str:
         """The holder as its lock file names it: 'PID on HOST'."""
+        path = path or (self.pid_path if self.pid_file else self.path)
         try:
-            text = (self.pid_path if self.pid_file else self.path).read_text().split()
+            text = path.read_text().split()
         except (OSError, UnicodeDecodeError):
             text = []
         return f"{text[0]} on {text[1]}" if len(text) == 2 else "unknown"
+
+    @staticmethod
+    def _ended(holder: str) -> bool:
+        """Whether ``holder`` names a process of this host that no longer runs."""
+        pid, _, host = holder.partition(" on ")
+        return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+
+    def _claim_stale(self, holder: str) -> None:
+        """Remove a pid file left by ``holder``, which has ended. Two waiters may both find
+        it stale: each renames the file to a name of its own first, so only one of them
+        gets it, and a file that meanwhile became someone else's is put back."""
+        claimed = self.pid_path.with_name(
+            f"{self.pid_path.name}.{os.getpid()}.{os.urandom(4).hex()}"
+        )
+        try:
+            os.rename(self.pid_path, claimed)
+        except OSError:  # another waiter claimed it first
+            return
+        if self._ended(self._holder(claimed)):
+            log.info("taking over the build lock of %s, which has ended", holder)
+        else:  # a new holder's file, created since we read the old one: give it back
+            with contextlib.suppress(OSError):
+                os.link(claimed, self.pid_path)  # unless yet another holder took the name
+        claimed.unlink(missing_ok=True)
 
     def _close(self) -> None:
         if self.fd is not None:

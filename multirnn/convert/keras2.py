@@ -22,12 +22,12 @@ import json
 import math
 import os
 import reprlib
-import stat
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from multirnn import _files
 from multirnn.convert._common import build, build_bidirectional
 from multirnn.convert.keras3 import _PASSED, _TRAINING, FROM_KERAS
 from multirnn.convert.layouts import GATES, ConversionError
@@ -44,12 +44,14 @@ _CELL = ("kernel", "recurrent_kernel")
 _UNSET: Any = object()
 
 
-#: HDF5's own filters and h5py's lzf; any other filter would make HDF5 look for a plugin
-#: library to load, so a dataset that needs one is refused
-_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
-            6: "scaleoffset", 32000: "lzf"}  # fmt: skip
-#: a byte of a filtered (compressed) dataset's storage may stand for this many bytes read
-_RATIO = 64
+#: The filters a dataset may need: those that keep the data's size (shuffle reorders
+#: bytes, fletcher32 appends a checksum), so a chunk read takes what it stores. A
+#: compressed chunk may inflate to any size while HDF5 decompresses it, before anything
+#: can be checked, so compression (deflate, szip, lzf, ...) is refused; Keras never
+#: compresses the weights it saves, and no plugin filter is ever loaded.
+_FILTERS = {2: "shuffle", 3: "fletcher32"}
+#: HDF5's and h5py's compressing filters, named in their refusal
+_COMPRESSION = {1: "deflate (gzip)", 4: "szip", 5: "nbit", 6: "scaleoffset", 32000: "lzf"}
 #: models nested deeper than this are refused (real models nest two or three deep)
 _DEPTH = 32
 _MERGE_MODES = ("concat", "sum", "mul", "ave", None)
@@ -68,9 +70,9 @@ class _File:
     """An open HDF5 file: the path messages name, and the bytes this call may still read.
 
     Every array a legitimate file holds is stored in it, so the arrays one conversion reads
-    may declare at most the file's size on disk in all (a filtered dataset: ``_RATIO``
-    bytes per byte it occupies in that budget); a dataset that declares more is refused
-    before it is read."""
+    may declare at most the file's size on disk in all (a chunked dataset: its chunks'
+    bytes, when they are larger); a dataset that declares more is refused before it is
+    read."""
 
     def __init__(self, path: str, handle: Any, size: int):
         self.path, self.handle, self.size, self.left = path, handle, size, size
@@ -122,8 +124,12 @@ class _File:
                 "but the file has no such dataset"
             )
         at = f"{self.path}: dataset {'/'.join([(group.name or '').rstrip('/'), name])!r}"
+        # The storage is checked in the creation property list, before anything that
+        # resolves it: a virtual dataset's shape may come from opening its source files.
         try:
-            virtual, external, shape = dataset.is_virtual, dataset.external, dataset.shape
+            plist = dataset.id.get_create_plist()
+            virtual = plist.get_layout() == h5py.h5d.VIRTUAL
+            external = plist.get_external(0)[0] if plist.get_external_count() else None
         except _H5_ERRORS as exc:
             raise ConversionError(f"{at} cannot be read ({exc})") from exc
         if virtual:
@@ -131,11 +137,15 @@ class _File:
                 f"{at} is a virtual dataset (its data is mapped from other datasets or "
                 "files): refused, nothing in the file may make the converter read another file"
             )
-        if external:
+        if external is not None:
             raise ConversionError(
-                f"{at} keeps its data in an external file ({_short.repr(external[0][0])}): "
+                f"{at} keeps its data in an external file ({_short.repr(external)}): "
                 "refused, nothing in the file may make the converter read another file"
             )
+        try:
+            shape = dataset.shape
+        except _H5_ERRORS as exc:
+            raise ConversionError(f"{at} cannot be read ({exc})") from exc
         if shape is None:
             raise ConversionError(f"{at} is an empty (null) dataset, not an array")
         return _Weight(dataset, at, self, tuple(int(n) for n in shape))
@@ -187,20 +197,26 @@ class _Weight:
         try:
             plist = self.dataset.id.get_create_plist()
             filters = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+            chunks = self.dataset.chunks
         except _H5_ERRORS as exc:
             raise ConversionError(f"{self.where} cannot be read ({exc})") from exc
-        unknown = [f for f in filters if f not in _FILTERS]
-        if unknown:
+        refused = [f for f in filters if f not in _FILTERS]
+        if refused:
+            what = _COMPRESSION.get(refused[0])
+            what = f"compression {what}" if what else f"HDF5 filter {refused[0]} (a plugin)"
             raise ConversionError(
-                f"{self.where} needs HDF5 filter {unknown[0]}, which is not one of HDF5's "
-                f"own ({', '.join(_FILTERS.values())}): refused, no plugin is ever loaded"
+                f"{self.where} (layer {layer!r}) needs {what}: refused, a compressed chunk may "
+                "inflate to any size before it can be checked, and no plugin is ever loaded "
+                f"(filters read: {', '.join(_FILTERS.values())}; Keras does not compress "
+                "weights: save them again without compression)"
             )
-        cost = -(-size // _RATIO) if filters else size
+        chunk = math.prod(chunks) * dtype.itemsize if chunks and filters else 0
+        cost = max(size, chunk)  # a filtered chunk is read whole, however little it holds
         if cost > self.file.left:
-            ratio = f" ({_RATIO} times that for a compressed dataset)" if filters else ""
             raise ConversionError(
-                f"{self.where} (layer {layer!r}) declares shape {self.shape}, {size} bytes, "
-                f"more than the file holds: {self.file.size} bytes on disk{ratio}, "
+                f"{self.where} (layer {layer!r}) declares shape {_short.repr(self.shape)}"
+                f"{f' in chunks of {chunk} bytes' if chunk > size else ''}, {cost} bytes, "
+                f"more than the file holds: {self.file.size} bytes on disk, "
                 f"{self.file.size - self.file.left} of them read already"
             )
         self.file.left -= cost
@@ -384,20 +400,26 @@ def _model_config(file: _File) -> dict[str | None, dict[str, Any]] | None:
 
 
 def _open(path: str):
-    """The file opened for reading: only a regular file (a FIFO or a device would block or
-    never end)."""
+    """(h5py file, the stream it reads, size): a regular file opened once, without waiting
+    (a FIFO or a device would block or never end), and read through that descriptor."""
     try:
         import h5py
     except ImportError as exc:  # pragma: no cover - h5py comes with keras
         raise ImportError("reading Keras HDF5 files needs h5py: pip install h5py") from exc
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError("not a regular file")
-        handle = h5py.File(path, "r")
+        fd, info = _files.open_regular(path)
     except OSError as exc:
-        raise ConversionError(f"{path} is not a readable HDF5 file: {exc}") from exc
-    return handle, info.st_size
+        reason = exc.strerror if isinstance(exc, _files.NotRegularFile) else exc
+        raise ConversionError(f"{path} is not a readable HDF5 file: {reason}") from exc
+    stream = os.fdopen(fd, "rb")  # HDF5 reads through it: the file is never opened again
+    try:
+        handle = h5py.File(stream, "r")
+    except BaseException as exc:
+        stream.close()
+        if isinstance(exc, _H5_ERRORS):
+            raise ConversionError(f"{path} is not a readable HDF5 file: {exc}") from exc
+        raise
+    return handle, stream, info.st_size
 
 
 def read(file: _File) -> tuple[str | None, list[H5Layer]]:
@@ -698,8 +720,8 @@ def from_keras2_h5(
     virtual datasets) or more bytes than the file holds (docs/porting.md lists the checks).
     """
     path = os.fspath(path)
-    handle, size = _open(path)
-    with handle:
+    handle, stream, size = _open(path)
+    with stream, handle:
         file = _File(path, handle, size)
         version, found = read(file)
         flags = {

@@ -12,7 +12,12 @@ jax = pytest.importorskip("jax")
 
 import jax.numpy as jnp  # noqa: E402
 from multirnn_jax import kernels  # noqa: E402
-from multirnn_jax.layers import GRU, LSTM, SimpleRNN  # noqa: E402
+from multirnn_jax.layers import (  # noqa: E402
+    GRU,
+    LSTM,
+    Bidirectional,
+    SimpleRNN,
+)
 
 from ..cases import VARIANTS, variant_id  # noqa: E402
 
@@ -295,3 +300,17 @@ def test_gpu_matches_cpu(recurrent_activation):
         cpu_grads = jax.grad(lambda m: m(jax.device_put(inputs, jax.devices("cpu")[0])).sum())(cpu)
         for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(cpu_grads)):
             np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["LSTM", "Bidirectional"])
+def test_a_tree_of_nones_shaped_like_a_layer_flattens_for_vmap_in_axes(wrapped):
+    """Only an unbuilt layer the user made is refused: the tree of Nones a tree utility
+    makes from a built layer is an in_axes prefix, and flattens again."""
+    layer = LSTM(3, input_dim=4, seed=0, dtype="float64")
+    if wrapped:
+        layer = Bidirectional(layer)
+    axes = jax.tree.map(lambda _: None, layer)
+    assert jax.tree.leaves(axes) == []
+    batches = jnp.stack([x(seed=0), x(seed=1)])
+    out = jax.vmap(lambda m, v: m(v), in_axes=(axes, 0))(layer, batches)
+    np.testing.assert_allclose(out[1], layer(batches[1]), rtol=1e-12)

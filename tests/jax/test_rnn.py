@@ -224,3 +224,14 @@ def test_errors_say_what_was_expected():
         layer.replace(kernel=jnp.zeros((4, 9), jnp.float32))
     with pytest.raises(ValueError, match="call build"):
         jax.jit(lambda lay, x: lay(x))(RNN(MinimalGRU(3)), jnp.asarray(data()))
+
+
+def test_unbuilt_is_refused_but_a_tree_of_nones_flattens_for_vmap_in_axes():
+    with pytest.raises(ValueError, match="must be built before it enters jit"):
+        jax.value_and_grad(lambda m: m(data()).sum())(RNN(lstm(), seed=0))
+    layer = RNN(lstm(), seed=0, input_dim=4)
+    axes = jax.tree.map(lambda _: None, layer)
+    assert jax.tree.leaves(axes) == []
+    batches = jnp.stack([data(seed=0), data(seed=1)])
+    out = jax.vmap(lambda m, v: m(v), in_axes=(axes, 0))(layer, batches)
+    np.testing.assert_allclose(out[1], layer(batches[1]), rtol=1e-12)

@@ -591,6 +591,37 @@ def test_pid_file_stands_in_where_files_cannot_be_locked(fake_build, monkeypatch
     assert pid_file.read_text() == f"{running.pid} {host}"  # the holder's, left alone
 
 
+@posix_only
+def test_two_waiters_finding_a_stale_pid_file_do_not_both_take_the_lock(tmp_path, monkeypatch):
+    """Both read the ended holder's pid; the first takes over and holds the lock before the
+    second removes the file: the second must leave the first's new pid file alone."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    host = os.uname().nodename
+    pid_file = tmp_path / "multirnn.pid"
+    pid_file.write_text(f"{ended.stdout.strip()} {host}")
+    first, second = native.BuildLock(tmp_path, 1), native.BuildLock(tmp_path, 1)
+    first.pid_file = second.pid_file = True
+    me = f"{os.getpid()} {host}"
+    read_holder = native.BuildLock._holder
+    overtaken = []
+
+    def holder(self, *path):
+        text = read_holder(self, *path)
+        if self is second and not path and not overtaken:  # the first overtakes here
+            overtaken.append(text)
+            assert not first._try(me)  # removes the stale file
+            assert first._try(me)  # and holds the lock
+        return text
+
+    monkeypatch.setattr(native.BuildLock, "_holder", holder)
+    assert not second._try(me)
+    assert overtaken == [f"{ended.stdout.strip()} on {host}"]
+    assert pid_file.read_text() == me  # the first's file, left in place
+    assert not second._try(me)  # still held
+    assert [p.name for p in tmp_path.iterdir()] == ["multirnn.pid"]
+
+
 #: builds the native loop and prints the directory of the library it loaded
 BUILD = """
 import torch
