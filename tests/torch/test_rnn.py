@@ -15,53 +15,8 @@ from multirnn_torch.layers import RNN  # noqa: E402
 import multirnn  # noqa: E402
 from multirnn.reference.rnn import RNN as NumpyRNN  # noqa: E402
 
+from ..test_rnn import MinGRU, TwoState  # noqa: E402
 from .graphs import node_counts  # noqa: E402
-
-
-@multirnn.register_cell(name="tests.torch.test_rnn.MinGRU")
-class MinGRU(multirnn.Cell):
-    """A GRU (reset gate before the recurrent product)."""
-
-    def build(self, input_dim):
-        u = self.units
-        self.add_weight("kernel", (input_dim, 3 * u))
-        self.add_weight("recurrent", (u, 3 * u), "orthogonal", regularizer="l2")
-        self.add_weight("bias", (3 * u,), "random_normal", constraint="non_neg")
-
-    def step(self, ops, w, x, states):
-        (h,) = states
-        u = self.units
-        xz = ops.matmul(x, w["kernel"]) + w["bias"]
-        sigmoid = ops.activation("sigmoid")
-        z = sigmoid(xz[:, :u] + ops.matmul(h, w["recurrent"][:, :u]))
-        r = sigmoid(xz[:, u : 2 * u] + ops.matmul(h, w["recurrent"][:, u : 2 * u]))
-        candidate = ops.tanh(xz[:, 2 * u :] + ops.matmul(r * h, w["recurrent"][:, 2 * u :]))
-        h = z * h + (1 - z) * candidate
-        return h, [h]
-
-
-@multirnn.register_cell(name="tests.torch.test_rnn.TwoState")
-class TwoState(multirnn.Cell):
-    """LSTM-like: states h and c, the output is h."""
-
-    state_names = ("h", "c")
-
-    def build(self, input_dim):
-        u = self.units
-        self.add_weight("W", (input_dim, 4 * u))
-        self.add_weight("U", (u, 4 * u), "orthogonal")
-        self.add_weight("b", (4 * u,), "random_normal")
-
-    def step(self, ops, w, x, states):
-        h, c = states
-        u = self.units
-        z = ops.matmul(x, w["W"]) + ops.matmul(h, w["U"]) + w["b"]
-        gate = ops.activation(self.gate)
-        i, f, o = gate(z[:, :u]), gate(z[:, u : 2 * u]), gate(z[:, 3 * u :])
-        c = f * c + i * ops.tanh(z[:, 2 * u : 3 * u])
-        h = o * ops.tanh(c)
-        return h, [h, c]
-
 
 CELLS = {"gru": lambda: MinGRU(3), "two_state": lambda: TwoState(2, gate="hard_sigmoid")}
 TOL = {"float64": 1e-12, "float32": 1e-5}
