@@ -203,9 +203,8 @@ def _project(x, kernel, bias_in, xp):
     time, batch, dim = x.shape
     if bias_in is None:
         return (x.reshape(time * batch, dim) @ kernel).view(time, batch, -1)
-    # a column of ones carries the bias: cheaper than broadcasting it into the output first
-    flat = torch.cat([x, x.new_ones(time, batch, 1)], dim=-1).view(time * batch, dim + 1)
-    return (flat @ torch.cat([kernel, bias_in[None]])).view(time, batch, -1)
+    # one fused product-and-bias: no ones column or stacked kernel made every call
+    return torch.addmm(bias_in, x.reshape(time * batch, dim), kernel).view(time, batch, -1)
 
 
 def _forward_loop(loop: Loop):

@@ -71,18 +71,21 @@ class Recurrent(LayerCore, RNN):
     # -- weights: the module's own parameters, in the canonical layout ---------------------------
     @property
     def built(self) -> bool:
-        return self.kernel is not None
+        # read past nn.Module.__getattr__: every call asks, more than once
+        return self._parameters["kernel"] is not None
 
     @property
     def input_dim(self) -> int | None:
-        return None if self.kernel is None else self.kernel.shape[0]
+        kernel = self._parameters["kernel"]
+        return None if kernel is None else kernel.shape[0]
 
     @property
     def weight_names(self) -> list[str]:
         return list(self.spec.weight_names)
 
     def _weights(self) -> list[torch.Tensor]:
-        return [getattr(self, name) for name in self.spec.weight_names]
+        params = self._parameters  # past nn.Module.__getattr__: several times a call
+        return [params[name] for name in self.spec.weight_names]
 
     def _store(self, input_dim: int, params: list[nn.Parameter]) -> None:
         self._decls = self.cell.declare(input_dim)

@@ -4,6 +4,7 @@ adapter of the call pipeline (``multirnn.pipeline``)."""
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from multirnn import pipeline
 
 
+@functools.cache  # asked on every call; there are few dtypes
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
