@@ -69,14 +69,19 @@ class Recurrent(LayerCore, RNN):
         return builtin_cells.cell_of(self.spec)
 
     # -- weights: the module's own parameters, in the canonical layout ---------------------------
+    def _param(self, name: str) -> torch.Tensor | None:
+        # read past nn.Module.__getattr__ (every call asks several times); a parametrized
+        # or weight-normed weight is no longer in _parameters: its attribute computes it
+        params = self._parameters
+        return params[name] if name in params else getattr(self, name)
+
     @property
     def built(self) -> bool:
-        # read past nn.Module.__getattr__: every call asks, more than once
-        return self._parameters["kernel"] is not None
+        return self._param("kernel") is not None
 
     @property
     def input_dim(self) -> int | None:
-        kernel = self._parameters["kernel"]
+        kernel = self._param("kernel")
         return None if kernel is None else kernel.shape[0]
 
     @property
@@ -84,8 +89,7 @@ class Recurrent(LayerCore, RNN):
         return list(self.spec.weight_names)
 
     def _weights(self) -> list[torch.Tensor]:
-        params = self._parameters  # past nn.Module.__getattr__: several times a call
-        return [params[name] for name in self.spec.weight_names]
+        return [self._param(name) for name in self.spec.weight_names]
 
     def _store(self, input_dim: int, params: list[nn.Parameter]) -> None:
         self._decls = self.cell.declare(input_dim)

@@ -211,3 +211,32 @@ def test_cuda_matches_cpu(recurrent_activation):
     gpu = LSTM(8, recurrent_activation=recurrent_activation, input_dim=4, seed=0, device="cuda")
     inputs = x()
     torch.testing.assert_close(gpu(inputs.cuda()).cpu(), cpu(inputs), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layer", [LSTM, GRU])
+def test_parametrized_and_weight_normed_weights_are_what_a_call_uses(layer):
+    """torch.nn.utils.parametrize moves a weight out of the module's parameters (its
+    attribute computes it): a call must use the computed weight, and gradients reach the
+    original."""
+    from torch.nn.utils import parametrizations, parametrize
+
+    class Twice(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    plain = layer(4, input_dim=3, seed=0, dtype="float64")
+    doubled = layer(4, input_dim=3, seed=0, dtype="float64")
+    parametrize.register_parametrization(doubled, "recurrent_kernel", Twice())
+    weights = plain.get_weights()
+    plain.set_weights([weights[0], 2 * weights[1], *weights[2:]])
+    out = doubled(x)
+    torch.testing.assert_close(out, plain(x), rtol=0, atol=1e-12)
+    out.sum().backward()
+    assert doubled.parametrizations.recurrent_kernel.original.grad is not None
+    assert doubled.built and doubled.input_dim == 3
+
+    normed = layer(4, input_dim=3, seed=0, dtype="float64")
+    reference = normed(x).detach()
+    parametrizations.weight_norm(normed, "kernel", dim=1)
+    torch.testing.assert_close(normed(x), reference, rtol=0, atol=1e-12)
