@@ -90,6 +90,18 @@ def function(activation: Activation, ops: object) -> Callable[[Any], Any]:
     return activation
 
 
+def resolver(native: dict[str, Callable[[Any], Any]], ops: object) -> Callable:
+    """An engine's ``activation(value)``: its own op where that computes the formula exactly
+    (one framework call instead of a few), else the formula evaluated with ``ops``."""
+
+    def activation(value: Activation) -> Callable[[Any], Any]:
+        if isinstance(value, str) and value in native:
+            return native[value]
+        return function(value, ops)
+
+    return activation
+
+
 def serialize(activation: Activation, *, arg: str) -> str:
     if isinstance(activation, str):
         return activation

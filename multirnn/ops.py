@@ -35,30 +35,13 @@ def _sigmoid(x):
     return np.exp(-np.logaddexp(0.0, -x))
 
 
-def _sum(x, axis=None, keepdims=False):
-    return np.sum(x, axis=axis, keepdims=keepdims)
+def namespace(module: object, **overrides: object) -> SimpleNamespace:
+    """The :data:`REQUIRED` primitives of a framework: taken from ``module`` by name, except
+    those the framework names or defines differently, given as ``overrides``."""
+    return SimpleNamespace(**{n: overrides.get(n) or getattr(module, n) for n in REQUIRED})
 
 
-def _max(x, axis=None, keepdims=False):
-    return np.max(x, axis=axis, keepdims=keepdims)
-
-
-NUMPY_OPS = SimpleNamespace(
-    abs=np.abs,
-    square=np.square,
-    sqrt=np.sqrt,
-    exp=np.exp,
-    expm1=np.expm1,
-    log1p=np.log1p,
-    tanh=np.tanh,
-    sigmoid=_sigmoid,
-    maximum=np.maximum,
-    minimum=np.minimum,
-    clip=np.clip,
-    where=np.where,
-    sum=_sum,
-    max=_max,
-)
+NUMPY_OPS = namespace(np, sigmoid=_sigmoid)
 
 
 def check_ops(ops: object) -> None:

@@ -56,6 +56,25 @@ class Arrays:
         """A copy of a weight (tensor or variable) on the host."""
         return np.array(value)
 
+    #: whether the functional entry also takes NumPy arrays as weights
+    numpy_weights: bool = False
+
+    def weight(self, value: Any, what: str) -> Any:
+        """A weight given to the functional entry, as the engine's tensor."""
+        if self.is_native(value):
+            return self.own(value, what, "", None)
+        if self.numpy_weights and isinstance(value, (np.ndarray, np.generic)):
+            return self.from_host(value, None)
+        accepted = self.native + (" or numpy.ndarray" if self.numpy_weights else "")
+        raise TypeError(f"{what} must be a {accepted}, got {type(value).__name__}")
+
+    def place_of(self, value: Any) -> Any:
+        """Where a tensor lives, for the call's other arguments (None: no devices)."""
+        return None
+
+    def cast(self, value: Any, dtype: str) -> Any:
+        raise NotImplementedError
+
 
 def tensor(arrays: Arrays, value: Any, *, arg: str, owner: str, place: Any, dtype: str | None):
     """A call argument as the engine's tensor: its own tensors as they are, host data (NumPy
@@ -150,6 +169,54 @@ def functional(arrays: Arrays, spec: Any, inputs: Any, *, mask: Any, initial_sta
                                   (recurrent_dropout, spec.units, "recurrent_dropout"))
     ]  # fmt: skip
     return Call(x, mask, given, shape, False, *masks)
+
+
+def functional_weights(arrays: Arrays, spec: Any, weights: Sequence[Any]) -> list:
+    """The canonical weights given to a functional entry, checked: their number, each a
+    tensor, the kernel 2-D, every shape for the kernel's input size, one dtype."""
+    weights = list(weights)
+    names = spec.weight_names
+    if len(weights) != len(names):
+        raise ValueError(
+            f"weights: {spec.layer} takes {len(names)} ({', '.join(names)}), got {len(weights)}"
+        )
+    tensors = [arrays.weight(w, f"weights: {name!r}") for name, w in zip(names, weights)]
+    kernel_shape = arrays.shape(tensors[0])
+    if len(kernel_shape) != 2:
+        raise ValueError(f"weights: 'kernel' must be 2-D (input_dim, G*units), got {kernel_shape}")
+    shapes = spec.weight_shapes(kernel_shape[0])
+    dtype = arrays.dtype(tensors[0])
+    for name, w in zip(names, tensors):
+        if arrays.shape(w) != shapes[name]:
+            raise ValueError(
+                f"weights: {name!r} must have shape {shapes[name]}, got {arrays.shape(w)}"
+            )
+        if arrays.dtype(w) != dtype:
+            raise TypeError(
+                f"weights: {name!r} has dtype {arrays.dtype(w)} but 'kernel' has {dtype}"
+            )
+    return tensors
+
+
+def forward(arrays: Arrays, run: Any, spec: Any, weights: Sequence[Any], inputs: Any, *,
+            mask: Any = None, initial_state: Any = None, input_dropout: Any = None,
+            recurrent_dropout: Any = None):  # fmt: skip
+    """An engine's functional entry (``kernels.forward``): the layer of ``spec`` as a
+    differentiable function of its weights and inputs, run by the engine's ``run``.
+
+    Dropout masks are given explicitly, already scaled (``keep / (1 - rate)``): shape
+    ``(batch, width)`` shared by all gates or ``(gates, batch, width)`` one per gate.
+    Returns ``(output, final_states)`` like the NumPy reference."""
+    weights = functional_weights(arrays, spec, weights)
+    kernel = weights[0]
+    dtype = arrays.dtype(kernel)
+    call = functional(arrays, spec, inputs, mask=mask, initial_state=initial_state,
+                      input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                      place=arrays.place_of(kernel), dtype=dtype,
+                      input_dim=arrays.shape(kernel)[0])  # fmt: skip
+    mi, mr = (None if m is None else arrays.cast(m, dtype)
+              for m in (call.input_dropout, call.recurrent_dropout))  # fmt: skip
+    return run(spec, weights, call.x, call.mask, call.states, mi, mr)
 
 
 def prepare(

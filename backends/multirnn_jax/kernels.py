@@ -38,31 +38,12 @@ NATIVE_ACTIVATIONS = {
     "linear": lambda x: x,
 }
 
-
-def activation(value) -> Any:
-    """An activation as a function on arrays (the shared formula unless a native op is exact)."""
-    if isinstance(value, str) and value in NATIVE_ACTIVATIONS:
-        return NATIVE_ACTIVATIONS[value]
-    return activations.function(value, JAX_OPS)
+activation = activations.resolver(NATIVE_ACTIVATIONS, JAX_OPS)
 
 
 def is_traced(*values: Any) -> bool:
     """True when any value is an abstract tracer (inside jit, grad, vmap, ...)."""
     return any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(values))
-
-
-def as_array(value: Any, what: str) -> Array:
-    """A JAX array from a JAX or NumPy array; anything else is refused (no silent coercion)."""
-    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-        array = jnp.asarray(value)
-        if array.dtype != value.dtype:  # e.g. float64 NumPy data while x64 is off
-            raise TypeError(
-                f"{what} has dtype {dtype_name(value.dtype)}, which JAX holds as "
-                f"{dtype_name(array.dtype)} unless 64-bit mode is on: cast it, or enable "
-                "jax.config.update('jax_enable_x64', True) before creating arrays"
-            )
-        return array
-    raise TypeError(f"{what} must be a jax.Array or numpy.ndarray, got {type(value).__name__}")
 
 
 # -- eligibility ---------------------------------------------------------------------------------
@@ -135,62 +116,6 @@ def platform_of(*values: Any) -> str:
 # -- the functional entry ------------------------------------------------------------------------
 
 
-def check_weights(
-    spec: LayerSpec, weights: Sequence[Any], input_dim: int | None = None
-) -> list[Array]:
-    """Canonical weights as arrays of one dtype, shapes checked (for ``input_dim`` when given,
-    else for the kernel's own first axis)."""
-    weights = list(weights)
-    names = spec.weight_names
-    if len(weights) != len(names):
-        raise ValueError(
-            f"weights: {spec.layer} takes {len(names)} ({', '.join(names)}), got {len(weights)}"
-        )
-    arrays = [as_array(w, f"weights: {name!r}") for name, w in zip(names, weights)]
-    if arrays[0].ndim != 2:
-        raise ValueError(
-            f"weights: 'kernel' must be 2-D (input_dim, G*units), got {arrays[0].shape}"
-        )
-    shapes = spec.weight_shapes(arrays[0].shape[0] if input_dim is None else input_dim)
-    dtype = dtype_name(arrays[0].dtype)
-    for name, w in zip(names, arrays):
-        if tuple(w.shape) != shapes[name]:
-            raise ValueError(f"weights: {name!r} must have shape {shapes[name]}, got {w.shape}")
-        if dtype_name(w.dtype) != dtype:
-            raise TypeError(
-                f"weights: {name!r} has dtype {dtype_name(w.dtype)} but 'kernel' has {dtype}"
-            )
-    return arrays
-
-
-def forward(
-    spec: LayerSpec,
-    weights: Sequence[Array],
-    inputs: Array,
-    *,
-    mask: Array | None = None,
-    initial_state: Sequence[Array] | None = None,
-    input_dropout: Array | None = None,
-    recurrent_dropout: Array | None = None,
-) -> tuple[Array, list[Array]]:
-    """Run the layer of ``spec`` as a pure function: weights and inputs in, (output, final
-    states) out, like the NumPy reference. Differentiable, jit- and vmap-able.
-
-    Dropout masks are given explicitly, already scaled (``keep / (1 - rate)``): shape
-    ``(batch, width)`` shared by all gates or ``(gates, batch, width)`` one per gate.
-    """
-    weights = check_weights(spec, weights)
-    kernel = weights[0]
-    dtype = dtype_name(kernel.dtype)
-    call = pipeline.functional(JAX_ARRAYS, spec, inputs, mask=mask, initial_state=initial_state,
-                               input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
-                               place=None, dtype=dtype, input_dim=kernel.shape[0])  # fmt: skip
-    mi, mr = (
-        None if m is None else m.astype(dtype) for m in (call.input_dropout, call.recurrent_dropout)
-    )
-    return run(spec, weights, call.x, call.mask, call.states, mi, mr)
-
-
 def run(spec, weights, x, mask, states, mi, mr) -> tuple[Array, list[Array]]:
     """Dispatch a validated call to the cuDNN kernel or the generic path."""
     if states is None:
@@ -212,6 +137,12 @@ def run(spec, weights, x, mask, states, mi, mr) -> tuple[Array, list[Array]]:
     else:
         path = "stepwise"
     return _execute(spec, path, weights, x, mask, states, mi, mr, lengths)
+
+
+def forward(spec: LayerSpec, weights: Sequence[Any], inputs: Any, **arguments: Any):
+    """The layer of ``spec`` as a differentiable function of its weights and inputs, like
+    the NumPy reference: see :func:`multirnn.pipeline.forward` for the arguments."""
+    return pipeline.forward(JAX_ARRAYS, run, spec, weights, inputs, **arguments)
 
 
 @partial(jax.jit, static_argnums=(0, 1))

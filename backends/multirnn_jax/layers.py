@@ -22,7 +22,7 @@ from multirnn import builtin_cells, calls, cells, regularizers
 from multirnn.bidirectional import BidirectionalCore, merge
 from multirnn.layer import LayerCore, builtin_classes
 from multirnn_jax import kernels
-from multirnn_jax.ops import JAX_OPS
+from multirnn_jax.ops import JAX_ARRAYS, JAX_OPS
 from multirnn_jax.rnn import RNN, check_key, default_dtype
 
 __all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Recurrent", "SimpleRNN", "default_dtype"]
@@ -36,7 +36,7 @@ def framework_version() -> str:
 
 def from_numpy(array: Any) -> jax.Array:
     """A JAX array from a NumPy array (used by ``multirnn demo``)."""
-    return kernels.as_array(np.ascontiguousarray(array), "array")
+    return JAX_ARRAYS.weight(np.ascontiguousarray(array), "array")
 
 
 def training_kwargs() -> dict[str, Any]:
@@ -166,7 +166,7 @@ class Recurrent(LayerCore, RNN):
         spec = self.spec
         out = RNN.penalties(self)
         if output is not None and spec.activity_regularizer is not None:
-            output = kernels.as_array(output, f"{self.name}: penalties(output)")
+            output = JAX_ARRAYS.weight(output, f"{self.name}: penalties(output)")
             batch = max(int(output.shape[0]), 1) if output.ndim else 1
             out.append(regularizers.penalty(spec.activity_regularizer, output, JAX_OPS) / batch)
         return out

@@ -4,13 +4,11 @@ the array adapter of the call pipeline (``multirnn.pipeline``)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multirnn import pipeline
+from multirnn import ops, pipeline
 
 
 def dtype_name(dtype) -> str:
@@ -21,12 +19,27 @@ class JaxArrays(pipeline.Arrays):
     """JAX arrays (tracers included) as they are; host data becomes a JAX array."""
 
     native = "jax.Array"
+    numpy_weights = True
 
     def is_native(self, value) -> bool:
         return isinstance(value, jax.Array)
 
     def from_host(self, array, place):
         return jnp.asarray(array)
+
+    def weight(self, value, what: str) -> jax.Array:
+        """JAX arrays, and NumPy arrays JAX holds in their own dtype (no silent cast)."""
+        array = super().weight(value, what)
+        if array.dtype != value.dtype:  # e.g. float64 NumPy data while x64 is off
+            raise TypeError(
+                f"{what} has dtype {dtype_name(value.dtype)}, which JAX holds as "
+                f"{dtype_name(array.dtype)} unless 64-bit mode is on: cast it, or enable "
+                "jax.config.update('jax_enable_x64', True) before creating arrays"
+            )
+        return array
+
+    def cast(self, value, dtype: str) -> jax.Array:
+        return value.astype(dtype)
 
     def dtype(self, value) -> str:
         return dtype_name(value.dtype)
@@ -35,27 +48,4 @@ class JaxArrays(pipeline.Arrays):
 JAX_ARRAYS = JaxArrays()
 
 
-def _sum(x, axis=None, keepdims=False):
-    return jnp.sum(x, axis=axis, keepdims=keepdims)
-
-
-def _max(x, axis=None, keepdims=False):
-    return jnp.max(x, axis=axis, keepdims=keepdims)
-
-
-JAX_OPS = SimpleNamespace(
-    abs=jnp.abs,
-    square=jnp.square,
-    sqrt=jnp.sqrt,
-    exp=jnp.exp,
-    expm1=jnp.expm1,
-    log1p=jnp.log1p,
-    tanh=jnp.tanh,
-    sigmoid=jax.nn.sigmoid,
-    maximum=jnp.maximum,
-    minimum=jnp.minimum,
-    clip=jnp.clip,
-    where=jnp.where,
-    sum=_sum,
-    max=_max,
-)
+JAX_OPS = ops.namespace(jnp, sigmoid=jax.nn.sigmoid)

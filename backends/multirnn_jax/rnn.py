@@ -293,7 +293,7 @@ class RNN(cells.RNNCore):
         for decl in self._declared():
             if decl.name not in weights:
                 continue
-            value = kernels.as_array(weights[decl.name], f"{self.name}: replace({decl.name}=)")
+            value = JAX_ARRAYS.weight(weights[decl.name], f"{self.name}: replace({decl.name}=)")
             if tuple(value.shape) != decl.shape:
                 raise ValueError(
                     f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "

@@ -20,7 +20,7 @@ import tensorflow as tf
 from multirnn import activations, builtin_cells, pipeline
 from multirnn.spec import LayerSpec
 from multirnn_tensorflow import backprop, scan
-from multirnn_tensorflow.ops import TF_ARRAYS, TF_OPS, dtype_name
+from multirnn_tensorflow.ops import TF_ARRAYS, TF_OPS
 
 #: activations the framework computes natively and exactly (the formula's own ops)
 NATIVE_ACTIVATIONS = {
@@ -30,21 +30,7 @@ NATIVE_ACTIVATIONS = {
     "linear": lambda x: x,
 }
 
-
-def activation(value) -> Any:
-    """An activation as a function on tensors (the shared formula unless a native op is exact)."""
-    if isinstance(value, str) and value in NATIVE_ACTIVATIONS:
-        return NATIVE_ACTIVATIONS[value]
-    return activations.function(value, TF_OPS)
-
-
-def as_tensor(value: Any, what: str) -> tf.Tensor:
-    """A tensor from a tensor, variable or NumPy array; anything else is refused."""
-    import numpy as np
-
-    if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray, np.generic)):
-        return tf.convert_to_tensor(value)
-    raise TypeError(f"{what} must be a tf.Tensor or numpy.ndarray, got {type(value).__name__}")
+activation = activations.resolver(NATIVE_ACTIVATIONS, TF_OPS)
 
 
 class OutputSpecs:
@@ -64,58 +50,6 @@ class OutputSpecs:
         if spec.return_state:
             return [output] + [(batch, spec.units)] * spec.num_states
         return output
-
-
-def check_weights(spec: LayerSpec, weights: Sequence[Any]) -> list[tf.Tensor]:
-    """Canonical weights as tensors of one dtype, shapes checked by name."""
-    weights = list(weights)
-    names = spec.weight_names
-    if len(weights) != len(names):
-        raise ValueError(
-            f"weights: {spec.layer} takes {len(names)} ({', '.join(names)}), got {len(weights)}"
-        )
-    tensors = [as_tensor(w, f"weights: {name!r}") for name, w in zip(names, weights)]
-    if tensors[0].shape.rank != 2:
-        raise ValueError(
-            f"weights: 'kernel' must be 2-D (input_dim, G*units), got {tensors[0].shape}"
-        )
-    shapes = spec.weight_shapes(tensors[0].shape[0])
-    dtype = dtype_name(tensors[0].dtype)
-    for name, w in zip(names, tensors):
-        if tuple(w.shape) != shapes[name]:
-            raise ValueError(
-                f"weights: {name!r} must have shape {shapes[name]}, got {tuple(w.shape)}"
-            )
-        if dtype_name(w.dtype) != dtype:
-            raise TypeError(f"weights: {name!r} has dtype {dtype_name(w.dtype)}, 'kernel' {dtype}")
-    return tensors
-
-
-def forward(
-    spec: LayerSpec,
-    weights: Sequence[tf.Tensor],
-    inputs: tf.Tensor,
-    *,
-    mask: tf.Tensor | None = None,
-    initial_state: Sequence[tf.Tensor] | None = None,
-    input_dropout: tf.Tensor | None = None,
-    recurrent_dropout: tf.Tensor | None = None,
-) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """Run the layer of ``spec`` as a differentiable function: weights and inputs in,
-    ``(output, final_states)`` out, like the NumPy reference.
-
-    Dropout masks are given explicitly, already scaled (``keep / (1 - rate)``): shape
-    ``(batch, width)`` shared by all gates or ``(gates, batch, width)`` one per gate.
-    """
-    weights = check_weights(spec, weights)
-    kernel = weights[0]
-    dtype = dtype_name(kernel.dtype)
-    call = pipeline.functional(TF_ARRAYS, spec, inputs, mask=mask, initial_state=initial_state,
-                               input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
-                               place=None, dtype=dtype, input_dim=kernel.shape[0])  # fmt: skip
-    mi, mr = (None if m is None else tf.cast(m, dtype)
-              for m in (call.input_dropout, call.recurrent_dropout))  # fmt: skip
-    return run(spec, weights, call.x, call.mask, call.states, mi, mr)
 
 
 _COMPILED: dict[tuple, Any] = {}
@@ -162,6 +96,12 @@ def run(
             _generic(spec, hand_written), reduce_retracing=not spec.unroll
         )
     return fn(list(weights), x, mask, states, mi, mr)
+
+
+def forward(spec: LayerSpec, weights: Sequence[Any], inputs: Any, **arguments: Any):
+    """The layer of ``spec`` as a differentiable function of its weights and inputs, like
+    the NumPy reference: see :func:`multirnn.pipeline.forward` for the arguments."""
+    return pipeline.forward(TF_ARRAYS, run, spec, weights, inputs, **arguments)
 
 
 @functools.lru_cache(maxsize=1024)

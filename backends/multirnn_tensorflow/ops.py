@@ -6,12 +6,11 @@ call pipeline (``multirnn.pipeline``)."""
 from __future__ import annotations
 
 import builtins
-from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
 
-from multirnn import pipeline
+from multirnn import ops, pipeline
 
 
 def dtype_name(dtype) -> str:
@@ -22,6 +21,7 @@ class TfArrays(pipeline.Arrays):
     """TensorFlow tensors and (Keras) variables read as tensors; host data converted."""
 
     native = "tf.Tensor"
+    numpy_weights = True
 
     def is_native(self, value) -> bool:
         if isinstance(value, (tf.Tensor, tf.Variable)):
@@ -45,6 +45,9 @@ class TfArrays(pipeline.Arrays):
     def to_numpy(self, value) -> np.ndarray:
         return np.array(value.numpy())
 
+    def cast(self, value, dtype: str) -> tf.Tensor:
+        return tf.cast(value, dtype)
+
 
 TF_ARRAYS = TfArrays()
 
@@ -52,14 +55,6 @@ TF_ARRAYS = TfArrays()
 def _like(value, dtype):
     """A Python number as a tensor of ``dtype`` (``tf.cast`` would round it through float32)."""
     return tf.cast(value, dtype) if tf.is_tensor(value) else tf.constant(value, dtype)
-
-
-def _sum(x, axis=None, keepdims=False):
-    return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
-
-
-def _max(x, axis=None, keepdims=False):
-    return tf.reduce_max(x, axis=axis, keepdims=keepdims)
 
 
 def _where(cond, a, b):
@@ -70,29 +65,14 @@ def _clip(x, lo, hi):
     return tf.clip_by_value(x, _like(lo, x.dtype), _like(hi, x.dtype))
 
 
-def _maximum(x, y):
-    return tf.maximum(x, _like(y, x.dtype))
-
-
-def _minimum(x, y):
-    return tf.minimum(x, _like(y, x.dtype))
-
-
-TF_OPS = SimpleNamespace(
-    abs=tf.abs,
-    square=tf.square,
-    sqrt=tf.sqrt,
-    exp=tf.exp,
-    expm1=tf.math.expm1,
-    log1p=tf.math.log1p,
-    tanh=tf.tanh,
-    sigmoid=tf.sigmoid,
-    maximum=_maximum,
-    minimum=_minimum,
+TF_OPS = ops.namespace(
+    tf.math,
+    maximum=lambda x, y: tf.maximum(x, _like(y, x.dtype)),
+    minimum=lambda x, y: tf.minimum(x, _like(y, x.dtype)),
     clip=_clip,
     where=_where,
-    sum=_sum,
-    max=_max,
+    sum=tf.reduce_sum,
+    max=tf.reduce_max,
 )
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from multirnn import activations, builtin_cells, pipeline
 from multirnn.spec import LayerSpec
 from multirnn_torch import scan
-from multirnn_torch.ops import TORCH_ARRAYS, TORCH_OPS, dtype_name
+from multirnn_torch.ops import TORCH_ARRAYS, TORCH_OPS
 
 #: activations the framework computes natively and exactly (the formula's own ops)
 NATIVE_ACTIVATIONS = {
@@ -40,12 +40,7 @@ NATIVE_ACTIVATIONS = {
     "hard_sigmoid": lambda x: F.hardtanh(x * 0.2 + 0.5, 0.0, 1.0),
 }
 
-
-def activation(value):
-    """An activation as a function on tensors (native kernels where they are exact)."""
-    if isinstance(value, str) and value in NATIVE_ACTIVATIONS:
-        return NATIVE_ACTIVATIONS[value]
-    return activations.function(value, TORCH_OPS)
+activation = activations.resolver(NATIVE_ACTIVATIONS, TORCH_OPS)
 
 
 # -- eligibility ----------------------------------------------------------------------------
@@ -92,49 +87,6 @@ def _mask_kind(mask: torch.Tensor | None) -> tuple[str, torch.Tensor | None]:
 # -- the functional entry ---------------------------------------------------------------------
 
 
-def forward(
-    spec: LayerSpec,
-    weights: Sequence[torch.Tensor],
-    inputs: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    initial_state: Sequence[torch.Tensor] | None = None,
-    input_dropout: torch.Tensor | None = None,
-    recurrent_dropout: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run the layer of ``spec`` as a differentiable function of its weights and inputs.
-
-    Dropout masks are given explicitly, already scaled (``keep / (1 - rate)``): shape
-    ``(batch, width)`` shared by all gates or ``(gates, batch, width)`` one per gate.
-    Returns ``(output, final_states)`` like the NumPy reference.
-    """
-    weights = list(weights)
-    names = spec.weight_names
-    if len(weights) != len(names):
-        raise ValueError(
-            f"weights: {spec.layer} takes {len(names)} ({', '.join(names)}), got {len(weights)}"
-        )
-    for name, w in zip(names, weights):
-        if not torch.is_tensor(w):
-            raise TypeError(f"weights: {name!r} must be a torch.Tensor, got {type(w).__name__}")
-    kernel = weights[0]
-    shapes = spec.weight_shapes(kernel.shape[0])
-    for name, w in zip(names, weights):
-        if tuple(w.shape) != shapes[name]:
-            raise ValueError(
-                f"weights: {name!r} must have shape {shapes[name]}, got {tuple(w.shape)}"
-            )
-    device, dtype = kernel.device, dtype_name(kernel.dtype)
-    call = pipeline.functional(TORCH_ARRAYS, spec, inputs, mask=mask, initial_state=initial_state,
-                               input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
-                               place=device, dtype=dtype, input_dim=kernel.shape[0])  # fmt: skip
-    mi, mr = (
-        None if m is None else m.to(kernel.dtype)
-        for m in (call.input_dropout, call.recurrent_dropout)
-    )
-    return run(spec, weights, call.x, call.mask, call.states, mi, mr)
-
-
 def run(
     spec, weights, x, mask, states, mi, mr, cache: WeightLayouts | None = None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -150,6 +102,12 @@ def run(
     if reason is None:
         return _fused(spec, weights, x, lengths, states, mi, cache)
     return scan.generic(spec, weights, x, mask, states, mi, mr, activation, cache)
+
+
+def forward(spec: LayerSpec, weights: Sequence[Any], inputs: Any, **arguments: Any):
+    """The layer of ``spec`` as a differentiable function of its weights and inputs, like
+    the NumPy reference: see :func:`multirnn.pipeline.forward` for the arguments."""
+    return pipeline.forward(TORCH_ARRAYS, run, spec, weights, inputs, **arguments)
 
 
 def _empty_batch(spec, weights, x, states) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -5,12 +5,11 @@ adapter of the call pipeline (``multirnn.pipeline``)."""
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from multirnn import pipeline
+from multirnn import ops, pipeline
 
 
 @functools.cache  # asked on every call; there are few dtypes
@@ -40,6 +39,12 @@ class TorchArrays(pipeline.Arrays):
     def dtype(self, value) -> str:
         return dtype_name(value.dtype)
 
+    def place_of(self, value) -> torch.device:
+        return value.device
+
+    def cast(self, value, dtype: str) -> torch.Tensor:
+        return value.to(getattr(torch, dtype))
+
     def to_numpy(self, value) -> np.ndarray:
         return value.detach().cpu().numpy().copy()
 
@@ -65,22 +70,10 @@ def _where(cond, a, b):
     return torch.where(cond, a, b)
 
 
-def _clip(x, lo, hi):
-    return torch.clamp(x, lo, hi)
-
-
-TORCH_OPS = SimpleNamespace(
-    abs=torch.abs,
-    square=torch.square,
-    sqrt=torch.sqrt,
-    exp=torch.exp,
-    expm1=torch.expm1,
-    log1p=torch.log1p,
-    tanh=torch.tanh,
-    sigmoid=torch.sigmoid,
+TORCH_OPS = ops.namespace(
+    torch,
     maximum=lambda x, y: torch.clamp(x, min=y) if not torch.is_tensor(y) else torch.maximum(x, y),
     minimum=lambda x, y: torch.clamp(x, max=y) if not torch.is_tensor(y) else torch.minimum(x, y),
-    clip=_clip,
     where=_where,
     sum=_sum,
     max=_max,
