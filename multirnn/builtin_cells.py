@@ -117,6 +117,31 @@ def fused_formula(spec: specs.LayerSpec) -> str | None:
     return None
 
 
+def fused_call(spec: specs.LayerSpec, *, mask: str = "none", input_dropout: str = "none",
+               recurrent_dropout: bool = False, unroll: bool = True) -> str | None:  # fmt: skip
+    """None when a fused kernel can run this call of ``spec``; otherwise why not: its
+    formula (:func:`fused_formula`), then what every fused kernel needs of the call.
+
+    ``mask`` is "none", "right_padded" (every row a prefix of at least one step) or "other";
+    ``input_dropout`` is "none", "shared" (one mask for all gates) or "per_gate";
+    ``unroll``: whether ``unroll=True`` declines (a kernel whose framework unrolls loops).
+    """
+    formula = fused_formula(spec)
+    if formula:
+        return formula
+    if recurrent_dropout:
+        return "recurrent dropout multiplies the state inside the loop"
+    if input_dropout == "per_gate":
+        return "per-gate input dropout masks need one input product per gate"
+    if mask == "other":
+        return "only right-padded masks map to the kernel's sequence lengths"
+    if mask == "right_padded" and spec.go_backwards:
+        return "go_backwards turns right padding into left padding"
+    if unroll and spec.unroll:
+        return "unroll=True asks for a statically unrolled loop"
+    return None
+
+
 # -- the elementwise maths of a step -----------------------------------------------------------
 
 

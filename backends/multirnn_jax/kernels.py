@@ -68,22 +68,10 @@ def fused_ineligibility(
         return f"the cuDNN kernel runs on GPUs only (this call runs on {platform})"
     if spec.layer != "LSTM":
         return "jax.experimental.rnn provides an LSTM kernel only"
-    formula = builtin_cells.fused_formula(spec)
-    if formula:
-        return formula
     if dtype != "float32":
         return f"the cuDNN LSTM of jax.experimental.rnn computes in float32 only (got {dtype})"
-    if recurrent_dropout:
-        return "recurrent dropout multiplies the state inside the loop"
-    if input_dropout == "per_gate":
-        return "per-gate input dropout masks need one input product per gate"
-    if mask == "other":
-        return "only right-padded masks (known when the call is traced) map to lengths"
-    if mask == "right_padded" and spec.go_backwards:
-        return "go_backwards turns right padding into left padding"
-    if spec.unroll:
-        return "unroll=True asks for a statically unrolled loop"
-    return None
+    return builtin_cells.fused_call(spec, mask=mask, input_dropout=input_dropout,
+                                    recurrent_dropout=recurrent_dropout)  # fmt: skip
 
 
 def mask_kind(mask: Array | None) -> tuple[str, Array | None]:

@@ -12,34 +12,18 @@ import numpy as np
 from multirnn.conformance.adapters import (
     EngineAdapter,
     layer_from,
+    layer_gradients,
     listed,
     named_gradients,
-    stateful_sequence,
 )
 from multirnn.conformance.oracle import results
 from multirnn_jax import kernels
 
 
-def _j(a):
-    if a is None:
-        return None
-    if isinstance(a, list):
-        return [_j(x) for x in a]
-    return jnp.asarray(a)
-
-
-def _np(a) -> np.ndarray:
-    return np.asarray(a)
-
-
 class JaxAdapter(EngineAdapter):
     name = "jax"
 
-    def to_engine(self, array):
-        return _j(array)
-
-    def to_numpy(self, value):
-        return _np(value)
+    tensor = staticmethod(jnp.asarray)
 
     def environment(self) -> str:
         return "JAX_ENABLE_X64=1"
@@ -93,29 +77,23 @@ class JaxAdapter(EngineAdapter):
             states = [(batch, spec.units)] * spec.num_states if spec.return_state else []
             shapes = [shape, *states]
             cotangents = [np.zeros(s, inputs.dtype) for s in shapes]
-        return program(_j(inputs), _j(weights), _j(initial_state) or [], _j(mask),
-                       _j(input_dropout), _j(recurrent_dropout), _j(cotangents))  # fmt: skip
+        j = self.to_engine
+        return program(j(inputs), j(weights), j(initial_state) or [], j(mask), j(input_dropout),
+                       j(recurrent_dropout), j(cotangents))  # fmt: skip
 
     def forward(
         self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout
     ):
         result, _ = self._call(spec, weights, inputs, mask, initial_state, input_dropout,
                                recurrent_dropout, None)  # fmt: skip
-        return [_np(r) for r in result]
+        return [np.asarray(r) for r in result]
 
     def gradients(self, spec, weights, inputs, *, mask, initial_state, input_dropout,
                   recurrent_dropout, cotangents):  # fmt: skip
         _, (gx, gw, gs) = self._call(spec, weights, inputs, mask, initial_state, input_dropout,
                                      recurrent_dropout, cotangents)  # fmt: skip
-        out = {"inputs": _np(gx)}
-        for name, g in zip(spec.weight_names, gw):
-            out[name] = _np(g)
-        if initial_state is not None:
-            out["initial_state"] = [_np(g) for g in gs]
-        return out
-
-    def stateful(self, spec, weights, calls):
-        return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _j, _np)
+        arrays = [np.asarray(g) for g in (gx, *gw, *gs)]
+        return layer_gradients(spec, arrays, initial_state is not None)
 
     def benchmark(self, spec, weights, inputs, layer=None, stateful=False):
         """``layer``: a built layer to time instead (an ``RNN(cell)``). ``stateful``:
@@ -125,7 +103,7 @@ class JaxAdapter(EngineAdapter):
         if stateful:
             spec = dataclasses.replace(spec, stateful=True)
         layer = layer or layer_from(spec, weights, self.name)
-        x = _j(inputs)
+        x = self.to_engine(inputs)
         if stateful:
             return (lambda: jax.block_until_ready(layer(x))), None
 

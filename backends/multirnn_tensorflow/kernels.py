@@ -228,18 +228,9 @@ def fused_ineligibility(
         return "the cuDNN op runs on CUDA GPUs only (none is visible)"
     if xla:
         return "XLA (jit_compile=True) cannot compile the cuDNN op"
-    formula = builtin_cells.fused_formula(spec)
-    if formula:
-        return formula
-    if recurrent_dropout:
-        return "recurrent dropout multiplies the state inside the loop"
-    if input_dropout == "per_gate":
-        return "per-gate input dropout masks need one input product per gate"
-    if spec.unroll:
-        return "unroll=True asks for a statically unrolled loop"
-    if mask and spec.go_backwards:
-        return "go_backwards turns right padding into left padding"
-    return None
+    return builtin_cells.fused_call(spec, mask="right_padded" if mask else "none",
+                                    input_dropout=input_dropout,
+                                    recurrent_dropout=recurrent_dropout)  # fmt: skip
 
 
 #: cuDNN's gate order as indices into the canonical blocks (its GRU is r, z, h)

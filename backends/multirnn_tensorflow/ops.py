@@ -83,6 +83,13 @@ def _axes(axis):
     return list(axis) if isinstance(axis, tuple) else axis
 
 
+#: array API functions that ``tf.math`` has under the same name and meaning
+_SAME_BINARY = """add subtract multiply divide pow maximum minimum atan2 equal not_equal greater
+greater_equal less less_equal logical_and logical_or logical_xor"""
+_SAME_UNARY = """abs negative square sqrt exp expm1 log log1p sin cos tan asin acos atan sinh cosh
+tanh asinh acosh atanh sign floor ceil round logical_not"""
+
+
 class ArrayAPI:
     """The array API standard's functions that recurrent cells use, on TensorFlow tensors,
     with the standard's argument names. Python numbers mixed with tensors take the
@@ -166,67 +173,30 @@ class ArrayAPI:
     def arange(self, start, /, stop=None, step=1, *, dtype=None, device=None):
         return tf.range(start, stop, step, dtype=dtype or tf.int64)
 
-    # elementwise -------------------------------------------------------------------------
+    # elementwise: the standard's functions that tf.math names alike, then the others
     def _binary(fn):
         def method(self, x1, x2, /):
             return fn(*self._pair(x1, x2))
 
-        method.__name__ = fn.__name__
+        method.__name__ = getattr(fn, "__name__", "binary")
         return method
 
-    add = _binary(tf.add)
-    subtract = _binary(tf.subtract)
-    multiply = _binary(tf.multiply)
-    divide = _binary(tf.divide)
-    pow = _binary(tf.pow)
-    maximum = _binary(tf.maximum)
-    minimum = _binary(tf.minimum)
-    atan2 = _binary(tf.atan2)
+    for _name in _SAME_BINARY.split():
+        locals()[_name] = _binary(getattr(tf.math, _name))
+    for _name in _SAME_UNARY.split():
+        locals()[_name] = staticmethod(getattr(tf.math, _name))
+    del _name
     logaddexp = _binary(lambda a, b: tf.reduce_logsumexp(tf.stack([a, b]), axis=0))
-    equal = _binary(tf.equal)
-    not_equal = _binary(tf.not_equal)
-    greater = _binary(tf.greater)
-    greater_equal = _binary(tf.greater_equal)
-    less = _binary(tf.less)
-    less_equal = _binary(tf.less_equal)
-    logical_and = _binary(tf.logical_and)
-    logical_or = _binary(tf.logical_or)
-    logical_xor = _binary(tf.math.logical_xor)
     floor_divide = _binary(tf.math.floordiv)
     remainder = _binary(tf.math.floormod)
     hypot = _binary(lambda a, b: tf.sqrt(a * a + b * b))
     copysign = _binary(lambda a, b: tf.abs(a) * tf.where(b < 0, -tf.ones_like(a), tf.ones_like(a)))
     del _binary
 
-    abs = staticmethod(tf.abs)
-    negative = staticmethod(tf.negative)
     positive = staticmethod(tf.identity)
-    square = staticmethod(tf.square)
-    sqrt = staticmethod(tf.sqrt)
-    exp = staticmethod(tf.exp)
-    expm1 = staticmethod(tf.math.expm1)
-    log = staticmethod(tf.math.log)
-    log1p = staticmethod(tf.math.log1p)
     log2 = staticmethod(lambda x: tf.math.log(x) / tf.math.log(tf.constant(2.0, x.dtype)))
     log10 = staticmethod(lambda x: tf.math.log(x) / tf.math.log(tf.constant(10.0, x.dtype)))
-    sin = staticmethod(tf.sin)
-    cos = staticmethod(tf.cos)
-    tan = staticmethod(tf.tan)
-    asin = staticmethod(tf.asin)
-    acos = staticmethod(tf.acos)
-    atan = staticmethod(tf.atan)
-    sinh = staticmethod(tf.sinh)
-    cosh = staticmethod(tf.cosh)
-    tanh = staticmethod(tf.tanh)
-    asinh = staticmethod(tf.asinh)
-    acosh = staticmethod(tf.acosh)
-    atanh = staticmethod(tf.atanh)
-    sign = staticmethod(tf.sign)
-    floor = staticmethod(tf.floor)
-    ceil = staticmethod(tf.math.ceil)
-    round = staticmethod(tf.round)
     trunc = staticmethod(lambda x: tf.where(x < 0, tf.math.ceil(x), tf.floor(x)))
-    logical_not = staticmethod(tf.logical_not)
     isnan = staticmethod(tf.math.is_nan)
     isinf = staticmethod(tf.math.is_inf)
     isfinite = staticmethod(tf.math.is_finite)
@@ -254,13 +224,9 @@ class ArrayAPI:
         method.__name__ = fn.__name__
         return method
 
-    sum = _reduction(tf.reduce_sum)
-    prod = _reduction(tf.reduce_prod)
-    mean = _reduction(tf.reduce_mean)
-    max = _reduction(tf.reduce_max)
-    min = _reduction(tf.reduce_min)
-    all = _reduction(tf.reduce_all)
-    any = _reduction(tf.reduce_any)
+    for _name in ("sum", "prod", "mean", "max", "min", "all", "any"):
+        locals()[_name] = _reduction(getattr(tf, f"reduce_{_name}"))
+    del _name
     del _reduction
 
     def var(self, x, /, *, axis=None, correction=0.0, keepdims=False):

@@ -12,51 +12,36 @@ import tensorflow as tf
 from multirnn.conformance.adapters import (
     EngineAdapter,
     layer_from,
+    layer_gradients,
     listed,
     named_gradients,
-    stateful_sequence,
 )
 from multirnn.conformance.oracle import results
 from multirnn_tensorflow import kernels
 
 
-def _t(a):
-    if a is None:
-        return None
-    if isinstance(a, list):
-        return [_t(x) for x in a]
-    return tf.constant(a)
-
-
-def _np(t) -> np.ndarray:
-    return np.asarray(t)
-
-
 class TensorFlowAdapter(EngineAdapter):
     name = "tensorflow"
 
-    def to_engine(self, array):
-        return _t(array)
-
-    def to_numpy(self, value):
-        return _np(value)
+    tensor = staticmethod(tf.constant)
 
     def environment(self) -> str:
         return "KERAS_BACKEND=tensorflow"
 
     def _run(self, spec, weights, inputs, mask, initial_state, input_dropout, recurrent_dropout,
              watch=lambda tensors: None):  # fmt: skip
-        x, state = _t(inputs), _t(initial_state)
+        x, state = self.to_engine(inputs), self.to_engine(initial_state)
         watch([x, *(state or [])])
         if input_dropout is not None or recurrent_dropout is not None:
             params = [tf.Variable(w) for w in weights]
+            t = self.to_engine
             output, final = kernels.forward(
-                spec, params, x, mask=_t(mask), initial_state=state,
-                input_dropout=_t(input_dropout), recurrent_dropout=_t(recurrent_dropout),
+                spec, params, x, mask=t(mask), initial_state=state,
+                input_dropout=t(input_dropout), recurrent_dropout=t(recurrent_dropout),
             )  # fmt: skip
             return results(spec, output, final), params, x, state
         layer = layer_from(spec, weights, self.name)
-        out = layer(x, mask=_t(mask), initial_state=state, training=False)
+        out = layer(x, mask=self.to_engine(mask), initial_state=state, training=False)
         return (out if spec.return_state else [out]), layer._weights(), x, state
 
     def forward(
@@ -64,7 +49,7 @@ class TensorFlowAdapter(EngineAdapter):
     ):
         got, *_ = self._run(spec, weights, inputs, mask, initial_state, input_dropout,
                             recurrent_dropout)  # fmt: skip
-        return [_np(r) for r in got]
+        return [np.asarray(r) for r in got]
 
     def gradients(self, spec, weights, inputs, *, mask, initial_state, input_dropout,
                   recurrent_dropout, cotangents):  # fmt: skip
@@ -72,18 +57,10 @@ class TensorFlowAdapter(EngineAdapter):
             got, params, x, state = self._run(spec, weights, inputs, mask, initial_state,
                                               input_dropout, recurrent_dropout,
                                               tape.watch)  # fmt: skip
-            loss = tf.add_n([tf.reduce_sum(r * c) for r, c in zip(got, _t(cotangents))])
+            loss = tf.add_n([tf.reduce_sum(r * c) for r, c in zip(got, self.to_engine(cotangents))])
         leaves = [x, *params, *(state or [])]
         grads = tape.gradient(loss, leaves, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        out = {"inputs": _np(grads[0])}
-        for name, g in zip(spec.weight_names, grads[1 : 1 + len(params)]):
-            out[name] = _np(g)
-        if state:
-            out["initial_state"] = [_np(g) for g in grads[1 + len(params) :]]
-        return out
-
-    def stateful(self, spec, weights, calls):
-        return stateful_sequence(layer_from(spec, weights, self.name), spec, calls, _t, _np)
+        return layer_gradients(spec, [np.asarray(g) for g in grads], bool(state))
 
     def benchmark(self, spec, weights, inputs, variant=None, layer=None, stateful=False):
         """Traced functions; variant "xla" compiles them with ``jit_compile=True``;
@@ -96,7 +73,7 @@ class TensorFlowAdapter(EngineAdapter):
         if stateful:
             spec = dataclasses.replace(spec, stateful=True)
         layer = layer or layer_from(spec, weights, self.name)
-        x = _t(inputs)
+        x = self.to_engine(inputs)
         xla = variant == "xla"
 
         @tf.function(jit_compile=xla)

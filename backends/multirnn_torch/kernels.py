@@ -58,18 +58,8 @@ def fused_ineligibility(
     ``mask`` is "none", "right_padded" (every row a prefix of at least one step) or
     "other"; ``input_dropout`` is "none", "shared" (one mask for all gates) or "per_gate".
     """
-    formula = builtin_cells.fused_formula(spec)
-    if formula:
-        return formula
-    if recurrent_dropout:
-        return "recurrent dropout multiplies the state inside the loop"
-    if input_dropout == "per_gate":
-        return "per-gate input dropout masks need one input product per gate"
-    if mask == "other":
-        return "only right-padded masks map to packed sequences"
-    if mask == "right_padded" and spec.go_backwards:
-        return "go_backwards turns right padding into left padding"
-    return None
+    return builtin_cells.fused_call(spec, mask=mask, input_dropout=input_dropout,
+                                    recurrent_dropout=recurrent_dropout, unroll=False)  # fmt: skip
 
 
 def _mask_kind(mask: torch.Tensor | None) -> tuple[str, torch.Tensor | None]:

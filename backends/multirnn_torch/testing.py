@@ -11,6 +11,7 @@ import torch
 from multirnn.conformance.adapters import (
     EngineAdapter,
     layer_from,
+    layer_gradients,
     listed,
     named_gradients,
     stateful_sequence,
@@ -35,11 +36,8 @@ def _np(t: torch.Tensor) -> np.ndarray:
 class TorchAdapter(EngineAdapter):
     name = "torch"
 
-    def to_engine(self, array):
-        return _t(array)
-
-    def to_numpy(self, value):
-        return _np(value)
+    tensor = staticmethod(_t)
+    to_numpy = staticmethod(_np)
 
     def _run(self, spec, weights, inputs, mask, initial_state, input_dropout, recurrent_dropout,
              grad=False):  # fmt: skip
@@ -71,17 +69,12 @@ class TorchAdapter(EngineAdapter):
         leaves = [x, *params, *(state or [])]
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
         grads = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
-        out = {"inputs": _np(grads[0])}
-        for name, g in zip(spec.weight_names, grads[1 : 1 + len(params)]):
-            out[name] = _np(g)
-        if state:
-            out["initial_state"] = [_np(g) for g in grads[1 + len(params) :]]
-        return out
+        return layer_gradients(spec, [_np(g) for g in grads], bool(state))
 
     def stateful(self, spec, weights, calls):
         layer = layer_from(spec, weights, self.name).eval()
         with torch.no_grad():
-            return stateful_sequence(layer, spec, calls, _t, _np)
+            return stateful_sequence(layer, spec, calls, self.to_engine, _np)
 
     def benchmark(self, spec, weights, inputs, layer=None, stateful=False):
         """``layer``: a built layer to time instead (an ``RNN(cell)``). ``stateful``:

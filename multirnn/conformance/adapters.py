@@ -124,8 +124,16 @@ class EngineAdapter:
         out = wrapper(self.to_engine(inputs), mask=mask, initial_state=state)
         return [self.to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
-    def to_engine(self, array: np.ndarray) -> Any:
-        """A NumPy array as the engine's tensor (for the default :meth:`bidirectional`)."""
+    def to_engine(self, array: Any) -> Any:
+        """A NumPy array (or a list of them, or None) as the engine's tensors."""
+        if array is None:
+            return None
+        if isinstance(array, list):
+            return [self.to_engine(a) for a in array]
+        return self.tensor(array)
+
+    def tensor(self, array: np.ndarray) -> Any:
+        """One NumPy array as the engine's tensor."""
         return array
 
     def to_numpy(self, value: Any) -> np.ndarray:
@@ -134,8 +142,14 @@ class EngineAdapter:
 
     def stateful(self, spec: LayerSpec, weights: list[np.ndarray], calls: list[Call]):
         """Run the calls on one stateful layer (``reset`` before each as the Call says) and
-        return each call's result. None when not supported."""
-        return None
+        return each call's result. None when not supported; the default runs a registered
+        engine's layer through its public API."""
+        try:
+            engines.engine(self.name)
+        except (engines.UnknownEngineError, engines.EngineUnavailableError):
+            return None
+        layer = layer_from(spec, weights, self.name)
+        return stateful_sequence(layer, spec, calls, self.to_engine, self.to_numpy)
 
     # -- benchmark hooks (multirnn bench) ---------------------------------------------------
     def benchmark(
@@ -270,6 +284,15 @@ def layer_from(spec: LayerSpec, weights: list[np.ndarray], engine_name: str):
 def listed(result: Any) -> list:
     """A layer call's result as a list (one output, or the output and the states)."""
     return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def layer_gradients(spec: LayerSpec, arrays: list[np.ndarray], has_state: bool) -> dict:
+    """The ``gradients`` dict from the gradients of [inputs, *weights, *states]."""
+    count = len(spec.weight_names)
+    out = {"inputs": arrays[0], **dict(zip(spec.weight_names, arrays[1 : 1 + count]))}
+    if has_state:
+        out["initial_state"] = list(arrays[1 + count :])
+    return out
 
 
 def named_gradients(
