@@ -29,7 +29,7 @@ from multirnn_torch.ops import TORCH_OPS  # noqa: E402
 from multirnn_torch.scan import array_api  # noqa: E402
 
 import multirnn  # noqa: E402
-from multirnn import builtin_cells, cells  # noqa: E402
+from multirnn import _lock, builtin_cells, cells  # noqa: E402
 from multirnn.reference import kernels as reference  # noqa: E402
 from multirnn.spec import parse  # noqa: E402
 
@@ -574,16 +574,16 @@ def test_pid_file_stands_in_where_files_cannot_be_locked(fake_build, monkeypatch
                            capture_output=True, text=True, check=True)  # fmt: skip
     host = os.uname().nodename
     pid_file.write_text(f"{ended.stdout.strip()} {host}")
-    with native.BuildLock(directory, 30):
+    with _lock.BuildLock(directory, 30):
         assert pid_file.read_text() == f"{os.getpid()} {host}"
     assert not pid_file.exists()
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         pid_file.write_text(f"{running.pid} {host}")
         timeout = pytest.raises(
-            native.BuildLockTimeout, match=f"another process \\({running.pid} on "
+            _lock.BuildLockTimeout, match=f"another process \\({running.pid} on "
         )
-        with timeout, native.BuildLock(directory, 0.3):
+        with timeout, _lock.BuildLock(directory, 0.3):
             pass
     finally:
         running.kill()
@@ -600,10 +600,10 @@ def test_two_waiters_finding_a_stale_pid_file_do_not_both_take_the_lock(tmp_path
     host = os.uname().nodename
     pid_file = tmp_path / "multirnn.pid"
     pid_file.write_text(f"{ended.stdout.strip()} {host}")
-    first, second = native.BuildLock(tmp_path, 1), native.BuildLock(tmp_path, 1)
+    first, second = _lock.BuildLock(tmp_path, 1), _lock.BuildLock(tmp_path, 1)
     first.pid_file = second.pid_file = True
     me = f"{os.getpid()} {host}"
-    read_holder = native.BuildLock._holder
+    read_holder = _lock.BuildLock._holder
     overtaken = []
 
     def holder(self, *path):
@@ -614,7 +614,7 @@ def test_two_waiters_finding_a_stale_pid_file_do_not_both_take_the_lock(tmp_path
             assert first._try(me)  # and holds the lock
         return text
 
-    monkeypatch.setattr(native.BuildLock, "_holder", holder)
+    monkeypatch.setattr(_lock.BuildLock, "_holder", holder)
     assert not second._try(me)
     assert overtaken == [f"{ended.stdout.strip()} on {host}"]
     assert pid_file.read_text() == me  # the first's file, left in place
