@@ -23,6 +23,7 @@ import numpy as np
 
 from multirnn import activations, constraints, initializers, regularizers
 from multirnn._checks import check_bool, check_positive_int, did_you_mean, is_int, show
+from multirnn.layer import Buildable
 
 __all__ = ["Cell", "Ops", "WeightDecl", "cell_from_config", "namespace", "register_cell"]
 
@@ -365,7 +366,7 @@ class RNNSpec:
         return hash(repr(self))
 
 
-class RNNCore:
+class RNNCore(Buildable):
     """Mixin: what every engine's ``RNN`` shares, independent of the framework (the cells'
     counterpart of :class:`multirnn.layer.LayerCore`)."""
 

@@ -46,7 +46,67 @@ def builds_at_creation() -> bool:
     return not _UNBUILT.get()
 
 
-class LayerCore:
+class Buildable:
+    """Mixin of both layer kinds (the built-in layers and ``RNN(cell)``) on every engine: the
+    weights are created once, from the layer's seed, when the input size is first known.
+    An engine implements ``_create_weights(input_dim, **where)`` and, for unseeded layers,
+    ``_draw_seed`` from its framework's generator."""
+
+    def build(self, input_shape: Sequence[int | None], **where: Any) -> None:
+        """Create the weights for inputs of shape ``(batch, time, features)`` (``where``:
+        the engine's placement, e.g. PyTorch's ``device``).
+
+        Once, also when several threads make a layer's first call at the same time: the
+        others wait and then use the weights the first one created."""
+        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
+        if self.input_dim is None:  # engines set the kernel last: once seen, all weights exist
+            with _BUILD_LOCK:
+                if self.input_dim is None:
+                    self._create_weights(input_dim, **where)
+                    return
+        if input_dim != self.input_dim:
+            raise ValueError(
+                f"{self.name}: already built for input_dim={self.input_dim}, "
+                f"cannot rebuild for {input_dim}"
+            )
+
+    def _create_weights(self, input_dim: int, **where: Any) -> None:
+        raise NotImplementedError
+
+    def _initial_weights(self, input_dim: int) -> list[np.ndarray]:
+        """The initial values of the weights (``RNN(cell)``: the cell's initializers)."""
+        return self.cell.initial_weights(input_dim, self._layer_seed())
+
+    def _layer_seed(self) -> int:
+        """The seed the initial weights are drawn from (the engine's RNG when none given)."""
+        if self.spec.seed is not None:
+            return self.spec.seed
+        return self._draw_seed()
+
+    def _draw_seed(self) -> int:
+        return int(np.random.randint(0, 2**31 - 1))
+
+    @staticmethod
+    def _input_dim_from_shape(owner: str, input_shape: Any) -> int:
+        try:
+            shape = tuple(input_shape)
+        except TypeError:
+            shape = None
+        if shape is None or len(shape) not in (2, 3):
+            raise ValueError(
+                f"{owner}.build: input_shape must be (batch, time, features) (or (time, "
+                f"features)), got {show(input_shape)}"
+            )
+        features = shape[-1]
+        if not is_int(features) or features < 1:
+            raise ValueError(
+                f"{owner}.build: the feature size (last entry of input_shape) must be a "
+                f"positive integer, got {show(features)} in {shape}"
+            )
+        return int(features)
+
+
+class LayerCore(Buildable):
     """Mixin: the validated spec, its arguments as attributes, config and weight checks."""
 
     layer_name: ClassVar[str]  # "SimpleRNN", "LSTM" or "GRU"
@@ -107,59 +167,11 @@ class LayerCore:
             return cls(**spec.to_config(strict=False))
 
     # -- weights --------------------------------------------------------------------------
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        """Create the weights for inputs of shape ``(batch, time, features)``.
-
-        Once, also when several threads make a layer's first call at the same time: the
-        others wait and then use the weights the first one created."""
-        input_dim = self._input_dim_from_shape(type(self).__name__, input_shape)
-        if self.input_dim is None:  # engines set the kernel last: once seen, all weights exist
-            with _BUILD_LOCK:
-                if self.input_dim is None:
-                    self._create_weights(input_dim)
-                    return
-        if input_dim != self.input_dim:
-            raise ValueError(
-                f"{self.name}: already built for input_dim={self.input_dim}, "
-                f"cannot rebuild for {input_dim}"
-            )
-
-    def _create_weights(self, input_dim: int) -> None:
-        raise NotImplementedError
-
-    def _layer_seed(self) -> int:
-        """The seed the initial weights are drawn from (the engine's RNG when none given)."""
-        if self.spec.seed is not None:
-            return self.spec.seed
-        return self._draw_seed()
-
-    def _draw_seed(self) -> int:
-        return int(np.random.randint(0, 2**31 - 1))
-
     def _initial_weights(self, input_dim: int) -> list[np.ndarray]:
         return canonical.initial(self.spec, input_dim, self._layer_seed())
 
     def _check_weights(self, weights, input_dim: int | None) -> list[np.ndarray]:
         return canonical.check(self.spec, weights, input_dim)
-
-    @staticmethod
-    def _input_dim_from_shape(owner: str, input_shape: Any) -> int:
-        try:
-            shape = tuple(input_shape)
-        except TypeError:
-            shape = None
-        if shape is None or len(shape) not in (2, 3):
-            raise ValueError(
-                f"{owner}.build: input_shape must be (batch, time, features) (or (time, "
-                f"features)), got {show(input_shape)}"
-            )
-        features = shape[-1]
-        if not is_int(features) or features < 1:
-            raise ValueError(
-                f"{owner}.build: the feature size (last entry of input_shape) must be a "
-                f"positive integer, got {show(features)} in {shape}"
-            )
-        return int(features)
 
     # -- dropout --------------------------------------------------------------------------
     def _dropout_mask_shapes(self, batch: int, input_dim: int):

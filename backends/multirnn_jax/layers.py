@@ -120,8 +120,6 @@ class Recurrent(LayerCore, RNN):
     def _declared(self):
         return self.cell.declare(self.input_dim)
 
-    _draw_seed = RNN._draw_seed
-
     def _create_weights(self, input_dim: int) -> None:
         self._create(self._initial_weights(input_dim))
 

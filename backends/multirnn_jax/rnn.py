@@ -25,7 +25,6 @@ import numpy as np
 from jax.tree_util import GetAttrKey
 
 from multirnn import cells, constraints, pipeline, regularizers
-from multirnn.layer import _BUILD_LOCK, LayerCore
 from multirnn_jax import kernels
 from multirnn_jax.ops import JAX_ARRAYS, JAX_OPS, dtype_name
 
@@ -244,24 +243,11 @@ class RNN(cells.RNNCore):
             return int(jax.random.randint(self._key, (), 0, 2**31 - 1))
         return int(np.random.randint(0, 2**31 - 1))
 
-    def _layer_seed(self) -> int:
-        return self.spec.seed if self.spec.seed is not None else self._draw_seed()
-
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        """Create the weights for inputs of shape ``(batch, time, features)``: the cell's
-        initial values from the layer's seed (the NumPy engine's, for the same seed)."""
-        input_dim = LayerCore._input_dim_from_shape("RNN", input_shape)
-        with _BUILD_LOCK:
-            if self._w is None:
-                values = self.cell.initial_weights(input_dim, self._layer_seed())
-                names = tuple(d.name for d in self.cell.declare(input_dim))
-                self._set(names, input_dim, values)
-                return
-        if input_dim != self._input_dim:
-            raise ValueError(
-                f"{self.name}: already built for input_dim={self._input_dim}, cannot rebuild "
-                f"for {input_dim}"
-            )
+    def _create_weights(self, input_dim: int) -> None:
+        """The cell's initial values from the layer's seed (the NumPy engine's, for the
+        same seed)."""
+        names = tuple(d.name for d in self.cell.declare(input_dim))
+        self._set(names, input_dim, self._initial_weights(input_dim))
 
     def _set(self, names, input_dim, values) -> None:
         self._names, self._input_dim = tuple(names), int(input_dim)

@@ -108,11 +108,6 @@ class Recurrent(LayerCore, RNN):
     def _weights(self) -> list[keras.Variable]:
         return [getattr(self, name) for name in self.spec.weight_names]
 
-    _create_weights = RNN._create_weights  # (LayerCore's is abstract)
-
-    def _initial_values(self, input_dim: int) -> list[np.ndarray]:
-        return self._initial_weights(input_dim)
-
     def _store(self, decls, input_dim: int, variables: list) -> None:
         if not self.spec.use_bias:
             self.bias = None

@@ -29,7 +29,6 @@ import tensorflow as tf
 
 from multirnn import calls, cells, constraints, pipeline, regularizers
 from multirnn._checks import check_bool
-from multirnn.layer import _BUILD_LOCK, LayerCore
 from multirnn_tensorflow import kernels
 from multirnn_tensorflow.ops import TF_ARRAYS, TF_OPS, ArrayAPI
 
@@ -196,30 +195,12 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
     def _weights(self) -> list[keras.Variable]:
         return list(self._variables_in_order)
 
-    def build(self, input_shape) -> None:
-        input_dim = LayerCore._input_dim_from_shape("RNN", input_shape)
-        with _BUILD_LOCK:
-            if self._variables_in_order is None:
-                self._create_weights(input_dim)
-                return
-        if input_dim != self._input_dim:
-            raise ValueError(
-                f"{self.name}: already built for input_dim={self._input_dim}, cannot rebuild "
-                f"for {input_dim}"
-            )
-
-    def _initial_values(self, input_dim: int) -> list[np.ndarray]:
-        seed = self.spec.seed
-        if seed is None:
-            seed = int(np.random.randint(0, 2**31 - 1))
-        return self.cell.initial_weights(input_dim, seed)
-
     def _create_weights(self, input_dim: int) -> None:
         """The declared weights as Keras variables (set_weights on an unbuilt layer gives
         their values: then no initializer runs)."""
         values = _given_values(self)
         if values is None:
-            values = self._initial_values(input_dim)
+            values = self._initial_weights(input_dim)
         decls = self.cell.declare(input_dim)
         variables = []
         for decl, value in zip(decls, values):

@@ -97,11 +97,6 @@ class Recurrent(LayerCore, RNN):
         for name, param in reversed(list(zip(self.spec.weight_names, params))):
             setattr(self, name, param)
 
-    _draw_seed = RNN._draw_seed
-
-    def _create_weights(self, input_dim: int) -> None:
-        self._store(input_dim, self._parameters_from(self._initial_weights(input_dim)))
-
     def _checked_weights(self, weights: Any) -> tuple[int, list]:
         arrays = self._check_weights(weights, self.input_dim)
         return arrays[0].shape[0], arrays

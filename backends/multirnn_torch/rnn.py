@@ -121,31 +121,8 @@ class RNN(cells.RNNCore, nn.Module):
             params.append(param.requires_grad_(getattr(self.spec, "trainable", True)))
         return params
 
-    def build(self, input_shape: Sequence[int | None], *, device: Any = None) -> None:
-        """Create the weights for inputs of shape ``(batch, time, features)`` (once, also
-        when several threads make the first call at the same time)."""
-        try:
-            input_dim = int(tuple(input_shape)[-1])
-        except (TypeError, ValueError, IndexError):
-            raise ValueError(
-                f"{self.name}.build: input_shape must be (batch, time, features), got "
-                f"{input_shape!r}"
-            ) from None
-        if input_dim < 1:
-            raise ValueError(
-                f"{self.name}.build: inputs need at least one feature, got {input_dim}"
-            )
-        with _BUILD_LOCK:
-            if not self.built:
-                seed = self.spec.seed if self.spec.seed is not None else self._draw_seed()
-                values = self.cell.initial_weights(input_dim, seed)
-                self._store(input_dim, self._parameters_from(values, device))
-                return
-        if input_dim != self._input_dim:
-            raise ValueError(
-                f"{self.name}: already built for input_dim={self._input_dim}, cannot rebuild "
-                f"for {input_dim}"
-            )
+    def _create_weights(self, input_dim: int, device: Any = None) -> None:
+        self._store(input_dim, self._parameters_from(self._initial_weights(input_dim), device))
 
     def _checked_weights(self, weights: Any) -> tuple[int, list]:
         arrays = [np.asarray(w) for w in weights]

@@ -14,7 +14,6 @@ import numpy as np
 
 from multirnn import calls, cells, regularizers
 from multirnn import constraints as constraint_module
-from multirnn.layer import _BUILD_LOCK
 from multirnn.ops import NUMPY_OPS
 from multirnn.reference import kernels
 
@@ -64,23 +63,11 @@ class RNN(cells.RNNCore):
     def weight_names(self) -> list[str]:
         return list(self._names)
 
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        input_dim = int(input_shape[-1])
-        with _BUILD_LOCK:
-            if self._weights is None:
-                seed = self.spec.seed
-                if seed is None:
-                    seed = int(np.random.randint(0, 2**31 - 1))
-                values = self.cell.initial_weights(input_dim, seed)
-                self._names = [d.name for d in self.cell.declare(input_dim)]
-                self._input_dim = input_dim
-                self._weights = [v.astype(self.dtype) for v in values]
-                return
-        if input_dim != self._input_dim:
-            raise ValueError(
-                f"{self.name}: already built for input_dim={self._input_dim}, cannot rebuild "
-                f"for {input_dim}"
-            )
+    def _create_weights(self, input_dim: int) -> None:
+        values = self._initial_weights(input_dim)
+        self._names = [d.name for d in self.cell.declare(input_dim)]
+        self._input_dim = input_dim
+        self._weights = [v.astype(self.dtype) for v in values]
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the weights, in the order the cell declared them."""
