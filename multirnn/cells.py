@@ -537,6 +537,30 @@ def check_step(spec, output, states, batch: int) -> None:
             )
 
 
+def masked(ops: Any, spec, keep, output, new: list, states: list, previous) -> tuple:
+    """One step under a mask, as every engine's ``RNN`` applies it: where ``keep`` is false
+    the states stay and the output is zeros (``zero_output_for_mask``) or the previous
+    output (zeros before the first step, ``previous`` None)."""
+    new = [ops.where(keep, n, s) for n, s in zip(new, states)]
+    held = ops.zeros_like(output) if spec.zero_output_for_mask or previous is None else previous
+    return ops.where(keep, output, held), new
+
+
+def unrolled(ops: Any, spec, step: Callable, xs: Sequence, keeps: Sequence | None,
+             states: list) -> tuple[list, list]:  # fmt: skip
+    """The steps in a Python loop: ``xs`` the steps' inputs in processing order, ``keeps``
+    their ``(batch, 1)`` masks (or None), ``step(x_t, states, first)`` one step of the cell
+    in the layer's dtype. Returns every step's output and the final states."""
+    outputs, previous = [], None
+    for index, x_t in enumerate(xs):
+        output, new = step(x_t, states, index == 0)
+        if keeps is not None:
+            output, new = masked(ops, spec, keeps[index], output, new, states, previous)
+        states, previous = new, output
+        outputs.append(output)
+    return outputs, states
+
+
 def input_dim_of(cell: Cell, weights: list[np.ndarray]) -> int:
     """The input size whose declared shapes the given weights have (tried from their
     shapes, since declarations depend on it)."""

@@ -96,8 +96,7 @@ def _scan(static: _Static, dtype: str, w, x, mask, states):
         output = jnp.asarray(output).astype(dtype)
         new = [jnp.asarray(s).astype(dtype) for s in new]
         if keep is not None:
-            new = [jnp.where(keep, n, s) for n, s in zip(new, states)]
-            output = jnp.where(keep, output, zeros if spec.zero_output_for_mask else previous)
+            output, new = cells.masked(_OPS, spec, keep, output, new, states, previous)
         return (new, output), (output if spec.return_sequences else None)
 
     (final, last), outputs = jax.lax.scan(

@@ -295,7 +295,6 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
 
     def _scan(self, w, x, mask, states, call):
         spec = self.spec
-        zero_output = spec.zero_output_for_mask
         xs = tf.transpose(x, [1, 0, 2])  # time-major
         keeps = None if mask is None else tf.transpose(mask)[..., None]
         if spec.go_backwards:
@@ -307,9 +306,7 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
             output, new = self._step(w, x_t, states, call.batch, check)
             if keep is None:
                 return output, new
-            new = [tf.where(keep, n, s) for n, s in zip(new, states)]
-            held = tf.zeros_like(output) if zero_output else previous
-            return tf.where(keep, output, held), new
+            return cells.masked(self._ops, spec, keep, output, new, states, previous)
 
         time = xs.shape[0]
         if spec.unroll and time is None:
@@ -319,16 +316,12 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
             )
         if time is not None and (spec.unroll or tf.executing_eagerly()):
             # unstacked once, not xs[t]: see the TensorArrays below
-            steps = tf.unstack(xs)
             step_keeps = None if keeps is None else tf.unstack(keeps)
-            outputs = []
-            for t in range(time):
-                keep = None if step_keeps is None else step_keeps[t]
-                previous, states = step(steps[t], keep, states, previous, check=t == 0)
-                outputs.append(previous)
-            if spec.return_sequences:
-                return tf.stack(outputs, axis=1), states
-            return previous, states
+            outputs, states = cells.unrolled(
+                self._ops, spec, lambda x_t, s, first: self._step(w, x_t, s, call.batch, first),
+                tf.unstack(xs), step_keeps, states,
+            )  # fmt: skip
+            return (tf.stack(outputs, axis=1) if spec.return_sequences else outputs[-1]), states
 
         # Steps are read from TensorArrays (the gradient of a slice per step would write a
         # full-size zero tensor each time).

@@ -203,29 +203,21 @@ class RNN(cells.RNNCore, nn.Module):
         states = call.states
         if states is None:
             states = [x.new_zeros((call.shape.batch, spec.units)) for _ in spec.state_names]
-        ops = torch_namespace()
+        ops, batch = torch_namespace(), call.shape.batch
         w = dict(zip(self._names, self._weights()))
-        time = x.shape[1]
-        steps = range(time - 1, -1, -1) if spec.go_backwards else range(time)
-        previous = x.new_zeros((x.shape[0], spec.units))
-        outputs = []
+
+        def step(x_t, states, first):
+            output, new = self.cell.step(ops, w, x_t, states)
+            if first:
+                cells.check_step(spec, output, new, batch)
+            return output.to(x.dtype), [s.to(x.dtype) for s in new]
+
         xs = x.unbind(1)  # not x[:, t]: see multirnn_torch.scan._loop
-        for index, t in enumerate(steps):
-            output, new = self.cell.step(ops, w, xs[t], states)
-            if index == 0:
-                cells.check_step(spec, output, new, x.shape[0])
-            output = output.to(x.dtype)
-            new = [s.to(x.dtype) for s in new]
-            if mask is not None:
-                keep = mask[:, t, None]
-                new = [torch.where(keep, n, s) for n, s in zip(new, states)]
-                held = torch.zeros_like(output) if spec.zero_output_for_mask else previous
-                output = torch.where(keep, output, held)
-            states, previous = new, output
-            outputs.append(output)
-        if spec.return_sequences:
-            return torch.stack(outputs, dim=1), states
-        return outputs[-1], states
+        keeps = None if mask is None else mask[..., None].unbind(1)
+        if spec.go_backwards:
+            xs, keeps = xs[::-1], None if keeps is None else keeps[::-1]
+        outputs, states = cells.unrolled(ops, spec, step, xs, keeps, states)
+        return (torch.stack(outputs, dim=1) if spec.return_sequences else outputs[-1]), states
 
     # -- carried states ---------------------------------------------------------------------
     def _get_carried(self) -> list[torch.Tensor] | None:

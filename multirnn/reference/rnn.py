@@ -114,23 +114,18 @@ class RNN(cells.RNNCore):
     def _scan(self, x, mask, states):
         spec = self.spec
         w = dict(zip(self._names, self._weights))
-        steps = range(x.shape[1] - 1, -1, -1) if spec.go_backwards else range(x.shape[1])
-        previous = np.zeros((x.shape[0], spec.units), self.dtype)
-        outputs = []
-        for t in steps:
-            output, new = self.cell.step(self._ops, w, x[:, t], states)
-            cells.check_step(spec, output, new, x.shape[0])
-            output, new = np.asarray(output, self.dtype), [np.asarray(s, self.dtype) for s in new]
-            if mask is not None:
-                keep = mask[:, t][:, None]
-                new = [np.where(keep, n, s) for n, s in zip(new, states)]
-                held = np.zeros_like(output) if spec.zero_output_for_mask else previous
-                output = np.where(keep, output, held)
-            states, previous = new, output
-            outputs.append(output)
-        if spec.return_sequences:
-            return np.stack(outputs, axis=1), states
-        return outputs[-1], states
+        batch = x.shape[0]
+
+        def step(x_t, states, first):
+            output, new = self.cell.step(self._ops, w, x_t, states)
+            cells.check_step(spec, output, new, batch)
+            return np.asarray(output, self.dtype), [np.asarray(s, self.dtype) for s in new]
+
+        order = slice(None, None, -1) if spec.go_backwards else slice(None)
+        xs = list(np.swapaxes(x, 0, 1))[order]
+        keeps = None if mask is None else list(np.swapaxes(mask, 0, 1)[..., None])[order]
+        outputs, states = cells.unrolled(self._ops, spec, step, xs, keeps, states)
+        return (np.stack(outputs, axis=1) if spec.return_sequences else outputs[-1]), states
 
     # -- states, penalties, constraints, config ---------------------------------------------------
     @property
