@@ -19,11 +19,12 @@ import numpy as np
 from jax.tree_util import GetAttrKey
 
 from multirnn import builtin_cells, calls, cells, regularizers
+from multirnn import spec as specs
 from multirnn.bidirectional import BidirectionalCore, merge
 from multirnn.layer import LayerCore, builtin_classes
 from multirnn_jax import kernels
 from multirnn_jax.ops import JAX_ARRAYS, JAX_OPS
-from multirnn_jax.rnn import RNN, check_key, default_dtype
+from multirnn_jax.rnn import RNN, check_key, default_dtype, register
 
 __all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Recurrent", "SimpleRNN", "default_dtype"]
 
@@ -62,9 +63,7 @@ class Recurrent(LayerCore, RNN):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        jax.tree_util.register_pytree_with_keys(
-            cls, cls._flatten_with_keys, cls._unflatten, cls._flatten
-        )
+        register(cls)
 
     def __init__(self, *args: Any, key: jax.Array | None = None, **kwargs: Any):
         self._init_core(args, kwargs)
@@ -86,6 +85,14 @@ class Recurrent(LayerCore, RNN):
 
     def _children(self):
         return tuple((GetAttrKey(n), getattr(self, n)) for n in _WEIGHTS)
+
+    @staticmethod
+    def _aux_to_json(aux) -> dict:
+        return {"config": aux[0].to_config(), "dtype": aux[1]}
+
+    @staticmethod
+    def _aux_from_json(data: dict):
+        return specs.from_config(data["config"]), data["dtype"]
 
     def _restore(self, aux, children) -> None:
         self.spec, self._dtype = aux

@@ -27,6 +27,10 @@ class JaxArrays(pipeline.Arrays):
     def from_host(self, array, place):
         return jnp.asarray(array)
 
+    def shape(self, value) -> tuple:
+        # a symbolic dimension (jax.export with shapes "b, t") is unknown until it runs
+        return tuple(d if isinstance(d, (int, np.integer)) else None for d in value.shape)
+
     def weight(self, value, what: str) -> jax.Array:
         """JAX arrays, and NumPy arrays JAX holds in their own dtype (no silent cast)."""
         array = super().weight(value, what)

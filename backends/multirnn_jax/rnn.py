@@ -15,11 +15,13 @@ explicitly with :meth:`RNN.apply`. A call is prepared by :func:`multirnn.pipelin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import jax
+import jax.export
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import GetAttrKey
@@ -364,7 +366,7 @@ class RNN(cells.RNNCore):
     def _run(self, call: pipeline.Call) -> tuple[Array, list[Array]]:
         states = call.states
         if states is None:
-            states = [jnp.zeros((call.shape.batch, self.spec.units), self._dtype)
+            states = [jnp.zeros((call.x.shape[0], self.spec.units), self._dtype)
                       for _ in self.spec.state_names]  # fmt: skip
         w = dict(zip(self._names, self._weights()))
         return _scan(self._static, self._dtype, w, call.x, call.mask, states)
@@ -414,5 +416,32 @@ class RNN(cells.RNNCore):
     def __repr__(self) -> str:
         return f"RNN({self.cell!r}) [jax]"
 
+    # -- jax.export: the static data as bytes, so an exported program that takes the layer
+    # as an argument can be serialized and called again in another process --------------
+    @staticmethod
+    def _aux_to_json(aux) -> dict:
+        static, dtype, names, input_dim = aux
+        return {"config": static.spec.to_config(), "dtype": dtype, "names": list(names),
+                "input_dim": input_dim}  # fmt: skip
 
-jax.tree_util.register_pytree_with_keys(RNN, RNN._flatten_with_keys, RNN._unflatten, RNN._flatten)
+    @staticmethod
+    def _aux_from_json(data: dict):
+        config = dict(data["config"])
+        spec = cells.parse_rnn(cells.cell_from_config(config.pop("cell")), config)
+        return _Static(spec), data["dtype"], tuple(data["names"]), data["input_dim"]
+
+
+def register(cls: type) -> None:
+    """``cls`` as a pytree, whose static data ``jax.export`` can serialize (as JSON: an
+    ``RNN`` of an unregistered cell, or a layer with a Python callable, cannot be)."""
+    jax.tree_util.register_pytree_with_keys(cls, cls._flatten_with_keys, cls._unflatten,
+                                            cls._flatten)  # fmt: skip
+    jax.export.register_pytree_node_serialization(
+        cls,
+        serialized_name=f"{cls.__module__}.{cls.__qualname__}",
+        serialize_auxdata=lambda aux: json.dumps(cls._aux_to_json(aux)).encode(),
+        deserialize_auxdata=lambda data: cls._aux_from_json(json.loads(data)),
+    )
+
+
+register(RNN)
