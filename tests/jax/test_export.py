@@ -22,7 +22,7 @@ FEATURES = 5
 LAYERS = {
     "LSTM fused-eligible": lambda **kw: LSTM(
         8, activation="tanh", recurrent_activation="sigmoid", **kw
-    ),  # fmt: skip
+    ),
     "LSTM documented defaults": lambda **kw: LSTM(8, **kw),
     "GRU documented defaults": lambda **kw: GRU(8, **kw),
     "GRU reset_after": lambda **kw: GRU(8, reset_after=True, **kw),
