@@ -104,13 +104,18 @@ ACTIVATIONS = {
 }
 
 
-def supported(spec, mr) -> bool:
-    """Whether the hand-written backward applies; it declines under torch.func transforms
-    (grad, vmap, jacrev), which then differentiate the autograd loop instead."""
+def supported(spec, mr, device_type: str = "cpu") -> bool:
+    """Whether the hand-written loop applies. It declines where the framework must see
+    every operation: under torch.func transforms (grad, vmap, jacrev), which differentiate
+    the autograd loop instead; under torch.compile and torch.export, which trace it as one
+    scan operator; and under autocast, whose per-operation precision the autograd loop
+    follows (products in low precision, the state in float32)."""
     return (
         builtin_cells.differentiable(spec)
         and (mr is None or mr.dim() == 2)
         and not torch._C._are_functorch_transforms_active()
+        and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled(device_type)
     )
 
 

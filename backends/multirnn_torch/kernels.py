@@ -84,6 +84,8 @@ def run(
     layer's :class:`WeightLayouts`)."""
     if x.shape[0] == 0:  # the kernels cannot pack or reshape an empty batch
         return _empty_batch(spec, weights, x, states)
+    if torch.compiler.is_compiling():  # traced as one scan operator (multirnn_torch.scan)
+        return scan.generic(spec, weights, x, mask, states, mi, mr, activation)
     kind, lengths = _mask_kind(mask)
     input_kind = "none" if mi is None else ("shared" if mi.dim() == 2 else "per_gate")
     reason = fused_ineligibility(

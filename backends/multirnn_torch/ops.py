@@ -4,17 +4,19 @@ adapter of the call pipeline (``multirnn.pipeline``)."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
 from multirnn import ops, pipeline
 
+#: asked on every call: a dict lookup, which torch.compile also traces (a cache it cannot)
+_NAMES = {d: str(d).replace("torch.", "") for d in (torch.float16, torch.bfloat16, torch.float32,
+                                                     torch.float64, torch.bool)}  # fmt: skip
 
-@functools.cache  # asked on every call; there are few dtypes
+
 def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
+    name = _NAMES.get(dtype)
+    return name if name is not None else str(dtype).replace("torch.", "")
 
 
 class TorchArrays(pipeline.Arrays):
@@ -38,6 +40,13 @@ class TorchArrays(pipeline.Arrays):
 
     def dtype(self, value) -> str:
         return dtype_name(value.dtype)
+
+    def shape(self, value) -> tuple:
+        shape = tuple(value.shape)
+        if not torch.compiler.is_compiling():
+            return shape
+        # a dynamic dimension (torch.export's Dim) is unknown until the program runs
+        return tuple(d if isinstance(d, int) else None for d in shape)
 
     def place_of(self, value) -> torch.device:
         return value.device

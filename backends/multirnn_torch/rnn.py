@@ -202,9 +202,21 @@ class RNN(cells.RNNCore, nn.Module):
             return kernels._empty_batch(spec, self._weights(), x, call.states)
         states = call.states
         if states is None:
-            states = [x.new_zeros((call.shape.batch, spec.units)) for _ in spec.state_names]
+            states = [x.new_zeros((x.shape[0], spec.units)) for _ in spec.state_names]
         ops, batch = torch_namespace(), call.shape.batch
         w = dict(zip(self._names, self._weights()))
+        if torch.compiler.is_exporting():  # one scan operator: batch and time stay dynamic
+            if spec.go_backwards:
+                x, mask = x.flip(1), None if mask is None else mask.flip(1)
+
+            def traced_step(x_t, states):
+                output, new = self.cell.step(ops, w, x_t, states)
+                return output.to(x.dtype), [s.to(x.dtype) for s in new]
+
+            keeps = None if mask is None else mask.transpose(0, 1)
+            ys, states = scan.traced_loop(traced_step, x.transpose(0, 1), keeps, states,
+                                          spec.zero_output_for_mask)  # fmt: skip
+            return (ys if spec.return_sequences else ys[:, -1]), states
 
         def step(x_t, states, first):
             output, new = self.cell.step(ops, w, x_t, states)

@@ -13,7 +13,37 @@ from multirnn import builtin_cells
 from multirnn_torch import backprop
 from multirnn_torch.backprop import array_api
 
-__all__ = ["array_api", "generic", "project_inputs"]
+__all__ = ["array_api", "generic", "project_inputs", "traced_loop"]
+
+
+def traced_loop(step, xs, keeps, states, zero_output: bool = False):
+    """The time loop as one ``scan`` operator, for ``torch.export``: a Python loop would be
+    unrolled into the program and fix the number of steps, a scan keeps batch and time
+    dynamic. (``torch.compile`` traces the Python loop: its inductor backend does not
+    compile every scan yet, and a new sequence length is a recompile there, not an error.) ``step(x_t, states) -> (output, new states)``; ``xs`` and
+    ``keeps`` (the mask, (time, batch) booleans, or None) are time-major. Masked steps keep
+    the states and show zeros (``zero_output``) or the previous output. Returns the
+    outputs (batch, time, units) and the final states."""
+    from torch._higher_order_ops.scan import scan  # the operator torch.export lowers
+
+    track = keeps is not None and not zero_output  # the previous output is carried too
+
+    def combine(carry, inputs):
+        states, previous = (carry[:-1], carry[-1]) if track else (carry, None)
+        x_t, keep = inputs if keeps is not None else (inputs, None)
+        output, new = step(x_t, list(states))
+        if keep is not None:
+            keep = keep[:, None]
+            new = [torch.where(keep, n, s) for n, s in zip(new, states)]
+            output = torch.where(keep, output, previous if track else 0.0)
+        # no output of a scan step may alias another: the carry and the sequence get copies
+        new = [n.clone() for n in new]
+        return (*new, output.clone()) if track else tuple(new), output.clone()
+
+    # the initial states may be one tensor twice (zeros for h and c): a carry may not alias
+    start = tuple(s.clone() for s in states) + ((torch.zeros_like(states[0]),) if track else ())
+    carry, ys = scan(combine, start, xs if keeps is None else (xs, keeps))
+    return ys.transpose(0, 1), list(carry[:-1] if track else carry)
 
 
 def project_inputs(spec, kernel, bias_in, x, mi) -> torch.Tensor:
@@ -60,7 +90,7 @@ def generic(spec, weights, x, mask, states, mi, mr, activation, cache=None):
         states = [zeros] * spec.num_states
     h0 = states[0]
     c0 = states[1] if spec.layer == "LSTM" else None
-    if backprop.supported(spec, mr):
+    if backprop.supported(spec, mr, x.device.type):
 
         def layout(kernel=kernel, U=U, bias_in=bias_in, bias_rec=bias_rec):
             return backprop.internal_weights(spec, kernel, U, bias_in, bias_rec)
@@ -92,6 +122,13 @@ def _loop(spec, xp, U, bias_rec, h, c, mask, mr, act, ract):
     running the shared step of ``multirnn.builtin_cells``."""
     product = builtin_cells.RecurrentProduct(array_api(), U, spec.units, spec.gates, mr)
     states = [h] if c is None else [h, c]
+    if torch.compiler.is_exporting():
+
+        def step(xp_t, states):
+            new = builtin_cells.transition(spec, act, ract, xp_t, states, product, bias_rec)
+            return new[0], new
+
+        return traced_loop(step, xp, None if mask is None else mask.transpose(0, 1), states)
     outputs = []
     # unbind, not xp[t]: each indexing's backward would write a zero-filled copy of the
     # whole sequence (a training step quadratic in its length); unbind's stacks once
