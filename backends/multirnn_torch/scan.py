@@ -20,7 +20,9 @@ def traced_loop(step, xs, keeps, states, zero_output: bool = False):
     """The time loop as one ``scan`` operator, for ``torch.export``: a Python loop would be
     unrolled into the program and fix the number of steps, a scan keeps batch and time
     dynamic. (``torch.compile`` traces the Python loop: its inductor backend does not
-    compile every scan yet, and a new sequence length is a recompile there, not an error.) ``step(x_t, states) -> (output, new states)``; ``xs`` and
+    compile every scan yet, and a new sequence length is a recompile there, not an error.)
+
+    ``step(x_t, states) -> (output, new states)``; ``xs`` and
     ``keeps`` (the mask, (time, batch) booleans, or None) are time-major. Masked steps keep
     the states and show zeros (``zero_output``) or the previous output. Returns the
     outputs (batch, time, units) and the final states."""
