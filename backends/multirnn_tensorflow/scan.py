@@ -101,10 +101,14 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract, *, hoi
     # Steps are read from TensorArrays, not sliced: the gradient of a slice would write a
     # full-size zero tensor per step (quadratic in the sequence length).
     time = xp.shape[0] if xp.shape[0] is not None else tf.shape(xp)[0]  # static for XLA
-    inputs = tf.TensorArray(xp.dtype, size=time).unstack(xp)
+    # each with its elements' shape (batch unknown): TFLite's converter needs it
+    inputs = tf.TensorArray(xp.dtype, size=time, element_shape=xp.shape[1:]).unstack(xp)
     if masks is not None:
-        keeps = tf.TensorArray(masks.dtype, size=time).unstack(masks)
-    sequences = tf.TensorArray(xp.dtype, size=time) if spec.return_sequences else None
+        keeps = tf.TensorArray(masks.dtype, size=time, element_shape=masks.shape[1:])
+        keeps = keeps.unstack(masks)
+    sequences = None
+    if spec.return_sequences:
+        sequences = tf.TensorArray(xp.dtype, size=time, element_shape=[x.shape[0], spec.units])
 
     def body(t, states, previous, sequences):
         states, previous = step(t, states, previous, read=lambda a, t: a.read(t))
