@@ -318,7 +318,10 @@ def _run_conformance(args: argparse.Namespace) -> int:
                 )
         cases = selected if isinstance(selected, list) else selected()
         env = environment.collect([r.adapter for r in runs])
-        print(rep.header(mode, names, len(cases), dtypes, env), flush=True)
+        print(rep.fit(rep.header(mode, names, len(cases), dtypes, env)), flush=True)
+        guess = runner.estimate([r.adapter.name for r in runs], len(cases), len(dtypes))
+        about = f"{guess:.0f} s" if guess < 90 else f"{guess / 60:.0f} min"
+        print(f"expected time: about {about} on a 2-core machine (more under load)", flush=True)
         bar = None if args.no_progress else runner.progress_bar()
         done[1] = len(runs) * len(cases) * len(dtypes)
 
@@ -328,11 +331,11 @@ def _run_conformance(args: argparse.Namespace) -> int:
                 bar(count, total, engine)
 
         result = runner.run(names, cases, dtypes, progress=progress, runs=runs)
-        print(rep.table(result))
-        print(rep.summary(result))
+        print(rep.table(result) if args.table else rep.engine_summary(result))
+        print(rep.fit(rep.summary(result)))
         if result.failures:
-            print(rep.failures(result))
-        print(rep.closing(result))
+            print(rep.fit(rep.failures(result)))
+        print(rep.fit(rep.closing(result)))
         for out in outputs:
             out.write(rep.to_json(result) if out.option == "--json" else rep.to_junit(result))
     except KeyboardInterrupt:
@@ -667,6 +670,8 @@ def _main(argv: Sequence[str] | None) -> int:
     conf.add_argument("--json", help="write every result as JSON here")
     conf.add_argument("--junit", help="write a JUnit XML report here")
     conf.add_argument("--no-progress", action="store_true", help="no progress bar")
+    conf.add_argument("--table", action="store_true",
+                      help="the full table (case families x engines x dtypes), wide")  # fmt: skip
     conf.set_defaults(run=_conformance)
     bench = sub.add_parser("bench", help="time engines against torch.nn, Keras 3 and Flax NNX")
     bench.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -59,6 +60,48 @@ def table(report: Report) -> str:
     return "\n".join(lines)
 
 
+def fit(text: str, width: int = 100) -> str:
+    """``text`` for a terminal: lines longer than ``width`` wrapped at spaces (continued two
+    spaces in), except a reproducer, which stays one line to copy."""
+    out = []
+    for line in text.splitlines():
+        if len(line) <= width or line.lstrip().startswith("reproduce: "):
+            out.append(line)
+        else:
+            indent = " " * (len(line) - len(line.lstrip()))
+            out += textwrap.wrap(line, width, subsequent_indent=indent + "  ",
+                                 break_on_hyphens=False)  # fmt: skip
+    return "\n".join(out)
+
+
+def engine_summary(report: Report) -> str:
+    """One row per engine (and engine pair) and dtype: the counts and the worst relative
+    error. Narrow enough for any terminal; the family table is ``--table`` and ``--json``."""
+    grid: dict[tuple[str, str], list] = defaultdict(list)
+    for r in report.results:
+        grid[(r.engine, r.dtype)].append(r)
+    header = ["engine", "dtype", "pass", "fail", "skip", "gaps", "worst rel"]
+    rows = []
+    for (engine, dtype), results in grid.items():
+        statuses = [r.status for r in results]
+        rels = [r.max_rel for r in results if r.max_rel is not None and r.status != "skip"]
+        rows.append([
+            _shorten(engine, 24), dtype, str(statuses.count("pass")),
+            str(sum(s in FAILING for s in statuses)), str(statuses.count("skip")),
+            str(sum(s in ("xfail", "xpass") for s in statuses)),
+            f"{max(rels):.1e}" if rels else "",
+        ])  # fmt: skip
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+        for row in [header, *rows]
+    ]
+    if report.engine_seconds:
+        spent = ", ".join(f"{e} {s:.0f} s" for e, s in report.engine_seconds.items())
+        lines.append(_shorten(f"time per engine: {spent}"))
+    return "\n".join(lines)
+
+
 def summary(report: Report) -> str:
     counts = report.counts()
     parts = [
@@ -66,12 +109,15 @@ def summary(report: Report) -> str:
         for k in ("pass", "fail", "error", "skip", "xfail", "xpass")
         if counts.get(k)
     ]
-    lines = [
+    first = (
         f"{len(report.cases)} cases x {', '.join(report.engines)} x {', '.join(report.dtypes)}: "
         + ", ".join(parts)
-        + f" in {report.seconds:.1f} s",
+        + f" in {report.seconds:.1f} s"
+    )
+    lines = [
+        first,
         tolerances.describe(),
-        "cells: worst relative error |d| / (1 + |ref|); ok* = passes with known gaps",
+        "worst rel: the largest |d| / (1 + |ref|); gaps: known gaps (ok* in --table)",
     ]
     for gap in report.unused_gaps:
         lines.append(f"known-gap entry matches no case: {gap.source}: {gap.pattern}")
@@ -82,7 +128,10 @@ def failures(report: Report, limit: int = 50) -> str:
     lines = []
     for r in report.failures[:limit]:
         err = f"max rel {r.max_rel:.2e} > tol {r.tolerance:g}" if r.max_rel is not None else ""
-        lines.append(f"FAIL {r.engine} {r.dtype} {r.check} {r.case.id} {err} {r.detail}".rstrip())
+        lines.append(_shorten(f"FAIL {r.engine} {r.dtype} {r.check}: {err} {r.detail}".rstrip()))
+        # the case wrapped at its commas to fit; the reproducer below has it whole
+        lines += textwrap.wrap(f"case {r.case.id.replace(',', ', ')}", 98, initial_indent="  ",
+                               subsequent_indent="    ")  # fmt: skip
         lines.append(f"  reproduce: {r.reproducer}")
     if len(report.failures) > limit:
         lines.append(f"... and {len(report.failures) - limit} more (see --json)")
@@ -316,6 +365,7 @@ def to_json(report: Report) -> str:
             "dtypes": report.dtypes,
             "cases": len(report.cases),
             "seconds": report.seconds,
+            "engine_seconds": report.engine_seconds,
             "ok": report.ok,
             "counts": report.counts(),
             "tolerances": {f"{d}/{q}": t for (d, q), t in tolerances.POLICY.items()},

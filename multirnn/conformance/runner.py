@@ -306,6 +306,8 @@ class Report:
     seconds: float
     #: versions, devices and modes (see :func:`multirnn.conformance.environment.collect`)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: seconds each engine took, all its dtypes together
+    engine_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Result]:
@@ -356,13 +358,16 @@ def run(
     results: list[Result] = []
     total = len(runs) * len(cases) * len(dtypes)
     done = 0
+    spent: dict[str, float] = {}
     for engine_run in runs:
+        began = time.perf_counter()
         for dtype in dtypes:
             for case in cases:
                 results += check_case(engine_run, case, dtype)
                 done += 1
                 if progress:
                     progress(done, total, engine_run.adapter.name)
+        spent[engine_run.adapter.name] = time.perf_counter() - began
     if "float32" in dtypes:
         results += pairwise(runs, cases)
     unused = apply_gaps(results, {r.adapter.name: r.gaps for r in runs})
@@ -374,25 +379,50 @@ def run(
         unused,
         time.perf_counter() - start,
         env,
+        spent,
     )
+
+
+#: Seconds one case in one dtype took per engine in the quick grid, measured on a 2-core
+#: AMD EPYC (benchmarks/notes.md): what :func:`estimate` says before a run starts.
+SECONDS_PER_CHECK = {
+    "numpy": 0.02,
+    "torch": 0.25,
+    "jax": 0.45,
+    "tensorflow": 0.5,
+    "keras": 0.5,
+    "torch.nn": 0.1,
+    "flax.nnx": 0.5,
+    "onnxruntime": 0.2,
+}
+
+
+def estimate(engines: Sequence[str], cases: int, dtypes: int) -> float:
+    """Roughly how many seconds a run takes on a 2-core machine (an unknown engine counts
+    as the slowest known one)."""
+    slowest = max(SECONDS_PER_CHECK.values())
+    return sum(SECONDS_PER_CHECK.get(e, slowest) for e in engines) * cases * dtypes
 
 
 def progress_bar(stream=None) -> Callable[[int, int, str], None]:
     stream = stream or sys.stderr
     tty = getattr(stream, "isatty", lambda: False)()
-    state = {"last": -1}
+    state = {"last": -1, "start": time.perf_counter()}
 
     def update(done: int, total: int, engine: str) -> None:
         width = 30
         filled = width * done // max(total, 1)
         percent = 100 * done // max(total, 1)
+        elapsed = time.perf_counter() - state["start"]
+        left = f"{elapsed * (total - done) / done:.0f} s left" if 0 < done < total else ""
+        bar = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {engine:<11} {left}"
         if tty:
-            stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {engine:<10}")
+            stream.write(f"\r{bar:<78}")
             if done == total:
                 stream.write("\n")
         elif percent // 10 != state["last"] or done == total:
             state["last"] = percent // 10
-            stream.write(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {engine}\n")
+            stream.write(bar.rstrip() + "\n")
         stream.flush()
 
     return update

@@ -115,6 +115,11 @@ def broken_engine(tmp_path):
     )
 
 
+def flat(text: str) -> str:
+    """``text`` with its wrapped lines joined (the terminal report fits 100 columns)."""
+    return " ".join(text.split())
+
+
 def test_cli_passes_on_numpy_and_writes_reports(tmp_path, capsys):
     out_json, out_xml = tmp_path / "r.json", tmp_path / "r.xml"
     code = cli.main(
@@ -131,13 +136,18 @@ def test_cli_passes_on_numpy_and_writes_reports(tmp_path, capsys):
     )
     assert code == 0
     text = capsys.readouterr().out
-    assert "LSTM/mask" in text and "tolerance policy" in text
+    assert "tolerance policy" in text and "LSTM/mask" not in text  # the wide table: --table
+    assert "expected time: about" in text
+    summary = text[text.index("engine  dtype") :].splitlines()
+    assert summary[1].split()[:4] == ["numpy", "float32", str(len(quick_cases())), "0"]
+    assert max(len(line) for line in text.splitlines()) <= 100
     lines = text.splitlines()
     assert lines[0].startswith("multirnn conformance (quick): engines numpy;")
     assert lines[1].startswith(f"multirnn {multirnn.__version__}, Python ")
-    assert f"numpy {np.__version__}" in lines[2] and lines[3] == "devices: numpy cpu"
+    assert f"numpy {np.__version__}" in lines[2] and "devices: numpy cpu" in lines[3:5]
     data = json.loads(out_json.read_text())
     assert data["ok"] is True and data["reference_only"] is True
+    assert set(data["engine_seconds"]) == {"numpy"}
     assert data["environment"]["multirnn"] == multirnn.__version__
     assert data["environment"]["packages"]["numpy"] == np.__version__
     assert data["environment"]["engines"]["numpy"]["device"] == "cpu"
@@ -190,7 +200,7 @@ def test_skipped_groups_are_loud_on_the_command_line_and_in_pytest(modal_engine,
         "SKIPPED: modal float64, 3 of 3 cases: float64 needs the 64-bit mode (MODAL_X64=1); "
         "to run them, set MODAL_X64=1 and run again"
     )
-    assert loud in out
+    assert loud in flat(out)  # the terminal report wraps at 100 columns
     assert out.rstrip().splitlines()[-4:] == [
         "compared with the NumPy reference on 3 cases:",
         "  modal   float32; float64 skipped (see above)",
@@ -233,7 +243,7 @@ def test_jax_float64_without_x64_is_a_loud_skip():
     assert (
         "SKIPPED: jax float64, 1 of 1 case: float64 needs JAX's 64-bit mode (JAX_ENABLE_X64=1); "
         "to run them, set JAX_ENABLE_X64=1 and run again"
-    ) in run.stdout
+    ) in flat(run.stdout)
     assert run.stdout.rstrip().endswith("  jax     float32; float64 skipped (see above)")
 
 
@@ -508,9 +518,10 @@ def test_registered_third_party_engine_is_checked_by_name(broken_engine):
         broken_engine,
     )
     assert result.returncode == 1, result.stderr
-    assert "FAIL offbyone float64 forward LSTM()" in result.stdout
+    assert "FAIL offbyone float64 forward: max rel" in result.stdout
+    assert "  case LSTM()\n" in result.stdout
     assert "c.reproduce('offbyone', 'LSTM()', 'float64')" in result.stdout
-    assert "FAIL offbyone float64 forward GRU" not in result.stdout
+    assert "  case GRU" not in result.stdout
 
 
 def test_pytest_integration(broken_engine):
@@ -665,3 +676,19 @@ def test_cell_whose_constructor_raises_is_one_line(tmp_path, monkeypatch, capsys
         assert err.startswith(
             f"multirnn conformance: --cell 'usercells_broken:{name}': making the cell raised {why}"
         )
+
+
+def test_table_prints_the_families_and_a_failure_stays_within_100_columns(capsys, monkeypatch):
+    assert cli.main(["conformance", "--engines", "numpy", "--no-progress", "--table",
+                     "--case", "LSTM()"]) == 0  # fmt: skip
+    assert "family  numpy 32    numpy 64" in capsys.readouterr().out
+    from multirnn.conformance import report as rep
+    from multirnn.conformance import runner
+
+    long_case = max(quick_cases(), key=lambda c: len(c.id))
+    failed = runner.Result("torch", "float32", long_case, "forward", "fail", 0.5, 0.5, 1e-5,
+                           "output differs")  # fmt: skip
+    text = rep.failures(runner.Report([failed], ["torch"], ["float32"], [long_case], [], 1.0))
+    for line in text.splitlines():  # only the copy-paste command may be longer
+        assert len(line) <= 100 or line.startswith("  reproduce: "), line
+    assert "reset_after=True" in text
