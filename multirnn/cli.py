@@ -277,6 +277,23 @@ def _certify_cell(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "fail" for r in results) else 0
 
 
+def _workers(option: str, names: Sequence[str]) -> int:
+    """``--workers``: a count, or ``auto``: one per usable core (at most 4), and none for
+    the NumPy reference alone (which finishes before a worker would have started)."""
+    if option != "auto":
+        try:
+            count = int(option)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise Refused(f"--workers takes a number >= 1 or auto, got {option!r}")
+        return count
+    if all(name == "numpy" for name in names):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 4))
+
+
 def _run_conformance(args: argparse.Namespace) -> int:
     from multirnn.conformance import environment, known_gaps, runner
 
@@ -291,6 +308,7 @@ def _run_conformance(args: argparse.Namespace) -> int:
         else runner.split_names(args.engines, "--engines")
     )
     dtypes = list(DTYPES) if args.dtype is None else runner.split_dtypes(args.dtype, "--dtype")
+    workers = _workers(args.workers, names)
     mode, selected = _selected_cases(args)
     for path in args.known_gaps:
         try:
@@ -320,6 +338,7 @@ def _run_conformance(args: argparse.Namespace) -> int:
         env = environment.collect([r.adapter for r in runs])
         print(rep.fit(rep.header(mode, names, len(cases), dtypes, env)), flush=True)
         guess = runner.estimate([r.adapter.name for r in runs], len(cases), len(dtypes))
+        guess /= min(workers, 2)  # two workers measured near 2x on two cores; more, unknown
         about = f"{guess:.0f} s" if guess < 90 else f"{guess / 60:.0f} min"
         print(f"expected time: about {about} on a 2-core machine (more under load)", flush=True)
         bar = None if args.no_progress else runner.progress_bar()
@@ -330,7 +349,7 @@ def _run_conformance(args: argparse.Namespace) -> int:
             if bar:
                 bar(count, total, engine)
 
-        result = runner.run(names, cases, dtypes, progress=progress, runs=runs)
+        result = runner.run(names, cases, dtypes, progress=progress, runs=runs, workers=workers)
         print(rep.table(result) if args.table else rep.engine_summary(result))
         print(rep.fit(rep.summary(result)))
         if result.failures:
@@ -670,6 +689,8 @@ def _main(argv: Sequence[str] | None) -> int:
     conf.add_argument("--json", help="write every result as JSON here")
     conf.add_argument("--junit", help="write a JUnit XML report here")
     conf.add_argument("--no-progress", action="store_true", help="no progress bar")
+    conf.add_argument("--workers", default="auto",
+                      help="worker processes (default auto: one per core, at most 4)")  # fmt: skip
     conf.add_argument("--table", action="store_true",
                       help="the full table (case families x engines x dtypes), wide")  # fmt: skip
     conf.set_defaults(run=_conformance)

@@ -350,24 +350,19 @@ def run(
     known_gaps: Sequence[str] = (),
     progress: Callable[[int, int, str], None] | None = None,
     runs: Sequence[EngineRun] | None = None,
+    workers: int = 1,
 ) -> Report:
-    """Check ``cases`` on ``engines`` in ``dtypes``; returns every result."""
+    """Check ``cases`` on ``engines`` in ``dtypes``; returns every result. ``workers`` > 1
+    checks in that many worker processes (each imports the frameworks it meets)."""
     start = time.perf_counter()
     runs = list(runs) if runs is not None else prepare(engines, known_gaps)
     env = environment.collect([r.adapter for r in runs])
-    results: list[Result] = []
     total = len(runs) * len(cases) * len(dtypes)
-    done = 0
-    spent: dict[str, float] = {}
-    for engine_run in runs:
-        began = time.perf_counter()
-        for dtype in dtypes:
-            for case in cases:
-                results += check_case(engine_run, case, dtype)
-                done += 1
-                if progress:
-                    progress(done, total, engine_run.adapter.name)
-        spent[engine_run.adapter.name] = time.perf_counter() - began
+    if workers > 1 and total > 1:
+        results, spent = _in_workers(runs, list(cases), list(dtypes), known_gaps, workers,
+                                     progress)  # fmt: skip
+    else:
+        results, spent = _in_process(runs, cases, dtypes, progress)
     if "float32" in dtypes:
         results += pairwise(runs, cases)
     unused = apply_gaps(results, {r.adapter.name: r.gaps for r in runs})
@@ -402,6 +397,68 @@ def estimate(engines: Sequence[str], cases: int, dtypes: int) -> float:
     as the slowest known one)."""
     slowest = max(SECONDS_PER_CHECK.values())
     return sum(SECONDS_PER_CHECK.get(e, slowest) for e in engines) * cases * dtypes
+
+
+def _in_process(runs, cases, dtypes, progress):
+    results: list[Result] = []
+    total, done = len(runs) * len(cases) * len(dtypes), 0
+    spent: dict[str, float] = {}
+    for engine_run in runs:
+        began = time.perf_counter()
+        for dtype in dtypes:
+            for case in cases:
+                results += check_case(engine_run, case, dtype)
+                done += 1
+                if progress:
+                    progress(done, total, engine_run.adapter.name)
+        spent[engine_run.adapter.name] = time.perf_counter() - began
+    return results, spent
+
+
+_WORKER_RUNS: dict[str, EngineRun] = {}
+
+
+def _job(name: str, known_gaps: tuple[str, ...], cases: list[Case], dtype: str):
+    """A worker process's share of a run: one engine, one dtype, some cases. The engine's
+    adapter is kept for the worker's next share (its compiled programs with it)."""
+    if name not in _WORKER_RUNS:
+        _WORKER_RUNS[name] = prepare([name], known_gaps)[0]
+    engine_run = _WORKER_RUNS[name]
+    engine_run.forward_results.clear()
+    began = time.perf_counter()
+    results = [r for case in cases for r in check_case(engine_run, case, dtype)]
+    return name, results, dict(engine_run.forward_results), time.perf_counter() - began
+
+
+def _in_workers(runs, cases, dtypes, known_gaps, workers, progress):
+    """The checks in worker processes (spawned: a framework imported here is not forked),
+    in shares small enough for the progress bar to move and the workers to stay busy."""
+    import multiprocessing
+
+    size = max(1, -(-len(cases) // 4))
+    jobs = [(r.adapter.name, tuple(known_gaps), cases[i : i + size], dtype)
+            for r in runs for dtype in dtypes for i in range(0, len(cases), size)]  # fmt: skip
+    by_name = {r.adapter.name: r for r in runs}
+    collected: dict[tuple[str, str, int], list[Result]] = {}
+    spent = dict.fromkeys(by_name, 0.0)
+    total, done = len(runs) * len(cases) * len(dtypes), 0
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for index, name, results, forward, seconds in pool.imap_unordered(
+            _indexed_job, list(enumerate(jobs))
+        ):
+            collected[index] = results
+            by_name[name].forward_results.update(forward)
+            spent[name] += seconds
+            done += len(jobs[index][2])
+            if progress:
+                progress(done, total, name)
+    # in the order one process would have produced them, whichever worker finished first
+    return [r for index in range(len(jobs)) for r in collected[index]], spent
+
+
+def _indexed_job(item):
+    index, job = item
+    return index, *_job(*job)
 
 
 def progress_bar(stream=None) -> Callable[[int, int, str], None]:

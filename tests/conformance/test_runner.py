@@ -377,3 +377,22 @@ def test_a_reference_only_run_says_it_compared_the_reference_with_itself():
     more = report.closing(rep, installed=["numpy", "torch", "keras"])
     assert "compared with itself" in more and "pip install" not in more
     assert "Installed but not in this run: torch, keras" in more
+
+
+def test_worker_processes_give_the_results_of_one_process_in_its_order():
+    cases = [c for c in quick_cases() if c.family.startswith("GRU/")][:6]
+    alone = runner.run(["numpy"], cases, workers=1)
+    shared = runner.run(["numpy"], cases, workers=2)
+    assert [(r.engine, r.dtype, r.case.id, r.check, r.status) for r in shared.results] == [
+        (r.engine, r.dtype, r.case.id, r.check, r.status) for r in alone.results
+    ]
+    assert [r.max_rel for r in shared.results] == [r.max_rel for r in alone.results]
+    assert set(shared.engine_seconds) == {"numpy"}
+
+
+@pytest.mark.parametrize("given", ["0", "-2", "many"])
+def test_workers_option_refuses_what_is_not_a_count(given, capsys):
+    from multirnn import cli
+
+    assert cli.main(["conformance", "--engines", "numpy", "--workers", given]) == 2
+    assert f"--workers takes a number >= 1 or auto, got {given!r}" in capsys.readouterr().err
