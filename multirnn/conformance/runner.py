@@ -379,16 +379,17 @@ def run(
 
 
 #: Seconds one case in one dtype took per engine in the quick grid, measured on a 2-core
-#: AMD EPYC (benchmarks/notes.md): what :func:`estimate` says before a run starts.
+#: AMD EPYC (2026-12-07, JAX and TensorFlow compile a program per case): what :func:`estimate`
+#: says before a run starts.
 SECONDS_PER_CHECK = {
-    "numpy": 0.02,
-    "torch": 0.25,
-    "jax": 0.45,
-    "tensorflow": 0.5,
-    "keras": 0.5,
-    "torch.nn": 0.1,
-    "flax.nnx": 0.5,
-    "onnxruntime": 0.2,
+    "numpy": 0.002,
+    "torch": 0.032,
+    "jax": 0.50,
+    "tensorflow": 0.56,
+    "keras": 0.043,
+    "torch.nn": 0.002,
+    "flax.nnx": 0.064,
+    "onnxruntime": 0.005,
 }
 
 
