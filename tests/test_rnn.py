@@ -313,3 +313,19 @@ def test_gradients_match_central_differences_of_the_oracle(eng64, kind, options)
     assert len(got) == len(want) == 1 + len(a.weight_names)
     for name, g, w in zip(["inputs", *a.weight_names], got, want):
         np.testing.assert_allclose(g, w, rtol=1e-7, atol=1e-7, err_msg=name)
+
+
+def layers_per_path(engine) -> dict:
+    """One layer maker per path of an engine's layers (``engine``: its ``layers`` module):
+    fused kernel, native/hand-written loop, generic loop of a built-in and a user's cell.
+    The export tests of every engine run them all."""
+    return {
+        "LSTM fused-eligible": lambda **kw: engine.LSTM(
+            8, activation="tanh", recurrent_activation="sigmoid", **kw
+        ),
+        "LSTM documented defaults": lambda **kw: engine.LSTM(8, **kw),
+        "GRU documented defaults": lambda **kw: engine.GRU(8, **kw),
+        "SimpleRNN": lambda **kw: engine.SimpleRNN(8, **kw),
+        "RNN(LSTMCell)": lambda **kw: engine.RNN(multirnn.LSTMCell(8), **kw),
+        "RNN(user cell)": lambda **kw: engine.RNN(TwoState(8, gate="hard_sigmoid"), **kw),
+    }

@@ -11,24 +11,15 @@ jax = pytest.importorskip("jax")
 
 import jax.numpy as jnp  # noqa: E402
 from jax import export  # noqa: E402
-from multirnn_jax.layers import GRU, LSTM, RNN, Bidirectional, SimpleRNN  # noqa: E402
+from multirnn_jax import layers  # noqa: E402
+from multirnn_jax.layers import GRU, LSTM, Bidirectional  # noqa: E402
 
-from multirnn import builtin_cells  # noqa: E402
-
-from ..test_rnn import TwoState  # noqa: E402
+from ..test_rnn import layers_per_path  # noqa: E402
 
 FEATURES = 5
 
-LAYERS = {
-    "LSTM fused-eligible": lambda **kw: LSTM(
-        8, activation="tanh", recurrent_activation="sigmoid", **kw
-    ),
-    "LSTM documented defaults": lambda **kw: LSTM(8, **kw),
-    "GRU documented defaults": lambda **kw: GRU(8, **kw),
+LAYERS = layers_per_path(layers) | {
     "GRU reset_after": lambda **kw: GRU(8, reset_after=True, **kw),
-    "SimpleRNN": lambda **kw: SimpleRNN(8, **kw),
-    "RNN(LSTMCell)": lambda **kw: RNN(builtin_cells.LSTMCell(8), **kw),
-    "RNN(user cell)": lambda **kw: RNN(TwoState(8, gate="hard_sigmoid"), **kw),
 }
 
 

@@ -10,25 +10,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from multirnn_torch.layers import GRU, LSTM, RNN, SimpleRNN  # noqa: E402
+from multirnn_torch import layers  # noqa: E402
+from multirnn_torch.layers import LSTM  # noqa: E402
 
-from multirnn import builtin_cells  # noqa: E402
-
-from ..test_rnn import TwoState  # noqa: E402
+from ..test_rnn import layers_per_path  # noqa: E402
 
 FEATURES = 5
 
 #: one layer per path: fused kernel, native/hand-written loop, generic loop of a cell
-LAYERS = {
-    "LSTM fused-eligible": lambda **kw: LSTM(
-        8, activation="tanh", recurrent_activation="sigmoid", **kw
-    ),
-    "LSTM documented defaults": lambda **kw: LSTM(8, **kw),
-    "GRU documented defaults": lambda **kw: GRU(8, **kw),
-    "SimpleRNN": lambda **kw: SimpleRNN(8, **kw),
-    "RNN(LSTMCell)": lambda **kw: RNN(builtin_cells.LSTMCell(8), **kw),
-    "RNN(user cell)": lambda **kw: RNN(TwoState(8, gate="hard_sigmoid"), **kw),
-}
+LAYERS = layers_per_path(layers)
 
 
 def data(batch, time, seed=0):
