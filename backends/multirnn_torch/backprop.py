@@ -112,7 +112,6 @@ def supported(spec, mr, device_type: str = "cpu") -> bool:
     follows (products in low precision, the state in float32)."""
     return (
         builtin_cells.differentiable(spec)
-        and (mr is None or mr.dim() == 2)
         and not torch._C._are_functorch_transforms_active()
         and not torch.compiler.is_compiling()
         and not torch.is_autocast_enabled(device_type)
@@ -135,10 +134,10 @@ class Loop(NamedTuple):
     h0: torch.Tensor
     c0: torch.Tensor  # zeros but for the LSTM
     mask: torch.Tensor | None  # (batch, time) bool
-    mr: torch.Tensor | None  # shared recurrent dropout mask (batch, units)
+    mr: torch.Tensor | None  # recurrent dropout: (batch, units) shared, (G, batch, units) per gate
     A: torch.Tensor  # (time, batch, G*units): pre-activations, then (in place) activations
     H: torch.Tensor  # (time, batch, units): every step's carried h
-    Hin: torch.Tensor | None  # h_{t-1} * mr, with recurrent dropout
+    Hin: torch.Tensor | None  # h_{t-1} * mr, with recurrent dropout: (time[, G], batch, units)
     C: torch.Tensor | None  # every step's carried c (LSTM)
     C_prev: torch.Tensor | None  # every step's previous c: c0, then C[:-1] (one buffer)
     R: torch.Tensor | None  # GRU: rh (reset_after) or r * hin
@@ -157,8 +156,8 @@ class _Scan(torch.autograd.Function):
         # its arguments through inspect.signature, which costs as much as a one-step call
         # of the native loop. torch.func transforms, which need that form, take the
         # autograd loop anyway (supported() declines under them).
-        cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr = inputs
-        A = _project(x, kernel, bias_in, xp)
+        cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr, mi = inputs
+        A = _project(x, kernel, bias_in, xp, mi)
         time, batch, _ = A.shape
         layer, u = cfg[:2]
         # the loop is chosen once per call: backward walks back with the loop forward took
@@ -170,7 +169,7 @@ class _Scan(torch.autograd.Function):
         loop = Loop(
             cfg, U, bias_rec, h0, c0, mask, mr, A,
             H=A.new_empty(time, batch, u),
-            Hin=A.new_empty(time, batch, u) if mr is not None else None,
+            Hin=None if mr is None else A.new_empty(time, *mr.shape),
             C=None if carries is None else carries[1:],
             C_prev=None if carries is None else carries[:-1],
             R=A.new_empty(time, batch, u) if layer == "GRU" else None,
@@ -191,7 +190,7 @@ class _Scan(torch.autograd.Function):
         ctx.loop = loop._replace(H=None, Hin=None, A=None, C=None, C_prev=None, R=None, U=None,
                                  h0=None, c0=None, mask=None, mr=None)  # fmt: skip
         ctx.flags = (xp is None, bias_in is not None, bias_rec is not None)
-        ctx.save_for_backward(x, kernel, U, h0, c0, mask, mr, loop.H, *buffers)
+        ctx.save_for_backward(x, kernel, U, h0, c0, mask, mr, mi, loop.H, *buffers)
         return (loop.H, c if layer == "LSTM" else empty, *buffers)
 
     @staticmethod
@@ -200,12 +199,23 @@ class _Scan(torch.autograd.Function):
         return _backward(ctx, dH, dc_final)
 
 
-def _project(x, kernel, bias_in, xp):
-    """The pre-activations' buffer: ``x W + b`` for all steps in one product, or a copy of
-    the given projection."""
+def _project(x, kernel, bias_in, xp, mi=None):
+    """The pre-activations' buffer: ``x W + b`` for all steps in one product (with one
+    input dropout mask per gate ``mi``, (G, batch, features): ``(x mi_g) W_g + b_g``, one
+    batched product), or a copy of the given projection."""
     if xp is not None:
         return xp.clone(memory_format=torch.contiguous_format)
     time, batch, dim = x.shape
+    if mi is not None:  # gate by gate through one buffer: no (G, time, batch, features) copy
+        out = x.new_empty(time * batch, kernel.shape[1])
+        u = kernel.shape[1] // mi.shape[0]
+        for g, masked in _masked_inputs(x, mi):
+            cols = slice(g * u, (g + 1) * u)
+            if bias_in is None:
+                torch.mm(masked, kernel[:, cols], out=out[:, cols])
+            else:
+                torch.addmm(bias_in[cols], masked, kernel[:, cols], out=out[:, cols])
+        return out.view(time, batch, -1)
     if bias_in is None:
         return (x.reshape(time * batch, dim) @ kernel).view(time, batch, -1)
     # one fused product-and-bias: no ones column or stacked kernel made every call
@@ -230,13 +240,22 @@ def _forward_loop(loop: Loop):
         gate_rows, Rs = A[..., : 2 * u].unbind(0), loop.R.unbind(0)
         U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
     h, c = loop.h0, loop.c0
+    per_gate = mr is not None and mr.dim() == 3
+    if per_gate:  # the gate blocks of U, (G, units, units)
+        U = _gate_blocks(U, u)
     for t in range(time):
-        hin = h if mr is None else torch.mul(h, mr, out=Hins[t])
+        if per_gate:  # (G, batch, units): h under each gate's mask
+            hin = torch.mul(h[None], mr, out=Hins[t])
+        else:
+            hin = h if mr is None else torch.mul(h, mr, out=Hins[t])
         a = steps[t]
         h_out = Hs[t] if mask is None else None  # with no mask, write straight in place
         if layer == "LSTM":
             c_out = Cs[t] if mask is None else None
-            a.addmm_(hin, U)
+            if per_gate:
+                a.add_(_gate_products(hin, U, 4))
+            else:
+                a.addmm_(hin, U)
             gate_(gate_rows[t])
             g = act_(cand_rows[t])
             c_new = builtin_cells.lstm_carry(INTO, cols[0][t], cols[1][t], g, c, out=c_out)
@@ -244,16 +263,22 @@ def _forward_loop(loop: Loop):
         elif layer == "GRU":
             zr, zh = gate_rows[t], cols[2][t]
             if reset_after:
-                rec = hin @ U if bias_rec is None else torch.addmm(bias_rec, hin, U)
+                if per_gate:
+                    rec = _gate_products(hin, U, 3, bias_rec)
+                else:
+                    rec = hin @ U if bias_rec is None else torch.addmm(bias_rec, hin, U)
                 gate_(zr.add_(rec[:, : 2 * u]))
                 rh = Rs[t].copy_(rec[:, 2 * u :])
                 builtin_cells.gru_candidate(INTO, zh, cols[1][t], rh, out=zh)
+            elif per_gate:
+                gate_(zr.add_(_gate_products(hin, U, 2)))
+                zh.addmm_(INTO.mul(cols[1][t], hin[2], out=Rs[t]), U[2])
             else:
                 gate_(zr.addmm_(hin, U_zr))
                 zh.addmm_(INTO.mul(cols[1][t], hin, out=Rs[t]), U_h)  # xh + (r h) U_h
             hh = act_(zh)
             h_new = INTO.blend(cols[0][t], h, hh, out=h_out)
-        else:
+        else:  # one gate: a per-gate mask is a shared one (scan.generic passes it so)
             h_new = act_(a.addmm_(hin, U))
             if h_out is not None:
                 h_new = h_out.copy_(h_new)
@@ -265,6 +290,42 @@ def _forward_loop(loop: Loop):
             if layer == "LSTM":
                 c = torch.where(keep, c_new, c, out=Cs[t])
     return c if layer == "LSTM" else None
+
+
+def _gate_blocks(U, u):
+    """``U``'s gate blocks, (G, units, units): the recurrent kernels of the gates."""
+    return U.view(u, -1, u).transpose(0, 1).contiguous()
+
+
+def _gate_products(hin, blocks, gates, bias=None):
+    """``hin_g U_g`` for the first ``gates`` gates, side by side (batch, gates*units): the
+    recurrent product with one dropout mask per gate (``hin``: (G, batch, units), h under
+    each gate's mask; ``blocks``: :func:`_gate_blocks`), as one batched product."""
+    out = torch.bmm(hin[:gates], blocks[:gates]).transpose(0, 1).reshape(hin.shape[1], -1)
+    return out if bias is None else out + bias
+
+
+def _carried_back(dz, Ut, mr, u):
+    """The gradient reaching ``h_{t-1}`` through the recurrent product ``(h mr) U`` from the
+    product's gradient ``dz``: ``(dz U^T) mr``, or with one mask per gate
+    ``sum_g (dz_g U_g^T) mr_g`` over the gates of ``dz``'s columns (``Ut``: ``U^T``)."""
+    if mr is None:
+        return dz @ Ut
+    if mr.dim() == 2:
+        return (dz @ Ut) * mr
+    gates = dz.shape[1] // u
+    per_gate = torch.bmm(dz.view(-1, gates, u).transpose(0, 1), Ut.view(-1, u, u)[:gates])
+    return (per_gate * mr[:gates]).sum(0)
+
+
+def _block_outer(Hin, D, u):
+    """``sum_t Hin_t^T D_t``, the recurrent kernel's gradient from the masked states
+    ``Hin`` (time, batch, units), or per gate block from (time, G, batch, units)."""
+    if Hin.dim() == 3:
+        return Hin.reshape(-1, u).t() @ D.reshape(-1, D.shape[-1])
+    blocks = [Hin[:, g].reshape(-1, u).t() @ D[..., g * u : (g + 1) * u].reshape(-1, u)
+              for g in range(D.shape[-1] // u)]  # fmt: skip
+    return torch.cat(blocks, dim=1)
 
 
 class Grads(NamedTuple):
@@ -282,7 +343,7 @@ def _backward(ctx, dH, dc_final):
     """``_Scan.backward``: the per-step coefficients of all steps at once, the walk back
     through time (native or Python), then the weight gradients as single large products."""
     projected_here, has_bias_in, has_bias_rec = ctx.flags
-    x, kernel, U, h0, c0, mask, mr, H, Hin, A, carries, R = ctx.saved_tensors
+    x, kernel, U, h0, c0, mask, mr, mi, H, Hin, A, carries, R = ctx.saved_tensors
     layer = ctx.loop.cfg[0]
     loop = ctx.loop._replace(
         U=U, h0=h0, c0=c0, mask=mask, mr=mr, H=H, A=A,
@@ -299,7 +360,11 @@ def _backward(ctx, dH, dc_final):
     grads = walk(loop, dH, dc_final)
     dbias_rec = grads.dbias_rec if has_bias_rec else None
     dx = dkernel = dbias_in = dxp = None
-    if projected_here:
+    if projected_here and mi is not None:
+        dx, dkernel = _per_gate_input_back(x, kernel, mi, grads.DZ, ctx.needs_input_grad[1:3])
+        if has_bias_in and ctx.needs_input_grad[3]:
+            dbias_in = grads.DZ.view(time * batch, width).sum(0)
+    elif projected_here:
         flat = grads.DZ.view(time * batch, width)
         if ctx.needs_input_grad[1]:
             dx = (flat @ kernel.t()).view(x.shape)
@@ -310,7 +375,35 @@ def _backward(ctx, dH, dc_final):
     else:
         dxp = grads.DZ
     return (None, dx, dkernel, dbias_in, dxp, grads.dU, dbias_rec, grads.dh0, grads.dc0, None,
-            None)  # fmt: skip
+            None, None)  # fmt: skip
+
+
+def _masked_inputs(x, mi):
+    """``(g, x mi_g)`` for each gate, as (time*batch, features): one buffer, rewritten for
+    each gate (a copy of the inputs per gate at once would cost more than the products)."""
+    time, batch, dim = x.shape
+    buffer = x.new_empty(time, batch, dim)
+    for g in range(mi.shape[0]):
+        yield g, torch.mul(x, mi[g], out=buffer).view(time * batch, dim)
+
+
+def _per_gate_input_back(x, kernel, mi, DZ, needed):
+    """(dx, dkernel) of ``_project`` with one input mask per gate, gate by gate."""
+    time, batch, dim = x.shape
+    flat = DZ.view(time * batch, -1)
+    u = flat.shape[1] // mi.shape[0]
+    dx = dkernel = None
+    if needed[0]:
+        dx = x.new_zeros(time, batch, dim)
+        for g in range(mi.shape[0]):
+            cols = slice(g * u, (g + 1) * u)
+            dx.addcmul_((flat[:, cols] @ kernel[:, cols].t()).view(time, batch, dim), mi[g])
+    if needed[1]:
+        dkernel = kernel.new_empty(kernel.shape)
+        for g, masked in _masked_inputs(x, mi):
+            cols = slice(g * u, (g + 1) * u)
+            torch.mm(masked.t(), flat[:, cols], out=dkernel[:, cols])
+    return dx, dkernel
 
 
 def _keep(mask, dtype):
@@ -354,9 +447,7 @@ def _lstm_backward(loop: Loop, dH, dc) -> Grads:
         DZ_if[t].mul_(dcn[:, None])  # coefficients times the incoming gradients
         DZ_o[t].mul_(dhn)
         DZ_c[t].mul_(dcn)
-        dhin = DZs[t] @ Ut
-        if mr is not None:
-            dhin = dhin * mr
+        dhin = _carried_back(DZs[t], Ut, mr, u)
         dc_prev = dcn * f_rows[t]
         if m is None:
             dh, dc = dhin, dc_prev
@@ -373,9 +464,10 @@ def _gru_backward(loop: Loop, dH, _dc) -> Grads:
     DZ = torch.empty_like(A)  # gradient w.r.t. the pre-activations = w.r.t. xp
     H_prev = _previous(loop.h0, loop.H)
     Hin = H_prev if loop.Hin is None else loop.Hin
+    Hin_h = Hin[:, 2] if Hin.dim() == 4 else Hin  # the candidate's, per gate
     K_z, K_r, K_h = builtin_cells.gru_coefficients(
         array_api(), act_name, gate_name, A[..., :u], A[..., u : 2 * u], A[..., 2 * u :],
-        H_prev, R if reset_after else Hin,
+        H_prev, R if reset_after else Hin_h,
     )  # fmt: skip
     DREC = torch.empty_like(A) if reset_after else None
     if loop.ops is not None:
@@ -384,17 +476,12 @@ def _gru_backward(loop: Loop, dH, _dc) -> Grads:
         dh = _gru_loop(loop, dH, DZ, DREC, K_z, K_h, K_r)
     dbr = None
     if reset_after:
-        flat = DREC.reshape(-1, width)
-        dU = Hin.reshape(-1, u).t() @ flat
-        dbr = flat.sum(0)
+        dU = _block_outer(Hin, DREC, u)
+        dbr = DREC.reshape(-1, width).sum(0)
     else:
-        dU = torch.cat(
-            [
-                Hin.reshape(-1, u).t() @ DZ[..., : 2 * u].reshape(-1, 2 * u),
-                R.reshape(-1, u).t() @ DZ[..., 2 * u :].reshape(-1, u),
-            ],
-            dim=1,
-        )
+        Hin_zr = Hin[:, :2] if Hin.dim() == 4 else Hin
+        dU = torch.cat([_block_outer(Hin_zr, DZ[..., : 2 * u], u),
+                        _block_outer(R, DZ[..., 2 * u :], u)], dim=1)  # fmt: skip
     return Grads(DZ, dU, dbr, dh, None)
 
 
@@ -421,13 +508,15 @@ def _gru_loop(loop: Loop, dH, DZ, DREC, K_z, K_h, K_r):
             drec = DREC[t]
             drec[:, : 2 * u] = dz[:, : 2 * u]
             torch.mul(dzh, r[t], out=drec[:, 2 * u :])
-            dhin = drec @ Ut
+            dhin = _carried_back(drec, Ut, mr, u)
         else:
             dq = dzh @ U_h_t
             torch.mul(dq, K_r[t], out=dz[:, u : 2 * u])
-            dhin = torch.addcmul(dz[:, : 2 * u] @ U_zr_t, dq, r[t])
-        if mr is not None:
-            dhin = dhin * mr
+            if mr is not None and mr.dim() == 3:  # z and r under theirs, h under its own
+                dhin = _carried_back(dz[:, : 2 * u], U_zr_t, mr, u) + dq * r[t] * mr[2]
+            else:
+                dhin = torch.addcmul(dz[:, : 2 * u] @ U_zr_t, dq, r[t])
+                dhin = dhin if mr is None else dhin * mr
         carry = torch.addcmul(dhin, dhn, zgate[t])
         dh = carry if m is None else torch.addcmul(carry, dh, 1.0 - m)
     return dh
@@ -447,9 +536,7 @@ def _simple_backward(loop: Loop, dH, _dc) -> Grads:
         m = None if keep is None else keep[t]
         dhn = dh if m is None else dh * m
         dz = torch.mul(dhn, K[t], out=DZ[t])
-        dhin = dz @ Ut
-        if mr is not None:
-            dhin = dhin * mr
+        dhin = _carried_back(dz, Ut, mr, dz.shape[1])
         dh = dhin if m is None else torch.addcmul(dhin, dh, 1.0 - m)
     return Grads(DZ, _outer(loop, DZ), None, dh, None)
 
@@ -460,7 +547,7 @@ def _outer(loop: Loop, DZ):
     h0, H = loop.h0, loop.H
     units, width = h0.shape[1], DZ.shape[-1]
     if loop.Hin is not None:
-        return loop.Hin.reshape(-1, units).t() @ DZ.reshape(-1, width)
+        return _block_outer(loop.Hin, DZ, units)
     out = h0.t() @ DZ[0]
     if DZ.shape[0] > 1:
         out.addmm_(H[:-1].reshape(-1, units).t(), DZ[1:].reshape(-1, width))
@@ -501,13 +588,13 @@ def internal_weights(spec, kernel, U, bias_in, bias_rec):
     return kernel, U, bias_in, bias_rec, gate_name, order
 
 
-def scan(spec, gate_name, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr):
+def scan(spec, gate_name, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr, mi=None):
     """Every step's carried h as (B, T, u), and the final states. Give either the
     time-major inputs ``x`` with ``kernel``/``bias_in``, or projected inputs ``xp``; all
     weights in the internal layout (see internal_weights)."""
     if c0 is None:
         c0 = h0.new_zeros(h0.shape)
     cfg = (spec.layer, spec.units, spec.activation, gate_name, spec.reset_after)
-    H, c, *_ = _Scan.apply(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr)
+    H, c, *_ = _Scan.apply(cfg, x, kernel, bias_in, xp, U, bias_rec, h0, c0, mask, mr, mi)
     final = [H[-1], c] if spec.layer == "LSTM" else [H[-1]]
     return H.transpose(0, 1), final

@@ -73,7 +73,7 @@ ACTIVATIONS = {
 }
 
 #: the protocol version csrc/scan.cpp reports
-VERSION = 2
+VERSION = 3
 
 SOURCE = Path(__file__).with_name("csrc") / "scan.cpp"
 

@@ -92,6 +92,8 @@ def generic(spec, weights, x, mask, states, mi, mr, activation, cache=None):
         states = [zeros] * spec.num_states
     h0 = states[0]
     c0 = states[1] if spec.layer == "LSTM" else None
+    if mr is not None and mr.dim() == 3 and spec.gates == 1:
+        mr = mr[0]  # one gate: its mask is the shared one
     if backprop.supported(spec, mr, x.device.type):
 
         def layout(kernel=kernel, U=U, bias_in=bias_in, bias_rec=bias_rec):
@@ -99,14 +101,21 @@ def generic(spec, weights, x, mask, states, mi, mr, activation, cache=None):
 
         internal = layout() if cache is None else cache.get("internal", weights, layout)
         kernel, U, bias_in, bias_rec, gate_name, order = internal
+        if mr is not None and mr.dim() == 3 and order is not None:  # per gate: the loop's order
+            mr = mr[list(order)]
+        gate_masks = None
         if mi is None or mi.dim() == 2:  # the loop projects the inputs itself
             x_tm = x.transpose(0, 1) if mi is None else x.transpose(0, 1) * mi[None]
             parts = (x_tm, kernel, bias_in, None)
         else:
             if order is not None:
                 mi = mi[list(order)]
-            parts = (None, None, None, project_inputs(spec, kernel, bias_in, x, mi))
-        y, final = backprop.scan(spec, gate_name, *parts, U, bias_rec, h0, c0, mask, mr)
+            if mi.requires_grad:  # a mask to differentiate: the product on the tape
+                parts = (None, None, None, project_inputs(spec, kernel, bias_in, x, mi))
+            else:  # the loop projects under each gate's mask, in one batched product
+                parts, gate_masks = (x.transpose(0, 1), kernel, bias_in, None), mi
+        y, final = backprop.scan(spec, gate_name, *parts, U, bias_rec, h0, c0, mask, mr,
+                                 gate_masks)  # fmt: skip
     else:
         xp = project_inputs(spec, kernel, bias_in, x, mi)
         y, final = _loop(spec, xp, U, bias_rec, h0, c0, mask, mr, act, ract)

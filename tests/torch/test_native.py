@@ -113,10 +113,12 @@ def make_data(spec, dtype, *, masked, states, dropout, seed=0, batch=3, time=6, 
                    for _ in range(spec.num_states)]  # fmt: skip
     mi = mr = None
     if dropout:
-        keep = rng.random((batch, spec.units)) > 0.3
-        mr = (keep / 0.7).astype(dtype)  # one shared recurrent mask, already scaled
         # per gate (the inputs are projected before the loop), or shared (projected inside)
         lead = {"LSTM": (4,), "GRU": (3,)}.get(spec.layer, ())
+        # one shared recurrent mask, or one per gate (SimpleRNN: its one gate's), scaled
+        gates = (spec.gates,) if dropout == "per_gate" else ()
+        keep = rng.random((*gates, batch, spec.units)) > 0.3
+        mr = (keep / 0.7).astype(dtype)
         mi = ((rng.random((*lead, batch, dim)) > 0.2) / 0.8).astype(dtype)
     return {
         "weights": weights,
@@ -169,8 +171,9 @@ def close(a, b, dtype, what, tol=None):
         {"states": True, "go_backwards": True},
         {"masked": True, "dropout": True, "go_backwards": True},
         {"masked": True, "states": True, "dropout": True, "zero_output_for_mask": True},
+        {"masked": True, "states": True, "dropout": "per_gate", "go_backwards": True},
     ],
-    ids=["plain", "mask", "states-backwards", "mask-dropout-backwards", "all"],
+    ids=["plain", "mask", "states-backwards", "mask-dropout-backwards", "all", "per-gate"],
 )
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_native_equals_python_loop_and_reference(
@@ -217,12 +220,14 @@ def two_threads():
     [("LSTM", {}), ("GRU", {}), ("GRU", {"reset_after": True}), CONFIGS[-1]],
     ids=config_id,
 )
-def test_batch_split_over_threads(config, monkeypatch, require_native, two_threads):
+@pytest.mark.parametrize("dropout", [True, "per_gate"], ids=["shared", "per-gate"])
+def test_batch_split_over_threads(config, dropout, monkeypatch, require_native, two_threads):
     """A batch large enough to be split into row ranges, one per thread: the same numbers."""
     layer, kwargs = config
     spec = make_spec(layer, kwargs, return_sequences=True)
     # 9 steps: long enough for the GRU's contiguous column blocks
-    data = make_data(spec, "float64", masked=False, states=True, dropout=True, batch=37, time=9)
+    data = make_data(spec, "float64", masked=False, states=True, dropout=dropout, batch=37,
+                     time=9)  # fmt: skip
     data["mask"] = np.random.default_rng(5).random((37, 9)) > 0.3
     python_out, python_grads = run_torch(spec, data, monkeypatch, "0")
     native_out, native_grads = run_torch(spec, data, monkeypatch, "1")
@@ -230,14 +235,18 @@ def test_batch_split_over_threads(config, monkeypatch, require_native, two_threa
         close(ours, theirs, "float64", "native (two threads) vs Python loop")
 
 
+@pytest.mark.parametrize("mode", ["1", "0"], ids=["native", "python"])
+@pytest.mark.parametrize("dropout", [True, "per_gate"], ids=["shared", "per-gate"])
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c[0] != "SimpleRNN"], ids=config_id)
-def test_native_gradients_equal_the_autograd_loop(config, monkeypatch, require_native):
-    """The hand-written backward (native) against autograd through the shared cell step
-    (``multirnn_torch.scan``'s tape loop, which knows nothing of either backward)."""
+def test_native_gradients_equal_the_autograd_loop(config, dropout, mode, monkeypatch,
+                                                  require_native):  # fmt: skip
+    """The hand-written backward (native, and its Python loop) against autograd through
+    the shared cell step (``multirnn_torch.scan``'s tape loop, which knows nothing of
+    either backward), with the recurrent dropout mask shared by the gates or one per gate."""
     layer, kwargs = config
     spec = make_spec(layer, kwargs, return_sequences=True)
-    data = make_data(spec, "float64", masked=True, states=True, dropout=True)
-    native_out, native_grads = run_torch(spec, data, monkeypatch, "1")
+    data = make_data(spec, "float64", masked=True, states=True, dropout=dropout)
+    native_out, native_grads = run_torch(spec, data, monkeypatch, mode)
     monkeypatch.setattr(backprop, "supported", lambda *_: False)
     tape_out, tape_grads = run_torch(spec, data, monkeypatch, "1")
     # ATen's hardsigmoid backward multiplies by 1/6 rounded to float32, also in float64

@@ -23,6 +23,7 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/bmm.h>
 #include <ATen/ops/elu.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -210,6 +211,10 @@ struct Rows {
   Tensor batch(const Tensor& x) const { return x.narrow(0, b0, n); }
   OptTensor steps(const OptTensor& x) const { return x ? OptTensor(steps(*x)) : std::nullopt; }
   OptTensor batch(const OptTensor& x) const { return x ? OptTensor(batch(*x)) : std::nullopt; }
+  // a recurrent mask, (batch, u) or per gate (G, batch, u), and its Hin, (time, [G,] batch, u)
+  OptTensor mask_rows(const OptTensor& x) const {
+    return x ? OptTensor(x->narrow(x->dim() - 2, b0, n)) : std::nullopt;
+  }
 };
 
 // Rows per thread at least: smaller batches run on one thread.
@@ -250,6 +255,56 @@ void check_mask(const OptTensor& mask) {
   TORCH_CHECK(mask->scalar_type() == at::kBool, "multirnn native scan: the mask is bool");
 }
 
+// -- recurrent dropout with one mask per gate -------------------------------------------------
+//
+// A per-gate mask mr is (G, rows, u) and the masked states Hin (time, G, rows, u): gate g's
+// product reads h * mr_g. The G products are one batched product (bmm), whose result is
+// then added into the gates' columns.
+
+// The gate blocks of U (u, G u) as (G, u, u); of U^T (G u, u) likewise.
+Tensor gate_blocks(const Tensor& U, int64_t u) {
+  return U.view({u, -1, u}).transpose(0, 1).contiguous();
+}
+
+// out (rows, n u) (+)= hin_g U_g for the first n gates, through prod (G, rows, u).
+void gate_products(const Tensor& out, bool add, const Tensor& hin, const Tensor& blocks,
+                   Tensor& prod, int64_t n) {
+  Tensor part = prod.narrow(0, 0, n);
+  at::bmm_out(part, hin.narrow(0, 0, n), blocks.narrow(0, 0, n));
+  const Tensor view = out.view({out.size(0), n, -1});
+  if (add) {
+    view.add_(part.transpose(0, 1));
+  } else {
+    view.copy_(part.transpose(0, 1));
+  }
+}
+
+// dhin = sum_g (dz_g U_g^T) * mr_g over the gates of dz's columns (rows, n u): the gradient
+// that reaches h through the per-gate products. dzg and dhg are (G, rows, u) buffers.
+template <typename T>
+void gate_products_back(const Tensor& dhin, const Tensor& dz, const Tensor& blocks_t,
+                        const Tensor& mr, Tensor& dzg, Tensor& dhg, int64_t u) {
+  const int64_t n = dz.size(1) / u, rows = dz.size(0);
+  Tensor dz_part = dzg.narrow(0, 0, n), dh_part = dhg.narrow(0, 0, n);
+  dz_part.copy_(dz.view({rows, n, u}).transpose(0, 1));
+  at::bmm_out(dh_part, dz_part, blocks_t.narrow(0, 0, n));
+  const T* src = dhg.data_ptr<T>();
+  const T* m = mr.data_ptr<T>();
+  const int64_t s_g = dhg.stride(0), m_g = mr.stride(0), m_b = mr.stride(1);
+  const Block<T> out = matrix<T>(dhin);
+  for (int64_t b = 0; b < rows; ++b) {
+    T* MRNN_RESTRICT o = &out(b, 0);
+    const T* MRNN_RESTRICT s0 = src + b * u;
+    const T* MRNN_RESTRICT k0 = m + b * m_b;
+    for (int64_t j = 0; j < u; ++j) o[j] = s0[j] * k0[j];
+    for (int64_t g = 1; g < n; ++g) {
+      const T* MRNN_RESTRICT sg = s0 + g * s_g;
+      const T* MRNN_RESTRICT kg = k0 + g * m_g;
+      for (int64_t j = 0; j < u; ++j) o[j] = o[j] + sg[j] * kg[j];
+    }
+  }
+}
+
 // -- forward ------------------------------------------------------------------------------
 
 // The forward loop over some rows (all tensors already cut to them). U_zr and U_h are the
@@ -278,15 +333,24 @@ void forward_rows(int64_t layer, int64_t act, int64_t gate, bool reset_after, co
     cands = A.narrow(2, 2 * u, u).unbind(0);
     if (reset_after) rec = at::empty({batch, 3 * u}, A.options());  // the recurrent product
   }
+  const bool per_gate = mr && mr->dim() == 3;
+  const Tensor blocks = per_gate ? gate_blocks(U, u) : Tensor();
+  Tensor prod = per_gate ? at::empty({mr->size(0), batch, u}, A.options()) : Tensor();
   Tensor h = h0, c = c0;
   for (int64_t t = 0; t < time; ++t) {
-    const Tensor hin = mr ? at::mul_out(Hins[t], h, *mr) : h;
-    const Block<T> a = step_block<T>(A, t), hp = matrix<T>(h), hi = matrix<T>(hin);
+    const Tensor hin = mr ? at::mul_out(Hins[t], per_gate ? h.unsqueeze(0) : h, *mr) : h;
+    // the candidate's (GRU, reset_after=False)
+    const Tensor hin_h = per_gate && layer == kGRU ? hin.select(0, 2) : hin;
+    const Block<T> a = step_block<T>(A, t), hp = matrix<T>(h), hi = matrix<T>(hin_h);
     const Block<T> ho = step_block<T>(H, t);
     const bool* k = keep_row(mask, t);
     if (layer == kLSTM) {  // columns i, f, o, c
       const Block<T> cp = matrix<T>(c), co = step_block<T>(*C, t);
-      As[t].addmm_(hin, U);
+      if (per_gate) {
+        gate_products(As[t], true, hin, blocks, prod, 4);
+      } else {
+        As[t].addmm_(hin, U);
+      }
       if (!fused_gate) activate_(gates[t], gate);
       activate_(cands[t], act);
       for (int64_t b = 0; b < batch; ++b) {
@@ -307,7 +371,10 @@ void forward_rows(int64_t layer, int64_t act, int64_t gate, bool reset_after, co
     } else if (layer == kGRU) {  // columns z, r, h
       const Block<T> rs = step_block<T>(*R, t);
       if (reset_after) {
-        if (bias_rec) {
+        if (per_gate) {
+          gate_products(rec, false, hin, blocks, prod, 3);
+          if (bias_rec) rec.add_(*bias_rec);
+        } else if (bias_rec) {
           at::addmm_out(rec, *bias_rec, hin, U);
         } else {
           at::mm_out(rec, hin, U);
@@ -331,7 +398,11 @@ void forward_rows(int64_t layer, int64_t act, int64_t gate, bool reset_after, co
           }
         }
       } else {
-        gates[t].addmm_(hin, U_zr);
+        if (per_gate) {
+          gate_products(gates[t], true, hin, blocks, prod, 2);
+        } else {
+          gates[t].addmm_(hin, U_zr);
+        }
         if (!fused_gate) activate_(gates[t], gate);
         for (int64_t b = 0; b < batch; ++b) {
           T* row = &a(b, 0);
@@ -380,6 +451,8 @@ void forward(int64_t layer, int64_t act, int64_t gate, bool reset_after, const T
   TORCH_CHECK(layer != kLSTM || C, "multirnn native scan: LSTM needs C");
   TORCH_CHECK(layer != kGRU || R, "multirnn native scan: GRU needs R");
   TORCH_CHECK(!mr || Hin, "multirnn native scan: a recurrent mask needs Hin");
+  TORCH_CHECK(!mr || mr->dim() == 2 || (mr->dim() == 3 && layer != kSimpleRNN),
+              "multirnn native scan: a recurrent mask is (batch, u), or (G, batch, u) per gate");
   const int64_t u = H.size(2);
   Tensor U_zr, U_h;
   if (layer == kGRU && !reset_after) {
@@ -395,8 +468,8 @@ void forward(int64_t layer, int64_t act, int64_t gate, bool reset_after, const T
   for_row_ranges(A.size(1), [&](const Rows& r) {
     AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "multirnn_scan::forward", [&] {
       forward_rows<scalar_t>(layer, act, gate, reset_after, r.steps(A), U, U_zr, U_h, bias_rec,
-                             r.batch(h0), r.batch(c0), r.steps(mask), r.batch(mr), r.steps(H),
-                             r.steps(Hin), r.steps(C), r.steps(R));
+                             r.batch(h0), r.batch(c0), r.steps(mask), r.mask_rows(mr),
+                             r.steps(H), r.mask_rows(Hin), r.steps(C), r.steps(R));
     });
   });
 }
@@ -525,6 +598,10 @@ void lstm_backward_rows(int64_t act, int64_t gate, const Tensor& DZ, const Tenso
   const int64_t time = A.size(0), batch = A.size(1), u = dH.size(2);
   std::vector<Tensor> DZs = DZ.unbind(0), Cs = C.unbind(0);
   Tensor dhin = at::empty({batch, u}, dh.options()), AC = at::empty({batch, u}, dh.options());
+  const bool per_gate = mr && mr->dim() == 3;
+  const Tensor blocks_t = per_gate ? Ut.view({4, u, u}) : Tensor();
+  Tensor dzg = per_gate ? at::empty({4, batch, u}, dh.options()) : Tensor();
+  Tensor dhg = per_gate ? at::empty({4, batch, u}, dh.options()) : Tensor();
   std::vector<T> dact_ac(static_cast<size_t>(u));
   const Block<T> dhb = matrix<T>(dh), dcb = matrix<T>(dc), dib = matrix<T>(dhin);
   const Block<T> acb = matrix<T>(AC), c0b = matrix<T>(c0);
@@ -549,9 +626,13 @@ void lstm_backward_rows(int64_t act, int64_t gate, const Tensor& DZ, const Tenso
                                 &acb(b, 0), dact_ac.data(), z, u);
       }
     }
-    at::mm_out(dhin, DZs[t], Ut);
+    if (per_gate) {
+      gate_products_back<T>(dhin, DZs[t], blocks_t, *mr, dzg, dhg, u);
+    } else {
+      at::mm_out(dhin, DZs[t], Ut);
+    }
     for (int64_t b = 0; b < batch; ++b) {
-      carry<T>(k, b, &dib(b, 0), mr ? &mrb(b, 0) : nullptr, &dhb(b, 0), u);
+      carry<T>(k, b, &dib(b, 0), mr && !per_gate ? &mrb(b, 0) : nullptr, &dhb(b, 0), u);
     }
   }
 }
@@ -610,7 +691,15 @@ void gru_backward_rows(const Tensor& DZ, const OptTensor& DREC, const Tensor& K_
   std::vector<Tensor> DZ_h = DZ.narrow(2, 2 * u, u).unbind(0);
   Tensor dhin = at::empty({batch, u}, dh.options()), dq = at::empty({batch, u}, dh.options());
   const Block<T> dhb = matrix<T>(dh), dib = matrix<T>(dhin), dqb = matrix<T>(dq);
-  const Block<T> mrb = mr ? matrix<T>(*mr) : Block<T>{nullptr, 0};
+  const bool per_gate = mr && mr->dim() == 3;
+  // the per-gate products' buffers, and the gate blocks of U^T (reset_after=False: U_zr^T)
+  Tensor dzg = per_gate ? at::empty({3, batch, u}, dh.options()) : Tensor();
+  Tensor dhg = per_gate ? at::empty({3, batch, u}, dh.options()) : Tensor();
+  const Tensor blocks_t = !per_gate ? Tensor() : (ResetAfter ? Ut : U_zr_t).view({-1, u, u});
+  // the mask the carry applies: the shared one (per gate, the products applied theirs)
+  const Block<T> mrb = mr && !per_gate ? matrix<T>(*mr) : Block<T>{nullptr, 0};
+  const Block<T> m_h = per_gate ? matrix<T>(mr->select(0, 2)) : Block<T>{nullptr, 0};
+  const bool carry_mask = mr && !per_gate;
   for (int64_t t = time - 1; t >= 0; --t) {
     const Block<T> dz = step_block<T>(DZ, t), a = step_block<T>(A, t);
     const Block<T> dHt = step_block<T>(dH, t), kz = step_block<T>(K_z, t);
@@ -630,20 +719,30 @@ void gru_backward_rows(const Tensor& DZ, const OptTensor& DREC, const Tensor& K_
                                            rec + u, rec + 2 * u, u);
       }
     }
-    if (ResetAfter) {
+    if (ResetAfter && per_gate) {
+      gate_products_back<T>(dhin, DRECs[t], blocks_t, *mr, dzg, dhg, u);
+    } else if (ResetAfter) {
       at::mm_out(dhin, DRECs[t], Ut);
     } else {
       at::mm_out(dq, DZ_h[t], U_h_t);
       for (int64_t b = 0; b < batch; ++b) {
         T* MRNN_RESTRICT dz_r = &dz(b, u);
-        const T* MRNN_RESTRICT q = &dqb(b, 0);
+        T* MRNN_RESTRICT q = &dqb(b, 0);
         const T* MRNN_RESTRICT k_r = &kr(b, 0);
         for (int64_t j = 0; j < u; ++j) dz_r[j] = q[j] * k_r[j];
+        if (per_gate) {  // q reaches h through the candidate's product: under its mask
+          const T* MRNN_RESTRICT mask_h = &m_h(b, 0);
+          for (int64_t j = 0; j < u; ++j) q[j] = q[j] * mask_h[j];
+        }
       }
-      at::mm_out(dhin, DZ_zr[t], U_zr_t);
+      if (per_gate) {
+        gate_products_back<T>(dhin, DZ_zr[t], blocks_t, *mr, dzg, dhg, u);
+      } else {
+        at::mm_out(dhin, DZ_zr[t], U_zr_t);
+      }
     }
     for (int64_t b = 0; b < batch; ++b) {
-      const T* mrow = mr ? &mrb(b, 0) : nullptr;
+      const T* mrow = carry_mask ? &mrb(b, 0) : nullptr;
       if (k) {
         gru_carry_row<T, true, ResetAfter>(T(k[b]), &dib(b, 0), &dqb(b, 0), &a(b, u), mrow,
                                            &a(b, 0), &dhb(b, 0), u);
@@ -716,7 +815,7 @@ std::vector<Tensor> lstm_backward(int64_t act, int64_t gate, const Tensor& DZ, c
   for_row_ranges(A.size(1), [&](const Rows& r) {
     AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "multirnn_scan::lstm_backward", [&] {
       lstm_backward_rows<scalar_t>(act, gate, r.steps(DZ), r.steps(A), r.steps(C),
-                                   r.batch(c0), r.steps(dH), r.steps(mask), r.batch(mr), Ut,
+                                   r.batch(c0), r.steps(dH), r.steps(mask), r.mask_rows(mr), Ut,
                                    r.batch(dh), r.batch(dc));
     });
   });
@@ -744,7 +843,7 @@ std::vector<Tensor> gru_backward(bool reset_after, const Tensor& DZ, const OptTe
   for_row_ranges(A.size(1), [&](const Rows& r) {
     const Tensor dz = r.steps(DZ), kz = r.steps(K_z), kh = r.steps(K_h), kr = r.steps(K_r);
     const Tensor a = r.steps(A), dh_in = r.steps(dH), dh_rows = r.batch(dh);
-    const OptTensor drec = r.steps(DREC), m = r.steps(mask), mrr = r.batch(mr);
+    const OptTensor drec = r.steps(DREC), m = r.steps(mask), mrr = r.mask_rows(mr);
     AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "multirnn_scan::gru_backward", [&] {
       if (reset_after) {
         gru_backward_rows<scalar_t, true>(dz, drec, kz, kh, kr, a, dh_in, m, mrr, Ut, U_zr_t,
@@ -763,6 +862,7 @@ std::vector<Tensor> simple_backward(const Tensor& DZ, const Tensor& K, const Ten
                                     const OptTensor& mask, const OptTensor& mr,
                                     const Tensor& U) {
   check_backward(DZ, {&DZ, &K, &dH}, mask, mr);
+  TORCH_CHECK(!mr || mr->dim() == 2, "multirnn native scan: SimpleRNN's mask is (batch, u)");
   const Tensor Ut = U.t().contiguous();  // BLAS is twice as fast on it
   Tensor dh = at::zeros({DZ.size(1), dH.size(2)}, DZ.options());
   for_row_ranges(DZ.size(1), [&](const Rows& r) {
@@ -775,7 +875,7 @@ std::vector<Tensor> simple_backward(const Tensor& DZ, const Tensor& K, const Ten
 }
 
 // The protocol version: multirnn_torch.native refuses a library whose version differs.
-int64_t version() { return 2; }
+int64_t version() { return 3; }
 
 }  // namespace
 
