@@ -38,26 +38,37 @@ Array = Any
 # -- the recurrent product --------------------------------------------------------------------
 
 
-class RecurrentProduct:
-    """``h -> (h * mask_g) U_g`` for the first ``n`` gate blocks, concatenated: no recurrent
-    dropout, one mask shared by the gates (batch, units), or one per gate (G, batch, units).
+class GateProduct:
+    """``v -> (v * mask_g) K_g`` for the first ``n`` gate blocks of a kernel ``K`` (rows,
+    G*units), side by side: the recurrent product ``h U`` (or the input product ``x W``)
+    under no dropout mask, one mask shared by the gates (batch, rows), or one per gate
+    (G, batch, rows); with the gradients of the same.
     """
 
-    def __init__(self, ops: Any, recurrent: Array, units: int, gates: int, mask=None) -> None:
+    def __init__(self, ops: Any, kernel: Array, units: int, gates: int, mask=None,
+                 batched: bool = True) -> None:  # fmt: skip
+        """``batched``: per-gate products as one batched product, else one product per
+        gate (faster where a batched product costs more than its parts: TensorFlow's
+        graphs)."""
         self.ops, self.recurrent, self.units, self.gates, self.mask = (
-            ops, recurrent, units, gates, mask,
+            ops, kernel, units, gates, mask,
         )  # fmt: skip
         self.split = _splitter(ops)
         self.per_gate = mask is not None and len(mask.shape) == 3
-        if self.per_gate:
-            blocks = ops.reshape(recurrent, (units, gates, units))
-            self.blocks = ops.permute_dims(blocks, (1, 0, 2))  # (G, units, units)
+        self.batched = batched
+        if self.per_gate and batched:
+            blocks = ops.reshape(kernel, (kernel.shape[0], gates, units))
+            self.blocks = ops.permute_dims(blocks, (1, 0, 2))  # (G, rows, units)
 
     def __call__(self, h: Array, n: int) -> Array:
         u = self.units
         if not self.per_gate:
             hd = h if self.mask is None else h * self.mask
             return hd @ (self.recurrent if n == self.gates else self.recurrent[:, : n * u])
+        if not self.batched:
+            parts = [(h * self.mask[g, ...]) @ self.recurrent[:, g * u : (g + 1) * u]
+                     for g in range(n)]  # fmt: skip
+            return self.ops.concat(parts, axis=1)
         hd = h[None, ...] * self.mask[:n, ...]
         out = self.ops.matmul(hd, self.blocks[:n, ...])  # (n, batch, u)
         return self.ops.reshape(self.ops.permute_dims(out, (1, 0, 2)), (-1, n * u))
@@ -65,10 +76,38 @@ class RecurrentProduct:
     def candidate(self, r: Array, h: Array) -> Array:
         """The GRU's (``reset_after=False``) candidate product ``(r * h) U_h``, with the
         candidate gate's dropout mask on ``h``."""
+        return (r * self.masked(h, 2)) @ self.recurrent[:, 2 * self.units :]
+
+    def masked(self, h: Array, gate: int) -> Array:
+        """``h`` as gate ``gate``'s product sees it (under its dropout mask, if any); ``h``
+        may be one step's or a time-major stack of them."""
+        if self.mask is None:
+            return h
+        return h * (self.mask[gate, ...] if self.per_gate else self.mask)
+
+    def back(self, dz: Array, KT: Array, n: int) -> Array:
+        """The gradient reaching ``v`` through the first ``n`` gates' products from theirs,
+        ``dz`` (batch, n units; or a time-major stack), with ``KT`` the kernel's transpose:
+        ``(dz K^T) mask``, or per gate ``sum_g (dz_g K_g^T) mask_g``."""
         u = self.units
-        if self.mask is not None:
-            h = h * (self.mask[2, ...] if self.per_gate else self.mask)
-        return (r * h) @ self.recurrent[:, 2 * u :]
+        if not self.per_gate:
+            dv = dz @ (KT if n == self.gates else KT[: n * u])
+            return dv if self.mask is None else dv * self.mask
+        total = None
+        for g in range(n):
+            part = (dz[..., g * u : (g + 1) * u] @ KT[g * u : (g + 1) * u]) * self.mask[g, ...]
+            total = part if total is None else total + part
+        return total
+
+    def kernel_grad(self, h_prev: Array, dz: Array, n: int, outer: Callable) -> Array:
+        """The first ``n`` gate blocks of the kernel's gradient, ``sum v^T dz`` with each
+        gate's ``v`` under its mask (``outer(ops, a, b)``: ``sum a^T b``)."""
+        if not self.per_gate:
+            return outer(self.ops, self.masked(h_prev, 0), dz)
+        u = self.units
+        blocks = [outer(self.ops, self.masked(h_prev, g), dz[..., g * u : (g + 1) * u])
+                  for g in range(n)]  # fmt: skip
+        return self.ops.concat(blocks, axis=-1)
 
 
 def split_bias(ops: Any, spec: specs.LayerSpec, weights: Sequence[Array]):
@@ -233,7 +272,7 @@ def transition(
     ract: Callable | None,
     xp: Array,
     states: Sequence[Array],
-    product: RecurrentProduct,
+    product: GateProduct,
     bias_rec: Array | None = None,
 ) -> list[Array]:
     """One step of the layer ``spec`` describes: (projected input ``x_t W + b``, states) ->
@@ -345,33 +384,38 @@ def residual_count(spec: specs.LayerSpec) -> int:
     return len(residual_widths(spec))
 
 
-def saving_step(ops, spec, act, ract, W, U, b_in, b_rec, x_t, states):
+def saving_step(ops, spec, act, ract, W, U, b_in, b_rec, x_t, states, product=None,
+                inputs=None):  # fmt: skip
     """(new states, residuals) of one step from the raw input ``x_t``; the residuals are
-    what :func:`step_back` needs. ``b_rec`` has size 0 when there is no recurrent bias."""
+    what :func:`step_back` needs. ``b_rec`` has size 0 when there is no recurrent bias.
+    ``product`` and ``inputs``: the :class:`GateProduct` of ``U`` and of ``W`` with their
+    dropout masks (default: none)."""
     u, split = spec.units, _splitter(ops)
     h = states[0]
-    xp = x_t @ W + b_in
+    if product is None:
+        product = GateProduct(ops, U, u, spec.gates)
+    xp = (x_t @ W if inputs is None else inputs(x_t, spec.gates)) + b_in
     if spec.layer == "SimpleRNN":
-        y = act(xp + h @ U)
+        y = act(xp + product(h, 1))
         return [y], (y,)
     if spec.layer == "LSTM":
-        zi, zf, zg, zo = _blocks(xp + h @ U, u, 4, split)
+        zi, zf, zg, zo = _blocks(xp + product(h, 4), u, 4, split)
         i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
         c = lstm_carry(ARRAYS, i, f, g, states[1])
         tc = act(c)
         return [o * tc, c], (ops.concat([i, f, g, o], axis=1), tc)
     xz, xr, xh = _blocks(xp, u, 3, split)
     if spec.reset_after:
-        rec = h @ U
+        rec = product(h, 3)
         if b_rec.shape[0]:
             rec = rec + b_rec
         rz, rr, rh = _blocks(rec, u, 3, split)
         z, r = ract(xz + rz), ract(xr + rr)
         hh = act(gru_candidate(ARRAYS, xh, r, rh))
         return [ARRAYS.blend(z, h, hh)], (z, r, hh, rh)
-    rz, rr = _blocks(h @ U[:, : 2 * u], u, 2, split)
+    rz, rr = _blocks(product(h, 2), u, 2, split)
     z, r = ract(xz + rz), ract(xr + rr)
-    hh = act(xh + (r * h) @ U[:, 2 * u :])
+    hh = act(xh + product.candidate(r, h))
     return [ARRAYS.blend(z, h, hh)], (z, r, hh)
 
 
@@ -387,17 +431,20 @@ def _grad(ops: Any, name: str, y: Array, dy: Array) -> Array:
     return dy * derivative(ops, name, y)
 
 
-def step_back(ops, spec, UT, residuals, old, d_new):
+def step_back(ops, spec, UT, residuals, old, d_new, product=None):
     """Gradients of one step, given ``UT`` (the recurrent kernel transposed, formed once
     per call): (d pre-activations, input side; d recurrent-product outputs, or None when
-    they are the same; d old states)."""
+    they are the same; d old states). ``product``: the forward step's, for its recurrent
+    dropout mask."""
     u, split = spec.units, _splitter(ops)
     a, ra = spec.activation, spec.recurrent_activation
     h = old[0]
+    if product is None:
+        product = GateProduct(ops, None, u, spec.gates)
     if spec.layer == "SimpleRNN":
         (y,) = residuals
         dz = _grad(ops, a, y, d_new[0])
-        return dz, None, [dz @ UT]
+        return dz, None, [product.back(dz, UT, 1)]
     if spec.layer == "LSTM":
         gates, tc = residuals
         i, f, g, o = _blocks(gates, u, 4, split)
@@ -412,7 +459,7 @@ def step_back(ops, spec, UT, residuals, old, d_new):
             ],
             axis=1,
         )
-        return dz, None, [dz @ UT, dc * f]
+        return dz, None, [product.back(dz, UT, 4), dc * f]
     (dh,) = d_new
     if spec.reset_after:
         z, r, hh, rec_h = residuals
@@ -421,15 +468,15 @@ def step_back(ops, spec, UT, residuals, old, d_new):
         dr = _grad(ops, ra, r, dpre_h * rec_h)
         dxp = ops.concat([dzg, dr, dpre_h], axis=1)
         drec = ops.concat([dzg, dr, dpre_h * r], axis=1)
-        return dxp, drec, [dh * z + drec @ UT]
+        return dxp, drec, [dh * z + product.back(drec, UT, 3)]
     z, r, hh = residuals
     dzg = _grad(ops, ra, z, dh * (h - hh))
     dpre_h = _grad(ops, a, hh, dh * (1.0 - z))
     d_rh = dpre_h @ UT[2 * u :]
-    dr = _grad(ops, ra, r, d_rh * h)
+    dr = _grad(ops, ra, r, d_rh * product.masked(h, 2))
     dzr = ops.concat([dzg, dr], axis=1)
     dxp = ops.concat([dzr, dpre_h], axis=1)
-    return dxp, None, [dh * z + d_rh * r + dzr @ UT[: 2 * u]]
+    return dxp, None, [dh * z + product.masked(d_rh * r, 2) + product.back(dzr, UT, 2)]
 
 
 # -- the same derivatives as coefficients (PyTorch's loop) -----------------------------------
@@ -477,46 +524,55 @@ def _outer(ops, a: Array, b: Array) -> Array:
     return ops.tensordot(a, b, axes=((0, 1), (0, 1)))
 
 
-def kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec):
+def kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec, product=None, inputs=None):
     """(d kernel, d recurrent kernel) from the pre-activation gradients of every step at
-    once (time-major stacks)."""
+    once (time-major stacks); ``product``, ``inputs``: as in :func:`saving_step`."""
     return (
-        input_kernel_grad(ops, xs, dxp),
-        recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec),
+        input_kernel_grad(ops, xs, dxp, inputs),
+        recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec, product=product),
     )
 
 
-def input_kernel_grad(ops, xs, dxp):
+def input_kernel_grad(ops, xs, dxp, inputs=None):
     """The input kernel's gradient over every step (time-major stacks)."""
-    return _outer(ops, xs, dxp)
+    if inputs is None:
+        return _outer(ops, xs, dxp)
+    return inputs.kernel_grad(xs, dxp, inputs.gates, _outer)
 
 
-def recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec, outer=_outer):
+def recurrent_kernel_grad(ops, spec, h_prev, residuals, dxp, drec, outer=_outer,
+                          product=None):  # fmt: skip
     """The recurrent kernel's gradient: over every step (time-major stacks, the default
     ``outer``), or of one step, with ``outer(ops, a, b)`` the product ``a^T b`` of
-    (batch, .) arrays, for a loop that adds it up step by step."""
+    (batch, .) arrays, for a loop that adds it up step by step. ``product``: the forward
+    step's, for its recurrent dropout mask."""
+    if product is None:
+        product = GateProduct(ops, None, spec.units, spec.gates)
     if spec.layer == "GRU" and not spec.reset_after:
         u, r = spec.units, residuals[1]
+        candidate = outer(ops, r * product.masked(h_prev, 2), dxp[..., 2 * u :])
         return ops.concat(
-            [outer(ops, h_prev, dxp[..., : 2 * u]), outer(ops, r * h_prev, dxp[..., 2 * u :])],
-            axis=1,
+            [product.kernel_grad(h_prev, dxp[..., : 2 * u], 2, outer), candidate], axis=1
         )
-    return outer(ops, h_prev, dxp if drec is None else drec)
+    return product.kernel_grad(h_prev, dxp if drec is None else drec, spec.gates, outer)
 
 
-def weight_grads(ops, spec, W, b_rec, xs, h_prev, residuals, dxp, drec):
+def weight_grads(ops, spec, W, b_rec, xs, h_prev, residuals, dxp, drec, product=None,
+                 inputs=None):  # fmt: skip
     """(d kernel, d recurrent kernel, d input bias, d recurrent bias, d inputs) from every
     step's pre-activation gradients (time-major), as single large products."""
-    d_W, d_U = kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec)
-    return (d_W, d_U, *bias_and_input_grads(ops, W, b_rec, dxp, drec))
+    d_W, d_U = kernel_grads(ops, spec, xs, h_prev, residuals, dxp, drec, product, inputs)
+    return (d_W, d_U, *bias_and_input_grads(ops, W, b_rec, dxp, drec, inputs))
 
 
-def bias_and_input_grads(ops, W, b_rec, dxp, drec):
+def bias_and_input_grads(ops, W, b_rec, dxp, drec, inputs=None):
     """(d input bias, d recurrent bias, d inputs) from every step's pre-activation
-    gradients (time-major)."""
+    gradients (time-major); ``inputs``: as in :func:`saving_step`."""
     drec = dxp if drec is None else drec
     d_b_rec = ops.sum(drec, axis=(0, 1)) if b_rec.shape[0] else ops.zeros_like(b_rec)
-    return ops.sum(dxp, axis=(0, 1)), d_b_rec, dxp @ ops.matrix_transpose(W)
+    WT = ops.matrix_transpose(W)
+    d_xs = dxp @ WT if inputs is None else inputs.back(dxp, WT, inputs.gates)
+    return ops.sum(dxp, axis=(0, 1)), d_b_rec, d_xs
 
 
 # -- the built-in cells as Cells --------------------------------------------------------------
@@ -587,7 +643,7 @@ class _BuiltinCell(cells.Cell):
         spec = self.layer_spec
         weights = [w[n] for n in spec.weight_names]
         bias_in, bias_rec = split_bias(ops, spec, weights)
-        product = RecurrentProduct(ops, weights[1], spec.units, spec.gates)
+        product = GateProduct(ops, weights[1], spec.units, spec.gates)
         act = ops.activation(spec.activation)
         ract = ops.activation(spec.recurrent_activation) if spec.recurrent_activation else None
         new = transition(spec, act, ract, x @ weights[0] + bias_in, states, product, bias_rec)

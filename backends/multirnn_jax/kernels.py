@@ -120,7 +120,7 @@ def run(spec, weights, x, mask, states, mi, mr) -> tuple[Array, list[Array]]:
         path = "cudnn"
     elif scan.hoisting(platform):
         path = "hoisted"
-    elif _HAND_WRITTEN_BACKWARD[-1] and backprop.supported(spec, mi, mr):
+    elif _HAND_WRITTEN_BACKWARD[-1] and backprop.supported(spec):
         path = "custom_vjp"
     else:
         path = "stepwise"
@@ -142,7 +142,7 @@ def _execute(spec, path, weights, x, mask, states, mi, mr, lengths):
     act = activation(spec.activation)
     ract = None if spec.recurrent_activation is None else activation(spec.recurrent_activation)
     if path == "custom_vjp":
-        return backprop.generic(spec, weights, x, mask, states, mi, act, ract)
+        return backprop.generic(spec, weights, x, mask, states, mi, mr, act, ract)
     return scan.generic(spec, weights, x, mask, states, mi, mr, act, ract,
                         hoist=path == "hoisted")  # fmt: skip
 

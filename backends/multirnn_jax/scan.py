@@ -69,7 +69,7 @@ def generic(
     """
     kernel, recurrent = weights[0], weights[1]
     bias_in, bias_rec = split_bias(spec, weights)
-    product = builtin_cells.RecurrentProduct(jnp, recurrent, spec.units, spec.gates, mr)
+    product = builtin_cells.GateProduct(jnp, recurrent, spec.units, spec.gates, mr)
 
     def cell(states, xp):
         return builtin_cells.transition(spec, act, ract, xp, states, product, bias_rec)

@@ -111,10 +111,15 @@ class JaxAdapter(EngineAdapter):
         def forward(layer, x):
             return layer(x)
 
+        # a training call, as on the other engines: with dropout, masks from a key
+        dropout = {}
+        if getattr(spec, "dropout", 0) or getattr(spec, "recurrent_dropout", 0):
+            dropout = {"training": True, "key": jax.random.key(0)}
+
         @jax.jit
         def train(layer, x):
             def loss(layer):
-                out = layer(x)
+                out = layer(x, **dropout)
                 return (out[0] if isinstance(out, list) else out).sum()
 
             return jax.grad(loss)(layer)

@@ -16,9 +16,11 @@ much as its arithmetic, so every op the loops save counts.
 The step, its residuals, its backward step and the final weight products are the shared
 cell maths of ``multirnn.builtin_cells`` (every named activation's derivative written as a
 function of its output, which is what the forward pass keeps); this module holds the
-loops. Covered: the named activations, any mask, shared input dropout
-(applied outside, so autodiff handles it), no recurrent dropout, no ``unroll``. Everything
-else takes the automatically differentiated loop (``multirnn_tensorflow.scan``).
+loops. Covered: the named activations, any mask, dropout on the inputs and on the
+recurrent state (one mask shared by the gates, or one per gate: a shared input mask is
+applied to the inputs before the loop, the others in the step and its backward step), no
+``unroll``. Everything else takes the automatically differentiated loop
+(``multirnn_tensorflow.scan``).
 """
 
 from __future__ import annotations
@@ -30,24 +32,28 @@ from multirnn.spec import LayerSpec
 from multirnn_tensorflow.ops import array_api
 
 
-def supported(spec: LayerSpec, mi, mr) -> bool:
-    """Whether the hand-written backward pass applies to this call."""
-    return (
-        builtin_cells.differentiable(spec)
-        and mr is None
-        and (mi is None or mi.shape.rank == 2)
-        and not spec.unroll
-    )
+def supported(spec: LayerSpec) -> bool:
+    """Whether the hand-written backward pass applies to this layer."""
+    return builtin_cells.differentiable(spec) and not spec.unroll
 
 
-def generic(spec, weights, x, mask, states, mi, act, ract, *, xla: bool = False):
+def generic(spec, weights, x, mask, states, mi, mr, act, ract, *, xla: bool = False):
     """Same contract as ``multirnn_tensorflow.scan.generic`` (stepwise input products);
     ``xla``: the graph is compiled by XLA (see :func:`kernel_grads_in_loop`)."""
     from multirnn_tensorflow.scan import split_bias
 
     kernel, recurrent = weights[0], weights[1]
     bias_in, bias_rec = split_bias(spec, weights)
-    xs = tf.transpose(x if mi is None else x * mi[:, None, :], [1, 0, 2])
+    shared = mi is not None and mi.shape.rank == 2
+    xs = tf.transpose(x * mi[:, None, :] if shared else x, [1, 0, 2])
+    # one product per gate where a mask is per gate: TensorFlow runs a batched product's
+    # gradient slower than the products (measured, benchmarks/notes.md)
+    inputs = None
+    if mi is not None and not shared:
+        inputs = builtin_cells.GateProduct(array_api(x.dtype), kernel, spec.units, spec.gates,
+                                           mi, batched=False)  # fmt: skip
+    product = builtin_cells.GateProduct(array_api(x.dtype), recurrent, spec.units, spec.gates,
+                                        mr, batched=False)  # fmt: skip
     masks = None if mask is None else tf.transpose(mask)[..., None]
     if spec.go_backwards:
         xs = tf.reverse(xs, [0])
@@ -55,8 +61,8 @@ def generic(spec, weights, x, mask, states, mi, act, ract, *, xla: bool = False)
     if bias_rec is None:
         bias_rec = tf.zeros([0], kernel.dtype)  # a placeholder: no recurrent bias
     in_loop = kernel_grads_in_loop(spec, xla)
-    outs, final = _loop(spec, act, ract, masks, kernel, recurrent, bias_in, bias_rec, xs,
-                        list(states), in_loop)  # fmt: skip
+    outs, final = _loop(spec, act, ract, masks, (inputs, product), kernel, recurrent, bias_in,
+                        bias_rec, xs, list(states), in_loop)  # fmt: skip
     if outs is None:  # no mask: the last output is the final state
         return final[0], final
     outs.set_shape([xs.shape[0], x.shape[0], spec.units])
@@ -88,7 +94,7 @@ def _saved_widths(spec: LayerSpec, masked: bool) -> list[int]:
     return builtin_cells.residual_widths(spec) + [spec.units] * olds
 
 
-def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
+def _forward_loop(spec, act, ract, products, W, U, b_in, b_rec, xs, masks, states):
     """(outputs (time, batch, units), final states, what every step keeps (time, batch,
     sum of :func:`_saved_widths`)).
 
@@ -104,10 +110,11 @@ def _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks, states):
     inputs = tf.TensorArray(dtype, size=time).unstack(xs)
     keeps = None if masks is None else tf.TensorArray(masks.dtype, size=time).unstack(masks)
     first_saved = _first_old_kept(masks is not None)
+    in_product, product = products
 
     def body(t, old, outs, saved, previous=None):
         new, res = builtin_cells.saving_step(ops, spec, act, ract, W, U, b_in, b_rec,
-                                             inputs.read(t), old)  # fmt: skip
+                                             inputs.read(t), old, product, in_product)  # fmt: skip
         for n, s in zip(new, old):
             n.set_shape(s.shape)
         if keeps is None:
@@ -151,8 +158,10 @@ def kernel_grads_in_loop(spec: LayerSpec, xla: bool) -> bool:
     return spec.layer == "LSTM" or (spec.layer == "GRU" and spec.reset_after)
 
 
-def _loop(spec, act, ract, masks, W, U, b_in, b_rec, xs, states, in_loop):
+def _loop(spec, act, ract, masks, products, W, U, b_in, b_rec, xs, states, in_loop):
     """(stacked outputs, or None when only the final states are needed; final states).
+    ``products``: the input and recurrent :class:`~multirnn.builtin_cells.GateProduct`
+    with their dropout masks (the input's None without per-gate masks).
 
     Without a mask and without ``return_sequences`` the layer's output is the final ``h``:
     the outputs then stay inside, and the backward loop reads no output gradients."""
@@ -161,8 +170,8 @@ def _loop(spec, act, ract, masks, W, U, b_in, b_rec, xs, states, in_loop):
 
     @tf.custom_gradient
     def loop(W, U, b_in, b_rec, xs, *states):
-        outs, final, saved = _forward_loop(spec, act, ract, W, U, b_in, b_rec, xs, masks,
-                                           states)  # fmt: skip
+        outs, final, saved = _forward_loop(spec, act, ract, products, W, U, b_in, b_rec, xs,
+                                           masks, states)  # fmt: skip
 
         def backward(*grads):
             d_outs, d_final = (grads[0], grads[1:]) if sequences else (None, grads)
@@ -171,8 +180,8 @@ def _loop(spec, act, ract, masks, W, U, b_in, b_rec, xs, states, in_loop):
             d_final = [tf.zeros_like(s) if d is None else d for d, s in zip(d_final, final)]
             # without a mask, each step's old h is the output before it
             h_prev = None if masks is not None else tf.concat([states[0][None], outs[:-1]], 0)
-            return _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final,
-                             in_loop)  # fmt: skip
+            return _backward(spec, products, W, U, b_rec, xs, masks, h_prev, saved, d_outs,
+                             d_final, in_loop)  # fmt: skip
 
         return ((outs,) if sequences else ()) + tuple(final), backward
 
@@ -182,12 +191,14 @@ def _loop(spec, act, ract, masks, W, U, b_in, b_rec, xs, states, in_loop):
     return None, list(results[:n])
 
 
-def _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final, in_loop):
+def _backward(spec, products, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final,
+              in_loop):  # fmt: skip
     """The reverse loop; ``h_prev``: every step's old ``h`` (None when ``saved`` keeps
     it); ``d_outs`` is None when the outputs were not returned; ``in_loop``: add up the
     recurrent kernel's gradient inside it."""
     zero_output = spec.zero_output_for_mask
     ops = array_api(xs.dtype)
+    inputs, product = products
     UT = tf.transpose(U)
     time = xs.shape[0] if xs.shape[0] is not None else tf.shape(xs)[0]
     dtype = xs.dtype
@@ -238,14 +249,14 @@ def _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final, in_l
             d_previous = zeros if zero_output else tf.where(keep, zeros, d_out)
         h = tf.gather(h_prev, t) if h_prev is not None and needs_h else None
         res, old = unpack(tf.gather(saved, t), h, split=True)
-        dxp, drec, d_old = builtin_cells.step_back(ops, spec, UT, res, old, d_new)
+        dxp, drec, d_old = builtin_cells.step_back(ops, spec, UT, res, old, d_new, product)
         if passed is not None:
             d_old = [a + b for a, b in zip(d_old, passed)]
         for d, s in zip(d_old, d_states):
             d.set_shape(s.shape)
         if in_loop:
             d_U = builtin_cells.recurrent_kernel_grad(
-                ops, spec, old[0], res, dxp, drec, outer=_transposed_product
+                ops, spec, old[0], res, dxp, drec, outer=_transposed_product, product=product
             )
             d_kernels = [d_kernels[0] + d_U]
         carried = (drecs.write(t, drec),) if separate else ()
@@ -265,11 +276,13 @@ def _backward(spec, W, U, b_rec, xs, masks, h_prev, saved, d_outs, d_final, in_l
     drec = carried[0].stack() if separate else None
     dxp = dxps.stack()
     if in_loop:
-        d_kernels = [builtin_cells.input_kernel_grad(ops, xs, dxp), *d_kernels]
+        d_kernels = [builtin_cells.input_kernel_grad(ops, xs, dxp, inputs), *d_kernels]
     else:
         residuals, olds = unpack(saved, h_prev, split=False)
-        d_kernels = builtin_cells.kernel_grads(ops, spec, xs, olds[0], residuals, dxp, drec)
-    d_b_in, d_b_rec, d_xs = builtin_cells.bias_and_input_grads(ops, W, b_rec, dxp, drec)
+        d_kernels = builtin_cells.kernel_grads(ops, spec, xs, olds[0], residuals, dxp, drec,
+                                               product, inputs)  # fmt: skip
+    d_b_in, d_b_rec, d_xs = builtin_cells.bias_and_input_grads(ops, W, b_rec, dxp, drec,
+                                                               inputs)  # fmt: skip
     return [*d_kernels, d_b_in, d_b_rec, d_xs, *d_states]
 
 

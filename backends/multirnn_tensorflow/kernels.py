@@ -146,8 +146,8 @@ def _generic(spec: LayerSpec, hand_written: bool = True):
 
     def generic(weights, x, mask, states, mi, mr):
         hoist = scan.hoisting()
-        if not hoist and hand_written and backprop.supported(spec, mi, mr):
-            return backprop.generic(spec, weights, x, mask, states, mi, act, ract,
+        if not hoist and hand_written and backprop.supported(spec):
+            return backprop.generic(spec, weights, x, mask, states, mi, mr, act, ract,
                                     xla=in_xla_context())  # fmt: skip
         return scan.generic(spec, weights, x, mask, states, mi, mr, act, ract, hoist=hoist)
 

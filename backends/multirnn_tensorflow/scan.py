@@ -44,7 +44,7 @@ def generic(spec: LayerSpec, weights, x, mask, states, mi, mr, act, ract, *, hoi
     kernel, recurrent = weights[0], weights[1]
     ops = array_api(kernel.dtype)
     bias_in, bias_rec = split_bias(spec, weights)
-    product = builtin_cells.RecurrentProduct(ops, recurrent, spec.units, spec.gates, mr)
+    product = builtin_cells.GateProduct(ops, recurrent, spec.units, spec.gates, mr)
 
     def step_fn(states, xp):
         return builtin_cells.transition(spec, act, ract, xp, states, product, bias_rec)

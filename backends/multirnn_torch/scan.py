@@ -131,7 +131,7 @@ def generic(spec, weights, x, mask, states, mi, mr, activation, cache=None):
 def _loop(spec, xp, U, bias_rec, h, c, mask, mr, act, ract):
     """The time loop on the autograd tape (user activations, per-gate recurrent masks),
     running the shared step of ``multirnn.builtin_cells``."""
-    product = builtin_cells.RecurrentProduct(array_api(), U, spec.units, spec.gates, mr)
+    product = builtin_cells.GateProduct(array_api(), U, spec.units, spec.gates, mr)
     states = [h] if c is None else [h, c]
     if torch.compiler.is_exporting():
 

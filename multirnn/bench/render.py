@@ -190,6 +190,36 @@ def per_call(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def dropout(record: dict[str, Any]) -> str:
+    """Each engine's training step with dropout (the dropout workloads) against the same
+    layer without it, in the same run (issue 28 asks at most 1.3x)."""
+    rows = _lookup(record)
+    every = [Workload.from_dict(w) for w in record["workloads"]]
+    workloads = [w for w in every if w.group == "dropout" and w.dropout]
+    # the twin without dropout: in the dropout group, or (shape S) the shape-S workload
+    base = {(w.layer, w.batch, w.time, w.input_dim, w.units): w for w in every
+            if w.config == "documented" and not w.dropout and not w.stateful}  # fmt: skip
+    lines = [
+        "| engine | layer | shape (batch, time, input, units) | no dropout ms | "
+        "dropout ms, median (IQR) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in record["contenders"]:
+        name = c["contender"]
+        for w in workloads:
+            plain = base.get((w.layer, w.batch, w.time, w.input_dim, w.units))
+            if plain is None:
+                continue
+            m = rows.get((name, w.key), {}).get("train")
+            ref = rows.get((name, plain.key), {}).get("train")
+            if not m or not ref:
+                continue
+            shape = f"{w.batch}, {w.time}, {w.input_dim}, {w.units}"
+            lines.append(f"| {name} | {w.layer} | {shape} | {_ms(ref['median_s'])} | "
+                         f"{_timing(m)} | {_over(m, ref)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _engine_of(contender: str) -> str:
     """``multirnn:NAME`` of a cell contender (``multirnn:NAME+cell``), else the name."""
     for variant in CELL_VARIANTS:
@@ -515,6 +545,7 @@ def report(
             "",
         ]
     lines += _per_call_section(record)
+    lines += _dropout_section(record)
     lines += _users_cells_section(record)
     for path in plot_paths:
         rel = path.relative_to(relative_to) if relative_to else path
@@ -554,6 +585,23 @@ def _per_call_section(record: dict[str, Any]) -> list[str]:
         "peer its issues name: torch.nn for torch (issue 18 asks at most 1.15x of",
         "torch.nn.LSTM carrying (h, c) itself), Keras 3 on TensorFlow traced the same way",
         "for tensorflow, Flax NNX for jax. Forward only.",
+        "",
+        body,
+        "",
+    ]
+
+
+def _dropout_section(record: dict[str, Any]) -> list[str]:
+    body = dropout(record)
+    if body.count("\n") < 2:
+        return []
+    return [
+        "## Dropout",
+        "",
+        "The training step of Keras-2-style dropout (`dropout=0.2, recurrent_dropout=0.2`,",
+        "the default `implementation`: one mask per gate, on the inputs and on the",
+        "recurrent state) against the same layer without dropout, documented defaults,",
+        "each engine in its own process. Issue 28 asks at most 1.3x.",
         "",
         body,
         "",

@@ -29,6 +29,8 @@ def run_job(job: dict) -> dict:
         workload = Workload.from_dict(data)
         row = {"workload": workload.key}
         try:
+            if workload.dropout and contender.kind != "engine":
+                raise contenders.Unsupported("dropout is timed on multirnn's engines only")
             forward, train = contender.prepare(workload)
             if job.get("memory"):  # a fresh process per workload: train steps only
                 if train is not None:

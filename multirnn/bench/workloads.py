@@ -9,7 +9,10 @@ so every contender runs on identical weights and inputs.
 Besides shape S and its sweeps, two workloads are about the cost of a call rather than of
 the arithmetic: ``small`` (batch 8, 10 steps) and ``streaming`` (batch 1, one step per
 call, the states carried from call to call by a stateful layer), where the work around the
-kernel (argument checks, state handling, dispatch) is most of the time.
+kernel (argument checks, state handling, dispatch) is most of the time. ``dropout`` times
+the training step of Keras-2-style dropout (``dropout=recurrent_dropout=0.2`` with the
+default ``implementation``: one mask per gate) against the same layer without dropout, on
+the engines only (the peers' dropout is not Keras 2's).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ SHAPE_S = {"batch": 32, "time": 100, "input_dim": 64, "units": 128}
 SMALL = {"batch": 8, "time": 10, "input_dim": 64, "units": 128}
 #: one step per call at batch 1, the states carried across calls (speech, control, online)
 STREAMING = {"batch": 1, "time": 1, "input_dim": 64, "units": 128}
+#: a Keras 2 tutorial's text model, trained with dropout (``LSTM(32, dropout=0.2,
+#: recurrent_dropout=0.2)``): small layers, where a mask's extra work shows most
+DROPOUT = {"batch": 32, "time": 40, "input_dim": 128, "units": 32}
+#: the dropout rate of the dropout workloads (on the inputs and on the recurrent state)
+DROPOUT_RATE = 0.2
 
 
 @dataclass(frozen=True)
@@ -41,26 +49,34 @@ class Workload:
     dtype: str = "float32"
     #: the layer keeps its states from one call to the next (each call is one more chunk)
     stateful: bool = False
+    #: ``dropout`` and ``recurrent_dropout`` of the layer (its training step samples masks)
+    dropout: float = 0.0
 
     @property
     def key(self) -> str:
         shape = f"b{self.batch}-t{self.time}-i{self.input_dim}-u{self.units}"
-        return f"{self.layer}/{self.config}/{shape}" + ("/stateful" if self.stateful else "")
+        tail = ("/stateful" if self.stateful else "") + (
+            f"/dropout{self.dropout:g}" if self.dropout else ""
+        )
+        return f"{self.layer}/{self.config}/{shape}" + tail
 
     @property
     def label(self) -> str:
         if self.config == "documented":
-            return f"{self.layer} (documented defaults: no fused kernel)"
-        return f"{self.layer} (fused-eligible)"
+            label = f"{self.layer} (documented defaults: no fused kernel)"
+        else:
+            label = f"{self.layer} (fused-eligible)"
+        return label + (f", dropout {self.dropout:g}" if self.dropout else "")
 
     def layer_kwargs(self) -> dict[str, Any]:
         """multirnn constructor arguments for this configuration."""
+        rates = {"dropout": self.dropout, "recurrent_dropout": self.dropout} if self.dropout else {}
         if self.layer == "SimpleRNN":
-            return {"activation": "tanh"}
+            return {"activation": "tanh", **rates}
         if self.config == "fused":
             extra = {"reset_after": True} if self.layer == "GRU" else {}
-            return {"recurrent_activation": "sigmoid", **extra}
-        return {}  # the documented defaults: hard_sigmoid, reset_after=False
+            return {"recurrent_activation": "sigmoid", **extra, **rates}
+        return rates  # the documented defaults: hard_sigmoid, reset_after=False
 
     @property
     def reset_after(self) -> bool:
@@ -116,17 +132,31 @@ def _per_call(layers: list[str]) -> list[Workload]:
     return out
 
 
+def _dropout(layers: list[str], mode: str) -> list[Workload]:
+    """The documented gated layers with and without dropout at :data:`DROPOUT`, and in a
+    full run with dropout at shape S too (whose twin without it is the shape-S workload)."""
+    gated = [layer for layer in ("LSTM", "GRU") if layer in layers]
+    out = [Workload(layer, "documented", **DROPOUT, group="dropout", dropout=rate)
+           for layer in gated for rate in (0.0, DROPOUT_RATE)]  # fmt: skip
+    if mode == "full":
+        out += [Workload(layer, "documented", **SHAPE_S, group="dropout", dropout=DROPOUT_RATE)
+                for layer in gated]  # fmt: skip
+    return out
+
+
 def suite(layers: list[str], mode: str = "full") -> list[Workload]:
     """The workloads of a run: shape S for every layer and configuration, a sweep over
     sequence length and one over units (fused and documented LSTM), batch 1, the small
-    shape and streaming. Smoke runs tiny shapes, with one small and one streaming workload
-    (of the first gated layer) so that every kind of workload is exercised."""
+    shape, streaming and dropout. Smoke runs tiny shapes, with one small, one streaming and
+    one dropout pair (of the first gated layer) so that every kind is exercised."""
     if mode == "smoke":
         out = [Workload(layer, c, 2, 5, 3, 4, "S") for layer in layers for c in _configs(layer)]
         gated = next((name for name in ("LSTM", "GRU") if name in layers), None)
         if gated:
             out.append(Workload(gated, "fused", 2, 3, 3, 4, "small"))
             out.append(Workload(gated, "fused", 1, 1, 3, 4, "streaming", stateful=True))
+            out += [Workload(gated, "documented", 2, 3, 3, 4, "dropout", dropout=rate)
+                    for rate in (0.0, DROPOUT_RATE)]  # fmt: skip
         return out
     out = [Workload(layer, c, **SHAPE_S, group="S") for layer in layers for c in _configs(layer)]
     times = (10, 100, 300) if mode == "quick" else (10, 30, 100, 300, 1000)
@@ -141,7 +171,7 @@ def suite(layers: list[str], mode: str = "full") -> list[Workload]:
             out.append(Workload(sweep_layer, config, **(base | {"units": u}), group="units"))
     for layer in layers:
         out.append(Workload(layer, "fused", **(SHAPE_S | {"batch": 1}), group="latency"))
-    return out + _per_call(layers)
+    return out + _per_call(layers) + _dropout(layers, mode)
 
 
 def peer_layout(workload: Workload, weights: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -61,6 +61,40 @@ def test_smoke_suite_has_one_small_and_one_streaming_workload():
     assert {w.group for w in suite(["SimpleRNN"], "smoke")} == {"S"}  # no gated layer
 
 
+@pytest.mark.parametrize("mode", ["smoke", "quick", "full"])
+def test_suite_has_dropout_pairs(mode):
+    """Every dropout workload has its twin without dropout, same layer and shape (at shape
+    S, the shape-S workload)."""
+    everything = suite(["LSTM", "GRU"], mode)
+    with_dropout = [w for w in everything if w.dropout]
+    assert with_dropout and all(w.group == "dropout" for w in with_dropout)
+    plain = {(w.layer, w.config, w.batch, w.time, w.units) for w in everything if not w.dropout}
+    assert {(w.layer, w.config, w.batch, w.time, w.units) for w in with_dropout} <= plain
+    assert len({w.key for w in everything}) == len(everything)
+    if mode != "smoke":
+        assert {(w.layer, w.batch, w.time, w.input_dim, w.units) for w in with_dropout} >= {
+            ("LSTM", 32, 40, 128, 32), ("GRU", 32, 40, 128, 32)
+        }  # fmt: skip
+    w = with_dropout[0]
+    assert w.layer_kwargs() == {"dropout": 0.2, "recurrent_dropout": 0.2}
+    assert w.key.endswith("/dropout0.2") and w.label.endswith(", dropout 0.2")
+    assert Workload.from_dict(w.to_dict()) == w
+    assert not any(x.dropout for x in suite(["LSTM"], mode) if x.group != "dropout")
+
+
+def test_report_has_the_dropout_ratios():
+    record = fake_record({"multirnn:torch": {"dropout": 0.001}, "torch.nn": {"S": 0.001}})
+    dropped = next(w["key"] for w in record["workloads"] if w.get("dropout"))
+    for row in record["contenders"][0]["results"]:
+        if row["workload"] == dropped:
+            row["train"] = {**row["train"], "median_s": 0.0039, "p25_s": 0.0039,
+                            "p75_s": 0.0039}  # fmt: skip
+    table = render.dropout(record)
+    assert "| multirnn:torch | LSTM | 2, 3, 3, 4 | 3 | 3.9 (3.9-3.9) | 1.30x |" in table
+    assert "torch.nn" not in table
+    assert "## Dropout" in render.report(record)
+
+
 def test_workload_configurations_and_flops():
     fused = Workload("GRU", "fused", 32, 100, 64, 128, "S")
     documented = Workload("GRU", "documented", 32, 100, 64, 128, "S")
@@ -98,7 +132,7 @@ def test_smoke_run_on_the_numpy_engine(tmp_path):
     record = harness.run(["multirnn:numpy"], ["lstm", "gru"], "smoke", memory=False)
     check_record(record)
     rows = record["contenders"][0]["results"]
-    assert len(rows) == 6 and all("train" not in r for r in rows)  # no autodiff in numpy
+    assert len(rows) == 8 and all("train" not in r for r in rows)  # no autodiff in numpy
     assert {r["workload"] for r in rows if "forward" in r} == {
         w["key"] for w in record["workloads"]
     }  # the small and streaming workloads ran too

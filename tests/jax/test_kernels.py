@@ -162,7 +162,10 @@ def test_both_loop_layouts_match_the_reference(variant, hoist, dropout):
     [{}, {"go_backwards": True}, {"mask": True}, {"mask": True, "zero_output_for_mask": True}],
     ids=str,
 )
-def test_hand_written_backward_equals_autodiff(variant, options):
+@pytest.mark.parametrize("dropout", ["none", "shared", "per_gate"])
+def test_hand_written_backward_equals_autodiff(variant, options, dropout, monkeypatch):
+    """With dropout masks too: shared by the gates or one per gate, on the inputs and on
+    the recurrent state (Keras 2's default implementation takes one per gate)."""
     layer, extra = variant
     options = dict(options)
     masked = options.pop("mask", False)
@@ -171,13 +174,22 @@ def test_hand_written_backward_equals_autodiff(variant, options):
     rng = np.random.default_rng(3)
     mask = jnp.asarray(rng.random((3, 6)) > 0.4) if masked else None
     states = [jnp.asarray(rng.standard_normal((3, 4))) for _ in range(s.num_states)]
+    lead = {"none": None, "shared": (), "per_gate": (s.gates,)}[dropout]
+    mi = mr = None
+    if lead is not None:
+        mi = jnp.asarray((rng.random((*lead, 3, 2)) > 0.3) / 0.7)
+        mr = jnp.asarray((rng.random((*lead, 3, 4)) > 0.3) / 0.7)
+    calls, inner = [], kernels.backprop.generic
+    monkeypatch.setattr(kernels.backprop, "generic", lambda *a: calls.append(1) or inner(*a))
 
     def loss(w, x, states):
-        out, final = kernels.forward(s, w, x, mask=mask, initial_state=states)
+        out, final = kernels.forward(s, w, x, mask=mask, initial_state=states,
+                                     input_dropout=mi, recurrent_dropout=mr)  # fmt: skip
         return jnp.sum(jnp.sin(out)) + sum(jnp.sum(f * f) for f in final)
 
     args = ([jnp.asarray(w) for w in weights], jnp.asarray(x), states)
     fast = jax.grad(loss, argnums=(0, 1, 2))(*args)
+    assert calls, "the call did not take the hand-written backward pass"
     with kernels.autodiff_only():
         plain = jax.grad(loss, argnums=(0, 1, 2))(*args)
         jax.jvp(lambda x: loss(args[0], x, states), (args[1],), (args[1],))  # forward mode works

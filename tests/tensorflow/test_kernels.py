@@ -167,24 +167,30 @@ def _gradients(s, weights, x, kwargs, *, jit=False):
             "recurrent_activation": "hard_sigmoid",
         },
         {
-            "dropout": True,
+            "dropout": "shared",
             "activation": "softsign",
             "use_bias": False,
             "recurrent_activation": "sigmoid",
         },
         {"activation": "selu", "recurrent_activation": "hard_sigmoid_relu6", "mask": True},
         {"activation": "softplus", "go_backwards": True},
+        {"dropout": "per_gate", "mask": True, "return_sequences": True},
+        {"dropout": "per_gate", "go_backwards": True, "reset_after": False},
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
-def test_hand_written_backward_equals_autodiff(variant, options):
+def test_hand_written_backward_equals_autodiff(variant, options, monkeypatch):
+    """Dropout: one mask shared by the gates, or one per gate (Keras 2's default
+    implementation), on the inputs and on the recurrent state."""
     layer, extra = variant
+    if "reset_after" in options and layer != "GRU":
+        options = {k: v for k, v in options.items() if k != "reset_after"}
     options = dict(options)
     masked, dropout = options.pop("mask", False), options.pop("dropout", False)
     if layer == "SimpleRNN":
         options.pop("recurrent_activation", None)
     s = parse(layer, (4,), {**extra, **options, "dtype": "float64"})
-    assert kernels.backprop.supported(s, None, None)
+    assert kernels.backprop.supported(s)
     rng = np.random.default_rng(3)
     shapes = s.weight_shapes(3)
     weights = [rng.standard_normal(shapes[n]) * 0.5 for n in s.weight_names]
@@ -193,8 +199,15 @@ def test_hand_written_backward_equals_autodiff(variant, options):
     if masked:
         kwargs["mask"] = rng.random((3, 6)) > 0.4
     if dropout:
-        kwargs["input_dropout"] = (rng.random((3, 3)) > 0.5) * 2.0
+        lead = (s.gates,) if dropout == "per_gate" else ()
+        kwargs["input_dropout"] = (rng.random((*lead, 3, 3)) > 0.5) * 2.0
+        kwargs["recurrent_dropout"] = (rng.random((*lead, 3, 4)) > 0.3) / 0.7
+    calls, inner = [], kernels.backprop.generic
+    monkeypatch.setattr(
+        kernels.backprop, "generic", lambda *a, **k: calls.append(1) or inner(*a, **k)
+    )
     fast = _gradients(s, weights, x, dict(kwargs))
+    assert calls, "the call did not take the hand-written backward pass"
     with kernels.autodiff_only():
         plain = _gradients(s, weights, x, dict(kwargs))
     for a, b in zip(fast, plain):
