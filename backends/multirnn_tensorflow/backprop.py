@@ -60,7 +60,8 @@ def generic(spec, weights, x, mask, states, mi, mr, act, ract, *, xla: bool = Fa
         masks = None if masks is None else tf.reverse(masks, [0])
     if bias_rec is None:
         bias_rec = tf.zeros([0], kernel.dtype)  # a placeholder: no recurrent bias
-    in_loop = kernel_grads_in_loop(spec, xla)
+    # per-gate recurrent masks: G products per step in the loop; the gradient after it
+    in_loop = kernel_grads_in_loop(spec, xla) and (mr is None or mr.shape.rank == 2)
     outs, final = _loop(spec, act, ract, masks, (inputs, product), kernel, recurrent, bias_in,
                         bias_rec, xs, list(states), in_loop)  # fmt: skip
     if outs is None:  # no mask: the last output is the final state
