@@ -24,7 +24,11 @@ class TorchArrays(pipeline.Arrays):
     host data is copied to the call's device."""
 
     native = "torch.Tensor"
-    is_native = staticmethod(torch.is_tensor)
+
+    @staticmethod
+    def is_native(value) -> bool:
+        # torch.compile traces a NumPy array as a tensor; it is host data all the same
+        return torch.is_tensor(value) and not isinstance(value, np.ndarray)
 
     def own(self, value, arg, owner, place):
         if place is not None and value.device != place:

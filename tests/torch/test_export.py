@@ -80,6 +80,18 @@ def test_torch_compile_fullgraph_forward_and_backward_match_eager(name):
     close(grads, [p.grad for p in layer.parameters()], rtol=1e-5, atol=1e-5)
 
 
+def test_torch_compile_takes_a_numpy_mask_as_host_data():
+    """torch.compile traces a NumPy array as a tensor; the layer still takes it as host data
+    (converted where the call runs), not as a tensor refused for its device."""
+    np = pytest.importorskip("numpy")
+    layer = LSTM(4, input_dim=FEATURES, seed=0)
+    mask = np.ones((3, 7), dtype=bool)
+    mask[0, 4:] = False
+    x = data(3, 7)
+    got = torch.compile(lambda x: layer(x, mask=mask))(x)
+    close(got, layer(x, mask=torch.from_numpy(mask)))
+
+
 class Step(torch.nn.Module):
     """One streaming step: inputs and states in, output and states out."""
 
