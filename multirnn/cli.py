@@ -444,7 +444,7 @@ _NUMBER = (int, float)
 #: the types of what rendering a record reads: workloads' fields, results' timings
 _WORKLOAD_FIELDS = {"key": str, "layer": str, "config": str, "group": str, "batch": int,
                     "time": int, "input_dim": int, "units": int}  # fmt: skip
-_WORKLOAD_OPTIONAL = {"dtype": str, "stateful": bool, "label": str}
+_WORKLOAD_OPTIONAL = {"dtype": str, "stateful": bool, "label": str, "dropout": _NUMBER}
 
 
 def _is(value, kind) -> bool:
@@ -469,7 +469,8 @@ def _record_problem(record: dict) -> str | None:
                 return f"{where} has no {name!r}"
         for name, kind in {**_WORKLOAD_FIELDS, **_WORKLOAD_OPTIONAL}.items():
             if name in w and not _is(w[name], kind):
-                return f"{where}.{name} is {w[name]!r}, expected {kind.__name__}"
+                expected = "a number" if kind is _NUMBER else kind.__name__
+                return f"{where}.{name} is {w[name]!r}, expected {expected}"
         keys.add(w["key"])
     if not isinstance(contenders, list):
         return f"'contenders' is {type(contenders).__name__}, expected a list"
@@ -515,6 +516,23 @@ def _record_problem(record: dict) -> str | None:
     peak = record.get("matmul_peak", {}).get("gflops")
     if "matmul_peak" in record and not (_is(peak, _NUMBER) and peak > 0):
         return f"matmul_peak.gflops is {peak!r}, expected a positive number"
+    product = record.get("recurrent_product")
+    if product is not None:  # optional: records made before it was measured lack it
+        if not isinstance(product, dict):
+            return f"recurrent_product is {product!r:.60}, expected an object"
+        for name in ("seconds", "gflops"):
+            value = product.get(name)
+            if not (_is(value, _NUMBER) and value > 0):
+                return f"recurrent_product.{name} is {value!r}, expected a positive number"
+        shape = product.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(_is(v, int) for v in shape)):
+            return f"recurrent_product.shape is {shape!r:.60}, expected three integers"
+        if not isinstance(product.get("library"), str):
+            return f"recurrent_product.library is {product.get('library')!r:.60}, expected a string"
+    machine = record.get("machine", {})
+    for name, kind in (("cpu_id", str), ("cpu_flags", list), ("blas", dict)):
+        if name in machine and not _is(machine[name], kind):
+            return f"machine.{name} is {machine[name]!r:.60}, expected {kind.__name__}"
     return None
 
 

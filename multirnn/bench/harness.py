@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -21,16 +22,56 @@ from multirnn.bench.workloads import LAYERS, Workload, suite
 MODES = {"smoke": (2, 0.2), "quick": (5, 2.0), "full": (15, 6.0)}  # repeats, seconds per timing
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
+#: the CPU features that decide which kernels a BLAS library runs (reported, not used)
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
+                if not line.strip():
                     break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
+    return fields
+
+
+def blas() -> dict[str, str]:
+    """Which BLAS the frameworks multiply with: PyTorch's build (MKL or OpenBLAS, oneDNN)
+    and NumPy's. A vendor library may take another code path on another vendor's CPU
+    (MKL on AMD), so speed figures name it."""
+    out: dict[str, str] = {}
+    try:
+        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        out["numpy"] = f"{config.get('name', '?')} {config.get('version', '')}".strip()
+    except Exception:  # older NumPy: no dict form
+        pass
+    try:
+        import torch
+
+        text = torch.__config__.show()
+        info = next((p.split("=", 1)[1] for p in text.replace(",", " ").split()
+                     if p.startswith("BLAS_INFO=")), "?")  # fmt: skip
+        parts = [info]
+        mkl = re.search(r"Math Kernel Library Version (\d[\d.]*)", text)
+        onednn = re.search(r"(?:MKL-DNN|oneDNN) v?(\d[\d.]*)", text)
+        parts += [f"MKL {mkl[1]}"] if mkl else []
+        parts += [f"oneDNN {onednn[1]}"] if onednn else []
+        out["torch"] = ", ".join(parts)
+    except ImportError:
+        pass
+    return out
+
+
+def machine() -> dict[str, Any]:
+    info = _cpuinfo()
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
@@ -38,6 +79,12 @@ def machine() -> dict[str, Any]:
     threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
     return {
         "cpu": cpu,
+        # a VM may name only the brand ("AMD EPYC"): vendor, family and model say which core
+        "cpu_id": " ".join(
+            f"{k} {info[k]}" for k in ("vendor_id", "cpu family", "model") if k in info
+        ),
+        "cpu_flags": [f for f in VECTOR_FLAGS if f in flags],
+        "blas": blas(),
         "cores": os.cpu_count(),
         "memory_gib": round(memory, 1),
         "python": platform.python_version(),
@@ -65,6 +112,37 @@ def matmul_peak(size: int = 1024, repeats: int = 7) -> dict[str, Any]:
         run()
         times.append(time.perf_counter() - t0)
     return {"gflops": 2 * size**3 / np.median(times) / 1e9, "library": library, "size": size}
+
+
+def recurrent_product(batch: int = 32, units: int = 128, gates: int = 4,
+                      repeats: int = 7) -> dict[str, Any]:  # fmt: skip
+    """The time of one step's recurrent product alone at shape S, ``(batch, units) x
+    (units, gates*units)`` float32 (the LSTM's): the floor under a loop's time per step,
+    whatever the loop around it. PyTorch's ``mm`` when installed, else NumPy's."""
+    try:
+        import torch
+
+        h, U = torch.randn(batch, units), torch.randn(units, gates * units)
+        out = torch.empty(batch, gates * units)
+        run, library = (lambda: torch.mm(h, U, out=out)), f"torch {torch.__version__}"
+    except ImportError:
+        rng = np.random.default_rng(0)
+        h = rng.standard_normal((batch, units), dtype=np.float32)
+        U = rng.standard_normal((units, gates * units), dtype=np.float32)
+        out = np.empty((batch, gates * units), np.float32)
+        run, library = (lambda: np.matmul(h, U, out=out)), f"numpy {np.__version__}"
+    calls = 200
+    for _ in range(calls):
+        run()
+    medians = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            run()
+        medians.append((time.perf_counter() - t0) / calls)
+    seconds = float(np.median(medians))
+    return {"seconds": seconds, "gflops": 2 * batch * units * gates * units / seconds / 1e9,
+            "shape": [batch, units, gates * units], "library": library}  # fmt: skip
 
 
 def engine_contenders() -> list[str]:
@@ -167,10 +245,20 @@ def run(
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine(),
         "matmul_peak": matmul_peak(),
+        "recurrent_product": recurrent_product(),
         "workloads": [w.to_dict() for w in workloads],
         "contenders": [],
     }
     record["rounds"] = rounds
+    if progress:  # speed depends on the CPU and the BLAS path: say which, before anything
+        m, product = record["machine"], record["recurrent_product"]
+        blas_path = "; ".join(f"{k}: {v}" for k, v in m["blas"].items()) or "unknown"
+        progress(f"CPU: {m['cpu']} ({m['cpu_id'] or 'no id'}; "
+                 f"{', '.join(m['cpu_flags']) or 'no vector features reported'}), "
+                 f"{m['cores']} cores; BLAS: {blas_path}")  # fmt: skip
+        progress(f"float32 matmul peak {record['matmul_peak']['gflops']:.1f} GFLOP/s; one "
+                 f"step's recurrent product (shape S, LSTM) {product['seconds'] * 1e6:.0f} us "
+                 f"({product['gflops']:.1f} GFLOP/s)")  # fmt: skip
     best: dict[str, dict] = {}
     for round_index in range(rounds):  # round-robin, so a slow spell hits everyone alike
         for index, name in enumerate(names, 1):

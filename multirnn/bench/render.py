@@ -464,9 +464,11 @@ def report(
         "## Machine",
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['platform']}",
+        *_cpu_lines(m),
         f"- Python {m['python']}; thread variables in the environment: {m['thread_env'] or 'none'}",
         f"- Measured float32 matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['library']}, "
         f"{peak['size']}x{peak['size']})",
+        *_recurrent_product_line(record),
         "",
         "| contender | versions | threads | import s |",
         "|---|---|---|---|",
@@ -544,6 +546,7 @@ def report(
             small,
             "",
         ]
+    lines += _per_step_section(record)
     lines += _per_call_section(record)
     lines += _dropout_section(record)
     lines += _users_cells_section(record)
@@ -564,6 +567,74 @@ def report(
             "",
         ]
     return "\n".join(lines)
+
+
+def _cpu_lines(m: dict[str, Any]) -> list[str]:
+    """Which core and which BLAS (records made before they were kept have neither)."""
+    lines = []
+    if m.get("cpu_id") or m.get("cpu_flags"):
+        flags = ", ".join(m.get("cpu_flags") or []) or "none of those reported"
+        lines.append(f"- CPU identity: {m.get('cpu_id') or 'unknown'}; vector features: {flags}")
+    if m.get("blas"):
+        lines.append("- BLAS: " + "; ".join(f"{k}: {v}" for k, v in m["blas"].items()))
+    return lines
+
+
+def _recurrent_product_line(record: dict[str, Any]) -> list[str]:
+    product = record.get("recurrent_product")
+    if not product:
+        return []
+    b, u, w = product["shape"]
+    peak = record["matmul_peak"]["gflops"]
+    return [
+        f"- One step's recurrent product alone (({b}, {u}) x ({u}, {w}), float32, "
+        f"{product['library']}): {_us(product['seconds'])} us, {product['gflops']:.1f} GFLOP/s "
+        f"({100 * product['gflops'] / peak:.0f}% of the matmul peak): the floor under an "
+        "LSTM's time per step at shape S (see *Time per step*)"
+    ]
+
+
+def per_step(record: dict[str, Any]) -> str:
+    """Every contender's time per step on the shape-S LSTM workloads (forward median over
+    the number of steps) against one step's recurrent product alone."""
+    product = record.get("recurrent_product")
+    if not product:
+        return ""
+    rows = _lookup(record)
+    lines = [
+        "| workload | contender | forward us per step | recurrent product us | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for data in record["workloads"]:
+        w = Workload.from_dict(data)
+        if w.group != "S" or w.layer != "LSTM":
+            continue
+        for c in record["contenders"]:
+            m = rows.get((c["contender"], w.key), {}).get("forward")
+            if not m:
+                continue
+            step, floor = m["median_s"] / w.time, product["seconds"]
+            lines.append(f"| {w.label} | {c['contender']} | {_us(step)} | {_us(floor)} | "
+                         f"{step / floor:.2f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _per_step_section(record: dict[str, Any]) -> list[str]:
+    body = per_step(record)
+    if body.count("\n") < 2:
+        return []
+    return [
+        "## Time per step",
+        "",
+        "Shape S, LSTM, forward: each contender's median over the 100 steps, against one",
+        "step's recurrent product alone (Machine, above). A loop cannot run a step faster",
+        "than that product; what it spends beyond it is the step's elementwise work and the",
+        "loop's own cost. Issue 28 asks the native loop to run at the matmul limit on any",
+        "x86 CPU.",
+        "",
+        body,
+        "",
+    ]
 
 
 def _per_call_section(record: dict[str, Any]) -> list[str]:

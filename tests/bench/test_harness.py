@@ -82,6 +82,21 @@ def test_suite_has_dropout_pairs(mode):
     assert not any(x.dropout for x in suite(["LSTM"], mode) if x.group != "dropout")
 
 
+def test_machine_names_the_cpu_and_the_blas_and_times_one_recurrent_product():
+    m = harness.machine()
+    assert isinstance(m["cpu_id"], str) and isinstance(m["blas"], dict)
+    assert set(m["cpu_flags"]) <= set(harness.VECTOR_FLAGS)
+    product = harness.recurrent_product(batch=2, units=3, gates=4, repeats=2)
+    assert product["seconds"] > 0 and product["shape"] == [2, 3, 12]
+    record = fake_record({"multirnn:torch": {"S": 0.01}})  # LSTM forward 10 ms, 5 steps
+    text = render.report(record)
+    assert "- CPU identity: vendor_id V cpu family 1; vector features: avx2" in text
+    assert "- BLAS: numpy: openblas 0.3" in text
+    assert "- One step's recurrent product alone ((32, 128) x (128, 512)" in text
+    assert "## Time per step" in text
+    assert "| multirnn:torch | 2000 | 50 | 40.00x |" in render.per_step(record)
+
+
 def test_report_has_the_dropout_ratios():
     record = fake_record({"multirnn:torch": {"dropout": 0.001}, "torch.nn": {"S": 0.001}})
     dropped = next(w["key"] for w in record["workloads"] if w.get("dropout"))
@@ -129,8 +144,13 @@ def check_record(record):
 
 
 def test_smoke_run_on_the_numpy_engine(tmp_path):
-    record = harness.run(["multirnn:numpy"], ["lstm", "gru"], "smoke", memory=False)
+    said = []
+    record = harness.run(["multirnn:numpy"], ["lstm", "gru"], "smoke", memory=False,
+                         progress=said.append)  # fmt: skip
     check_record(record)
+    # the CPU and the BLAS path first: the figures depend on them
+    assert said[0].startswith("CPU: ") and "; BLAS: " in said[0]
+    assert "recurrent product" in said[1] and record["recurrent_product"]["seconds"] > 0
     rows = record["contenders"][0]["results"]
     assert len(rows) == 8 and all("train" not in r for r in rows)  # no autodiff in numpy
     assert {r["workload"] for r in rows if "forward" in r} == {
@@ -189,8 +209,11 @@ def fake_record(timings: dict[str, dict[str, float]]) -> dict:
     record = {
         "mode": "smoke", "date": "today", "rounds": 1,
         "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 1.0, "platform": "p",
-                    "python": "3", "thread_env": {}},
+                    "python": "3", "thread_env": {}, "cpu_id": "vendor_id V cpu family 1",
+                    "cpu_flags": ["avx2"], "blas": {"numpy": "openblas 0.3"}},
         "matmul_peak": {"gflops": 100.0, "library": "numpy", "size": 8},
+        "recurrent_product": {"seconds": 0.00005, "gflops": 80.0, "shape": [32, 128, 512],
+                              "library": "numpy"},
         "workloads": [w.to_dict() for w in workloads],
         "contenders": [],
     }  # fmt: skip
@@ -370,6 +393,11 @@ def _set(path: str, value):
         (_set("contenders.0.results.0.train.p25_s", "1"), "train.p25_s is '1', expected a nu"),
         (_set("matmul_peak", {"gflops": 0}), "matmul_peak.gflops is 0, expected a positive"),
         (_set("mode", ["smoke"]), "'mode' is ['smoke'], expected str"),
+        (_set("workloads.0.dropout", "0.2"), "workloads[0].dropout is '0.2', expected"),
+        (_set("recurrent_product", [1]), "recurrent_product is [1], expected an object"),
+        (_set("recurrent_product.seconds", -1), "recurrent_product.seconds is -1, expected a"),
+        (_set("recurrent_product.shape", [32, 128]), "recurrent_product.shape is [32, 128],"),
+        (_set("machine.blas", "mkl"), "machine.blas is 'mkl', expected dict"),
         # what only the report reads: caught as it renders, still one line
         (_set("machine.cpu", KeyError), "rendering it failed with KeyError: 'cpu'"),
     ],
