@@ -132,6 +132,8 @@ class CellContender(EngineContender):
 
         if workload.layer != "LSTM":
             raise Unsupported("the cells are LSTMs")
+        if workload.dropout:
+            raise Unsupported("RNN(cell) has no dropout option (a cell draws its own)")
         if self.variant == CELL_VARIANT:
             cell = UserLSTM(workload.units, gate=workload.gate_activation)
         else:
