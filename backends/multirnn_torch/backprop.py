@@ -104,8 +104,9 @@ ACTIVATIONS = {
 }
 
 
-def supported(spec, mr, device_type: str = "cpu") -> bool:
-    """Whether the hand-written loop applies. It declines where the framework must see
+def supported(spec, device_type: str = "cpu") -> bool:
+    """Whether the hand-written loop applies (with dropout masks of either form too). It
+    declines where the framework must see
     every operation: under torch.func transforms (grad, vmap, jacrev), which differentiate
     the autograd loop instead; under torch.compile and torch.export, which trace it as one
     scan operator; and under autocast, whose per-operation precision the autograd loop
@@ -202,7 +203,7 @@ class _Scan(torch.autograd.Function):
 def _project(x, kernel, bias_in, xp, mi=None):
     """The pre-activations' buffer: ``x W + b`` for all steps in one product (with one
     input dropout mask per gate ``mi``, (G, batch, features): ``(x mi_g) W_g + b_g``, one
-    batched product), or a copy of the given projection."""
+    product per gate), or a copy of the given projection."""
     if xp is not None:
         return xp.clone(memory_format=torch.contiguous_format)
     time, batch, dim = x.shape
@@ -240,7 +241,7 @@ def _forward_loop(loop: Loop):
         gate_rows, Rs = A[..., : 2 * u].unbind(0), loop.R.unbind(0)
         U_zr, U_h = U[:, : 2 * u], U[:, 2 * u :]
     h, c = loop.h0, loop.c0
-    per_gate = mr is not None and mr.dim() == 3
+    per_gate = _per_gate(mr)
     if per_gate:  # the gate blocks of U, (G, units, units)
         U = _gate_blocks(U, u)
     for t in range(time):
@@ -305,17 +306,17 @@ def _gate_products(hin, blocks, gates, bias=None):
     return out if bias is None else out + bias
 
 
-def _carried_back(dz, Ut, mr, u):
+def _carried_back(dz, Ut, mr, u, gates):
     """The gradient reaching ``h_{t-1}`` through the recurrent product ``(h mr) U`` from the
-    product's gradient ``dz``: ``(dz U^T) mr``, or with one mask per gate
-    ``sum_g (dz_g U_g^T) mr_g`` over the gates of ``dz``'s columns (``Ut``: ``U^T``)."""
-    if mr is None:
-        return dz @ Ut
-    if mr.dim() == 2:
-        return (dz @ Ut) * mr
-    gates = dz.shape[1] // u
-    per_gate = torch.bmm(dz.view(-1, gates, u).transpose(0, 1), Ut.view(-1, u, u)[:gates])
-    return (per_gate * mr[:gates]).sum(0)
+    product's gradient ``dz`` (the first ``gates`` gates' columns): the shared cell maths'
+    :meth:`multirnn.builtin_cells.GateProduct.back` (``Ut``: ``U^T``)."""
+    blocks = mr.shape[0] if _per_gate(mr) else gates  # the masks' gates, or dz's
+    product = builtin_cells.GateProduct(array_api(), None, u, blocks, mr, batched=False)
+    return product.back(dz, Ut, gates)
+
+
+def _per_gate(mr) -> bool:
+    return mr is not None and mr.dim() == 3
 
 
 def _block_outer(Hin, D, u):
@@ -447,7 +448,7 @@ def _lstm_backward(loop: Loop, dH, dc) -> Grads:
         DZ_if[t].mul_(dcn[:, None])  # coefficients times the incoming gradients
         DZ_o[t].mul_(dhn)
         DZ_c[t].mul_(dcn)
-        dhin = _carried_back(DZs[t], Ut, mr, u)
+        dhin = _carried_back(DZs[t], Ut, mr, u, 4)
         dc_prev = dcn * f_rows[t]
         if m is None:
             dh, dc = dhin, dc_prev
@@ -508,12 +509,12 @@ def _gru_loop(loop: Loop, dH, DZ, DREC, K_z, K_h, K_r):
             drec = DREC[t]
             drec[:, : 2 * u] = dz[:, : 2 * u]
             torch.mul(dzh, r[t], out=drec[:, 2 * u :])
-            dhin = _carried_back(drec, Ut, mr, u)
+            dhin = _carried_back(drec, Ut, mr, u, 3)
         else:
             dq = dzh @ U_h_t
             torch.mul(dq, K_r[t], out=dz[:, u : 2 * u])
-            if mr is not None and mr.dim() == 3:  # z and r under theirs, h under its own
-                dhin = _carried_back(dz[:, : 2 * u], U_zr_t, mr, u) + dq * r[t] * mr[2]
+            if _per_gate(mr):  # z and r under theirs, h under its own
+                dhin = _carried_back(dz[:, : 2 * u], U_zr_t, mr, u, 2) + dq * r[t] * mr[2]
             else:
                 dhin = torch.addcmul(dz[:, : 2 * u] @ U_zr_t, dq, r[t])
                 dhin = dhin if mr is None else dhin * mr
@@ -536,7 +537,7 @@ def _simple_backward(loop: Loop, dH, _dc) -> Grads:
         m = None if keep is None else keep[t]
         dhn = dh if m is None else dh * m
         dz = torch.mul(dhn, K[t], out=DZ[t])
-        dhin = _carried_back(dz, Ut, mr, dz.shape[1])
+        dhin = _carried_back(dz, Ut, mr, dz.shape[1], 1)
         dh = dhin if m is None else torch.addcmul(dhin, dh, 1.0 - m)
     return Grads(DZ, _outer(loop, DZ), None, dh, None)
 

@@ -94,7 +94,7 @@ def generic(spec, weights, x, mask, states, mi, mr, activation, cache=None):
     c0 = states[1] if spec.layer == "LSTM" else None
     if mr is not None and mr.dim() == 3 and spec.gates == 1:
         mr = mr[0]  # one gate: its mask is the shared one
-    if backprop.supported(spec, mr, x.device.type):
+    if backprop.supported(spec, x.device.type):
 
         def layout(kernel=kernel, U=U, bias_in=bias_in, bias_rec=bias_rec):
             return backprop.internal_weights(spec, kernel, U, bias_in, bias_rec)
