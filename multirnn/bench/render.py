@@ -619,34 +619,33 @@ def per_step(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _per_step_section(record: dict[str, Any]) -> list[str]:
-    body = per_step(record)
+def _section(title: str, body: str, *intro: str) -> list[str]:
+    """A report section: its title, a paragraph, then the table ``body``; nothing when
+    the table has no rows (the record has none of its workloads)."""
     if body.count("\n") < 2:
         return []
-    return [
-        "## Time per step",
-        "",
+    return [f"## {title}", "", *intro, "", body, ""]
+
+
+def _per_step_section(record: dict[str, Any]) -> list[str]:
+    return _section(
+        "Time per step", per_step(record),
         "Shape S, LSTM, forward: each contender's median over the 100 steps, against one",
         "step's recurrent product alone (Machine, above). A loop cannot run a step faster",
         "than that product; what it spends beyond it is the step's elementwise work and the",
         "loop's own cost. Issue 28 asks the native loop to run at the matmul limit on any",
         "x86 CPU.",
-        "",
-        body,
-        "",
-    ]
+    )  # fmt: skip
 
 
 def _per_call_section(record: dict[str, Any]) -> list[str]:
-    body = per_call(record)
-    if body.count("\n") < 2:
+    streamed = next((Workload.from_dict(w) for w in record["workloads"]
+                     if w["group"] == "streaming"), None)  # fmt: skip
+    if streamed is None:
         return []
-    streamed = next(Workload.from_dict(w) for w in record["workloads"]
-                    if w["group"] == "streaming")  # fmt: skip
     work = streamed.flops() / (record["matmul_peak"]["gflops"] * 1e9)
-    return [
-        "## Per-call cost (batch 1, one step)",
-        "",
+    return _section(
+        "Per-call cost (batch 1, one step)", per_call(record),
         "The fixed cost of a call: the median time of one step at batch 1, the states",
         "carried from call to call (the streaming workloads). The matrix products of such",
         f"a step ({streamed.layer}, input {streamed.input_dim}, units {streamed.units}) take",
@@ -656,36 +655,22 @@ def _per_call_section(record: dict[str, Any]) -> list[str]:
         "peer its issues name: torch.nn for torch (issue 18 asks at most 1.15x of",
         "torch.nn.LSTM carrying (h, c) itself), Keras 3 on TensorFlow traced the same way",
         "for tensorflow, Flax NNX for jax. Forward only.",
-        "",
-        body,
-        "",
-    ]
+    )  # fmt: skip
 
 
 def _dropout_section(record: dict[str, Any]) -> list[str]:
-    body = dropout(record)
-    if body.count("\n") < 2:
-        return []
-    return [
-        "## Dropout",
-        "",
+    return _section(
+        "Dropout", dropout(record),
         "The training step of Keras-2-style dropout (`dropout=0.2, recurrent_dropout=0.2`,",
         "the default `implementation`: one mask per gate, on the inputs and on the",
         "recurrent state) against the same layer without dropout, documented defaults,",
         "each engine in its own process. Issue 28 asks at most 1.3x.",
-        "",
-        body,
-        "",
-    ]
+    )  # fmt: skip
 
 
 def _users_cells_section(record: dict[str, Any]) -> list[str]:
-    body = users_cells(record)
-    if body.count("\n") < 2:
-        return []
-    return [
-        "## Users' cells",
-        "",
+    return _section(
+        "Users' cells", users_cells(record),
         "A user-written LSTM cell (`multirnn/bench/user_cell.py`: one plain `step`, no",
         "hand-written backward) run by each engine's `RNN(cell)` (contender",
         "`multirnn:NAME+cell`) on the shape-S workloads, same weights and inputs, against",
@@ -696,7 +681,4 @@ def _users_cells_section(record: dict[str, Any]) -> list[str]:
         "what only the built-in cells have: fused kernels (the fused-eligible row, where",
         "one applies on this machine), hand-written backward passes, and on PyTorch the",
         "native loop (both rows).",
-        "",
-        body,
-        "",
-    ]
+    )  # fmt: skip
