@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from multirnn import precision
+
 
 def _framework(value: object) -> str:
     return type(value).__module__.split(".")[0]
@@ -34,7 +36,10 @@ def to_numpy(value: Any) -> Any:
         return value
     framework = _framework(value)
     if framework == "torch" and hasattr(value, "detach"):
-        return value.detach().cpu().resolve_conj().resolve_neg().numpy()
+        value = value.detach().cpu().resolve_conj().resolve_neg()
+        if str(value.dtype) == "torch.bfloat16":  # NumPy's bfloat16 is ml_dtypes'; exact
+            return value.float().numpy().astype(precision.numpy_dtype("bfloat16"))
+        return value.numpy()
     if framework in ("tensorflow", "keras") and hasattr(value, "numpy"):
         try:
             return np.asarray(value.numpy())

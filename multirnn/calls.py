@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from multirnn import precision
 from multirnn.spec import DTYPES, LayerSpec
 
 #: What every engine accepts besides its own tensors: data on the host.
@@ -79,13 +80,13 @@ def host_array(
         )
     if dtype is None:
         return array
-    if array.dtype.kind != "f":
+    if not precision.is_floating(array.dtype):
         what = _KINDS.get(array.dtype.kind, f"dtype {array.dtype}")
         raise TypeError(
             f"{owner}: {arg} must be floating-point data (cast to the layer's {dtype}); got "
             f"{what} ({array.dtype}). Convert them yourself, e.g. x.astype({dtype!r})"
         )
-    return array.astype(dtype, copy=False)
+    return array.astype(precision.numpy_dtype(dtype), copy=False)
 
 
 def keyword_only(layer: object, args: tuple) -> None:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from multirnn import activations, constraints, initializers, regularizers
+from multirnn import activations, constraints, initializers, precision, regularizers
 from multirnn._checks import check_bool, check_positive_int, did_you_mean, is_int, show
 from multirnn.layer import Buildable
 
@@ -593,7 +593,7 @@ def check_weights(owner: str, cell: Cell, arrays: list[np.ndarray], input_dim: i
             raise ValueError(
                 f"{owner}: weight {decl.name!r} must have shape {decl.shape}, got {value.shape}"
             )
-        if value.dtype.kind != "f":
+        if not precision.is_floating(value.dtype):
             raise TypeError(
                 f"{owner}: weight {decl.name!r} must hold floating-point numbers, got "
                 f"{value.dtype.name}"

@@ -680,7 +680,10 @@ def _main(argv: Sequence[str] | None) -> int:
         help="comma-separated engine or oracle names: keras, torch.nn, flax.nnx, onnxruntime "
         "(default: every installed engine and oracle)",
     )
-    conf.add_argument("--dtype", help="float32,float64 (default: both)")
+    conf.add_argument(
+        "--dtype",
+        help="float32,float64 (the default), and the low-precision groups bfloat16, float16",
+    )
     size = conf.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the deterministic grid (default)")
     size.add_argument("--full", action="store_true", help="grid plus Hypothesis-generated cases")

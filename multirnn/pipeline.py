@@ -10,8 +10,9 @@ only what differs between frameworks:
   one, and how to read a tensor's shape and dtype name;
 * on its layer class, the hooks :func:`prepare` calls: ``_place(inputs)`` (where the call
   runs: a device, or None), ``_compute_dtype()``, ``_default_training()``,
-  ``_build_on(x, place)``, ``_dropout_masks(call, input_shape, recurrent_shape, **args)``
-  and, for :func:`result`, ``_set_carried(states)``.
+  ``_build_on(x, place)``, ``_dropout_keep(call, input_shape, recurrent_shape, **args)``
+  (the kept entries, booleans; this module scales them), ``_call_weights()`` and
+  ``_run(call, weights)`` for :func:`run`, and ``_set_carried(states)`` for :func:`result`.
 
 The rules themselves (what a valid input, mask or state is, and the messages) are in
 :mod:`multirnn.calls`; nothing outside this module calls them for a layer call.
@@ -19,13 +20,14 @@ The rules themselves (what a valid input, mask or state is, and the messages) ar
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from multirnn import calls
+from multirnn import calls, precision
 
 
 class Arrays:
@@ -214,9 +216,13 @@ def forward(arrays: Arrays, run: Any, spec: Any, weights: Sequence[Any], inputs:
                       input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
                       place=arrays.place_of(kernel), dtype=dtype,
                       input_dim=arrays.shape(kernel)[0])  # fmt: skip
-    mi, mr = (None if m is None else arrays.cast(m, dtype)
-              for m in (call.input_dropout, call.recurrent_dropout))  # fmt: skip
-    return run(spec, weights, call.x, call.mask, call.states, mi, mr)
+    masks = [None if m is None else arrays.cast(m, precision.arithmetic(dtype))
+             for m in (call.input_dropout, call.recurrent_dropout)]  # fmt: skip
+
+    def loop(weights, x, states, mi, mr):
+        return run(spec, weights, x, call.mask, states, mi, mr)
+
+    return precision.widened(arrays.cast, dtype, loop, weights, call.x, call.states, masks)
 
 
 def prepare(
@@ -236,7 +242,7 @@ def prepare(
     a pure call), which the call starts from unless ``initial_state`` is given; or a
     function of the call's shape and inputs giving them (TensorFlow creates its state
     variables at the first call, and checks a batch size unknown while tracing itself).
-    ``dropout_args`` go to the layer's ``_dropout_masks`` (JAX's ``key``)."""
+    ``dropout_args`` go to the layer's ``_dropout_keep`` (JAX's ``key``)."""
     calls.keyword_only(layer, args)
     spec = layer.spec
     try:
@@ -268,9 +274,29 @@ def prepare(
     if training:
         shapes = dropout_shapes(spec, shape.batch, shape.input_dim)
         if shapes != (None, None):
-            masks = layer._dropout_masks(call, *shapes, **dropout_args)
-            call.input_dropout, call.recurrent_dropout = masks
+            keeps = layer._dropout_keep(call, *shapes, **dropout_args)
+            # scaled in the arithmetic dtype: 1 / (1 - rate) is rarely a bfloat16 number
+            scale = precision.arithmetic(dtype)
+            call.input_dropout, call.recurrent_dropout = (
+                None if keep is None else arrays.cast(keep, scale) / (1.0 - rate)
+                for keep, rate in zip(keeps, (spec.dropout, spec.recurrent_dropout))
+            )
     return call
+
+
+def run(layer: Any, call: Call) -> tuple[Any, list]:
+    """The engine's loop or kernel on a prepared call (``layer._run(call, weights)``, the
+    weights as ``layer._call_weights()`` gives them); a low-precision layer's in float32
+    (:mod:`multirnn.precision`)."""
+    masks = (call.input_dropout, call.recurrent_dropout)
+
+    def loop(weights, x, states, mi, mr):
+        wide = dataclasses.replace(call, x=x, states=states, input_dropout=mi,
+                                   recurrent_dropout=mr)  # fmt: skip
+        return layer._run(wide, weights)
+
+    return precision.widened(layer._arrays.cast, layer._compute_dtype(), loop,
+                             layer._call_weights(), call.x, call.states, masks)  # fmt: skip
 
 
 def result(layer: Any, output: Any, final: Sequence[Any]):

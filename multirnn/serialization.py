@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn import _files, cells, engines
+from multirnn import _files, cells, engines, precision
 from multirnn import layer as layers
 from multirnn import spec as specs
 
@@ -44,8 +44,9 @@ _DIRECTIONS = ("forward/", "backward/")
 MAX_HEADER_BYTES = 8 * 2**20
 
 #: The tensor dtypes a layer file holds (safetensors' names), with their NumPy names and
-#: sizes: layers compute in float32 or float64.
-_DTYPES = {"F32": ("float32", 4), "F64": ("float64", 8)}
+#: sizes: a layer's dtypes (bfloat16 as ml_dtypes' on the host).
+_DTYPES = {"F32": ("float32", 4), "F64": ("float64", 8), "BF16": ("bfloat16", 2),
+           "F16": ("float16", 2)}  # fmt: skip
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -407,8 +408,8 @@ def _read_tensors(
             raise LayerFileError(f"load: {path} could not be read: {exc}") from exc
         if len(data) != last - first:  # changed since its header was read
             raise LayerFileError(f"load: {path} could not be read: it ends early")
-        little = np.dtype(_DTYPES[kind][0]).newbyteorder("<")
-        tensors[key] = np.frombuffer(data, little).astype(_DTYPES[kind][0]).reshape(shape)
+        native = precision.numpy_dtype(_DTYPES[kind][0])
+        tensors[key] = np.frombuffer(data, native.newbyteorder("<")).astype(native).reshape(shape)
     return tensors
 
 
@@ -492,9 +493,13 @@ def _check_header(
     for key, (kind, _) in header.items():
         if kind not in _DTYPES:
             raise LayerFileError(
-                f"load: {path}: tensor {key!r} holds {kind}; a layer file holds float32 (F32) "
-                "or float64 (F64) tensors"
+                f"load: {path}: tensor {key!r} holds {kind}; a layer file holds float32 (F32), "
+                "float64 (F64), bfloat16 (BF16) or float16 (F16) tensors"
             )
+        try:
+            precision.numpy_dtype(_DTYPES[kind][0])
+        except ImportError as exc:
+            raise LayerFileError(f"load: {path}: tensor {key!r}: {exc}") from None
         if dtype is not None and _DTYPES[kind][0] != dtype:
             raise LayerFileError(
                 f"load: {path}: tensor {key!r} holds {_DTYPES[kind][0]}, but its config says "

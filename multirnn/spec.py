@@ -26,7 +26,7 @@ LAYERS = ("SimpleRNN", "LSTM", "GRU")
 GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
 STATE_NAMES = {"SimpleRNN": ("h",), "LSTM": ("h", "c"), "GRU": ("h",)}
 GATE_NAMES = {"SimpleRNN": ("h",), "LSTM": ("i", "f", "c", "o"), "GRU": ("z", "r", "h")}
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 _COMMON_HEAD: tuple[tuple[str, Any], ...] = (
     ("kernel_initializer", "glorot_uniform"),
@@ -241,8 +241,8 @@ def _dtype(owner: str, value: object) -> str | None:
         if name in DTYPES:
             return name
     raise ValueError(
-        f"{owner}: dtype must be None (the engine's default), 'float32' or 'float64', "
-        f"got {show(value)}"
+        f"{owner}: dtype must be None (the engine's default), 'float32', 'float64', "
+        f"'bfloat16' or 'float16', got {show(value)}"
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from multirnn import initializers
+from multirnn import initializers, precision
 from multirnn._checks import show
 from multirnn.spec import LayerSpec
 
@@ -79,7 +79,7 @@ def check(
     arrays = []
     for name, value in zip(names, weights):
         array = np.asarray(value)
-        if not np.issubdtype(array.dtype, np.floating):
+        if not precision.is_floating(array.dtype):
             raise TypeError(
                 f"{what}: weight {name!r} must be a floating-point array, got dtype {array.dtype}"
             )

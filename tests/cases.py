@@ -70,9 +70,9 @@ def native(engine: str, array):
     import numpy as np
 
     if engine == "torch":
-        import torch
+        from multirnn_torch.ops import TORCH_ARRAYS  # bfloat16 too
 
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return TORCH_ARRAYS.from_host(np.ascontiguousarray(array), None)
     if engine == "jax":
         import jax.numpy as jnp
 

@@ -143,11 +143,11 @@ class Recurrent(LayerCore, RNN):
         self._create(self._check_weights(weights, self.input_dim))
 
     # -- calling: the cell's fast paths --------------------------------------------------------
-    def _run(self, call):
-        return kernels.run(self.spec, self._differentiable_weights(), call.x, call.mask,
-                           call.states, call.input_dropout, call.recurrent_dropout)  # fmt: skip
+    def _run(self, call, weights):
+        return kernels.run(self.spec, weights, call.x, call.mask, call.states,
+                           call.input_dropout, call.recurrent_dropout)  # fmt: skip
 
-    def _dropout_masks(self, call, *shapes, key: jax.Array | None = None) -> list:
+    def _dropout_keep(self, call, *shapes, key: jax.Array | None = None) -> list:
         spec = self.spec
         if key is None:
             raise ValueError(
@@ -156,12 +156,9 @@ class Recurrent(LayerCore, RNN):
                 "layer(x, training=True, key=jax.random.key(...))"
             )
         keys = jax.random.split(check_key(key, self.name))
-        masks = []
-        for k, shape, rate in zip(keys, shapes, (spec.dropout, spec.recurrent_dropout)):
-            keep = None if shape is None else jax.random.bernoulli(k, 1.0 - rate, shape)
-            scale = jnp.asarray(1.0 - rate, self._dtype)
-            masks.append(None if keep is None else keep.astype(self._dtype) / scale)
-        return masks
+        rates = (spec.dropout, spec.recurrent_dropout)
+        return [None if shape is None else jax.random.bernoulli(k, 1.0 - rate, shape)
+                for k, shape, rate in zip(keys, shapes, rates)]  # fmt: skip
 
     # -- penalties ----------------------------------------------------------------------------
     def penalties(self, output: jax.Array | None = None) -> list[jax.Array]:

@@ -346,7 +346,7 @@ class RNN(cells.RNNCore):
                 )
         call = pipeline.prepare(self, inputs, args, mask=mask, initial_state=initial_state,
                                 training=training, carried=carried, **dropout_args)  # fmt: skip
-        output, final = self._run(call)
+        output, final = pipeline.run(self, call)
         return ([output, *final] if self.spec.return_state else output), final
 
     def _default_training(self) -> bool:
@@ -363,13 +363,17 @@ class RNN(cells.RNNCore):
             self._require_built("a call inside a JAX transformation")
         self.build(x.shape)
 
-    def _run(self, call: pipeline.Call) -> tuple[Array, list[Array]]:
+    def _call_weights(self) -> list[Array]:
+        return self._differentiable_weights()
+
+    def _run(self, call: pipeline.Call, weights: list[Array]) -> tuple[Array, list[Array]]:
+        dtype = dtype_name(call.x.dtype)  # float32 for a low-precision layer
         states = call.states
         if states is None:
-            states = [jnp.zeros((call.x.shape[0], self.spec.units), self._dtype)
+            states = [jnp.zeros((call.x.shape[0], self.spec.units), dtype)
                       for _ in self.spec.state_names]  # fmt: skip
-        w = dict(zip(self._names, self._weights()))
-        return _scan(self._static, self._dtype, w, call.x, call.mask, states)
+        w = dict(zip(self._names, weights))
+        return _scan(self._static, dtype, w, call.x, call.mask, states)
 
     # -- state --------------------------------------------------------------------------------
     @property

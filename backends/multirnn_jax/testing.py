@@ -16,12 +16,14 @@ from multirnn.conformance.adapters import (
     listed,
     named_gradients,
 )
+from multirnn.conformance.cases import ALL_DTYPES
 from multirnn.conformance.oracle import results
 from multirnn_jax import kernels
 
 
 class JaxAdapter(EngineAdapter):
     name = "jax"
+    dtypes = ALL_DTYPES
 
     tensor = staticmethod(jnp.asarray)
 

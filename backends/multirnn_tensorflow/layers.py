@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from multirnn import builtin_cells, calls, cells, regularizers
+from multirnn import builtin_cells, calls, cells, precision, regularizers
 from multirnn._checks import check_bool
 from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore, builtin_classes
@@ -27,6 +27,8 @@ from multirnn_tensorflow.rnn import (
     _host_arguments,
     _require_tensorflow_backend,
     _undeferred,
+    mixed_policy,
+    with_policy,
 )
 
 __all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Recurrent", "SimpleRNN"]
@@ -71,9 +73,10 @@ class Recurrent(LayerCore, RNN):
 
     def __init__(self, *args: Any, **kwargs: Any):
         _require_tensorflow_backend(type(self).__name__)
+        kwargs, policy = mixed_policy(kwargs)
         self._init_core(args, kwargs)
         self._main_output = None
-        self._setup(self.spec.trainable)
+        self._setup(self.spec.trainable, policy)
         self._seed_generator = keras.random.SeedGenerator(self.spec.seed)
         self._build_from_arguments()
 
@@ -132,22 +135,19 @@ class Recurrent(LayerCore, RNN):
             self.spec = self.spec.replace(trainable=value)
 
     # -- calling: the cell's fast paths --------------------------------------------------------
-    def _run(self, call):
-        weights = [tf.convert_to_tensor(w) for w in self._weights()]
+    def _run(self, call, weights):
         output, final = kernels.run(self.spec, weights, call.x, call.mask, call.states,
                                     call.input_dropout, call.recurrent_dropout,
                                     inference=call.training is False)  # fmt: skip
         self._main_output = output
         return output, final
 
-    def _dropout_masks(self, call, *shapes) -> list:
-        like = call.x
-        masks = []
-        for shape, rate in zip(shapes, (self.spec.dropout, self.spec.recurrent_dropout)):
-            masks.append(None if shape is None else self._sample_dropout(shape, rate, like))
-        return masks
+    def _dropout_keep(self, call, *shapes) -> list:
+        rates = (self.spec.dropout, self.spec.recurrent_dropout)
+        return [None if shape is None else self._keep(shape, rate, call.x)
+                for shape, rate in zip(shapes, rates)]  # fmt: skip
 
-    def _sample_dropout(self, shape, rate: float, like):
+    def _keep(self, shape, rate: float, like):
         if any(s is None for s in shape):
             batch = tf.shape(like)[0]
             shape = [batch if s is None else s for s in shape]
@@ -161,9 +161,8 @@ class Recurrent(LayerCore, RNN):
         # Philox named, not chosen: under XLA (jit_compile, Keras's fit) the automatic
         # choice draws about 15x slower on CPU (4 ms for an LSTM's 16k per-gate mask
         # entries), more than the training step it serves; outside XLA it is Philox anyway
-        uniform = tf.random.stateless_uniform(shape, seed=seed, dtype=like.dtype, alg="philox")
-        keep = uniform >= rate
-        return tf.cast(keep, like.dtype) / tf.constant(1.0 - rate, like.dtype)
+        dtype = precision.arithmetic(like.dtype.name)
+        return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype, alg="philox") >= rate
 
     def _default_batch(self) -> int | None:
         return self.spec.batch_size
@@ -174,6 +173,17 @@ class Recurrent(LayerCore, RNN):
         weights = self._require_built("apply_constraints")
         for _, variable, projected in self._constrained(weights, TF_OPS):
             variable.assign(projected)
+
+    def get_config(self) -> dict[str, Any]:
+        return with_policy(self, LayerCore.get_config(self))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        config, policy = mixed_policy(config)
+        layer = super().from_config(config)
+        if policy is None:
+            return layer
+        return cls(**layer.spec.to_config(strict=False) | {"dtype": policy})
 
     def __repr__(self) -> str:
         return LayerCore.__repr__(self)

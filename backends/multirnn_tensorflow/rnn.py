@@ -27,12 +27,32 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from multirnn import calls, cells, constraints, pipeline, regularizers
+from multirnn import calls, cells, constraints, pipeline, precision, regularizers
 from multirnn._checks import check_bool
 from multirnn_tensorflow import kernels
 from multirnn_tensorflow.ops import TF_ARRAYS, TF_OPS, ArrayAPI
 
 __all__ = ["RNN", "ArrayAPI"]
+
+
+def mixed_policy(kwargs: dict[str, Any]) -> tuple[dict[str, Any], keras.DTypePolicy | None]:
+    """``dtype`` given as a Keras mixed-precision policy (``"mixed_bfloat16"``, a
+    ``DTypePolicy``), which only the Keras engine has, taken out of ``kwargs``; another
+    ``DTypePolicy`` becomes its dtype's name, for the spec."""
+    dtype = kwargs.get("dtype")
+    mixed = isinstance(dtype, str) and dtype.startswith("mixed_")
+    if not (mixed or isinstance(dtype, keras.DTypePolicy)):
+        return kwargs, None
+    kwargs = dict(kwargs)
+    policy = keras.dtype_policies.get(kwargs.pop("dtype"))
+    if policy.variable_dtype == policy.compute_dtype:
+        return kwargs | {"dtype": policy.compute_dtype}, None
+    return kwargs, policy
+
+
+def with_policy(layer: keras.layers.Layer, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the layer's mixed policy, if any, as its ``dtype``."""
+    return config | {"dtype": layer.dtype_policy.name} if layer.mixed else config
 
 
 def tensorflow_namespace(dtype: str) -> cells.Ops:
@@ -161,25 +181,30 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
     def __init__(self, cell: cells.Cell, **kwargs: Any) -> None:
         _require_tensorflow_backend("RNN")
         trainable = check_bool("RNN", "trainable", kwargs.pop("trainable", True))
+        kwargs, policy = mixed_policy(kwargs)
         self.spec = cells.parse_rnn(cell, kwargs)
         self.cell = cell
-        self._setup(trainable)
+        self._setup(trainable, policy)
         self._names: list[str] = []
         self._variables_in_order: list[keras.Variable] | None = None
         self._input_dim: int | None = None
-        self._ops = tensorflow_namespace(self.compute_dtype)
+        self._ops = tensorflow_namespace(precision.arithmetic(self.compute_dtype))
         self._build_from_arguments()
 
-    def _setup(self, trainable: bool) -> None:
-        """What both layer kinds set up after their spec: the Keras layer, the states."""
-        # autocast=False: inputs of another dtype are an error, not silently cast.
+    def _setup(self, trainable: bool, policy: keras.DTypePolicy | None = None) -> None:
+        """What both layer kinds set up after their spec: the Keras layer (its dtype policy:
+        the spec's dtype, else a mixed policy given as ``dtype``, else Keras's global
+        policy), the states."""
         keras.layers.Layer.__init__(
             self,
             name=self.spec.name,
-            dtype=self.spec.dtype or keras.config.floatx(),
+            dtype=self.spec.dtype or policy,
             trainable=trainable,
             autocast=False,
         )
+        # Inputs of another dtype are an error, not silently cast; except under a mixed
+        # policy, whose layers take float32 inputs and cast them, as Keras's own do.
+        self.autocast = self.mixed
         self.supports_masking = True
         self._state_variables: list[tf.Variable] | None = None
 
@@ -204,7 +229,7 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
         decls = self.cell.declare(input_dim)
         variables = []
         for decl, value in zip(decls, values):
-            value = np.asarray(value).astype(self.compute_dtype)
+            value = np.asarray(value).astype(precision.numpy_dtype(self.variable_dtype))
             variables.append(self.add_weight(
                 name=decl.name,
                 shape=value.shape,
@@ -234,7 +259,7 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
         if not self.built:
             _build_with(self, input_dim, arrays)  # (another thread may win)
         for variable, value in zip(self._weights(), arrays):
-            variable.assign(value.astype(variable.dtype))
+            variable.assign(value.astype(precision.numpy_dtype(variable.dtype)))
 
     # -- calling: host data converted, then the pipeline's hooks ------------------------------
     def __call__(self, inputs, *args, **kwargs):
@@ -248,7 +273,7 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
         call = pipeline.prepare(self, inputs, (), mask=_undeferred(mask),
                                 initial_state=_undeferred(initial_state), training=training,
                                 carried=carried)  # fmt: skip
-        output, final = self._run(call)
+        output, final = pipeline.run(self, call)
         if spec.stateful:
             self._keep_final(final)
         return [output, *final] if spec.return_state else output
@@ -265,15 +290,18 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
     def _build_on(self, x: tf.Tensor, place: None) -> None:
         self.build((None, None, x.shape[-1]))
 
-    def _run(self, call: pipeline.Call):
+    def _call_weights(self) -> list[tf.Tensor]:
+        return [tf.convert_to_tensor(w) for w in self._weights()]
+
+    def _run(self, call: pipeline.Call, weights: list[tf.Tensor]):
         spec, x = self.spec, call.x
         states = call.states
         if states is None:
-            zeros = tf.zeros(tf.stack([tf.shape(x)[0], spec.units]), self.compute_dtype)
+            zeros = tf.zeros(tf.stack([tf.shape(x)[0], spec.units]), x.dtype)
             zeros.set_shape([call.shape.batch, spec.units])
             states = [zeros for _ in spec.state_names]
-        weights = {n: tf.convert_to_tensor(v) for n, v in zip(self._names, self._weights())}
-        return self._scan(weights, x, call.mask, list(states), call.shape)
+        w = dict(zip(self._names, weights))
+        return self._scan(w, x, call.mask, list(states), call.shape)
 
     def _step(self, w, x_t, states, batch, check: bool = True):
         """One step of the cell; ``check``: validate what it returned (once per trace, or
@@ -285,7 +313,7 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
             cells.check_step(spec, _static(output, want), [_static(s, want) for s in new], batch)
         elif check:
             cells.check_step(spec, output, new, batch)
-        dtype = self.compute_dtype
+        dtype = x_t.dtype  # float32 for a low-precision layer
         output = tf.cast(output, dtype)
         new = [tf.cast(n, dtype) for n in new]
         for n, s in zip(new, states):
@@ -427,10 +455,17 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
                 value = tf.convert_to_tensor(variable)
                 variable.assign(constraints.project(decl.constraint, value, TF_OPS))
 
+    @property
+    def mixed(self) -> bool:
+        """Whether the layer follows a mixed-precision policy (float32 variables,
+        low-precision computation: see :mod:`multirnn.precision`)."""
+        return self.variable_dtype != self.compute_dtype
+
     def get_config(self) -> dict[str, Any]:
         """The NumPy engine's ``RNN`` config (the cell by its registered name, the options,
-        the input size once built), named as Keras named the layer."""
-        return super().get_config() | {"name": self.name}
+        the input size once built), named as Keras named the layer; a mixed policy as its
+        ``dtype``."""
+        return with_policy(self, super().get_config() | {"name": self.name})
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RNN:

@@ -117,11 +117,14 @@ class Recurrent(LayerCore, RNN):
     def _build_on(self, x: torch.Tensor, place: torch.device) -> None:
         self.build(tuple(x.shape))
 
-    def _run(self, call):
+    def _run(self, call, weights):
         spec = self.spec
-        output, final = kernels.run(spec, self._weights(), call.x, call.mask, call.states,
+        # the layouts are kept for the layer's own weights (not a low-precision call's
+        # float32 copies, made afresh every call)
+        own = weights[0] is self._param("kernel")
+        output, final = kernels.run(spec, weights, call.x, call.mask, call.states,
                                     call.input_dropout, call.recurrent_dropout,
-                                    self._weight_layouts)  # fmt: skip
+                                    self._weight_layouts if own else None)  # fmt: skip
         if spec.activity_regularizer is not None:
             penalty = regularizers.penalty(spec.activity_regularizer, output, TORCH_OPS)
             self._activity_loss = penalty / max(call.shape.batch, 1)

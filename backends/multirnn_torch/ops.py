@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from multirnn import ops, pipeline
+from multirnn import ops, pipeline, precision
 
 #: asked on every call: a dict lookup, which torch.compile also traces (a cache it cannot)
 _NAMES = {d: str(d).replace("torch.", "") for d in (torch.float16, torch.bfloat16, torch.float32,
@@ -40,7 +40,11 @@ class TorchArrays(pipeline.Arrays):
 
     def from_host(self, array, place):
         # a writable, C-contiguous copy where needed: torch takes no negative strides
-        return torch.as_tensor(np.require(array, requirements=("C", "W")), device=place)
+        array = np.require(array, requirements=("C", "W"))
+        if array.dtype.name == "bfloat16":  # torch reads no ml_dtypes array: its bits, then
+            return torch.as_tensor(torch.from_numpy(array.view(np.int16)).view(torch.bfloat16),
+                                   device=place)  # fmt: skip
+        return torch.as_tensor(array, device=place)
 
     def dtype(self, value) -> str:
         return dtype_name(value.dtype)
@@ -59,7 +63,15 @@ class TorchArrays(pipeline.Arrays):
         return value.to(getattr(torch, dtype))
 
     def to_numpy(self, value) -> np.ndarray:
-        return value.detach().cpu().numpy().copy()
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:  # as ml_dtypes' bfloat16, bit for bit
+            bits = value.contiguous().view(torch.int16).numpy()
+            return bits.view(precision.numpy_dtype("bfloat16")).copy()
+        return value.numpy().copy()
+
+    def tensor(self, value, dtype: torch.dtype, device=None) -> torch.Tensor:
+        """Host values (NumPy arrays of any float dtype, bfloat16 too) as a new tensor."""
+        return self.from_host(np.asarray(value), device).to(dtype)
 
 
 TORCH_ARRAYS = TorchArrays()

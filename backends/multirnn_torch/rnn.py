@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from multirnn import cells, constraints, pipeline, regularizers
+from multirnn import cells, constraints, pipeline, precision, regularizers
 from multirnn.layer import _BUILD_LOCK
 from multirnn_torch import kernels, scan
 from multirnn_torch.ops import TORCH_ARRAYS, TORCH_OPS, dtype_name
@@ -114,7 +114,7 @@ class RNN(cells.RNNCore, nn.Module):
         device = self._device if self._device is not None else device
         params = []
         for value in arrays:
-            tensor = torch.as_tensor(np.asarray(value), dtype=self._dtype, device=device)
+            tensor = TORCH_ARRAYS.tensor(value, self._dtype, device)
             # contiguous: NumPy's initializers may return transposed arrays (orthogonal),
             # and FSDP shards only contiguous parameters
             param = nn.Parameter(tensor.clone(memory_format=torch.contiguous_format))
@@ -133,7 +133,7 @@ class RNN(cells.RNNCore, nn.Module):
         """Replace the weights (the declared order and shapes), keeping the parameter
         objects; an unbuilt layer is built from them."""
         if isinstance(weights, (list, tuple)):
-            weights = [w.detach().cpu().numpy() if torch.is_tensor(w) else w for w in weights]
+            weights = [TORCH_ARRAYS.to_numpy(w) if torch.is_tensor(w) else w for w in weights]
         input_dim, arrays = self._checked_weights(weights)
         if not self.built:
             with _BUILD_LOCK:
@@ -142,13 +142,13 @@ class RNN(cells.RNNCore, nn.Module):
                     return
         with torch.no_grad():
             for param, value in zip(self._weights(), arrays):
-                param.copy_(torch.as_tensor(value, dtype=param.dtype, device=param.device))
+                param.copy_(TORCH_ARRAYS.tensor(value, param.dtype, param.device))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if not self.built:  # a lazy layer takes its input size from the file
             stored = [v for k, v in state_dict.items() if k.startswith(prefix + "weights.")]
             if stored:
-                arrays = [v.detach().cpu().numpy() for v in stored]
+                arrays = [TORCH_ARRAYS.to_numpy(v) for v in stored]
                 self.build((None, None, cells.input_dim_of(self.cell, arrays)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -163,7 +163,7 @@ class RNN(cells.RNNCore, nn.Module):
     ):
         call = pipeline.prepare(self, inputs, args, mask=mask, initial_state=initial_state,
                                 training=training, carried=self._get_carried())  # fmt: skip
-        output, final = self._run(call)
+        output, final = pipeline.run(self, call)
         return pipeline.result(self, output, final)
 
     def _default_training(self) -> bool:
@@ -184,27 +184,28 @@ class RNN(cells.RNNCore, nn.Module):
     def _build_on(self, x: torch.Tensor, place: torch.device) -> None:
         self.build(tuple(x.shape), device=place)
 
-    def _dropout_masks(self, call, *shapes: tuple | None) -> list[torch.Tensor | None]:
-        """The (input, recurrent) masks of a training call, scaled by ``1 / (1 - rate)``."""
+    def _dropout_keep(self, call, *shapes: tuple | None) -> list[torch.Tensor | None]:
+        """Which entries the (input, recurrent) dropout of a training call keeps."""
         like, spec = self._weights()[0], self.spec
-        masks = []
-        for shape, rate in zip(shapes, (spec.dropout, spec.recurrent_dropout)):
-            keep = None if shape is None else torch.rand(shape, device=like.device,
-                                                         dtype=like.dtype) >= rate  # fmt: skip
-            masks.append(None if keep is None else keep.to(like.dtype) / (1.0 - rate))
-        return masks
+        dtype = getattr(torch, precision.arithmetic(dtype_name(like.dtype)))
+        rates = (spec.dropout, spec.recurrent_dropout)
+        return [None if s is None else torch.rand(s, device=like.device, dtype=dtype) >= rate
+                for s, rate in zip(shapes, rates)]  # fmt: skip
 
-    def _run(self, call: pipeline.Call) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _call_weights(self) -> list[torch.Tensor]:
+        return self._weights()
+
+    def _run(self, call: pipeline.Call, weights) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The generic loop: ``cell.step`` per time step, masks and ``go_backwards``
         applied here (the semantics of the NumPy engine's ``RNN``)."""
         spec, x, mask = self.spec, call.x, call.mask
         if call.shape.batch == 0:
-            return kernels._empty_batch(spec, self._weights(), x, call.states)
+            return kernels._empty_batch(spec, weights, x, call.states)
         states = call.states
         if states is None:
             states = [x.new_zeros((x.shape[0], spec.units)) for _ in spec.state_names]
         ops, batch = torch_namespace(), call.shape.batch
-        w = dict(zip(self._names, self._weights()))
+        w = dict(zip(self._names, weights))
         if torch.compiler.is_exporting():  # one scan operator: batch and time stay dynamic
             if spec.go_backwards:
                 x, mask = x.flip(1), None if mask is None else mask.flip(1)

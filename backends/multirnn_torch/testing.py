@@ -16,8 +16,10 @@ from multirnn.conformance.adapters import (
     named_gradients,
     stateful_sequence,
 )
+from multirnn.conformance.cases import ALL_DTYPES
 from multirnn.conformance.oracle import results
 from multirnn_torch import kernels
+from multirnn_torch.ops import TORCH_ARRAYS
 
 
 def _t(a, grad: bool = False):
@@ -25,16 +27,17 @@ def _t(a, grad: bool = False):
         return None
     if isinstance(a, list):
         return [_t(x, grad) for x in a]
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = TORCH_ARRAYS.from_host(np.asarray(a), None)
     return t.requires_grad_(grad) if grad and t.is_floating_point() else t
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    return TORCH_ARRAYS.to_numpy(t)
 
 
 class TorchAdapter(EngineAdapter):
     name = "torch"
+    dtypes = ALL_DTYPES
 
     tensor = staticmethod(_t)
     to_numpy = staticmethod(_np)

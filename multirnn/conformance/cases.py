@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn import activations
+from multirnn import activations, precision
 from multirnn._checks import did_you_mean, is_bool, is_int, show
 from multirnn.spec import LAYERS, LayerSpec, parse
 
@@ -25,7 +25,12 @@ MASKS = ("none", "right_padded", "arbitrary", "fully_masked_rows")
 #: ``Case.bidirectional``: "off", or the merge mode of a ``Bidirectional`` wrapper ("none"
 #: is ``merge_mode=None``: both directions' outputs are returned)
 BIDIRECTIONAL = ("off", "concat", "sum", "mul", "ave", "none")
+#: the dtypes a run checks by default
 DTYPES = ("float32", "float64")
+#: the low-precision groups, checked when asked for (``--dtype bfloat16,float16``): the
+#: case's values rounded to the dtype, against the float64 reference of those values
+LOW_DTYPES = precision.LOW
+ALL_DTYPES = DTYPES + LOW_DTYPES
 DROPOUT_RATE = 0.5  # both rates; kept entries scale by 2.0, exactly representable
 #: Activations with values in [0, 1], the ones that make gates contract the state.
 UNIT_INTERVAL = ("sigmoid", "hard_sigmoid", "hard_sigmoid_relu6", "softmax")
@@ -243,13 +248,27 @@ class CaseData:
     cotangents: list[np.ndarray]
     calls: list[Call]
 
-    def cast(self, dtype: str) -> CaseData:
-        def c(a):
+    def cast(self, dtype: str, *, back: bool = False) -> CaseData:
+        """The values as ``dtype`` arrays; with ``back``, rounded to ``dtype`` and held in
+        float64 again (what the oracle computes on for a low-precision group). Dropout
+        masks are cast to the dtype engines compute in (a low-precision layer scales its
+        masks in float32, see :mod:`multirnn.precision`)."""
+
+        def convert(a, to):
             if a is None or isinstance(a, str):
                 return a
             if isinstance(a, list):
-                return [c(x) for x in a]
-            return a.astype(dtype) if a.dtype.kind == "f" else a
+                return [convert(x, to) for x in a]
+            if not precision.is_floating(a.dtype):
+                return a
+            rounded = a.astype(precision.numpy_dtype(to))
+            return rounded.astype(np.float64) if back else rounded
+
+        def c(a):
+            return convert(a, dtype)
+
+        def m(a):
+            return convert(a, precision.arithmetic(dtype))
 
         calls = [Call(c(k.inputs), k.mask, c(k.reset)) for k in self.calls]
         return CaseData(
@@ -257,8 +276,8 @@ class CaseData:
             c(self.inputs),
             self.mask,
             c(self.initial_state),
-            c(self.input_dropout),
-            c(self.recurrent_dropout),
+            m(self.input_dropout),
+            m(self.recurrent_dropout),
             c(self.cotangents),
             calls,
         )

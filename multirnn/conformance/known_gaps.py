@@ -13,10 +13,10 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from multirnn.conformance.cases import Case, CaseError
+from multirnn.conformance.cases import ALL_DTYPES, Case, CaseError
 
 CHECKS = ("forward", "gradients", "stateful", "pairwise")
-DTYPES = ("float32", "float64")
+DTYPES = ALL_DTYPES
 
 
 class KnownGapsError(ValueError):

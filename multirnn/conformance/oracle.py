@@ -148,42 +148,62 @@ def finite_difference_gradients(
     return grads
 
 
+# ``values``: which numbers the case is fed. The case's own are float32 numbers (float32
+# and float64 engines see the same ones); a low-precision group feeds them rounded to its
+# dtype, and the reference computes on exactly those.
+
+
+def data(case: Case, values: str = "float32") -> CaseData:
+    """The case's data as float64 arrays holding ``values`` numbers."""
+    if values == "float32":
+        return case.data()
+    return case.data().cast(values, back=True)
+
+
 @functools.lru_cache(maxsize=4096)
-def forward(case: Case) -> list[np.ndarray]:
+def forward(case: Case, values: str = "float32") -> list[np.ndarray]:
     """The reference results of a (non-stateful) case, float64."""
-    return run_case(case, case.spec("float64"), case.data())
+    return run_case(case, case.spec("float64"), data(case, values))
 
 
 @functools.lru_cache(maxsize=1024)
-def stateful(case: Case) -> list[list[np.ndarray]]:
+def stateful(case: Case, values: str = "float32") -> list[list[np.ndarray]]:
     """The reference results of each call of a stateful case, float64."""
-    return run_stateful(case.spec("float64"), case.data())
+    return run_stateful(case.spec("float64"), data(case, values))
 
 
 @functools.lru_cache(maxsize=4096)
-def float32_error(case: Case) -> float:
-    """How far the reference itself lands from float64 when run in float32 (the case's
-    sensitivity to rounding; see tolerances.tolerance)."""
-    spec32 = case.spec("float32")
-    data32 = case.data().cast("float32")
+def own_error(case: Case, dtype: str = "float32") -> float:
+    """How far the reference itself lands from float64 when run in ``dtype`` (float32, or
+    a low-precision dtype on its own values): the case's sensitivity to rounding; see
+    tolerances.tolerance."""
+    values = "float32" if dtype == "float32" else dtype
+    spec = case.spec(dtype)
+    cast = data(case, values).cast(dtype)
     if case.stateful:
-        got = [r for call in run_stateful(spec32, data32) for r in call]
-        want = [r for call in stateful(case) for r in call]
+        got = [r for call in run_stateful(spec, cast) for r in call]
+        want = [r for call in stateful(case, values) for r in call]
     else:
-        got, want = run_case(case, spec32, data32), forward(case)
+        got, want = run_case(case, spec, cast), forward(case, values)
     return max((compare(g, w)[1] for g, w in zip(got, want)), default=0.0)
 
 
+def float32_error(case: Case) -> float:
+    """:func:`own_error` in float32."""
+    return own_error(case, "float32")
+
+
 @functools.lru_cache(maxsize=4096)
-def fd_roundoff(case: Case) -> float:
+def fd_roundoff(case: Case, values: str = "float32") -> float:
     """The finite differences' roundoff on a case, ``eps * S / h``, where ``S`` sums the
     magnitudes of the loss's terms (see tolerances)."""
-    data = case.data()
-    scale = sum(float(np.sum(np.abs(c * r))) for c, r in zip(data.cotangents, forward(case)))
+    cotangents = data(case, values).cotangents
+    results = forward(case, values)
+    scale = sum(float(np.sum(np.abs(c * r))) for c, r in zip(cotangents, results))
     return float(np.finfo(np.float64).eps) * scale / FD_STEP
 
 
 @functools.lru_cache(maxsize=4096)
-def gradients(case: Case) -> dict[str, object]:
+def gradients(case: Case, values: str = "float32") -> dict[str, object]:
     """Finite-difference gradients of the reference for a (non-stateful) case, float64."""
-    return finite_difference_gradients(case.spec("float64"), case.data())
+    return finite_difference_gradients(case.spec("float64"), data(case, values))

@@ -31,6 +31,13 @@ POLICY: dict[tuple[str, str], float] = {
     ("float64", "gradients"): 1e-6,
     ("float32", "forward"): 1e-5,
     ("float32", "gradients"): 1e-4,
+    # Low precision: a layer computes in float32 and rounds what it returns, so a result is
+    # within half a unit in the last place of its dtype (at most 2**-8 relative for
+    # bfloat16, 2**-11 for float16): two of those, for states rounded between stateful calls.
+    ("bfloat16", "forward"): 2 * 2.0**-8,
+    ("bfloat16", "gradients"): 2 * 2.0**-8,
+    ("float16", "forward"): 2 * 2.0**-11,
+    ("float16", "gradients"): 2 * 2.0**-11,
 }
 
 #: Step of the central finite differences (float64).
@@ -52,7 +59,7 @@ def tolerance(
     ``fd_roundoff`` the estimated roundoff of its finite-difference gradients."""
     kind = "gradients" if quantity == "gradients" else "forward"
     tol = POLICY[(dtype, kind)]
-    if dtype == "float32":
+    if dtype != "float64":  # float32 and the low-precision dtypes
         tol = max(tol, FLOAT32_HEADROOM[kind] * reference_error)
     if kind == "gradients":
         tol = max(tol, FD_HEADROOM * fd_roundoff)
@@ -81,6 +88,7 @@ def describe() -> str:
         f"  gradients are compared with central differences (h = {FD_STEP:g}), within at "
         f"least {FD_HEADROOM:g}x their estimated roundoff",
         f"  float32: at least {FLOAT32_HEADROOM['forward']:g}x (gradients "
-        f"{FLOAT32_HEADROOM['gradients']:g}x) the float32 reference's own error",
+        f"{FLOAT32_HEADROOM['gradients']:g}x) the float32 reference's own error; bfloat16 "
+        "and float16 likewise, on the case's values rounded to them",
     ]
     return "tolerance policy:\n" + "\n".join(rows + notes)

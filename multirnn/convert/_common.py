@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from multirnn import arrays
 from multirnn.convert.layouts import ConversionError
 
 
 def to_numpy(value: Any) -> np.ndarray:
     """An engine or peer tensor as a NumPy array (detached, on the host)."""
-    if hasattr(value, "detach"):  # torch
-        value = value.detach().cpu()
+    if hasattr(value, "detach"):  # torch (bfloat16 too, as ml_dtypes' bfloat16)
+        return arrays.to_numpy(value)
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         try:
             return np.asarray(value.numpy())

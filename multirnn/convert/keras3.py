@@ -20,7 +20,7 @@ from multirnn.convert._common import (
     to_numpy,
 )
 from multirnn.convert.layouts import ConversionError
-from multirnn.spec import LayerSpec
+from multirnn.spec import DTYPES, LayerSpec
 
 #: Keras 3 activation name -> multirnn activation with the same formula
 FROM_KERAS = {
@@ -55,21 +55,15 @@ def _activation(value: Any, arg: str, name: str) -> str:
 
 
 def _dtype(layer) -> str:
-    # A mixed policy keeps float32 variables but computes in float16/bfloat16: converting
-    # the variables alone would give a float32 layer that differs from the Keras one.
-    compute = str(getattr(layer, "compute_dtype", None) or "")
-    policy = getattr(getattr(layer, "dtype_policy", None), "name", None) or compute
-    if compute and compute not in ("float32", "float64"):
+    """The dtype the Keras layer computes in. A mixed policy (float32 variables, bfloat16
+    or float16 computation) computes with its variables rounded to that dtype, which is
+    what a multirnn layer of that dtype does with the same weights: ``set_weights``
+    rounds them (see multirnn.precision)."""
+    dtype = str(getattr(layer, "compute_dtype", None) or layer.dtype)
+    if dtype not in DTYPES:
         raise ConversionError(
-            f"Keras layer {layer.name!r} has dtype policy {policy!r}: it computes in "
-            f"{compute}, while multirnn computes in float32 or float64"
-        )
-    dtype = getattr(layer, "variable_dtype", None) or layer.dtype
-    dtype = str(dtype)
-    if dtype not in ("float32", "float64"):
-        raise ConversionError(
-            f"Keras layer {layer.name!r} has dtype {dtype!r}; multirnn computes in float32 or "
-            "float64"
+            f"Keras layer {layer.name!r} computes in {dtype!r}; multirnn layers compute in "
+            f"{', '.join(DTYPES)}"
         )
     return dtype
 
@@ -180,6 +174,8 @@ def keras_kwargs(spec: LayerSpec, ignore_training_options: bool = False) -> dict
         kwargs["seed"] = spec.seed
     if spec.dtype is not None:
         kwargs["dtype"] = spec.dtype
+    if spec.dtype == "bfloat16":  # Keras's orthogonal initializer has no bfloat16 QR on
+        kwargs["recurrent_initializer"] = "glorot_uniform"  # TF; the weights replace it
     if not spec.trainable:
         kwargs["trainable"] = False
     used = [k for k in _TRAINING if getattr(spec, k) is not None]

@@ -44,8 +44,8 @@ def _expect(what: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def from_torch(layer: str, units: int, w_ih, w_hh, b_ih=None, b_hh=None) -> list[np.ndarray]:
     """Canonical weights of one direction of one torch layer.
 
-    LSTM and RNN have one canonical bias, ``b_ih + b_hh``; the GRU keeps both (PyTorch's
-    GRU is the ``reset_after=True`` form).
+    LSTM and RNN have one canonical bias, ``b_ih + b_hh`` (in bfloat16 or float16 that sum
+    is rounded once); the GRU keeps both (PyTorch's GRU is the ``reset_after=True`` form).
     """
     g = GATES[layer]
     w_ih = np.asarray(w_ih)
@@ -64,6 +64,8 @@ def from_torch(layer: str, units: int, w_ih, w_hh, b_ih=None, b_hh=None) -> list
     b_hh = _expect("bias_hh", b_hh, (g * units,))
     if layer == "GRU":
         return [*weights, np.stack([permute_gates(b_ih, RZ_SWAP), permute_gates(b_hh, RZ_SWAP)])]
+    if b_ih.dtype.itemsize < 4:  # bfloat16/float16: summed in float32, rounded once
+        return [*weights, (b_ih.astype(np.float32) + b_hh.astype(np.float32)).astype(b_ih.dtype)]
     return [*weights, b_ih + b_hh]
 
 

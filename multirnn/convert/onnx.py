@@ -354,9 +354,10 @@ def to_onnx(
     if dtype != "float32":
         raise ConversionError(
             f"to_onnx: ONNX Runtime has no {dtype} kernels for the LSTM, GRU and RNN "
-            "operators (its CPU provider computes them in float32 only), so a float64 graph "
-            "would not run there; pass dtype='float32' to export the weights rounded to "
-            "float32"
+            f"operators (its CPU provider computes them in float32 only), so a {dtype} graph "
+            "would not run there; pass dtype='float32' to export the weights as float32 "
+            "(rounded from float64; exact from bfloat16 and float16, whose layers compute "
+            "in float32 anyway)"
         )
     arrays = [a.astype(np.float32) for a in arrays]
     n = len(spec.weight_names)

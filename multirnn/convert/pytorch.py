@@ -10,7 +10,7 @@ import numpy as np
 from multirnn.convert import layouts
 from multirnn.convert._common import build, build_bidirectional, is_bidirectional, to_numpy
 from multirnn.convert.layouts import ConversionError
-from multirnn.spec import LayerSpec
+from multirnn.spec import DTYPES, LayerSpec
 
 _KINDS = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
 _FIXED = {"activation": "tanh", "recurrent_activation": "sigmoid"}
@@ -25,11 +25,20 @@ _CALL_PATH = ("forward", "__call__", "_call_impl", "_wrapped_call_impl", "__geta
 
 def _dtype(module) -> str:
     dtypes = {str(p.dtype).removeprefix("torch.") for p in module.parameters()}
-    if len(dtypes) != 1 or not dtypes <= {"float32", "float64"}:
+    if len(dtypes) != 1 or not dtypes <= set(DTYPES):
         raise ConversionError(
-            f"torch module parameters must all be float32 or float64, got {dtypes}"
+            f"torch module parameters must all be one of {', '.join(DTYPES)}, got {dtypes}"
         )
     return dtypes.pop()
+
+
+def _tensor(torch, array: np.ndarray):
+    """A NumPy array as a tensor; ml_dtypes' bfloat16 by its bits (torch reads no such
+    array)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
 
 
 def _base(module) -> str:
@@ -233,5 +242,5 @@ def to_torch(layers, *, batch_first: bool = True, ignore_training_options: bool 
                 parts.append(("_reverse", [np.asarray(w) for w in directions[k][1].get_weights()]))
             for suffix, arrays in parts:
                 for name, value in layouts.to_torch(spec, arrays).items():
-                    getattr(module, f"{name}_l{k}{suffix}").copy_(torch.from_numpy(value))
+                    getattr(module, f"{name}_l{k}{suffix}").copy_(_tensor(torch, value))
     return module

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from multirnn import activations, calls
+from multirnn import activations, calls, precision
 from multirnn import weights as canonical
 from multirnn.ops import NUMPY_OPS
 from multirnn.spec import LayerSpec
@@ -143,10 +143,15 @@ def forward(
         mask = host(spec.layer, mask, "mask", None)
         calls.mask(spec, mask.shape, mask.dtype.name, call)
     states = initial_states(spec, initial_state, call, dtype)
-    mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", dtype)
-    mr = dropout_mask(spec, recurrent_dropout, call.batch, spec.units, "recurrent_dropout", dtype)
-    kernel, recurrent_kernel = kernel.astype(dtype), recurrent_kernel.astype(dtype)
+    scale = precision.arithmetic(dtype)  # 1 / (1 - rate) is rarely a bfloat16 number
+    mi = dropout_mask(spec, input_dropout, call.batch, call.input_dim, "input_dropout", scale)
+    mr = dropout_mask(spec, recurrent_dropout, call.batch, spec.units, "recurrent_dropout", scale)
+    kernel, recurrent_kernel = _cast(kernel, dtype), _cast(recurrent_kernel, dtype)
     return scan(spec, kernel, recurrent_kernel, bias, x, mask, states, mi, mr)
+
+
+def _cast(array: np.ndarray | None, dtype: str) -> np.ndarray | None:
+    return None if array is None else array.astype(precision.numpy_dtype(dtype), copy=False)
 
 
 def host(owner: str, value: object, what: str, dtype: str | None) -> np.ndarray:
@@ -156,7 +161,8 @@ def host(owner: str, value: object, what: str, dtype: str | None) -> np.ndarray:
 
 def initial_states(spec, initial_state, call, dtype, owner=None) -> list[np.ndarray]:
     if initial_state is None:
-        return [np.zeros((call.batch, spec.units), dtype) for _ in range(spec.num_states)]
+        zeros = np.zeros((call.batch, spec.units), precision.numpy_dtype(dtype))
+        return [zeros.copy() for _ in range(spec.num_states)]
     states = calls.state_list(initial_state)
     states = [host(owner or spec.layer, s, "initial_state", dtype) for s in states]
     calls.states(
@@ -178,6 +184,15 @@ def dropout_mask(spec, mask, batch, width, arg, dtype):
 
 
 def scan(spec, kernel, recurrent_kernel, bias, x, mask, states, mi, mr):
+    """The loop, in the weights' dtype; a low-precision layer's in float32
+    (:mod:`multirnn.precision`)."""
+    if kernel.dtype.name in precision.LOW:
+
+        def wide(weights, x, states, mi, mr):
+            return scan(spec, *weights, x, mask, states, mi, mr)
+
+        return precision.widened(_cast, kernel.dtype.name, wide, [kernel, recurrent_kernel, bias],
+                                 x, states, (mi, mr))  # fmt: skip
     dtype = kernel.dtype
     act = activations.function(spec.activation, NUMPY_OPS)
     ract = None

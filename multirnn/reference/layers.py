@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn import calls, regularizers
+from multirnn import calls, precision, regularizers
 from multirnn.bidirectional import BidirectionalCore
 from multirnn.layer import LayerCore
 from multirnn.ops import NUMPY_OPS
@@ -53,7 +53,8 @@ class Recurrent(LayerCore):
         return None if self._weights is None else self._weights[0].shape[0]
 
     def _create_weights(self, input_dim: int) -> None:
-        self._weights = [w.astype(self.dtype) for w in self._initial_weights(input_dim)]
+        dtype = precision.numpy_dtype(self.dtype)
+        self._weights = [w.astype(dtype) for w in self._initial_weights(input_dim)]
 
     def _require_built(self, what: str) -> list[np.ndarray]:
         if self._weights is None:
@@ -88,7 +89,7 @@ class Recurrent(LayerCore):
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace the weights (canonical layout); builds an unbuilt layer from the kernel."""
         arrays = self._check_weights(weights, self.input_dim)
-        self._weights = [np.array(a, dtype=self.dtype) for a in arrays]
+        self._weights = [np.array(a, dtype=precision.numpy_dtype(self.dtype)) for a in arrays]
 
     # -- calling --------------------------------------------------------------------------
     def __call__(
@@ -140,7 +141,7 @@ class Recurrent(LayerCore):
         if shape is None:
             return None
         keep = self._dropout_rng.random(shape) >= rate
-        return keep.astype(self.dtype) / (1.0 - rate)
+        return keep.astype(precision.arithmetic(self.dtype)) / (1.0 - rate)
 
     # -- state ----------------------------------------------------------------------------
     @property

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn import calls, cells, regularizers
+from multirnn import calls, cells, precision, regularizers
 from multirnn import constraints as constraint_module
 from multirnn.ops import NUMPY_OPS
 from multirnn.reference import kernels
@@ -67,7 +67,7 @@ class RNN(cells.RNNCore):
         values = self._initial_weights(input_dim)
         self._names = [d.name for d in self.cell.declare(input_dim)]
         self._input_dim = input_dim
-        self._weights = [v.astype(self.dtype) for v in values]
+        self._weights = [v.astype(precision.numpy_dtype(self.dtype)) for v in values]
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the weights, in the order the cell declared them."""
@@ -83,7 +83,7 @@ class RNN(cells.RNNCore):
         )
         decls = self.cell.declare(input_dim)
         self._names, self._input_dim = [d.name for d in decls], input_dim
-        self._weights = [np.array(w, dtype=self.dtype) for w in weights]
+        self._weights = [np.array(w, dtype=precision.numpy_dtype(self.dtype)) for w in weights]
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, inputs: Any, *args: Any, mask: Any = None, initial_state: Any = None,
@@ -104,7 +104,7 @@ class RNN(cells.RNNCore):
         elif spec.stateful and self._states is not None:
             states = self._states
         else:
-            states = [np.zeros((call.batch, spec.units), self.dtype) for _ in spec.state_names]
+            states = kernels.initial_states(spec, None, call, self.dtype)
         self.build(x.shape)
         output, states = self._scan(x, mask, list(states))
         if spec.stateful:
@@ -112,14 +112,22 @@ class RNN(cells.RNNCore):
         return [output, *states] if spec.return_state else output
 
     def _scan(self, x, mask, states):
+        """The loop; a low-precision layer's in float32 (:mod:`multirnn.precision`)."""
+
+        def loop(weights, x, states):
+            return self._loop(weights, x, mask, states)
+
+        return precision.widened(kernels._cast, self.dtype, loop, self._weights, x, states, ())
+
+    def _loop(self, weights, x, mask, states):
         spec = self.spec
-        w = dict(zip(self._names, self._weights))
-        batch = x.shape[0]
+        w = dict(zip(self._names, weights))
+        batch, dtype = x.shape[0], x.dtype
 
         def step(x_t, states, first):
             output, new = self.cell.step(self._ops, w, x_t, states)
             cells.check_step(spec, output, new, batch)
-            return np.asarray(output, self.dtype), [np.asarray(s, self.dtype) for s in new]
+            return np.asarray(output, dtype), [np.asarray(s, dtype) for s in new]
 
         order = slice(None, None, -1) if spec.go_backwards else slice(None)
         xs = list(np.swapaxes(x, 0, 1))[order]

@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 
 from multirnn.conformance.adapters import EngineAdapter, layer_from, stateful_sequence
+from multirnn.conformance.cases import ALL_DTYPES
 from multirnn.conformance.oracle import results
 from multirnn.reference import kernels
 
 
 class NumpyAdapter(EngineAdapter):
     name = "numpy"
+    dtypes = ALL_DTYPES
 
     def forward(
         self, spec, weights, inputs, *, mask, initial_state, input_dropout, recurrent_dropout

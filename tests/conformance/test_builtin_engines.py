@@ -68,3 +68,25 @@ def test_quick_grid(run, dtype, monkeypatch):
 @pytest.mark.parametrize("engine", list(frameworks.FRAMEWORKS))
 def test_no_known_gaps(engine):
     assert known_gaps.load(known_gaps.builtin_path(engine)) == []
+
+
+#: every how-many-th case of the quick grid the low-precision groups run in the test suite
+#: (the whole grid: ``multirnn conformance --dtype bfloat16,float16``, a few minutes)
+LOW_PRECISION_SAMPLE = 12
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("engine", ["numpy", *frameworks.FRAMEWORKS])
+def test_low_precision_groups_on_a_sample_of_the_grid(engine, dtype):
+    if engine != "numpy":
+        frameworks.needs(engine)
+    grid = conf.quick_cases()
+    stateful = [c for c in grid if c.stateful][::3]
+    dropout = [c for c in grid if c.dropout][::3]
+    cases = list(dict.fromkeys(grid[::LOW_PRECISION_SAMPLE] + stateful + dropout))
+    rep = conf.run([engine], cases, [dtype])
+    assert rep.ok, report.failures(rep)
+    passed = {r.check for r in rep.results if r.status == "pass"}
+    assert passed >= ({"forward", "stateful"} | ({"gradients"} if engine != "numpy" else set()))
+    ran = {r.case for r in rep.results if r.status == "pass"}
+    assert any(c.wrapped for c in ran) and any(c.dropout for c in ran)

@@ -256,7 +256,7 @@ def test_cli_single_case_and_bad_arguments(capsys):
     )
     assert "1 cases" in capsys.readouterr().out
     assert cli.main(["conformance", "--engines", "numpy", "--case", "GRU(mask=maybe)"]) == 2
-    assert cli.main(["conformance", "--engines", "numpy", "--dtype", "float16"]) == 2
+    assert cli.main(["conformance", "--engines", "numpy", "--dtype", "float8"]) == 2
     assert cli.main(["conformance", "--engines", "nope"]) == 2
     assert "unknown multirnn engine 'nope'" in capsys.readouterr().err
 
@@ -314,7 +314,7 @@ USAGE_ERRORS = [
     (["--engines", "numpy,,numpy"], "--engines has an empty name in 'numpy,,numpy'"),
     (["--engines", "numpy,numpy"], "--engines names 'numpy' twice"),
     (["--engines", ""], "--engines needs at least one name, got ''"),
-    (["--dtype", "float16"], "--dtype accepts float32, float64; got 'float16'"),
+    (["--dtype", "float8"], "--dtype accepts float32, float64, bfloat16, float16; got 'float8'"),
     (["--dtype", "float64,float64"], "--dtype names 'float64' twice"),
     # Hypothesis settings: a traceback from Hypothesis, or silently ignored without --full
     (["--full", "--count", "-3"], "argument --count: must be a positive integer, got '-3'"),
@@ -330,7 +330,7 @@ USAGE_ERRORS = [
     (["--known-gaps", "{tmp}"], "--known-gaps: known-gap file '{tmp}' is a directory"),
     (
         ["--known-gaps", "{tmp}/gaps.txt"],
-        "--known-gaps: {tmp}/gaps.txt:2: unexpected 'float16'; an entry is '<pattern> ",
+        "--known-gaps: {tmp}/gaps.txt:2: unexpected 'float8'; an entry is '<pattern> ",
     ),
     # the keras oracle's backend: a traceback from Keras after the header
     (
@@ -364,7 +364,7 @@ def test_usage_errors_exit_2_with_one_line_before_any_case_runs(
     argv, message, tmp_path, capsys, nothing_runs
 ):
     tmp = str(Path(os.path.realpath(tmp_path)))
-    (tmp_path / "gaps.txt").write_text("LSTM(*)  # fine\nGRU(*) float16\n")
+    (tmp_path / "gaps.txt").write_text("LSTM(*)  # fine\nGRU(*) float8\n")
     before = sorted(tmp_path.iterdir())
     argv = [a.format(tmp=tmp) for a in argv]
     if "--engines" not in argv:
@@ -464,7 +464,10 @@ class Options:
         ({"engines": "numpy,,torch"}, "--multirnn-engines has an empty name in 'numpy,,torch'"),
         ({"engines": "numpy,numpy"}, "--multirnn-engines names 'numpy' twice"),
         ({"engines": "nope"}, "--multirnn-engines: unknown multirnn engine 'nope'."),
-        ({"dtypes": "float16"}, "--multirnn-dtypes accepts float32, float64; got 'float16'"),
+        (
+            {"dtypes": "float8"},
+            "--multirnn-dtypes accepts float32, float64, bfloat16, float16; got 'float8'",
+        ),
         ({"dtypes": ","}, "--multirnn-dtypes needs at least one name"),
         ({"count": 5}, "--multirnn-count applies to --multirnn-full only"),
         ({"full": True, "count": 0}, "--multirnn-count must be a positive integer, got 0"),
@@ -489,9 +492,9 @@ def test_pytest_plugin_options_are_checked(options, message, tmp_path):
 
 def test_pytest_plugin_usage_errors_stop_pytest_with_one_line():
     for args, message in [
-        (["--multirnn-engines=numpy", "--multirnn-dtypes=float16"],
-         "ERROR: multirnn conformance: --multirnn-dtypes accepts float32, float64; got "
-         "'float16'"),
+        (["--multirnn-engines=numpy", "--multirnn-dtypes=float8"],
+         "ERROR: multirnn conformance: --multirnn-dtypes accepts float32, float64, bfloat16, "
+         "float16; got 'float8'"),
         ([], "ERROR: multirnn conformance: no engine selected."),  # at collection
     ]:  # fmt: skip
         run = plugins.run(

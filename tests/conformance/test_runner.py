@@ -126,8 +126,8 @@ def test_known_gaps_turn_failures_into_xfail_and_report_unused_entries():
 
 
 def test_known_gap_syntax_errors_name_the_line():
-    with pytest.raises(known_gaps.KnownGapsError, match="gaps.txt:2: unexpected 'float16'"):
-        known_gaps.parse("LSTM(*)\nGRU(*) float16\n", "gaps.txt")
+    with pytest.raises(known_gaps.KnownGapsError, match="gaps.txt:2: unexpected 'float8'"):
+        known_gaps.parse("LSTM(*)\nGRU(*) float8\n", "gaps.txt")
     # a pattern without glob characters names one case, and must be its id as printed
     with pytest.raises(known_gaps.KnownGapsError, match="gaps.txt:1: 'LSTM' is neither a glob"):
         known_gaps.parse("LSTM  # every LSTM?\n", "gaps.txt")

@@ -73,13 +73,39 @@ def test_torch_module_onto_the_torch_engine_in_float32():
     assert layer.spec.dtype == "float32" and layer.spec.reset_after
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("cls", [torch.nn.GRU, torch.nn.LSTM])
+def test_low_precision_modules_convert_in_their_dtype(cls, dtype):
+    """A GRU's weights cross exactly; an LSTM's two biases are one canonical bias, whose
+    sum is rounded once to the dtype."""
+    pytest.importorskip("ml_dtypes")
+    torch.manual_seed(2)
+    module = cls(4, 5, batch_first=True).to(getattr(torch, dtype))
+    layer = convert.from_torch(module, backend="torch")
+    assert layer.dtype == getattr(torch, dtype)
+    back = convert.to_torch(layer)
+    assert next(back.parameters()).dtype == getattr(torch, dtype)
+    for name, param in module.named_parameters():
+        if cls is torch.nn.GRU or name.startswith("weight"):
+            assert torch.equal(getattr(back, name), param)
+    if cls is torch.nn.LSTM:
+        bias = module.bias_ih_l0.float() + module.bias_hh_l0.float()
+        again = back.bias_ih_l0.float() + back.bias_hh_l0.float()
+        torch.testing.assert_close(again, bias.to(getattr(torch, dtype)).float(), atol=0, rtol=0)
+    x = torch.from_numpy(_x().astype(np.float32)).to(getattr(torch, dtype))
+    with torch.no_grad():  # torch rounds at every step; multirnn computes in float32
+        want, got = module(x)[0].float(), layer(x).float()
+    tol = {"bfloat16": 2e-2, "float16": 2e-3}[dtype]
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+
+
 @pytest.mark.parametrize(
     "module,match",
     [
         (lambda: torch.nn.LSTM(4, 5, proj_size=3), "proj_size=3"),
         (lambda: torch.nn.LSTM(4, 5, num_layers=2, dropout=0.3), "dropout=0.3 between layers"),
         (lambda: torch.nn.Linear(4, 5), "takes torch.nn.RNN, LSTM or GRU, got Linear"),
-        (lambda: torch.nn.LSTM(4, 5).half(), "float32 or float64"),
+        (lambda: torch.nn.LSTM(4, 5).to(torch.float8_e4m3fn), "one of float32, float64"),
     ],
 )
 def test_torch_modules_without_a_multirnn_form_are_refused(module, match):
