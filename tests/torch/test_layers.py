@@ -63,6 +63,26 @@ def test_dtype_and_to():
     assert LSTM(3, dtype="float64", input_dim=2).kernel.dtype == torch.float64
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_to_a_low_precision_dtype_trains_in_it(dtype):
+    """``.to(torch.bfloat16)`` makes a low-precision layer (float32 arithmetic inside a call,
+    multirnn.precision) on every path: the native loop, the fused kernel, with dropout."""
+    for kwargs in ({}, {"activation": "tanh", "recurrent_activation": "sigmoid"},
+                   {"dropout": 0.3, "recurrent_dropout": 0.3}):  # fmt: skip
+        layer = LSTM(4, input_dim=3, seed=0, **kwargs).to(dtype).train()
+        full = LSTM(4, input_dim=3, seed=0, **kwargs).eval()
+        full.set_weights([w.astype(np.float32) for w in layer.get_weights()])
+        inputs = x(features=3, dtype=dtype)
+        y = layer(inputs)
+        assert y.dtype == dtype
+        y.float().sum().backward()
+        assert all(p.grad is not None and p.grad.dtype == dtype for p in layer.parameters())
+        with torch.no_grad():  # in inference, the float32 result rounded
+            want = full(inputs.float()).to(dtype)
+            got = layer.eval()(inputs)
+        torch.testing.assert_close(got.float(), want.float(), atol=1e-3, rtol=2**-7)
+
+
 def test_dropout_follows_the_module_mode_and_manual_seed():
     layer = LSTM(3, dropout=0.5, recurrent_dropout=0.5, seed=0, input_dim=4)
     inputs = x()
