@@ -153,7 +153,7 @@ def inputs(
         if dtype in DTYPES:
             fix += f", or create the layer with dtype={dtype!r}"
         raise TypeError(
-            f"{owner}: inputs have dtype {dtype} but the layer computes in {expected_dtype}; {fix}"
+            f"{owner}: inputs have dtype {dtype} but the layer takes {expected_dtype}; {fix}"
         )
     return CallShape(batch, time, features)
 
@@ -209,7 +209,7 @@ def states(
             )
         if dtype != expected_dtype:
             raise TypeError(
-                f"{spec.layer}: {arg} state {name!r} has dtype {dtype}; the layer computes "
+                f"{spec.layer}: {arg} state {name!r} has dtype {dtype}; the layer takes "
                 f"in {expected_dtype}"
             )
 

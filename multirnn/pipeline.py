@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from multirnn import calls, precision
+from multirnn.spec import DTYPES
 
 
 class Arrays:
@@ -78,12 +79,19 @@ class Arrays:
         raise NotImplementedError
 
 
-def tensor(arrays: Arrays, value: Any, *, arg: str, owner: str, place: Any, dtype: str | None):
+def tensor(arrays: Arrays, value: Any, *, arg: str, owner: str, place: Any, dtype: str | None,
+           mixed: bool = False):  # fmt: skip
     """A call argument as the engine's tensor: its own tensors as they are, host data (NumPy
     arrays, nested lists) under the one input rule of :func:`multirnn.calls.host_array`
-    (floats cast to ``dtype``; ``dtype=None`` keeps a mask's values for its check)."""
+    (floats cast to ``dtype``; ``dtype=None`` keeps a mask's values for its check). Under a
+    ``mixed`` policy the engine's own floating-point tensors are cast to ``dtype`` too, as
+    the frameworks' mixed-precision layers cast theirs (float32 activations in, bfloat16
+    computation)."""
     if arrays.is_native(value):
-        return arrays.own(value, arg, owner, place)
+        value = arrays.own(value, arg, owner, place)
+        if mixed and dtype is not None and arrays.dtype(value) in DTYPES:
+            value = arrays.cast(value, dtype)
+        return value
     array = calls.host_array(value, owner=owner.rstrip(": ") or "multirnn", arg=arg,
                              native=arrays.native, dtype=dtype)  # fmt: skip
     return arrays.from_host(array, place)
@@ -92,7 +100,8 @@ def tensor(arrays: Arrays, value: Any, *, arg: str, owner: str, place: Any, dtyp
 def inputs_and_mask(arrays: Arrays, spec: Any, owner: str, inputs: Any, mask: Any, *,
                     place: Any, dtype: str, input_dim: int | None):  # fmt: skip
     """The inputs and mask as checked tensors, and the call's shape."""
-    x = tensor(arrays, inputs, arg="inputs", owner=owner, place=place, dtype=dtype)
+    x = tensor(arrays, inputs, arg="inputs", owner=owner, place=place, dtype=dtype,
+               mixed=spec.dtype in precision.MIXED)  # fmt: skip
     shape = calls.inputs(spec, arrays.shape(x), arrays.dtype(x), expected_dtype=dtype,
                          input_dim=input_dim)  # fmt: skip
     if mask is not None:
@@ -104,7 +113,8 @@ def inputs_and_mask(arrays: Arrays, spec: Any, owner: str, inputs: Any, mask: An
 def states(arrays: Arrays, spec: Any, value: Any, *, batch: int | None, place: Any, dtype: str,
            owner: str, arg: str = "initial_state") -> list:  # fmt: skip
     """``initial_state`` (or ``reset_states(states)``) as checked tensors, one per state."""
-    values = [tensor(arrays, s, arg=arg, owner=owner, place=place, dtype=dtype)
+    mixed = spec.dtype in precision.MIXED
+    values = [tensor(arrays, s, arg=arg, owner=owner, place=place, dtype=dtype, mixed=mixed)
               for s in calls.state_list(value)]  # fmt: skip
     shapes = [arrays.shape(v) for v in values]
     calls.state_count(spec, len(values), arg=arg)

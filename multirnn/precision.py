@@ -10,9 +10,11 @@ the call returns is rounded. That makes a low-precision layer's result depend on
 dtype alone, not on which engine, kernel or CPU computed it, which is what lets the
 conformance suite hold every engine to a few units in the last place of bfloat16.
 
-Mixed precision (float32 weights, low-precision computation: Keras's ``mixed_bfloat16``
-policy) rounds the weights to the computation dtype first, as the frameworks' own layers
-do when they read a variable under such a policy.
+Mixed precision (``dtype="mixed_bfloat16"`` or ``"mixed_float16"``, Keras's policy names,
+on every engine: float32 weights for the optimizer, values exchanged in the low dtype)
+rounds the weights to that dtype at each call, as the frameworks' own layers do when they
+read a variable under such a policy; so it computes what the low-precision layer of the
+rounded weights computes.
 
 This module holds the rule once; engines reach it through :mod:`multirnn.pipeline`.
 """
@@ -28,11 +30,25 @@ import numpy as np
 LOW = ("bfloat16", "float16")
 #: what a low-precision layer computes in
 ARITHMETIC = "float32"
+#: mixed precision (Keras's policy names): float32 weights, values exchanged in the dtype
+MIXED = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
 
 def arithmetic(dtype: str) -> str:
     """The dtype a layer of ``dtype`` computes in."""
     return ARITHMETIC if dtype in LOW else dtype
+
+
+def values(dtype: str | None) -> str | None:
+    """The dtype a layer created with ``dtype`` takes and returns values in (its inputs,
+    outputs and states): a mixed policy's low-precision dtype, else ``dtype`` itself."""
+    return MIXED.get(dtype, dtype)  # type: ignore[arg-type]
+
+
+def weights(dtype: str | None) -> str | None:
+    """The dtype a layer created with ``dtype`` stores its weights in: float32 under a
+    mixed policy, else ``dtype`` itself."""
+    return "float32" if dtype in MIXED else dtype
 
 
 def numpy_dtype(name: str) -> np.dtype:

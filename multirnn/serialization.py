@@ -458,7 +458,7 @@ def _describe(
         _Expected(prefix, weights, tuple(spec.state_names), spec.units, spec.stateful)
         for prefix in prefixes
     ]
-    return expected, spec.dtype
+    return expected, precision.weights(spec.dtype)  # a mixed policy's weights: float32
 
 
 def _cell_input_dim(

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn import activations, constraints, initializers, regularizers
+from multirnn import activations, constraints, initializers, precision, regularizers
 from multirnn._checks import (
     check_bool,
     check_positive_int,
@@ -231,7 +231,7 @@ def _serialize(key: str, value: Any) -> Any:
 def _dtype(owner: str, value: object) -> str | None:
     if value is None:
         return None
-    if isinstance(value, str) and value in DTYPES:
+    if isinstance(value, str) and (value in DTYPES or value in precision.MIXED):
         return value
     if isinstance(value, (np.dtype, type)):
         try:
@@ -242,7 +242,8 @@ def _dtype(owner: str, value: object) -> str | None:
             return name
     raise ValueError(
         f"{owner}: dtype must be None (the engine's default), 'float32', 'float64', "
-        f"'bfloat16' or 'float16', got {show(value)}"
+        f"'bfloat16', 'float16', or a mixed policy 'mixed_bfloat16' or 'mixed_float16', "
+        f"got {show(value)}"
     )
 
 

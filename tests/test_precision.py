@@ -99,12 +99,37 @@ def test_a_stateful_low_precision_layer_carries_its_states_in_its_dtype(eng, dty
     assert np.all(np.abs(got.astype(np.float64) - want.astype(np.float64)) <= spacing)
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_policy_keeps_float32_weights_and_computes_as_the_low_layer(eng, policy, tmp_path):
+    """Keras's policy names on every engine (Flax's ``param_dtype=float32`` with a low
+    ``dtype`` on JAX): float32 weights, values in the low dtype, the engine's float32
+    tensors cast to it as the frameworks' mixed layers cast theirs."""
+    low = policy.removeprefix("mixed_")
+    mixed = eng.GRU(5, input_dim=3, seed=0, dtype=policy, return_state=True)
+    plain = eng.GRU(5, dtype=low, return_state=True)
+    plain.set_weights(mixed.get_weights())  # rounded: what the mixed layer computes with
+    assert {w.dtype for w in mixed.get_weights()} == {np.dtype(np.float32)}
+    x = np.random.default_rng(3).standard_normal((2, 6, 3)).astype(np.float32)
+    got = multirnn.to_numpy(mixed(native(eng.name, x)))  # float32 tensors: cast
+    want = multirnn.to_numpy(plain(native(eng.name, x.astype(precision.numpy_dtype(low)))))
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype.name == low
+        np.testing.assert_array_equal(g.view(np.uint16), w.view(np.uint16))
+    assert mixed.get_config()["dtype"] == policy
+    multirnn.save(mixed, tmp_path / "mixed.safetensors")  # float32 tensors
+    for name in {"numpy", eng.name}:
+        again = multirnn.load(tmp_path / "mixed.safetensors", backend=name)
+        assert again.get_config()["dtype"] == policy
+        for a, b in zip(again.get_weights(), mixed.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_low_precision_inputs_of_another_dtype_are_refused(eng):
     if eng.name == "numpy":
         pytest.skip("the NumPy engine casts NumPy data to the layer's dtype")
     layer = eng.LSTM(3, input_dim=2, dtype="bfloat16")
     x = native(eng.name, np.zeros((1, 2, 2), np.float16))
-    with pytest.raises(TypeError, match="inputs have dtype float16 .* bfloat16"):
+    with pytest.raises(TypeError, match="inputs have dtype float16 but the layer takes bfloat16"):
         layer(x)
 
 
@@ -117,6 +142,6 @@ def test_bfloat16_on_the_host_without_ml_dtypes_says_what_to_install(monkeypatch
 
 
 def test_the_dtypes_a_layer_accepts_are_listed():
-    with pytest.raises(ValueError, match="'float32', 'float64', 'bfloat16' or 'float16'"):
+    with pytest.raises(ValueError, match="'float32', 'float64', 'bfloat16', 'float16', or a mixed"):
         reference.LSTM(3, dtype="float8")
     assert reference.LSTM(3, dtype=ml_dtypes.bfloat16).spec.dtype == "bfloat16"

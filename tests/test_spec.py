@@ -342,7 +342,7 @@ def test_seed_dtype_input_dim_name():
     [
         ({"seed": -1}, ValueError, "seed must be None or an integer >= 0"),
         ({"seed": 1.5}, ValueError, "seed must be None or an integer >= 0"),
-        ({"dtype": "int8"}, ValueError, "dtype must be None .* 'bfloat16' or 'float16'"),
+        ({"dtype": "int8"}, ValueError, "dtype must be None .* 'mixed_float16', got 'int8'"),
         ({"dtype": np.int32}, ValueError, "dtype must be None"),
         ({"input_dim": 0}, ValueError, "input_dim must be a positive integer"),
         ({"name": 3}, TypeError, "name must be a string"),

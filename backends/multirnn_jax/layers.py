@@ -131,7 +131,7 @@ class Recurrent(LayerCore, RNN):
         self._create(self._initial_weights(input_dim))
 
     def _create(self, arrays) -> None:
-        values = [jnp.asarray(np.asarray(v), dtype=self._dtype) for v in arrays]
+        values = [jnp.asarray(np.asarray(v), dtype=self._weight_dtype) for v in arrays]
         # the kernel last: `built` reads it, so another thread never sees half the weights
         for name, value in reversed(list(zip(self.spec.weight_names, values))):
             setattr(self, name, value)

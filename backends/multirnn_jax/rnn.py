@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import GetAttrKey
 
-from multirnn import cells, constraints, pipeline, regularizers
+from multirnn import cells, constraints, pipeline, precision, regularizers
 from multirnn_jax import kernels
 from multirnn_jax.ops import JAX_ARRAYS, JAX_OPS, dtype_name
 
@@ -140,7 +140,7 @@ class RNN(cells.RNNCore):
 
     def _setup(self, key: jax.Array | None, owner: str) -> None:
         """What both layer kinds set up after their spec: dtype, seed key, name, states."""
-        dtype = self.spec.dtype or default_dtype()
+        dtype = precision.values(self.spec.dtype) or default_dtype()
         if dtype == "float64" and not jax.config.jax_enable_x64:
             raise ValueError(
                 f"{owner}: dtype='float64' needs JAX's 64-bit mode; call "
@@ -250,9 +250,15 @@ class RNN(cells.RNNCore):
         names = tuple(d.name for d in self.cell.declare(input_dim))
         self._set(names, input_dim, self._initial_weights(input_dim))
 
+    @property
+    def _weight_dtype(self) -> str:
+        """float32 under a mixed policy (Flax's ``param_dtype``), else the layer's dtype."""
+        return precision.weights(self.spec.dtype) or self._dtype
+
     def _set(self, names, input_dim, values) -> None:
         self._names, self._input_dim = tuple(names), int(input_dim)
-        self._w = {n: jnp.asarray(np.asarray(v), dtype=self._dtype) for n, v in zip(names, values)}
+        dtype = self._weight_dtype
+        self._w = {n: jnp.asarray(np.asarray(v), dtype=dtype) for n, v in zip(names, values)}
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace the weights (the cell's declared order and shapes) of this layer object,
@@ -286,10 +292,10 @@ class RNN(cells.RNNCore):
                     f"{self.name}: weight {decl.name!r} must have shape {decl.shape}, got "
                     f"{tuple(value.shape)}"
                 )
-            if dtype_name(value.dtype) != self._dtype:
+            if dtype_name(value.dtype) != self._weight_dtype:
                 raise TypeError(
                     f"{self.name}: replacement weight {decl.name!r} must have dtype "
-                    f"{self._dtype}, got {dtype_name(value.dtype)}"
+                    f"{self._weight_dtype}, got {dtype_name(value.dtype)}"
                 )
             new[decl.name] = value
         return self._with([new[n] for n in names])

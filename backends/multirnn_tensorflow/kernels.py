@@ -74,11 +74,12 @@ def run(
     """Run a validated call: inlined into a caller's graph, else through the layer
     configuration's own ``tf.function``.
 
-    ``inference=True`` (a layer called with ``training=False``) skips what only the
-    hand-written backward pass needs: the loop then keeps no per-step activations.
+    ``inference=True`` (a layer called with ``training=False``), or a call no gradient
+    tape can record, skips what only the hand-written backward pass needs: the loop then
+    keeps no per-step activations (and its graph is one TFLite converts with builtin ops).
     Gradients stay correct either way; they come from automatic differentiation then.
     """
-    hand_written = _HAND_WRITTEN_BACKWARD[-1] and not inference
+    hand_written = _HAND_WRITTEN_BACKWARD[-1] and not inference and _recording()
     if tf.inside_function():
         return _generic(spec, hand_written)(list(weights), x, mask, states, mi, mr)
     # one function per dropout-mask form: relaxed retracing would otherwise merge a shared
@@ -96,6 +97,18 @@ def run(
             _generic(spec, hand_written), reduce_retracing=not spec.unroll
         )
     return fn(list(weights), x, mask, states, mi, mr)
+
+
+def _recording() -> bool:
+    """Whether a gradient tape could record this call: one around an eager call, or one
+    active while a ``tf.function`` is traced (Keras's train step, a tape around the call
+    of a function). A tape later put around an already traced function still gets
+    correct gradients, by automatic differentiation of the plain loop."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - a TensorFlow without it: assume a tape
+        return True
+    return bool(record.could_possibly_record())
 
 
 def forward(spec: LayerSpec, weights: Sequence[Any], inputs: Any, **arguments: Any):

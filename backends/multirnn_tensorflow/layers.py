@@ -27,7 +27,7 @@ from multirnn_tensorflow.rnn import (
     _host_arguments,
     _require_tensorflow_backend,
     _undeferred,
-    mixed_policy,
+    policy_name,
     with_policy,
 )
 
@@ -63,7 +63,8 @@ class Recurrent(LayerCore, RNN):
     ``recurrent_kernel`` and ``bias`` and whose calls take the cell's fast paths
     (``multirnn_tensorflow.kernels.run``).
 
-    ``dtype`` defaults to Keras's ``floatx()``. ``trainable`` is Keras's own flag.
+    ``dtype`` defaults to Keras's global dtype policy (``floatx()`` unless
+    ``keras.config.set_dtype_policy`` set another). ``trainable`` is Keras's own flag.
     """
 
     _batch_hint = (
@@ -73,10 +74,9 @@ class Recurrent(LayerCore, RNN):
 
     def __init__(self, *args: Any, **kwargs: Any):
         _require_tensorflow_backend(type(self).__name__)
-        kwargs, policy = mixed_policy(kwargs)
-        self._init_core(args, kwargs)
+        self._init_core(args, policy_name(kwargs))
         self._main_output = None
-        self._setup(self.spec.trainable, policy)
+        self._setup(self.spec.trainable)
         self._seed_generator = keras.random.SeedGenerator(self.spec.seed)
         self._build_from_arguments()
 
@@ -176,14 +176,6 @@ class Recurrent(LayerCore, RNN):
 
     def get_config(self) -> dict[str, Any]:
         return with_policy(self, LayerCore.get_config(self))
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]):
-        config, policy = mixed_policy(config)
-        layer = super().from_config(config)
-        if policy is None:
-            return layer
-        return cls(**layer.spec.to_config(strict=False) | {"dtype": policy})
 
     def __repr__(self) -> str:
         return LayerCore.__repr__(self)

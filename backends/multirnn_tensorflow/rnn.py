@@ -35,23 +35,18 @@ from multirnn_tensorflow.ops import TF_ARRAYS, TF_OPS, ArrayAPI
 __all__ = ["RNN", "ArrayAPI"]
 
 
-def mixed_policy(kwargs: dict[str, Any]) -> tuple[dict[str, Any], keras.DTypePolicy | None]:
-    """``dtype`` given as a Keras mixed-precision policy (``"mixed_bfloat16"``, a
-    ``DTypePolicy``), which only the Keras engine has, taken out of ``kwargs``; another
-    ``DTypePolicy`` becomes its dtype's name, for the spec."""
+def policy_name(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``dtype`` given as a ``keras.DTypePolicy``, as its name (``"mixed_bfloat16"``,
+    ``"float32"``), which the spec takes."""
     dtype = kwargs.get("dtype")
-    mixed = isinstance(dtype, str) and dtype.startswith("mixed_")
-    if not (mixed or isinstance(dtype, keras.DTypePolicy)):
-        return kwargs, None
-    kwargs = dict(kwargs)
-    policy = keras.dtype_policies.get(kwargs.pop("dtype"))
-    if policy.variable_dtype == policy.compute_dtype:
-        return kwargs | {"dtype": policy.compute_dtype}, None
-    return kwargs, policy
+    if isinstance(dtype, keras.DTypePolicy):
+        return kwargs | {"dtype": dtype.name}
+    return kwargs
 
 
 def with_policy(layer: keras.layers.Layer, config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the layer's mixed policy, if any, as its ``dtype``."""
+    """``config`` with the layer's mixed policy, if any, as its ``dtype`` (one that came
+    from Keras's global policy)."""
     return config | {"dtype": layer.dtype_policy.name} if layer.mixed else config
 
 
@@ -166,7 +161,8 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
 
     ``RNN(cell, return_sequences=..., return_state=..., go_backwards=..., stateful=...,
     unroll=..., zero_output_for_mask=..., seed=..., dtype=..., input_dim=..., name=...)``;
-    ``dtype`` defaults to Keras's ``floatx()``. The weights are Keras variables named as
+    ``dtype`` defaults to Keras's global dtype policy (``floatx()`` unless
+    ``keras.config.set_dtype_policy`` set another). The weights are Keras variables named as
     the cell declared them; their regularizers and constraints go through Keras.
     """
 
@@ -181,24 +177,23 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
     def __init__(self, cell: cells.Cell, **kwargs: Any) -> None:
         _require_tensorflow_backend("RNN")
         trainable = check_bool("RNN", "trainable", kwargs.pop("trainable", True))
-        kwargs, policy = mixed_policy(kwargs)
-        self.spec = cells.parse_rnn(cell, kwargs)
+        self.spec = cells.parse_rnn(cell, policy_name(kwargs))
         self.cell = cell
-        self._setup(trainable, policy)
+        self._setup(trainable)
         self._names: list[str] = []
         self._variables_in_order: list[keras.Variable] | None = None
         self._input_dim: int | None = None
         self._ops = tensorflow_namespace(precision.arithmetic(self.compute_dtype))
         self._build_from_arguments()
 
-    def _setup(self, trainable: bool, policy: keras.DTypePolicy | None = None) -> None:
-        """What both layer kinds set up after their spec: the Keras layer (its dtype policy:
-        the spec's dtype, else a mixed policy given as ``dtype``, else Keras's global
-        policy), the states."""
+    def _setup(self, trainable: bool) -> None:
+        """What both layer kinds set up after their spec: the Keras layer (its dtype policy
+        is the spec's dtype, a mixed policy's name included, else Keras's global policy),
+        the states."""
         keras.layers.Layer.__init__(
             self,
             name=self.spec.name,
-            dtype=self.spec.dtype or policy,
+            dtype=self.spec.dtype,
             trainable=trainable,
             autocast=False,
         )
@@ -354,9 +349,16 @@ class RNN(cells.RNNCore, kernels.OutputSpecs, keras.layers.Layer):
         # Steps are read from TensorArrays (the gradient of a slice per step would write a
         # full-size zero tensor each time).
         length = time if time is not None else tf.shape(xs)[0]
-        inputs = tf.TensorArray(xs.dtype, size=length).unstack(xs)
-        masks = None if keeps is None else tf.TensorArray(tf.bool, size=length).unstack(keeps)
-        sequences = tf.TensorArray(xs.dtype, size=length) if spec.return_sequences else None
+        # each with its elements' shape: TFLite's converter needs it
+        inputs = tf.TensorArray(xs.dtype, size=length, element_shape=xs.shape[1:]).unstack(xs)
+        masks = None
+        if keeps is not None:
+            masks = tf.TensorArray(tf.bool, size=length, element_shape=keeps.shape[1:])
+            masks = masks.unstack(keeps)
+        sequences = None
+        if spec.return_sequences:
+            sequences = tf.TensorArray(xs.dtype, size=length,
+                                       element_shape=[call.batch, spec.units])  # fmt: skip
 
         def body(t, states, previous, *rest):
             keep = None if masks is None else masks.read(t)

@@ -70,7 +70,8 @@ class RNN(cells.RNNCore, nn.Module):
     def _setup(self, device: torch.device | str | None) -> None:
         """What both layer kinds set up after their spec: dtype, device, name, states."""
         spec = self.spec
-        self._dtype = getattr(torch, spec.dtype) if spec.dtype else torch.get_default_dtype()
+        weights = precision.weights(spec.dtype)  # (float32 under a mixed policy)
+        self._dtype = getattr(torch, weights) if weights else torch.get_default_dtype()
         self._device = torch.device(device) if device is not None else None
         self.name: str = spec.name or f"{self._default_name}_{next(self._counter)}"
         self._decls: tuple[cells.WeightDecl, ...] = ()
@@ -179,7 +180,8 @@ class RNN(cells.RNNCore, nn.Module):
         return inputs.device if torch.is_tensor(inputs) else torch.device("cpu")
 
     def _compute_dtype(self) -> str:
-        return dtype_name(self.dtype)
+        """The dtype of the call's values: the weights', or a mixed policy's low dtype."""
+        return precision.MIXED.get(self.spec.dtype) or dtype_name(self.dtype)
 
     def _build_on(self, x: torch.Tensor, place: torch.device) -> None:
         self.build(tuple(x.shape), device=place)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from multirnn import precision
 from multirnn.convert._common import (
     build,
     build_bidirectional,
@@ -55,17 +56,21 @@ def _activation(value: Any, arg: str, name: str) -> str:
 
 
 def _dtype(layer) -> str:
-    """The dtype the Keras layer computes in. A mixed policy (float32 variables, bfloat16
-    or float16 computation) computes with its variables rounded to that dtype, which is
-    what a multirnn layer of that dtype does with the same weights: ``set_weights``
-    rounds them (see multirnn.precision)."""
-    dtype = str(getattr(layer, "compute_dtype", None) or layer.dtype)
-    if dtype not in DTYPES:
+    """The Keras layer's dtype policy as multirnn's ``dtype``: its dtype, or a mixed
+    policy's name (float32 variables, bfloat16 or float16 computation), which every
+    multirnn engine takes."""
+    compute = str(getattr(layer, "compute_dtype", None) or layer.dtype)
+    variable = str(getattr(layer, "variable_dtype", None) or compute)
+    policy = f"mixed_{compute}"
+    if variable == "float32" and policy in precision.MIXED:
+        return policy
+    if compute not in DTYPES or variable != compute:
         raise ConversionError(
-            f"Keras layer {layer.name!r} computes in {dtype!r}; multirnn layers compute in "
-            f"{', '.join(DTYPES)}"
+            f"Keras layer {layer.name!r} has {variable} variables and computes in {compute}; "
+            f"multirnn layers take {', '.join(DTYPES)} or a mixed policy "
+            f"({', '.join(precision.MIXED)})"
         )
-    return dtype
+    return compute
 
 
 def spec_kwargs(layer, ignore_training_options: bool = False) -> tuple[str, dict[str, Any]]:

@@ -133,7 +133,7 @@ def forward(
     ``spec.dtype`` (float64 when None); inputs and states are cast to it (see
     :func:`multirnn.calls.host_array`).
     """
-    dtype = spec.dtype or DEFAULT_DTYPE
+    dtype = precision.values(spec.dtype) or DEFAULT_DTYPE
     kernel, recurrent_kernel, *rest = canonical.check(spec, list(weights), what="weights")
     bias = rest[0] if rest else None
     x = host(spec.layer, inputs, "inputs", dtype)
@@ -184,14 +184,14 @@ def dropout_mask(spec, mask, batch, width, arg, dtype):
 
 
 def scan(spec, kernel, recurrent_kernel, bias, x, mask, states, mi, mr):
-    """The loop, in the weights' dtype; a low-precision layer's in float32
-    (:mod:`multirnn.precision`)."""
-    if kernel.dtype.name in precision.LOW:
+    """The loop, in the inputs' dtype; a low-precision call's in float32
+    (:mod:`multirnn.precision`; with float32 weights too, a mixed policy's)."""
+    if x.dtype.name in precision.LOW:
 
         def wide(weights, x, states, mi, mr):
             return scan(spec, *weights, x, mask, states, mi, mr)
 
-        return precision.widened(_cast, kernel.dtype.name, wide, [kernel, recurrent_kernel, bias],
+        return precision.widened(_cast, x.dtype.name, wide, [kernel, recurrent_kernel, bias],
                                  x, states, (mi, mr))  # fmt: skip
     dtype = kernel.dtype
     act = activations.function(spec.activation, NUMPY_OPS)

@@ -33,7 +33,9 @@ class Recurrent(LayerCore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._init_core(args, kwargs)
         spec = self.spec
-        self.dtype: str = spec.dtype or kernels.DEFAULT_DTYPE
+        #: the dtype of values (inputs, outputs, states); the weights': ``_weight_dtype``
+        self.dtype: str = precision.values(spec.dtype) or kernels.DEFAULT_DTYPE
+        self._weight_dtype = precision.numpy_dtype(precision.weights(spec.dtype) or self.dtype)
         self.name: str = spec.name or f"{self.layer_name.lower()}_{next(_names)}"
         self._weights: list[np.ndarray] | None = None
         self._states: list[np.ndarray] | None = None
@@ -53,8 +55,7 @@ class Recurrent(LayerCore):
         return None if self._weights is None else self._weights[0].shape[0]
 
     def _create_weights(self, input_dim: int) -> None:
-        dtype = precision.numpy_dtype(self.dtype)
-        self._weights = [w.astype(dtype) for w in self._initial_weights(input_dim)]
+        self._weights = [w.astype(self._weight_dtype) for w in self._initial_weights(input_dim)]
 
     def _require_built(self, what: str) -> list[np.ndarray]:
         if self._weights is None:
@@ -89,7 +90,7 @@ class Recurrent(LayerCore):
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace the weights (canonical layout); builds an unbuilt layer from the kernel."""
         arrays = self._check_weights(weights, self.input_dim)
-        self._weights = [np.array(a, dtype=precision.numpy_dtype(self.dtype)) for a in arrays]
+        self._weights = [np.array(a, dtype=self._weight_dtype) for a in arrays]
 
     # -- calling --------------------------------------------------------------------------
     def __call__(

@@ -42,7 +42,9 @@ class RNN(cells.RNNCore):
     def __init__(self, cell: cells.Cell, **kwargs: Any) -> None:
         self.spec = cells.parse_rnn(cell, kwargs)
         self.cell = cell
-        self.dtype: str = self.spec.dtype or kernels.DEFAULT_DTYPE
+        #: the dtype of values (inputs, outputs, states); the weights': ``_weight_dtype``
+        self.dtype: str = precision.values(self.spec.dtype) or kernels.DEFAULT_DTYPE
+        self._weight_dtype = precision.numpy_dtype(precision.weights(self.spec.dtype) or self.dtype)
         self.name: str = self.spec.name or f"rnn_{next(_names)}"
         self._weights: list[np.ndarray] | None = None
         self._names: list[str] = []
@@ -67,7 +69,7 @@ class RNN(cells.RNNCore):
         values = self._initial_weights(input_dim)
         self._names = [d.name for d in self.cell.declare(input_dim)]
         self._input_dim = input_dim
-        self._weights = [v.astype(precision.numpy_dtype(self.dtype)) for v in values]
+        self._weights = [v.astype(self._weight_dtype) for v in values]
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the weights, in the order the cell declared them."""
@@ -83,7 +85,7 @@ class RNN(cells.RNNCore):
         )
         decls = self.cell.declare(input_dim)
         self._names, self._input_dim = [d.name for d in decls], input_dim
-        self._weights = [np.array(w, dtype=precision.numpy_dtype(self.dtype)) for w in weights]
+        self._weights = [np.array(w, dtype=self._weight_dtype) for w in weights]
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, inputs: Any, *args: Any, mask: Any = None, initial_state: Any = None,

@@ -88,10 +88,7 @@ def test_a_low_precision_layer_in_a_model(dtype, tmp_path):
     keras_file_reloads(model, _x().astype(dtype), tmp_path / "low.keras", rtol=0, atol=0)
 
 
-def test_a_policy_is_a_keras_argument_only():
-    import multirnn
-
-    with pytest.raises(ValueError, match="dtype must be None .* got 'mixed_bfloat16'"):
-        multirnn.engine("numpy").LSTM(3, dtype="mixed_bfloat16")
-    # a policy whose variables and computation agree is its dtype
+def test_a_keras_policy_object_is_its_name():
     assert LSTM(3, dtype=keras.DTypePolicy("float16")).spec.dtype == "float16"
+    layer = GRU(3, dtype=keras.DTypePolicy("mixed_bfloat16"))
+    assert layer.spec.dtype == "mixed_bfloat16" and layer.mixed
