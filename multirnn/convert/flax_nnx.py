@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from multirnn import precision
 from multirnn.convert import layouts
 from multirnn.convert._common import build, build_bidirectional, is_bidirectional
 from multirnn.convert.layouts import ConversionError
+from multirnn.spec import DTYPES
 
 CELLS = {"SimpleCell": "SimpleRNN", "LSTMCell": "LSTM", "OptimizedLSTMCell": "LSTM",
          "GRUCell": "GRU"}  # fmt: skip
@@ -106,11 +108,7 @@ def _cell_parts(cell) -> tuple[str, int, dict[str, Any], list[np.ndarray]]:
     weights = layouts.from_flax(kind, params, units)
     if kind == "SimpleCell" and cell.residual:  # h' = act(x W + b + h U + h): U + I exactly
         weights[1] = weights[1] + np.eye(units, dtype=weights[1].dtype)
-    dtypes = {str(w.dtype) for w in weights}
-    if len(dtypes) != 1 or not dtypes <= {"float32", "float64"}:
-        raise ConversionError(f"Flax {kind}: parameters must all be float32 or float64, got "
-                              f"{sorted(dtypes)}")  # fmt: skip
-    kwargs: dict[str, Any] = {"return_sequences": True, "dtype": dtypes.pop()}
+    kwargs: dict[str, Any] = {"return_sequences": True, "dtype": _dtype(kind, cell, weights)}
     kwargs["activation"] = _name_of(cell.activation_fn, "activation_fn", kind)
     if layer != "SimpleRNN":
         kwargs["recurrent_activation"] = _name_of(cell.gate_fn, "gate_fn", kind)
@@ -194,18 +192,41 @@ def _cell(spec, weights: list[np.ndarray], kind: str | None, rngs):
                 f"{spec.layer}: {arg}={value!r} has no JAX built-in function for a Flax cell; "
                 f"convertible: {', '.join(functions)}"
             )
-    dtype = weights[0].dtype
+    dtype = weights[0].dtype  # the parameters'; a mixed policy computes in its low dtype
+    compute = precision.values(spec.dtype) or dtype
     params = layouts.to_flax(spec, weights, kind)
     cls = getattr(nnx, kind)
     extra: dict[str, Any] = {"activation_fn": functions[spec.activation]}
     if spec.recurrent_activation is not None:
         extra["gate_fn"] = functions[spec.recurrent_activation]
-    cell = cls(weights[0].shape[0], spec.units, param_dtype=dtype, dtype=dtype,
+    if dtype.itemsize < 4:  # Flax's orthogonal initializer has no half-precision QR; the
+        extra["recurrent_kernel_init"] = nnx.initializers.zeros_init()  # weights replace it
+    cell = cls(weights[0].shape[0], spec.units, param_dtype=dtype, dtype=compute,
                rngs=rngs if rngs is not None else nnx.Rngs(0), **extra)  # fmt: skip
     for path, value in params.items():
         module, param = path.split(".")
         getattr(getattr(cell, module), param).set_value(jnp.asarray(value, dtype))
     return cell
+
+
+def _dtype(kind: str, cell, weights) -> str:
+    """The multirnn dtype of a cell's ``param_dtype`` and ``dtype`` (the computation's;
+    None: the parameters'): one dtype, or float32 parameters computing in bfloat16 or
+    float16, a mixed policy."""
+    params = {str(w.dtype) for w in weights}
+    compute = getattr(cell, "dtype", None)
+    compute = None if compute is None else str(np.dtype(compute))
+    if len(params) == 1:
+        (param,) = params
+        if compute in (None, param) and param in DTYPES:
+            return param
+        if param == "float32" and f"mixed_{compute}" in precision.MIXED:
+            return f"mixed_{compute}"
+    raise ConversionError(
+        f"Flax {kind}: parameters in {sorted(params)} computing in {compute or 'their dtype'};"
+        f" multirnn layers take one of {', '.join(DTYPES)}, or float32 parameters computing "
+        "in bfloat16 or float16 (a mixed policy)"
+    )
 
 
 def to_flax(layer, *, kind: str | None = None, rngs=None):

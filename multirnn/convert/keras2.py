@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from multirnn import _files
+from multirnn import _files, precision
 from multirnn.convert._common import build, build_bidirectional
 from multirnn.convert.keras3 import _PASSED, _TRAINING, FROM_KERAS
 from multirnn.convert.layouts import GATES, ConversionError
@@ -854,10 +854,13 @@ def _config_kwargs(layer: H5Layer, kind: str, keras3: bool, flags: dict[str, boo
     if kind == "GRU" and "CuDNN" not in (layer.class_name or ""):
         kwargs["reset_after"] = bool(config.get("reset_after", False))  # Keras 2's default
     policy = _dtype_policy(config.get("dtype"), layer)
-    if policy is not None and policy not in ("float32", "float64"):
+    if policy in precision.MIXED:  # float32 weights in the file, low-precision computation
+        kwargs["dtype"] = policy
+    elif policy is not None and policy not in ("float32", "float64"):
         raise ConversionError(
-            f"Keras layer {layer.name!r} has dtype policy {policy!r}: it computes in "
-            f"{policy.split('_')[-1]}, while multirnn computes in float32 or float64"
+            f"Keras layer {layer.name!r} has dtype policy {policy!r}; multirnn converts "
+            f"float32, float64 and the mixed policies {', '.join(precision.MIXED)} from "
+            "Keras 2 files"
         )
     if config.get("time_major") and not flags["ignore_time_major"]:
         raise ConversionError(

@@ -184,6 +184,7 @@ def refused(r: Recorder):
     r.randomize(model)
     r.save("refused", model)
     r.call("refused", "lstm_time_major", time_major, r.x(batch=T, time=B))  # (time, batch, f)
+    r.call("refused", "lstm_mixed", layers[2], r.x())  # float16 computation
 
 
 def training_options(r: Recorder):

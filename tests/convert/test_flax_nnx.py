@@ -181,3 +181,38 @@ def test_flax_modules_without_a_multirnn_form_are_refused(make, match):
 def test_layers_without_a_flax_form_are_refused(layer, kwargs, match):
     with pytest.raises(ConversionError, match=match):
         convert.to_flax(layer(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "param_dtype,dtype,ours",
+    [("float32", "bfloat16", "mixed_bfloat16"), ("float32", "float16", "mixed_float16"),
+     ("bfloat16", None, "bfloat16"), ("float16", "float16", "float16")],
+)  # fmt: skip
+def test_flax_param_dtype_and_dtype_convert_as_multirnn_dtypes(param_dtype, dtype, ours):
+    """Flax's split of parameters (``param_dtype``) from computation (``dtype``) is a mixed
+    policy; Flax rounds at every step where multirnn computes in float32
+    (multirnn.precision), so the results agree within a few units in the last place."""
+    jnp = jax.numpy
+    init = nnx.initializers.lecun_normal()  # (Flax's orthogonal has no half-precision QR)
+    cell = nnx.GRUCell(4, 6, param_dtype=getattr(jnp, param_dtype),
+                       dtype=None if dtype is None else getattr(jnp, dtype),
+                       recurrent_kernel_init=init, rngs=nnx.Rngs(0))  # fmt: skip
+    layer = convert.from_flax(cell, backend="jax")
+    assert layer.spec.dtype == ours
+    low = dtype or param_dtype
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 4)), low)
+    want = np.asarray(nnx.RNN(cell)(x), np.float32)
+    got = np.asarray(layer(x), np.float32)
+    tol = {"bfloat16": 2e-2, "float16": 2e-3}[low]
+    np.testing.assert_allclose(got, want, atol=tol, rtol=tol)
+    back = convert.to_flax(layer)
+    assert (np.dtype(back.param_dtype).name, np.dtype(back.dtype).name) == (param_dtype, low)
+    np.testing.assert_array_equal(np.asarray(nnx.RNN(back)(x), np.float32), want)
+
+
+def test_parameters_computing_in_a_wider_dtype_are_refused():
+    init = nnx.initializers.lecun_normal()
+    cell = nnx.GRUCell(4, 6, param_dtype=jax.numpy.float16, dtype=jax.numpy.float32,
+                       recurrent_kernel_init=init, rngs=nnx.Rngs(0))  # fmt: skip
+    with pytest.raises(ConversionError, match=r"parameters in \['float16'\] computing in float32"):
+        convert.from_flax(cell, backend="jax")

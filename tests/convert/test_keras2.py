@@ -503,7 +503,6 @@ def test_refused_forms_name_the_option(keras2):
         r"\(differs in activation\)",
         "gru_swish": "activation='swish' has no multirnn equivalent",
         "rnn_stacked": "is an RNN of 'StackedRNNCells', not a recurrent layer",
-        "lstm_mixed": "dtype policy 'mixed_float16': it computes in float16",
         # regression: converted as a batch-major layer
         "lstm_time_major": r"time_major=True: it takes \(time, batch, features\) inputs.*Pass "
         "ignore_time_major=True",
@@ -513,6 +512,20 @@ def test_refused_forms_name_the_option(keras2):
             convert.from_keras2_h5(path, backend="numpy", layers=[name])
     with pytest.raises(ConversionError, match=r"pick the other layers with layers=\[\.\.\.\]"):
         convert.from_keras2_h5(path, backend="numpy")
+
+
+def test_a_mixed_precision_layer_converts_with_its_policy(keras2):
+    """tf-keras's ``mixed_float16`` LSTM: float32 weights in the file, float16 computation.
+    tf-keras rounds at every step where multirnn computes in float32 (multirnn.precision):
+    the results agree within a few float16 units in the last place."""
+    (layer,) = convert.from_keras2_h5(
+        keras2.path("refused"), backend="numpy", layers=["lstm_mixed"]
+    ).values()
+    assert layer.spec.dtype == "mixed_float16" and layer.kernel.dtype == np.float32
+    ((x, _, (y,)),) = keras2.manifest["refused"]["lstm_mixed"]
+    got, want = layer(keras2.arrays[x]), keras2.arrays[y]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float64), want, atol=2e-3, rtol=2e-3)
 
 
 def test_time_major_converts_when_asked_on_transposed_inputs(keras2):
