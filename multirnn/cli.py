@@ -270,7 +270,10 @@ def _certify_cell(args: argparse.Namespace) -> int:
         for name in names:
             if not cell_suite.runs_cells(name):
                 raise Refused(f"--engines: engine {name!r} does not run users' cells (RNN)")
-    certification = cell_suite.Certification(cell, names, target=args.cell)
+    dtypes = cell_suite.DTYPES
+    if args.dtype is not None:
+        dtypes = runner.split_cell_dtypes(args.dtype, "--dtype")
+    certification = cell_suite.Certification(cell, names, dtypes=dtypes, target=args.cell)
     print(cell_suite.describe(certification), flush=True)
     results = certification.run_all()
     print(cell_suite.summary(cell, results))

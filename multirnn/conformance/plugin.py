@@ -151,7 +151,7 @@ def cell_selection(config) -> dict | None:
                 )
             return None
         cell = cell_suite.load_cell(target, 3 if units is None else units, option=source)
-        dtypes = runner.split_dtypes(
+        dtypes = runner.split_cell_dtypes(
             option(config, "--multirnn-dtypes", "float32,float64"), "--multirnn-dtypes"
         )
         names = None

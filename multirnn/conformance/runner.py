@@ -48,6 +48,14 @@ def split_names(text: str, option: str, accepted: Sequence[str] | None = None) -
     return names
 
 
+def split_cell_dtypes(text: str, option: str) -> list[str]:
+    """``--dtype`` of the cell checks: float32 and float64 (the low-precision groups are
+    the layer grid's)."""
+    from multirnn.conformance.cell_suite import DTYPES as CELL_DTYPES
+
+    return split_names(text, option, tuple(sorted(CELL_DTYPES)))
+
+
 def split_dtypes(text: str, option: str) -> list[str]:
     return split_names(text, option, ALL_DTYPES)
 

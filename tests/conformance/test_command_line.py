@@ -695,3 +695,11 @@ def test_table_prints_the_families_and_a_failure_stays_within_100_columns(capsys
     for line in text.splitlines():  # only the copy-paste command may be longer
         assert len(line) <= 100 or line.startswith("  reproduce: "), line
     assert "reset_after=True" in text
+
+
+def test_the_cell_checks_take_float32_and_float64_only(capsys):
+    pytest.importorskip("array_api_strict")
+    argv = ["conformance", "--cell", "multirnn:LSTMCell", "--engines", "numpy"]
+    assert cli.main([*argv, "--dtype", "bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert "--dtype accepts float32, float64; got 'bfloat16'" in err
