@@ -134,6 +134,8 @@ class CellContender(EngineContender):
             raise Unsupported("the cells are LSTMs")
         if workload.dropout:
             raise Unsupported("RNN(cell) has no dropout option (a cell draws its own)")
+        if workload.group == "precision":
+            raise Unsupported("low precision is timed on the built-in layers")
         if self.variant == CELL_VARIANT:
             cell = UserLSTM(workload.units, gate=workload.gate_activation)
         else:

@@ -220,6 +220,36 @@ def dropout(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def low_precision(record: dict[str, Any]) -> str:
+    """Each engine's bfloat16 and float16 layers (the precision workloads) against the
+    float32 layer of the same shape and configuration, in the same run."""
+    rows = _lookup(record)
+    every = [Workload.from_dict(w) for w in record["workloads"]]
+    base = {(w.layer, w.config, w.batch, w.time, w.input_dim, w.units): w for w in every
+            if w.dtype == "float32" and not w.dropout and not w.stateful}  # fmt: skip
+    lines = [
+        "| engine | layer | dtype | forward: float32 ms | ms, median (IQR) | ratio | "
+        "train: float32 ms | ms, median (IQR) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in record["contenders"]:
+        name = c["contender"]
+        for w in (w for w in every if w.group == "precision"):
+            plain = base.get((w.layer, w.config, w.batch, w.time, w.input_dim, w.units))
+            got = rows.get((name, w.key), {})
+            ref = rows.get((name, plain.key), {}) if plain else {}
+            cells = []
+            for step in ("forward", "train"):
+                m, r = got.get(step), ref.get(step)
+                cells += ["-", "-", "-"] if not m or not r else [
+                    _ms(r["median_s"]), _timing(m), _over(m, r)]  # fmt: skip
+            if cells.count("-") == len(cells):
+                continue
+            layer = f"{w.layer} ({'documented' if w.config == 'documented' else 'fused-eligible'})"
+            lines.append(f"| {name} | {layer} | {w.dtype} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _engine_of(contender: str) -> str:
     """``multirnn:NAME`` of a cell contender (``multirnn:NAME+cell``), else the name."""
     for variant in CELL_VARIANTS:
@@ -549,6 +579,7 @@ def report(
     lines += _per_step_section(record)
     lines += _per_call_section(record)
     lines += _dropout_section(record)
+    lines += _precision_section(record)
     lines += _users_cells_section(record)
     for path in plot_paths:
         rel = path.relative_to(relative_to) if relative_to else path
@@ -665,6 +696,16 @@ def _dropout_section(record: dict[str, Any]) -> list[str]:
         "the default `implementation`: one mask per gate, on the inputs and on the",
         "recurrent state) against the same layer without dropout, documented defaults,",
         "each engine in its own process. Issue 28 asks at most 1.3x.",
+    )  # fmt: skip
+
+
+def _precision_section(record: dict[str, Any]) -> list[str]:
+    return _section(
+        "Low precision", low_precision(record),
+        "bfloat16 and float16 layers (`dtype=`) at shape S against the float32 layer, each",
+        "engine in its own process. A low-precision layer computes in float32 inside a call",
+        "and rounds what it returns (docs/semantics.md), so on a CPU it is not expected to",
+        "be faster: it halves the memory of its weights and of what it returns.",
     )  # fmt: skip
 
 

@@ -31,6 +31,8 @@ def run_job(job: dict) -> dict:
         try:
             if workload.dropout and contender.kind != "engine":
                 raise contenders.Unsupported("dropout is timed on multirnn's engines only")
+            if workload.group == "precision" and contender.kind != "engine":
+                raise contenders.Unsupported("low precision is timed on multirnn's engines only")
             forward, train = contender.prepare(workload)
             if job.get("memory"):  # a fresh process per workload: train steps only
                 if train is not None:

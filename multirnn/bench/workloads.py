@@ -12,7 +12,8 @@ call, the states carried from call to call by a stateful layer), where the work 
 kernel (argument checks, state handling, dispatch) is most of the time. ``dropout`` times
 the training step of Keras-2-style dropout (``dropout=recurrent_dropout=0.2`` with the
 default ``implementation``: one mask per gate) against the same layer without dropout, on
-the engines only (the peers' dropout is not Keras 2's).
+the engines only (the peers' dropout is not Keras 2's). ``precision`` times bfloat16 and
+float16 layers at shape S against the float32 shape-S workloads, on the engines only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from multirnn import precision
 from multirnn.spec import GATES
 
 LAYERS = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
@@ -45,7 +47,7 @@ class Workload:
     time: int
     input_dim: int
     units: int
-    group: str  # S | time | units | latency | small | streaming
+    group: str  # S | time | units | latency | small | streaming | dropout | precision
     dtype: str = "float32"
     #: the layer keeps its states from one call to the next (each call is one more chunk)
     stateful: bool = False
@@ -55,8 +57,10 @@ class Workload:
     @property
     def key(self) -> str:
         shape = f"b{self.batch}-t{self.time}-i{self.input_dim}-u{self.units}"
-        tail = ("/stateful" if self.stateful else "") + (
-            f"/dropout{self.dropout:g}" if self.dropout else ""
+        tail = (
+            ("/stateful" if self.stateful else "")
+            + (f"/dropout{self.dropout:g}" if self.dropout else "")
+            + ("" if self.dtype == "float32" else f"/{self.dtype}")
         )
         return f"{self.layer}/{self.config}/{shape}" + tail
 
@@ -66,7 +70,8 @@ class Workload:
             label = f"{self.layer} (documented defaults: no fused kernel)"
         else:
             label = f"{self.layer} (fused-eligible)"
-        return label + (f", dropout {self.dropout:g}" if self.dropout else "")
+        label += f", dropout {self.dropout:g}" if self.dropout else ""
+        return label + ("" if self.dtype == "float32" else f", {self.dtype}")
 
     def layer_kwargs(self) -> dict[str, Any]:
         """multirnn constructor arguments for this configuration."""
@@ -100,11 +105,12 @@ class Workload:
         recurrent = rng.uniform(-1, 1, (u, g * u)) * np.sqrt(1.0 / u)
         bias_shape = (2, g * u) if self.reset_after else (g * u,)
         bias = rng.uniform(-0.1, 0.1, bias_shape)
-        return [w.astype(self.dtype) for w in (kernel, recurrent, bias)]
+        return [w.astype(precision.numpy_dtype(self.dtype)) for w in (kernel, recurrent, bias)]
 
     def inputs(self) -> np.ndarray:
         rng = np.random.default_rng(99)
-        return rng.standard_normal((self.batch, self.time, self.input_dim)).astype(self.dtype)
+        x = rng.standard_normal((self.batch, self.time, self.input_dim))
+        return x.astype(precision.numpy_dtype(self.dtype))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"key": self.key, "label": self.label}
@@ -144,6 +150,14 @@ def _dropout(layers: list[str], mode: str) -> list[Workload]:
     return out
 
 
+def _precision(layers: list[str]) -> list[Workload]:
+    """The LSTM (or the first layer) at shape S in bfloat16 and float16, both
+    configurations; their float32 twins are the shape-S workloads."""
+    layer = "LSTM" if "LSTM" in layers else layers[0]
+    return [Workload(layer, c, **SHAPE_S, group="precision", dtype=dtype)
+            for c in _configs(layer) for dtype in precision.LOW]  # fmt: skip
+
+
 def suite(layers: list[str], mode: str = "full") -> list[Workload]:
     """The workloads of a run: shape S for every layer and configuration, a sweep over
     sequence length and one over units (fused and documented LSTM), batch 1, the small
@@ -157,6 +171,7 @@ def suite(layers: list[str], mode: str = "full") -> list[Workload]:
             out.append(Workload(gated, "fused", 1, 1, 3, 4, "streaming", stateful=True))
             out += [Workload(gated, "documented", 2, 3, 3, 4, "dropout", dropout=rate)
                     for rate in (0.0, DROPOUT_RATE)]  # fmt: skip
+        out.append(Workload(layers[0], "fused", 2, 5, 3, 4, "precision", dtype="float16"))
         return out
     out = [Workload(layer, c, **SHAPE_S, group="S") for layer in layers for c in _configs(layer)]
     times = (10, 100, 300) if mode == "quick" else (10, 30, 100, 300, 1000)
@@ -171,7 +186,7 @@ def suite(layers: list[str], mode: str = "full") -> list[Workload]:
             out.append(Workload(sweep_layer, config, **(base | {"units": u}), group="units"))
     for layer in layers:
         out.append(Workload(layer, "fused", **(SHAPE_S | {"batch": 1}), group="latency"))
-    return out + _per_call(layers) + _dropout(layers, mode)
+    return out + _per_call(layers) + _dropout(layers, mode) + _precision(layers)
 
 
 def peer_layout(workload: Workload, weights: list[np.ndarray]) -> dict[str, np.ndarray]:

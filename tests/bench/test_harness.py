@@ -58,7 +58,8 @@ def test_smoke_suite_has_one_small_and_one_streaming_workload():
     assert (stream.batch, stream.time, stream.stateful) == (1, 1, True)
     assert stream.key.endswith("/stateful")
     assert Workload.from_dict(stream.to_dict()) == stream
-    assert {w.group for w in suite(["SimpleRNN"], "smoke")} == {"S"}  # no gated layer
+    # no gated layer: shape S, and the low-precision workload
+    assert {w.group for w in suite(["SimpleRNN"], "smoke")} == {"S", "precision"}
 
 
 @pytest.mark.parametrize("mode", ["smoke", "quick", "full"])
@@ -110,6 +111,27 @@ def test_report_has_the_dropout_ratios():
     assert "## Dropout" in render.report(record)
 
 
+def test_suite_has_low_precision_twins_and_the_report_their_ratios():
+    for mode in ("smoke", "quick", "full"):
+        everything = suite(["LSTM", "GRU"], mode)
+        low = [w for w in everything if w.group == "precision"]
+        assert low and {w.dtype for w in low} <= {"bfloat16", "float16"}
+        plain = {(w.layer, w.config, w.batch, w.time, w.units) for w in everything
+                 if w.dtype == "float32"}  # fmt: skip
+        assert {(w.layer, w.config, w.batch, w.time, w.units) for w in low} <= plain
+        assert len({w.key for w in everything}) == len(everything)
+    w = next(w for w in suite(["LSTM"], "quick") if w.dtype == "bfloat16")
+    assert w.key.endswith("/bfloat16") and w.label.endswith(", bfloat16")
+    assert w.weights()[0].dtype.name == "bfloat16" and Workload.from_dict(w.to_dict()) == w
+    record = fake_record({"multirnn:torch": {"S": 0.001, "precision": 0.0011},
+                          "torch.nn": {"S": 0.001}})  # fmt: skip
+    table = render.low_precision(record)
+    assert "| multirnn:torch | LSTM (fused-eligible) | float16 | 1 | 1.1 (1.1-1.1) | 1.10x |" in (
+        table
+    )
+    assert "torch.nn" not in table and "## Low precision" in render.report(record)
+
+
 def test_workload_configurations_and_flops():
     fused = Workload("GRU", "fused", 32, 100, 64, 128, "S")
     documented = Workload("GRU", "documented", 32, 100, 64, 128, "S")
@@ -152,7 +174,7 @@ def test_smoke_run_on_the_numpy_engine(tmp_path):
     assert said[0].startswith("CPU: ") and "; BLAS: " in said[0]
     assert "recurrent product" in said[1] and record["recurrent_product"]["seconds"] > 0
     rows = record["contenders"][0]["results"]
-    assert len(rows) == 8 and all("train" not in r for r in rows)  # no autodiff in numpy
+    assert len(rows) == 9 and all("train" not in r for r in rows)  # no autodiff in numpy
     assert {r["workload"] for r in rows if "forward" in r} == {
         w["key"] for w in record["workloads"]
     }  # the small and streaming workloads ran too
@@ -174,8 +196,9 @@ def test_smoke_run_with_a_peer_and_the_command_line(tmp_path):
     record = json.loads(out.read_text())
     check_record(record)
     torch_rows = next(c for c in record["contenders"] if c["contender"] == "torch.nn")["results"]
-    fused = [r for r in torch_rows if "/fused/" in r["workload"]]
-    assert all(r["forward"]["vs_fastest_peer"] == 1.0 for r in fused)
+    fused = [r for r in torch_rows if "/fused/" in r["workload"] and "forward" in r]
+    assert fused and all(r["forward"]["vs_fastest_peer"] == 1.0 for r in fused)
+    assert all("unsupported" in r for r in torch_rows if r["workload"].endswith("/float16"))
     assert all(r["train"]["vs_fastest_peer"] == 1.0 for r in fused if "train" in r)
     groups = {w["key"]: w["group"] for w in record["workloads"]}
     for contender in record["contenders"]:  # both stream (forward only) and run the small shape
