@@ -24,7 +24,7 @@ from multirnn.bidirectional import BidirectionalCore, merge
 from multirnn.layer import LayerCore, builtin_classes
 from multirnn_jax import kernels
 from multirnn_jax.ops import JAX_ARRAYS, JAX_OPS
-from multirnn_jax.rnn import RNN, check_key, default_dtype, register
+from multirnn_jax.rnn import RNN, check_key, default_dtype, flax_dtypes, register
 
 __all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Recurrent", "SimpleRNN", "default_dtype"]
 
@@ -52,8 +52,9 @@ class Recurrent(LayerCore, RNN):
 
     ``key`` (a ``jax.random`` key) seeds the initial weights when no ``seed=`` is given;
     with neither, the seed is drawn from NumPy's global generator. ``dtype`` defaults to
-    JAX's default float type (float64 only in 64-bit mode). ``key=`` on a training call
-    draws the dropout masks.
+    JAX's default float type (float64 only in 64-bit mode); Flax's ``param_dtype=float32``
+    with ``dtype=bfloat16`` is the mixed policy ``dtype="mixed_bfloat16"``. ``key=`` on a
+    training call draws the dropout masks.
     """
 
     kernel: jax.Array | None
@@ -65,8 +66,9 @@ class Recurrent(LayerCore, RNN):
         super().__init_subclass__(**kwargs)
         register(cls)
 
-    def __init__(self, *args: Any, key: jax.Array | None = None, **kwargs: Any):
-        self._init_core(args, kwargs)
+    def __init__(self, *args: Any, key: jax.Array | None = None, param_dtype: Any = None,
+                 **kwargs: Any):  # fmt: skip
+        self._init_core(args, flax_dtypes(type(self).__name__, kwargs, param_dtype))
         self.kernel = self.recurrent_kernel = self.bias = None
         self._setup(key, type(self).__name__)
         self._build_from_arguments()

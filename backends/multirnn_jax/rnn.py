@@ -40,6 +40,30 @@ def default_dtype() -> str:
     return "float64" if jax.config.jax_enable_x64 else "float32"
 
 
+def flax_dtypes(owner: str, kwargs: dict[str, Any], param_dtype: Any) -> dict[str, Any]:
+    """Flax's split, ``param_dtype=float32`` with ``dtype=bfloat16`` (or float16), as the
+    mixed policy ``dtype="mixed_bfloat16"``; a ``param_dtype`` equal to ``dtype`` changes
+    nothing. Any other pair has no multirnn form and is refused."""
+    if param_dtype is None:
+        return kwargs
+    names = []
+    for value in (param_dtype, kwargs.get("dtype") or default_dtype()):
+        try:
+            names.append(value if isinstance(value, str) else np.dtype(value).name)
+        except TypeError:
+            names.append(repr(value))
+    param, dtype = names
+    if param == dtype:
+        return kwargs
+    if param == "float32" and f"mixed_{dtype}" in precision.MIXED:
+        return kwargs | {"dtype": f"mixed_{dtype}"}
+    raise ValueError(
+        f"{owner}: param_dtype={param!r} with dtype={dtype!r} has no multirnn form: "
+        "param_dtype is the dtype itself, or float32 with dtype bfloat16 or float16 (the "
+        "mixed policies 'mixed_bfloat16' and 'mixed_float16')"
+    )
+
+
 def check_key(key: Any, owner: str) -> jax.Array:
     if isinstance(key, jax.Array):
         if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
@@ -115,8 +139,9 @@ class RNN(cells.RNNCore):
 
     ``key`` (a ``jax.random`` key) seeds the initial weights when no ``seed=`` is given;
     with neither, the seed is drawn from NumPy's global generator. ``dtype`` defaults to
-    JAX's default float type (float64 only in 64-bit mode). A stateful layer keeps its
-    states from eager calls only; inside transformations use :meth:`apply`.
+    JAX's default float type (float64 only in 64-bit mode); Flax's ``param_dtype=float32``
+    with ``dtype=bfloat16`` is the mixed policy ``dtype="mixed_bfloat16"``. A stateful
+    layer keeps its states from eager calls only; inside transformations use :meth:`apply`.
     """
 
     engine_name = "jax"
@@ -129,8 +154,9 @@ class RNN(cells.RNNCore):
     _training_hint = (" (under jit, pass it as a static argument: "
                       "jax.jit(f, static_argnames='training'))")  # fmt: skip
 
-    def __init__(self, cell: cells.Cell, *, key: jax.Array | None = None, **kwargs: Any):
-        self.spec = cells.parse_rnn(cell, kwargs)
+    def __init__(self, cell: cells.Cell, *, key: jax.Array | None = None,
+                 param_dtype: Any = None, **kwargs: Any):  # fmt: skip
+        self.spec = cells.parse_rnn(cell, flax_dtypes("RNN", kwargs, param_dtype))
         self._static = _Static(self.spec)
         self._w: dict[str, Array] | None = None
         self._names: tuple[str, ...] = ()

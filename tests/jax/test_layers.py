@@ -314,3 +314,12 @@ def test_a_tree_of_nones_shaped_like_a_layer_flattens_for_vmap_in_axes(wrapped):
     batches = jnp.stack([x(seed=0), x(seed=1)])
     out = jax.vmap(lambda m, v: m(v), in_axes=(axes, 0))(layer, batches)
     np.testing.assert_allclose(out[1], layer(batches[1]), rtol=1e-12)
+
+
+def test_flax_param_dtype_and_dtype_are_the_mixed_policy():
+    layer = LSTM(4, input_dim=3, seed=0, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    assert layer.spec.dtype == "mixed_bfloat16" and layer.kernel.dtype == jnp.float32
+    assert layer(jnp.zeros((2, 5, 3), jnp.float32)).dtype == jnp.bfloat16
+    assert LSTM(4, dtype="float16", param_dtype="float16").spec.dtype == "float16"
+    with pytest.raises(ValueError, match="param_dtype='float16' with dtype='float32' has no"):
+        LSTM(4, dtype="float32", param_dtype=jnp.float16)
