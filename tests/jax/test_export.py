@@ -111,3 +111,16 @@ def test_a_layer_whose_config_has_a_python_callable_says_why_it_cannot_be_serial
         x = data(2, 3, seed=1)
         again = export.deserialize(closed.serialize())
         np.testing.assert_allclose(again.call(x), layer(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_float16"])
+def test_low_precision_layers_export_with_symbolic_shapes(dtype):
+    layer = GRU(8, input_dim=5, seed=0, dtype=dtype)
+    low = jnp.bfloat16 if dtype == "bfloat16" else jnp.float16
+    b, t = export.symbolic_shape("b, t")
+    program = export.export(jax.jit(lambda layer, x: layer(x)))(
+        layer, jax.ShapeDtypeStruct((b, t, 5), low)
+    )
+    again = export.deserialize(program.serialize())
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 9, 5)), low)
+    np.testing.assert_array_equal(again.call(layer, x), layer(x))

@@ -128,3 +128,13 @@ def test_autocast_bfloat16_runs_every_path_within_bfloat16_of_float32(name):
     got.float().sum().backward()  # and trains
     assert all(p.grad is not None for p in layer.parameters())
     close(got.float(), want, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_bfloat16"])
+def test_low_precision_layers_export_with_dynamic_batch_and_time(dtype):
+    layer = LSTM(8, input_dim=5, seed=0, dtype=dtype, return_sequences=True).eval()
+    batch, time = torch.export.Dim("batch", min=1), torch.export.Dim("time", min=2)
+    x = torch.randn(2, 7, 5, dtype=torch.bfloat16)
+    program = torch.export.export(layer, (x,), dynamic_shapes={"inputs": {0: batch, 1: time}})
+    again = torch.randn(3, 11, 5, dtype=torch.bfloat16)
+    assert torch.equal(program.module()(again), layer(again))
