@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 
+from multirnn import precision
 from multirnn.bench import contenders, timing
 from multirnn.bench.workloads import Workload
 
@@ -33,6 +34,10 @@ def run_job(job: dict) -> dict:
                 raise contenders.Unsupported("dropout is timed on multirnn's engines only")
             if workload.group == "precision" and contender.kind != "engine":
                 raise contenders.Unsupported("low precision is timed on multirnn's engines only")
+            try:  # bfloat16 on the host needs ml_dtypes (with JAX and TensorFlow)
+                precision.numpy_dtype(workload.dtype)
+            except ImportError as exc:
+                raise contenders.Unsupported(str(exc)) from None
             forward, train = contender.prepare(workload)
             if job.get("memory"):  # a fresh process per workload: train steps only
                 if train is not None:

@@ -122,7 +122,9 @@ def test_suite_has_low_precision_twins_and_the_report_their_ratios():
         assert len({w.key for w in everything}) == len(everything)
     w = next(w for w in suite(["LSTM"], "quick") if w.dtype == "bfloat16")
     assert w.key.endswith("/bfloat16") and w.label.endswith(", bfloat16")
-    assert w.weights()[0].dtype.name == "bfloat16" and Workload.from_dict(w.to_dict()) == w
+    assert Workload.from_dict(w.to_dict()) == w
+    half = next(w for w in suite(["LSTM"], "quick") if w.dtype == "float16")
+    assert half.weights()[0].dtype == np.float16 and half.inputs().dtype == np.float16
     record = fake_record({"multirnn:torch": {"S": 0.001, "precision": 0.0011},
                           "torch.nn": {"S": 0.001}})  # fmt: skip
     table = render.low_precision(record)
