@@ -298,6 +298,9 @@ def run(layer: Any, call: Call) -> tuple[Any, list]:
     """The engine's loop or kernel on a prepared call (``layer._run(call, weights)``, the
     weights as ``layer._call_weights()`` gives them); a low-precision layer's in float32
     (:mod:`multirnn.precision`)."""
+    dtype = layer._compute_dtype()
+    if dtype not in precision.LOW:  # the common case, on every call: nothing to widen
+        return layer._run(call, layer._call_weights())
     masks = (call.input_dropout, call.recurrent_dropout)
 
     def loop(weights, x, states, mi, mr):
@@ -305,8 +308,8 @@ def run(layer: Any, call: Call) -> tuple[Any, list]:
                                    recurrent_dropout=mr)  # fmt: skip
         return layer._run(wide, weights)
 
-    return precision.widened(layer._arrays.cast, layer._compute_dtype(), loop,
-                             layer._call_weights(), call.x, call.states, masks)  # fmt: skip
+    return precision.widened(layer._arrays.cast, dtype, loop, layer._call_weights(), call.x,
+                             call.states, masks)  # fmt: skip
 
 
 def result(layer: Any, output: Any, final: Sequence[Any]):
